@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Idempotent setup: system packages (when root and missing) and the project venv.
+# Usage: scripts/install.sh [runtime|dev|bench]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-dev}
+PYTHON=${PYTHON:-python3}
+
+# Tools the lab tests and the bench drive; only installed when missing, only as root.
+apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-dev curl iputils-ping)
+need_apt=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ "$what" != runtime ] && [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "install: apt-get ${need_apt[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # tshark asks whether non-root users may capture; answer no, non-interactively.
+    echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections || true
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+  else
+    echo "install: not root; skipping system packages (${need_apt[*]}); lab tests will skip" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.vigil-install-$what
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  case "$what" in
+    runtime) extras="embedded" ;;
+    dev) extras="embedded,dev" ;;
+    bench) extras="embedded,dev,bench" ;;
+    *) echo "unknown target $what" >&2; exit 2 ;;
+  esac
+  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  touch "$stamp"
+fi

@@ -1,0 +1,71 @@
+"""What every protocol analyzer shares: the connection it runs on, its error type, its session interface.
+
+A protocol lives in ``sensor/protocols/<name>/``:
+  ``parser.py``  pure functions, bytes -> typed dataclasses; raise only :class:`ParseError`.
+  ``session.py`` per-connection state (requests <-> replies), turns parsed messages into protobuf records.
+  ``zeek.py``    protobuf record -> Zeek log row (dict with Zeek's field names), for ``--format zeek-json``.
+The flow table creates one session per connection the registry assigns to a protocol and feeds it
+payload in order; sessions never see bulk data they said they no longer need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from vigil.sensor.v1 import sensor_pb2
+
+
+class ParseError(Exception):
+    """Malformed or unsupported input. ``reason`` is a short, bounded label used as a metric label."""
+
+    def __init__(self, protocol: str, reason: str, detail: str = "") -> None:
+        self.protocol = protocol
+        self.reason = reason
+        super().__init__(f"{protocol}: {reason}" + (f" ({detail})" if detail else ""))
+
+
+@dataclass(frozen=True, slots=True)
+class ConnContext:
+    """The connection a session runs on, as the flow table knows it."""
+
+    uid: str
+    orig_ip: str
+    orig_port: int
+    resp_ip: str
+    resp_port: int
+    # "tcp" or "udp"
+    transport: str
+    orig_mac: str = ""
+    resp_mac: str = ""
+
+
+Emit = Callable[[sensor_pb2.Record], None]
+ErrorCounter = Callable[[str, str], None]  # (protocol, reason)
+
+
+class Session(Protocol):
+    """Per-connection analyzer state.
+
+    TCP: ``data`` gets each direction's stream in order (reassembled); ``gap`` reports missing bytes.
+    UDP: ``data`` gets one datagram per call.
+    """
+
+    protocol: str
+
+    def data(self, is_orig: bool, ts: float, payload: bytes) -> None: ...
+
+    def gap(self, is_orig: bool, ts: float, length: int) -> None: ...
+
+    def finish(self, ts: float) -> None:
+        """The connection ended (or the sensor shuts down): flush pending records."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """True once the session has all it wants; the flow table then stops feeding it."""
+        ...
+
+
+SessionFactory = Callable[[ConnContext, Emit, ErrorCounter], Session]

@@ -1,0 +1,1 @@
+"""Hosts in network namespaces for tests that need real traffic: build, run tools, capture, tear down."""

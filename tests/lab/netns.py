@@ -1,0 +1,238 @@
+"""A small lab of hosts in network namespaces, joined by bridges inside a gateway namespace.
+
+Topology (addresses exist only inside the namespaces this module creates)::
+
+    LAN A 10.231.1.0/24                         LAN B 10.231.2.0/24
+    host ns --veth--+                     +--veth-- host ns
+    host ns --veth--+- br-a [ gateway ns ] br-b -+--veth-- host ns
+                      10.231.1.1      10.231.2.1
+
+The gateway routes between the two LANs, so anything it enforces (nftables in its namespace) stands
+between a LAN A host and a LAN B host, and a sensor capturing on ``br-a`` sees every LAN A conversation.
+Every process started here is bounded in time and killed at teardown; every namespace is deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LAN_A = "10.231.1"
+LAN_B = "10.231.2"
+
+
+class LabUnavailable(RuntimeError):
+    """The machine cannot build the lab (not root, no iproute2, no netns support)."""
+
+
+def unavailable_reason(tools: Sequence[str] = ()) -> str | None:
+    if os.geteuid() != 0:
+        return "lab needs root (network namespaces)"
+    for tool in ("ip", *tools):
+        if shutil.which(tool) is None:
+            return f"lab needs {tool} (run `make install` as root)"
+    probe = f"vgprobe{secrets.token_hex(3)}"
+    try:
+        subprocess.run(["ip", "netns", "add", probe], check=True, capture_output=True, timeout=10)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        return f"cannot create network namespaces: {exc}"
+    finally:
+        subprocess.run(["ip", "netns", "del", probe], capture_output=True, timeout=10)
+    return None
+
+
+def _run(*args: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(args), capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass
+class Host:
+    name: str
+    netns: str
+    ip: str
+    mac: str
+    lab: Lab
+
+    def run(self, *args: str, timeout: float = 30, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a command inside this host's namespace, bounded by ``timeout`` seconds."""
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.netns, *args], capture_output=True, text=True, timeout=timeout
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"{self.name}: {' '.join(args)} -> {proc.returncode}: {proc.stderr.strip()}")
+        return proc
+
+    def spawn(
+        self, *args: str, stdout: int | None = subprocess.DEVNULL, **kwargs: object
+    ) -> subprocess.Popen[bytes]:
+        """Start a background process in this host's namespace; the lab kills it at teardown."""
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", self.netns, *args],
+            stdout=stdout,
+            stderr=kwargs.pop("stderr", subprocess.DEVNULL),
+            start_new_session=True,
+            **kwargs,
+        )
+        self.lab.processes.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def can_connect(self, ip: str, port: int, timeout_s: float = 1.0) -> bool:
+        """One TCP connect attempt with a hard timeout."""
+        code = (
+            "import socket,sys\n"
+            f"s=socket.socket(socket.AF_INET6 if ':' in {ip!r} else socket.AF_INET)\n"
+            f"s.settimeout({timeout_s})\n"
+            f"sys.exit(0 if s.connect_ex(({ip!r},{port}))==0 else 1)\n"
+        )
+        proc = self.run("python3", "-c", code, timeout=timeout_s + 5)
+        return proc.returncode == 0
+
+
+@dataclass
+class Lab:
+    lab_id: str = field(default_factory=lambda: secrets.token_hex(2))
+    hosts: dict[str, Host] = field(default_factory=dict)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    namespaces: list[str] = field(default_factory=list)
+    _counter: int = 0
+
+    @property
+    def gateway_ns(self) -> str:
+        return f"vg{self.lab_id}-gw"
+
+    def build(self, lan_a: Sequence[str], lan_b: Sequence[str]) -> None:
+        if reason := unavailable_reason():
+            raise LabUnavailable(reason)
+        gw = self.gateway_ns
+        self._add_ns(gw)
+        self._gw("ip", "link", "set", "lo", "up")
+        self._gw("sysctl", "-qw", "net.ipv4.ip_forward=1")
+        for bridge, prefix in (("br-a", LAN_A), ("br-b", LAN_B)):
+            self._gw("ip", "link", "add", bridge, "type", "bridge")
+            self._gw("ip", "addr", "add", f"{prefix}.1/24", "dev", bridge)
+            self._gw("ip", "link", "set", bridge, "up")
+        for names, bridge, prefix, first in ((lan_a, "br-a", LAN_A, 10), (lan_b, "br-b", LAN_B, 20)):
+            for offset, name in enumerate(names):
+                self._add_host(name, bridge, prefix, first + offset)
+
+    def _add_ns(self, name: str) -> None:
+        _run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+
+    def _gw(self, *args: str) -> None:
+        _run("ip", "netns", "exec", self.gateway_ns, *args)
+
+    def _add_host(self, name: str, bridge: str, prefix: str, octet: int) -> None:
+        self._counter += 1
+        ns = f"vg{self.lab_id}-{name}"
+        outer, inner = f"v{self.lab_id}g{self._counter}", f"v{self.lab_id}h{self._counter}"
+        # A locally administered MAC that encodes the host, so captures are readable.
+        mac = f"02:76:67:{int(self.lab_id[:2], 16):02x}:{int(self.lab_id[2:], 16):02x}:{self._counter:02x}"
+        self._add_ns(ns)
+        _run(
+            "ip",
+            "link",
+            "add",
+            outer,
+            "netns",
+            self.gateway_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            inner,
+            "netns",
+            ns,
+        )
+        self._gw("ip", "link", "set", outer, "master", bridge)
+        self._gw("ip", "link", "set", outer, "up")
+        ex = ("ip", "netns", "exec", ns)
+        _run(*ex, "ip", "link", "set", inner, "address", mac)
+        _run(*ex, "ip", "link", "set", inner, "name", "eth0")
+        _run(*ex, "ip", "addr", "add", f"{prefix}.{octet}/24", "dev", "eth0")
+        _run(*ex, "ip", "link", "set", "eth0", "up")
+        _run(*ex, "ip", "link", "set", "lo", "up")
+        _run(*ex, "ip", "route", "add", "default", "via", f"{prefix}.1")
+        self.hosts[name] = Host(name=name, netns=ns, ip=f"{prefix}.{octet}", mac=mac, lab=self)
+
+    def gateway_run(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.gateway_ns, *args], capture_output=True, text=True, timeout=timeout
+        )
+
+    def gateway_spawn(self, *args: str, **kwargs: object) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(  # type: ignore[call-overload]
+            ["ip", "netns", "exec", self.gateway_ns, *args], start_new_session=True, **kwargs
+        )
+        self.processes.append(proc)
+        return proc  # type: ignore[no-any-return]
+
+    def wait_reachable(self, src: str, dst_ip: str, port: int, timeout_s: float = 10) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self.hosts[src].can_connect(dst_ip, port, timeout_s=0.5):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{src} cannot reach {dst_ip}:{port}")
+            time.sleep(0.1)
+
+    def teardown(self) -> None:
+        for proc in reversed(self.processes):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.processes.clear()
+        for ns in reversed(self.namespaces):
+            # Deleting the namespace removes its veths, bridges and nftables tables with it.
+            pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=10)
+            for pid in pids.stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+        self.namespaces.clear()
+
+
+@contextlib.contextmanager
+def lab(lan_a: Sequence[str], lan_b: Sequence[str]) -> Iterator[Lab]:
+    built = Lab()
+    try:
+        built.build(lan_a, lan_b)
+        yield built
+    finally:
+        built.teardown()
+
+
+def http_server(host: Host, port: int = 80, root: Path | None = None) -> subprocess.Popen[bytes]:
+    """A real HTTP server (Python's) in the host's namespace."""
+    args = ["python3", "-m", "http.server", str(port), "--bind", host.ip]
+    if root is not None:
+        args += ["--directory", str(root)]
+    return host.spawn(*args)
+
+
+def tcp_listener(host: Host, port: int) -> subprocess.Popen[bytes]:
+    """Accepts and closes connections on ``port`` (a stand-in for any TCP service)."""
+    code = (
+        "import socket\n"
+        f"s=socket.create_server(({host.ip!r},{port}))\n"
+        "while True:\n"
+        "    c,_=s.accept(); c.sendall(b'hello\\n'); c.close()\n"
+    )
+    return host.spawn("python3", "-c", code)

@@ -1,0 +1,234 @@
+"""One configuration tree for every service: a YAML file overlaid with ``VIGIL_`` environment variables.
+
+Environment variables address nested keys with double underscores:
+``VIGIL_NATS__URL=nats://10.0.0.1:4222`` sets ``nats.url``. Values are parsed as YAML scalars, so
+``VIGIL_RESPONDER__DRY_RUN=true`` is a boolean. The whole tree is validated at once and every error is
+reported together, so an operator fixes a config in one round rather than one error per restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "VIGIL_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NatsConfig(_Section):
+    url: str = "nats://127.0.0.1:4222"
+    # Optional credentials and TLS; never logged.
+    user: str | None = None
+    password: str | None = None
+    creds_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    stream: str = "VIGIL_TELEMETRY"
+    # Stream limits: how long and how much telemetry JetStream keeps for consumers that lag.
+    stream_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
+    stream_max_bytes: int = Field(default=10 * 1024**3, gt=0)
+    # Deduplication window for Nats-Msg-Id (batch id): covers a spool drained after an outage.
+    duplicate_window_s: float = Field(default=3600, gt=0)
+    connect_timeout_s: float = Field(default=2.0, gt=0)
+
+
+class RedisConfig(_Section):
+    # redis://host:port/db or unix:///path/to/socket
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = "vigil:v1"
+
+
+class HttpConfig(_Section):
+    """Where a service serves /metrics, /healthz and /readyz. Port 0 picks a free port."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=0, ge=0, le=65535)
+
+
+class SensorConfig(_Section):
+    sensor_id: str = "sensor-1"
+    site: str = "default"
+    # "pcap" reads files; "tap" captures live on an interface (AF_PACKET, needs root).
+    source: Literal["pcap", "tap"] = "pcap"
+    pcap_files: list[Path] = Field(default_factory=list)
+    interface: str | None = None
+    # Replay pcaps at capture speed (live-like) instead of as fast as possible.
+    pcap_realtime: bool = False
+    idle_timeout_tcp_s: float = Field(default=300.0, gt=0)
+    idle_timeout_udp_s: float = Field(default=60.0, gt=0)
+    idle_timeout_other_s: float = Field(default=60.0, gt=0)
+    active_timeout_s: float = Field(default=3600.0, gt=0)
+    # How long to linger after FIN/RST before emitting (catches the final ACKs).
+    close_linger_s: float = Field(default=1.0, ge=0)
+    batch_max_records: int = Field(default=500, gt=0)
+    batch_max_delay_s: float = Field(default=1.0, gt=0)
+    spool_dir: Path = Path("var/spool")
+    spool_max_bytes: int = Field(default=256 * 1024**2, gt=0)
+    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    http: HttpConfig = HttpConfig()
+
+
+class ProtectedConfig(_Section):
+    """Addresses and networks no action may ever touch (CIDR strings)."""
+
+    networks: list[str] = Field(default_factory=list)
+
+    @field_validator("networks")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)
+        return value
+
+
+class MasterConfig(_Section):
+    consumer: str = "vigil-master"
+    # Networks considered internal for "internal destinations"; RFC 1918 + ULA by default.
+    internal_networks: list[str] = Field(
+        default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+    )
+    # Event-time window over which a device's scan features are counted.
+    scan_window_s: float = Field(default=60.0, gt=0)
+    # Posterior predictive tail probability below which the scan model breaches.
+    scan_breach_probability: float = Field(default=1e-4, gt=0, lt=1)
+    # Half-life of the model's memory, in event-time seconds: old windows weigh less.
+    scan_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Breach score at or above which policy acts.
+    action_min_score: int = Field(default=60, ge=0, le=100)
+    # "autonomous" acts, "confirm" proposes, "observe" only records.
+    response_mode: Literal["autonomous", "confirm", "observe"] = "autonomous"
+    block_duration_s: float = Field(default=3600.0, gt=0)
+    max_actions_per_minute: int = Field(default=10, gt=0)
+    responder_address: str | None = "127.0.0.1:50051"
+    fetch_batch: int = Field(default=64, gt=0)
+    protected: ProtectedConfig = ProtectedConfig()
+    http: HttpConfig = HttpConfig()
+
+
+class ResponderConfig(_Section):
+    listen: str = "127.0.0.1:50051"
+    backend: Literal["nftables", "dryrun"] = "dryrun"
+    # nftables table that holds every Vigil rule; nothing outside it is touched.
+    nft_table: str = "vigil"
+    # Run nft inside this network namespace (`ip netns exec`), for gateways in labs/containers.
+    netns: str | None = None
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    max_action_duration_s: float = Field(default=24 * 3600.0, gt=0)
+    protected: ProtectedConfig = ProtectedConfig()
+    state_file: Path | None = None
+    http: HttpConfig = HttpConfig()
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+
+class UpConfig(_Section):
+    data_dir: Path = Path("var/vigil-up")
+
+
+class VigilConfig(_Section):
+    nats: NatsConfig = NatsConfig()
+    redis: RedisConfig = RedisConfig()
+    sensor: SensorConfig = SensorConfig()
+    master: MasterConfig = MasterConfig()
+    responder: ResponderConfig = ResponderConfig()
+    log: LogConfig = LogConfig()
+    up: UpConfig = UpConfig()
+
+
+class ConfigError(Exception):
+    """Every problem found in a configuration, reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for key in path[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Turn ``VIGIL_A__B=value`` variables into a nested mapping ``{"a": {"b": value}}``."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == "VIGIL_CONFIG":
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_path(tree, path, value)
+    return tree
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build(
+    file_tree: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> VigilConfig:
+    """Validate file tree + environment + explicit overrides (in that order of precedence, last wins)."""
+    tree = merge({}, file_tree or {})
+    tree = merge(tree, env_overrides(environ or {}))
+    tree = merge(tree, overrides or {})
+    try:
+        return VigilConfig.model_validate(tree)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(root)"
+            problems.append(f"{where}: {err['msg']}")
+        raise ConfigError(problems) from None
+
+
+def load(
+    path: Path | None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> VigilConfig:
+    file_tree: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{path}: top level must be a mapping"])
+        file_tree = loaded
+    return build(file_tree, environ if environ is not None else os.environ, overrides)

@@ -1,0 +1,57 @@
+"""The lifecycle every Vigil service shares: serve health/metrics, run until SIGTERM, drain, exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from vigil import __version__
+from vigil.config import HttpConfig
+from vigil.health import HealthServer, HealthState
+from vigil.log import get
+
+
+class Service(Protocol):
+    name: str
+    registry: CollectorRegistry
+    health: HealthState
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then drain in-flight work and return."""
+        ...
+
+
+def build_info(registry: CollectorRegistry, component: str) -> None:
+    info = Gauge(f"vigil_{component}_build_info", "Build information.", ["version"], registry=registry)
+    info.labels(version=__version__).set(1)
+
+
+async def run_service(service: Service, http: HttpConfig, stop: asyncio.Event | None = None) -> None:
+    log = get(service.name)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def _request_stop(signame: str) -> None:
+        log.info("shutdown_requested", signal=signame)
+        service.health.draining = True
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, _request_stop, sig.name)
+    server = HealthServer(service.registry, service.health, http.host, http.port)
+    await server.start()
+    log.info("http_listening", host=http.host, port=server.port)
+    try:
+        await service.run(stop)
+    finally:
+        service.health.draining = True
+        await server.stop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
