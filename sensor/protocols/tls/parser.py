@@ -1,0 +1,463 @@
+"""TLS handshake messages (RFC 8446, RFC 5246), JA3/JA3S/JA4 fingerprints, minimal X.509 Name decoding.
+
+Pure functions over bytes; only :class:`ParseError` escapes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sensor.protocols.base import ParseError
+
+PROTOCOL = "tls"
+
+CONTENT_CCS = 20
+CONTENT_ALERT = 21
+CONTENT_HANDSHAKE = 22
+CONTENT_APPDATA = 23
+
+HS_CLIENT_HELLO = 1
+HS_SERVER_HELLO = 2
+HS_CERTIFICATE = 11
+HS_SERVER_KEY_EXCHANGE = 12
+HS_SERVER_HELLO_DONE = 14
+HS_FINISHED = 20
+
+EXT_SERVER_NAME = 0
+EXT_SUPPORTED_GROUPS = 10
+EXT_EC_POINT_FORMATS = 11
+EXT_SIGNATURE_ALGORITHMS = 13
+EXT_ALPN = 16
+EXT_PRE_SHARED_KEY = 41
+EXT_SUPPORTED_VERSIONS = 43
+EXT_KEY_SHARE = 51
+
+VERSION_NAMES = {
+    0x0002: "SSLv2", 0x0300: "SSLv3", 0x0301: "TLSv10", 0x0302: "TLSv11", 0x0303: "TLSv12", 0x0304: "TLSv13",
+    0xFEFF: "DTLSv10", 0xFEFD: "DTLSv12", 0xFEFC: "DTLSv13",
+}  # fmt: skip
+
+GROUP_NAMES = {
+    1: "sect163k1", 2: "sect163r1", 3: "sect163r2", 4: "sect193r1", 5: "sect193r2", 6: "sect233k1",
+    7: "sect233r1", 8: "sect239k1", 9: "sect283k1", 10: "sect283r1", 11: "sect409k1", 12: "sect409r1",
+    13: "sect571k1", 14: "sect571r1", 15: "secp160k1", 16: "secp160r1", 17: "secp160r2", 18: "secp192k1",
+    19: "secp192r1", 20: "secp224k1", 21: "secp224r1", 22: "secp256k1", 23: "secp256r1", 24: "secp384r1",
+    25: "secp521r1", 26: "brainpoolP256r1", 27: "brainpoolP384r1", 28: "brainpoolP512r1", 29: "x25519",
+    30: "x448", 256: "ffdhe2048", 257: "ffdhe3072", 258: "ffdhe4096", 259: "ffdhe6144", 260: "ffdhe8192",
+    0x11EC: "X25519MLKEM768", 0x6399: "X25519Kyber768Draft00",
+}  # fmt: skip
+
+CIPHER_NAMES = {
+    0x0000: "TLS_NULL_WITH_NULL_NULL", 0x0004: "TLS_RSA_WITH_RC4_128_MD5", 0x0005: "TLS_RSA_WITH_RC4_128_SHA",
+    0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA", 0x0016: "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",
+    0x002F: "TLS_RSA_WITH_AES_128_CBC_SHA", 0x0032: "TLS_DHE_DSS_WITH_AES_128_CBC_SHA",
+    0x0033: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA", 0x0035: "TLS_RSA_WITH_AES_256_CBC_SHA",
+    0x0038: "TLS_DHE_DSS_WITH_AES_256_CBC_SHA", 0x0039: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA",
+    0x003C: "TLS_RSA_WITH_AES_128_CBC_SHA256", 0x003D: "TLS_RSA_WITH_AES_256_CBC_SHA256",
+    0x0041: "TLS_RSA_WITH_CAMELLIA_128_CBC_SHA", 0x0045: "TLS_DHE_RSA_WITH_CAMELLIA_128_CBC_SHA",
+    0x0067: "TLS_DHE_RSA_WITH_AES_128_CBC_SHA256", 0x006B: "TLS_DHE_RSA_WITH_AES_256_CBC_SHA256",
+    0x0084: "TLS_RSA_WITH_CAMELLIA_256_CBC_SHA", 0x0088: "TLS_DHE_RSA_WITH_CAMELLIA_256_CBC_SHA",
+    0x009C: "TLS_RSA_WITH_AES_128_GCM_SHA256", 0x009D: "TLS_RSA_WITH_AES_256_GCM_SHA384",
+    0x009E: "TLS_DHE_RSA_WITH_AES_128_GCM_SHA256", 0x009F: "TLS_DHE_RSA_WITH_AES_256_GCM_SHA384",
+    0x00FF: "TLS_EMPTY_RENEGOTIATION_INFO_SCSV",
+    0x1301: "TLS_AES_128_GCM_SHA256", 0x1302: "TLS_AES_256_GCM_SHA384",
+    0x1303: "TLS_CHACHA20_POLY1305_SHA256",
+    0x1304: "TLS_AES_128_CCM_SHA256", 0x1305: "TLS_AES_128_CCM_8_SHA256", 0x5600: "TLS_FALLBACK_SCSV",
+    0xC007: "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA", 0xC009: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+    0xC00A: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA", 0xC011: "TLS_ECDHE_RSA_WITH_RC4_128_SHA",
+    0xC012: "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA", 0xC013: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    0xC014: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA", 0xC023: "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256",
+    0xC024: "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA384", 0xC027: "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256",
+    0xC028: "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA384", 0xC02B: "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    0xC02C: "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384", 0xC02F: "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    0xC030: "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    0xCCA8: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xCCA9: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xCCAA: "TLS_DHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    0xCC13: "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256_OLD",
+    0xCC14: "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256_OLD",
+}  # fmt: skip
+
+
+def cipher_name(code: int) -> str:
+    return CIPHER_NAMES.get(code, f"unknown-{code}")
+
+
+def is_grease(value: int) -> bool:
+    """RFC 8701 GREASE values (0x0a0a, 0x1a1a, ...): random noise that fingerprints must ignore."""
+    return (value & 0x0F0F) == 0x0A0A and (value >> 8) == (value & 0xFF)
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    type: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClientHello:
+    legacy_version: int
+    session_id: bytes
+    ciphers: tuple[int, ...]
+    extensions: tuple[Extension, ...]
+    server_name: str = ""
+    groups: tuple[int, ...] = ()
+    point_formats: tuple[int, ...] = ()
+    signature_algorithms: tuple[int, ...] = ()
+    alpn: tuple[str, ...] = ()
+    supported_versions: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ServerHello:
+    legacy_version: int
+    session_id: bytes
+    cipher: int
+    extensions: tuple[Extension, ...]
+    # From supported_versions when present (TLS 1.3), else the legacy version.
+    version: int
+    alpn: str = ""
+    key_share_group: int | None = None
+    psk_accepted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    type: int
+    body: bytes
+
+
+class _Reader:
+    def __init__(self, data: bytes, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ParseError(PROTOCOL, f"{self.what}_truncated")
+        out = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return int.from_bytes(self.take(2), "big")
+
+    def u24(self) -> int:
+        return int.from_bytes(self.take(3), "big")
+
+    def vec(self, len_bytes: int) -> bytes:
+        return self.take(int.from_bytes(self.take(len_bytes), "big"))
+
+    @property
+    def left(self) -> int:
+        return len(self.data) - self.pos
+
+
+def _u16_list(data: bytes, what: str) -> tuple[int, ...]:
+    if len(data) % 2:
+        raise ParseError(PROTOCOL, f"{what}_odd_length")
+    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+
+
+def _extensions(r: _Reader) -> tuple[Extension, ...]:
+    if r.left == 0:
+        return ()
+    block = _Reader(r.vec(2), "extensions")
+    out = []
+    while block.left:
+        etype = block.u16()
+        out.append(Extension(etype, block.vec(2)))
+    return tuple(out)
+
+
+def split_handshakes(data: bytes) -> tuple[list[Handshake], int]:
+    """Complete handshake messages at the start of ``data`` and how many bytes they used."""
+    out: list[Handshake] = []
+    pos = 0
+    while len(data) - pos >= 4:
+        length = int.from_bytes(data[pos + 1 : pos + 4], "big")
+        if len(data) - pos - 4 < length:
+            break
+        out.append(Handshake(data[pos], data[pos + 4 : pos + 4 + length]))
+        pos += 4 + length
+    return out, pos
+
+
+def parse_client_hello(body: bytes) -> ClientHello:
+    r = _Reader(body, "client_hello")
+    version = r.u16()
+    r.take(32)
+    session_id = r.vec(1)
+    ciphers = _u16_list(r.vec(2), "ciphers")
+    r.vec(1)  # compression methods
+    exts = _extensions(r)
+    sni = ""
+    groups: tuple[int, ...] = ()
+    formats: tuple[int, ...] = ()
+    sigs: tuple[int, ...] = ()
+    alpn: list[str] = []
+    versions: tuple[int, ...] = ()
+    for ext in exts:
+        if ext.type == EXT_SERVER_NAME and ext.data:
+            names = _Reader(_Reader(ext.data, "sni").vec(2), "sni")
+            while names.left:
+                kind, name = names.u8(), names.vec(2)
+                if kind == 0 and not sni:
+                    sni = name.decode("latin-1")
+        elif ext.type == EXT_SUPPORTED_GROUPS:
+            groups = _u16_list(_Reader(ext.data, "groups").vec(2), "groups")
+        elif ext.type == EXT_EC_POINT_FORMATS:
+            formats = tuple(_Reader(ext.data, "point_formats").vec(1))
+        elif ext.type == EXT_SIGNATURE_ALGORITHMS:
+            sigs = _u16_list(_Reader(ext.data, "sigalgs").vec(2), "sigalgs")
+        elif ext.type == EXT_ALPN:
+            protos = _Reader(_Reader(ext.data, "alpn").vec(2), "alpn")
+            while protos.left:
+                alpn.append(protos.vec(1).decode("latin-1"))
+        elif ext.type == EXT_SUPPORTED_VERSIONS:
+            versions = _u16_list(_Reader(ext.data, "versions").vec(1), "versions")
+    return ClientHello(version, session_id, ciphers, exts, sni, groups, formats, sigs, tuple(alpn), versions)
+
+
+def parse_server_hello(body: bytes) -> ServerHello:
+    r = _Reader(body, "server_hello")
+    legacy = r.u16()
+    r.take(32)
+    session_id = r.vec(1)
+    cipher = r.u16()
+    r.u8()  # compression method
+    exts = _extensions(r)
+    version = legacy
+    alpn = ""
+    group: int | None = None
+    psk = False
+    for ext in exts:
+        if ext.type == EXT_SUPPORTED_VERSIONS and len(ext.data) == 2:
+            version = int.from_bytes(ext.data, "big")
+        elif ext.type == EXT_ALPN and ext.data:
+            protos = _Reader(_Reader(ext.data, "alpn").vec(2), "alpn")
+            alpn = protos.vec(1).decode("latin-1")
+        elif ext.type == EXT_KEY_SHARE and len(ext.data) >= 2:
+            group = int.from_bytes(ext.data[:2], "big")
+        elif ext.type == EXT_PRE_SHARED_KEY:
+            psk = True
+    return ServerHello(legacy, session_id, cipher, exts, version, alpn, group, psk)
+
+
+def parse_certificate_chain(body: bytes, tls13: bool = False) -> list[bytes]:
+    r = _Reader(body, "certificate")
+    if tls13:
+        r.vec(1)  # certificate_request_context
+    chain = _Reader(r.vec(3), "certificate")
+    out = []
+    while chain.left:
+        out.append(chain.vec(3))
+        if tls13:
+            chain.vec(2)  # per-certificate extensions
+    return out
+
+
+def server_key_exchange_curve(body: bytes) -> int | None:
+    """Named group of an ECDHE ServerKeyExchange (curve_type 3 = named_curve), else None."""
+    if len(body) >= 3 and body[0] == 3:
+        return int.from_bytes(body[1:3], "big")
+    return None
+
+
+# -- fingerprints -------------------------------------------------------------------------------------------
+
+
+def ja3_string(hello: ClientHello) -> str:
+    def dash(values: tuple[int, ...] | list[int]) -> str:
+        return "-".join(str(v) for v in values if not is_grease(v))
+
+    return ",".join((
+        str(hello.legacy_version),
+        dash(hello.ciphers),
+        dash([e.type for e in hello.extensions]),
+        dash(hello.groups),
+        "-".join(str(v) for v in hello.point_formats),
+    ))  # fmt: skip
+
+
+def ja3(hello: ClientHello) -> tuple[str, str]:
+    text = ja3_string(hello)
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(), text
+
+
+def ja3s(hello: ServerHello) -> tuple[str, str]:
+    text = ",".join((
+        str(hello.legacy_version),
+        str(hello.cipher),
+        "-".join(str(e.type) for e in hello.extensions if not is_grease(e.type)),
+    ))  # fmt: skip
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(), text
+
+
+_JA4_VERSIONS = {0x0304: "13", 0x0303: "12", 0x0302: "11", 0x0301: "10", 0x0300: "s3", 0x0002: "s2",
+                 0xFEFF: "d1", 0xFEFD: "d2", 0xFEFC: "d3"}  # fmt: skip
+
+
+def _sha12(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12] if text else "000000000000"
+
+
+def ja4(hello: ClientHello, transport: str = "t") -> tuple[str, str]:
+    """JA4 fingerprint and its raw (unhashed, original-order-free) form ``ja4_r``-like string."""
+    versions = [v for v in hello.supported_versions if not is_grease(v)]
+    version = max(versions) if versions else hello.legacy_version
+    ciphers = [c for c in hello.ciphers if not is_grease(c)]
+    exts = [e.type for e in hello.extensions if not is_grease(e.type)]
+    alpn = hello.alpn[0] if hello.alpn else ""
+    if not alpn:
+        alpn_code = "00"
+    elif alpn[0].isascii() and alpn[0].isalnum() and alpn[-1].isascii() and alpn[-1].isalnum():
+        alpn_code = alpn[0] + alpn[-1]
+    else:
+        # Non-alphanumeric first/last bytes are represented by the hex of those bytes' outer nibbles.
+        raw = alpn.encode("latin-1").hex()
+        alpn_code = raw[0] + raw[-1]
+    part_a = (
+        f"{transport}{_JA4_VERSIONS.get(version, '00')}{'d' if hello.server_name else 'i'}"
+        f"{min(len(ciphers), 99):02d}{min(len(exts), 99):02d}{alpn_code}"
+    )
+    cipher_list = ",".join(f"{c:04x}" for c in sorted(ciphers))
+    ext_list = ",".join(f"{e:04x}" for e in sorted(exts) if e not in (EXT_SERVER_NAME, EXT_ALPN))
+    sig_list = ",".join(f"{s:04x}" for s in hello.signature_algorithms if not is_grease(s))
+    part_c_source = f"{ext_list}_{sig_list}" if sig_list else ext_list
+    raw_form = f"{part_a}_{cipher_list}_{part_c_source}"
+    return f"{part_a}_{_sha12(cipher_list)}_{_sha12(part_c_source)}", raw_form
+
+
+# -- X.509 (just enough DER for subject and issuer) -------------------------------------------------------
+
+_ATTR_NAMES = {
+    "2.5.4.3": "CN", "2.5.4.6": "C", "2.5.4.7": "L", "2.5.4.8": "ST", "2.5.4.9": "STREET", "2.5.4.10": "O",
+    "2.5.4.11": "OU", "2.5.4.5": "serialNumber", "2.5.4.4": "SN", "2.5.4.42": "GN", "2.5.4.12": "title",
+    "2.5.4.17": "postalCode", "2.5.4.15": "businessCategory", "0.9.2342.19200300.100.1.25": "DC",
+    "0.9.2342.19200300.100.1.1": "UID", "1.2.840.113549.1.9.1": "emailAddress",
+    "1.3.6.1.4.1.311.60.2.1.3": "jurisdictionC", "1.3.6.1.4.1.311.60.2.1.2": "jurisdictionST",
+    "1.3.6.1.4.1.311.60.2.1.1": "jurisdictionL",
+}  # fmt: skip
+
+
+def _der(data: bytes, pos: int) -> tuple[int, int, int]:
+    """(tag, content start, content end) of the DER element at ``pos``."""
+    if pos + 2 > len(data):
+        raise ParseError(PROTOCOL, "der_truncated")
+    tag = data[pos]
+    if tag & 0x1F == 0x1F:
+        raise ParseError(PROTOCOL, "der_long_tag")
+    length = data[pos + 1]
+    pos += 2
+    if length & 0x80:
+        n = length & 0x7F
+        if n == 0 or n > 4 or pos + n > len(data):
+            raise ParseError(PROTOCOL, "der_bad_length")
+        length = int.from_bytes(data[pos : pos + n], "big")
+        pos += n
+    if pos + length > len(data):
+        raise ParseError(PROTOCOL, "der_truncated")
+    return tag, pos, pos + length
+
+
+def _children(data: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    out = []
+    pos = start
+    while pos < end:
+        tag, s, e = _der(data, pos)
+        if e > end:
+            raise ParseError(PROTOCOL, "der_overrun")
+        out.append((tag, s, e))
+        pos = e
+    return out
+
+
+def _oid(raw: bytes) -> str:
+    if not raw:
+        raise ParseError(PROTOCOL, "der_bad_oid")
+    parts = [raw[0] // 40, raw[0] % 40] if raw[0] < 80 else [2, raw[0] - 80]
+    value = 0
+    for b in raw[1:]:
+        value = (value << 7) | (b & 0x7F)
+        if not b & 0x80:
+            parts.append(value)
+            value = 0
+    return ".".join(str(p) for p in parts)
+
+
+def _escape(value: str) -> str:
+    out = []
+    for i, ch in enumerate(value):
+        if ch in ',+"\\<>;' or (ch == "#" and i == 0) or (ch == " " and i in (0, len(value) - 1)):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20:
+            out.append(f"\\{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _string(tag: int, raw: bytes) -> str:
+    if tag == 0x1E:  # BMPString
+        return raw.decode("utf-16-be", errors="replace")
+    if tag == 0x1C:  # UniversalString
+        return raw.decode("utf-32-be", errors="replace")
+    if tag == 0x0C:
+        return raw.decode("utf-8", errors="replace")
+    return raw.decode("latin-1")
+
+
+def _name(data: bytes, start: int, end: int) -> str:
+    rdns = []
+    for tag, s, e in _children(data, start, end):
+        if tag != 0x31:
+            raise ParseError(PROTOCOL, "x509_bad_rdn")
+        atoms = []
+        for atag, a_s, a_e in _children(data, s, e):
+            if atag != 0x30:
+                raise ParseError(PROTOCOL, "x509_bad_attribute")
+            parts = _children(data, a_s, a_e)
+            if len(parts) != 2 or parts[0][0] != 0x06:
+                raise ParseError(PROTOCOL, "x509_bad_attribute")
+            oid = _oid(data[parts[0][1] : parts[0][2]])
+            vtag, v_s, v_e = parts[1]
+            atoms.append(f"{_ATTR_NAMES.get(oid, oid)}={_escape(_string(vtag, data[v_s:v_e]))}")
+        rdns.append("+".join(atoms))
+    # RFC 4514 writes the most specific RDN first: the reverse of the DER order.
+    return ",".join(reversed(rdns))
+
+
+def certificate_names(der: bytes) -> tuple[str, str]:
+    """(subject, issuer) of a DER X.509 certificate, RFC 4514 strings."""
+    tag, s, _e = _der(der, 0)
+    if tag != 0x30:
+        raise ParseError(PROTOCOL, "x509_not_sequence")
+    tbs_tag, t_s, t_e = _der(der, s)
+    if tbs_tag != 0x30:
+        raise ParseError(PROTOCOL, "x509_bad_tbs")
+    fields = _children(der, t_s, t_e)
+    if fields and fields[0][0] == 0xA0:  # explicit [0] version
+        fields = fields[1:]
+    # serialNumber, signature, issuer, validity, subject
+    if len(fields) < 5 or fields[2][0] != 0x30 or fields[4][0] != 0x30:
+        raise ParseError(PROTOCOL, "x509_bad_tbs")
+    issuer = _name(der, fields[2][1], fields[2][2])
+    subject = _name(der, fields[4][1], fields[4][2])
+    return subject, issuer
+
+
+def looks_like_client_hello(payload: bytes) -> bool:
+    """A handshake record (22), version 3.x, whose first message is a ClientHello (1)."""
+    return (
+        len(payload) >= 6
+        and payload[0] == CONTENT_HANDSHAKE
+        and payload[1] == 3
+        and payload[2] <= 4
+        and payload[5] == HS_CLIENT_HELLO
+    )

@@ -1,0 +1,190 @@
+"""TLS per-connection state: read the clear-text handshake, fingerprint both hellos, one TlsRecord each.
+
+Stops reading once the handshake turns opaque: after both ChangeCipherSpecs (TLS <= 1.2, where the
+server's Certificate is still visible) or once both sides send application data (TLS 1.3).
+"""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.tls import parser
+from vigil.flow.v1 import tls_pb2
+from vigil.sensor.v1 import sensor_pb2
+
+PROTOCOL = "tls"
+MAX_RECORD = 18 * 1024 + 5  # 2^14 plaintext + expansion allowance + header
+MAX_HANDSHAKE_BUFFER = 256 * 1024  # certificate chains can be large, but not this large
+
+
+def _set_time(ts_msg: Timestamp, ts: float) -> None:
+    seconds = int(ts)
+    nanos = round((ts - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    ts_msg.seconds, ts_msg.nanos = seconds, nanos
+
+
+class TlsSession:
+    protocol = PROTOCOL
+
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+        self._ctx = ctx
+        self._emit = emit
+        self._count_error = count_error
+        self._records = {True: bytearray(), False: bytearray()}
+        self._handshake = {True: bytearray(), False: bytearray()}
+        self._ccs = {True: False, False: False}
+        self._appdata = {True: False, False: False}
+        self._dead = {True: False, False: False}
+        self._rec = tls_pb2.TlsRecord(uid=ctx.uid)
+        self._started = False
+        self._client_session_id = b""
+        self._server_hello: parser.ServerHello | None = None
+        self._saw_certificate = False
+        self._written = False
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        if self._done or self._dead[is_orig]:
+            return
+        try:
+            if not self._started:
+                self._started = True
+                _set_time(self._rec.time, ts)
+            buf = self._records[is_orig]
+            buf += payload
+            self._read_records(is_orig, ts)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            self._kill(is_orig)
+        # A sensor must survive any input: an analyzer bug becomes a counted error, never a crash.
+        except Exception:
+            self._count_error(PROTOCOL, "internal_error")
+            self._kill(is_orig)
+
+    def gap(self, is_orig: bool, ts: float, length: int) -> None:
+        # Record framing is lost for this direction; what we have so far still gets written at finish.
+        self._kill(is_orig)
+
+    def finish(self, ts: float) -> None:
+        try:
+            self._write()
+        except Exception:  # see data()
+            self._count_error(PROTOCOL, "internal_error")
+
+    # ---------------------------------------------------------------------------------------------------
+
+    def _kill(self, is_orig: bool) -> None:
+        self._dead[is_orig] = True
+        self._records[is_orig].clear()
+        self._handshake[is_orig].clear()
+        if all(self._dead.values()):
+            self._done = True
+
+    def _read_records(self, is_orig: bool, ts: float) -> None:
+        buf = self._records[is_orig]
+        while len(buf) >= 5 and not self._done and not self._dead[is_orig]:
+            ctype, major, length = buf[0], buf[1], (buf[3] << 8) | buf[4]
+            if ctype not in (20, 21, 22, 23, 24) or major != 3:
+                raise ParseError(PROTOCOL, "bad_record_header")
+            if length > MAX_RECORD:
+                raise ParseError(PROTOCOL, "record_too_long")
+            if len(buf) < 5 + length:
+                return
+            body = bytes(buf[5 : 5 + length])
+            del buf[: 5 + length]
+            self._record(is_orig, ts, ctype, body)
+
+    def _record(self, is_orig: bool, ts: float, ctype: int, body: bytes) -> None:
+        if ctype == parser.CONTENT_CCS:
+            self._ccs[is_orig] = True
+        elif ctype == parser.CONTENT_APPDATA:
+            self._appdata[is_orig] = True
+        elif ctype == parser.CONTENT_HANDSHAKE and not self._ccs[is_orig] and not self._encrypted(is_orig):
+            hs = self._handshake[is_orig]
+            hs += body
+            if len(hs) > MAX_HANDSHAKE_BUFFER:
+                raise ParseError(PROTOCOL, "handshake_too_large")
+            messages, used = parser.split_handshakes(bytes(hs))
+            del hs[:used]
+            for msg in messages:
+                self._handshake_message(is_orig, msg)
+        self._check_done()
+
+    def _encrypted(self, is_orig: bool) -> bool:
+        # In TLS 1.3 everything after the ServerHello is encrypted, flagged as handshake or not.
+        sh = self._server_hello
+        if sh is None or sh.version != 0x0304:
+            return False
+        return not is_orig or self._rec.ja3 != ""
+
+    def _handshake_message(self, is_orig: bool, msg: parser.Handshake) -> None:
+        rec = self._rec
+        if is_orig and msg.type == parser.HS_CLIENT_HELLO and not rec.ja3:
+            hello = parser.parse_client_hello(msg.body)
+            self._client_session_id = hello.session_id
+            rec.server_name = hello.server_name
+            del rec.client_alpn[:]
+            rec.client_alpn.extend(hello.alpn)
+            rec.ja3, rec.ja3_string = parser.ja3(hello)
+            rec.ja4 = parser.ja4(hello, "q" if self._ctx.transport == "udp" else "t")[0]
+            if not rec.version:
+                rec.version = parser.VERSION_NAMES.get(
+                    hello.legacy_version, f"unknown-{hello.legacy_version}"
+                )
+        elif not is_orig and msg.type == parser.HS_SERVER_HELLO and self._server_hello is None:
+            sh = parser.parse_server_hello(msg.body)
+            self._server_hello = sh
+            rec.version = parser.VERSION_NAMES.get(sh.version, f"unknown-{sh.version}")
+            rec.cipher = parser.cipher_name(sh.cipher)
+            rec.next_protocol = sh.alpn
+            rec.ja3s = parser.ja3s(sh)[0]
+            if sh.key_share_group is not None:
+                rec.curve = parser.GROUP_NAMES.get(sh.key_share_group, f"unknown-{sh.key_share_group}")
+            if sh.version == 0x0304:
+                rec.resumed = sh.psk_accepted
+            else:
+                rec.resumed = bool(sh.session_id) and sh.session_id == self._client_session_id
+        elif not is_orig and msg.type == parser.HS_CERTIFICATE and not self._saw_certificate:
+            self._saw_certificate = True
+            chain = parser.parse_certificate_chain(msg.body)
+            if chain:
+                rec.subject, rec.issuer = parser.certificate_names(chain[0])
+        elif not is_orig and msg.type == parser.HS_SERVER_KEY_EXCHANGE:
+            group = parser.server_key_exchange_curve(msg.body)
+            if group is not None:
+                rec.curve = parser.GROUP_NAMES.get(group, f"unknown-{group}")
+
+    def _check_done(self) -> None:
+        sh = self._server_hello
+        if sh is None:
+            return
+        if sh.version == 0x0304:
+            established = self._appdata[True] and self._appdata[False]
+        else:
+            established = self._ccs[True] and self._ccs[False]
+            # An abbreviated handshake (server CCS without a Certificate) is a resumption.
+            if self._ccs[False] and not self._saw_certificate:
+                self._rec.resumed = True
+        if established:
+            self._rec.established = True
+            self._write()
+            self._done = True
+
+    def _write(self) -> None:
+        if self._written or not self._started:
+            return
+        if not (self._rec.ja3 or self._server_hello is not None):
+            return  # nothing TLS-shaped was ever seen
+        self._written = True
+        self._emit(sensor_pb2.Record(tls=self._rec))
+
+
+def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> TlsSession:
+    return TlsSession(ctx, emit, count_error)

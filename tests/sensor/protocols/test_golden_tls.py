@@ -1,0 +1,53 @@
+"""Golden for TLS: no Zeek ssl.log in the corpus covers plain TLS-over-TCP (the three there are LDAP
+StartTLS, QUIC and TLS inside WebSocket), so JA3, JA3S, SNI and cipher are checked against tshark's own
+independent dissection of the same captures instead."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from sensor.protocols import tls
+from tests.sensor.protocols._pcap_replay import have_tshark, replay
+
+CAPTURES = (
+    "zeek/tls/chrome-34-google.pcap",
+    "zeek/tls/ecdhe.pcap",
+    "ndpi/tor.pcap",
+    "ndpi/malware.pcap",
+    "suricata-verify/bug-5713-01/TLSv1-Extracted-MaliciousC2.pcap",
+)
+
+
+def _tshark(pcap: Path, display_filter: str, fields: list[str]) -> list[list[str]]:
+    cmd = ["tshark", "-n", "-r", str(pcap), "-Y", display_filter, "-T", "fields"]
+    for f in fields:
+        cmd += ["-e", f]
+    out = subprocess.run(cmd, capture_output=True, check=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def test_tls_fingerprints_agree_with_tshark(corpus: Path) -> None:
+    if not have_tshark():
+        pytest.skip("tshark is needed for this comparison")
+    checked = 0
+    for name in CAPTURES:
+        pcap = corpus / name
+        result = replay(pcap, tls.FACTORY,
+                        lambda t, o, r, p: t == "tcp" and (r in tls.PORTS or tls.heuristic(p, True)),
+                        check_checksums=False)  # captured with checksum offload  # fmt: skip
+        assert result.errors == [], f"{name}: {result.errors}"
+        ours = [r.tls for r in result.records]
+        hellos = _tshark(
+            pcap,
+            "tls.handshake.type == 1",
+            ["tls.handshake.ja3", "tls.handshake.ja3_full", "tls.handshake.extensions_server_name"],
+        )
+        assert sorted((h[0], h[1], h[2]) for h in hellos) == sorted((r.ja3, r.ja3_string, r.server_name)
+                                                                   for r in ours if r.ja3), name  # fmt: skip
+        servers = _tshark(pcap, "tls.handshake.type == 2", ["tls.handshake.ja3s"])
+        assert sorted(s[0] for s in servers) == sorted(r.ja3s for r in ours if r.ja3s), name
+        checked += len(hellos)
+    assert checked >= 10

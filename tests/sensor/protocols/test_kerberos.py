@@ -1,0 +1,138 @@
+"""Kerberos parser and session tests with messages built per RFC 4120."""
+
+from __future__ import annotations
+
+from sensor.protocols.base import ConnContext
+from sensor.protocols.kerberos import FACTORY, zeek
+from sensor.protocols.kerberos import parser as p
+from tests.sensor.protocols.test_asn1 import tlv
+from vigil.sensor.v1 import sensor_pb2
+
+
+def ctx_field(n: int, content: bytes) -> bytes:
+    return tlv(0xA0 + n, content)
+
+
+def principal(*names: str) -> bytes:
+    parts = b"".join(tlv(0x1B, n.encode()) for n in names)
+    return tlv(0x30, ctx_field(0, tlv(0x02, b"\x01")) + ctx_field(1, tlv(0x30, parts)))
+
+
+def integer(v: int) -> bytes:
+    return tlv(0x02, v.to_bytes(2, "big", signed=True).lstrip(b"\x00") or b"\x00")
+
+
+def as_req(user: str = "alice", realm: str = "CORP.LOCAL") -> bytes:
+    body = tlv(
+        0x30,
+        ctx_field(0, tlv(0x03, b"\x00\x40\x81\x00\x10"))  # forwardable, renewable, ...
+        + ctx_field(1, principal(user))
+        + ctx_field(2, tlv(0x1B, realm.encode()))
+        + ctx_field(3, principal("krbtgt", realm))
+        + ctx_field(5, tlv(0x18, b"20370913024805Z"))
+        + ctx_field(7, integer(1234))
+        + ctx_field(8, tlv(0x30, integer(18) + integer(23))),
+    )
+    return tlv(0x6A, tlv(0x30, ctx_field(1, integer(5)) + ctx_field(2, integer(10)) + ctx_field(4, body)))
+
+
+def enc(etype: int) -> bytes:
+    return tlv(0x30, ctx_field(0, integer(etype)) + ctx_field(2, tlv(0x04, b"\x00" * 8)))
+
+
+def as_rep(realm: str = "CORP.LOCAL") -> bytes:
+    ticket = tlv(
+        0x61,
+        tlv(
+            0x30,
+            ctx_field(0, integer(5))
+            + ctx_field(1, tlv(0x1B, realm.encode()))
+            + ctx_field(2, principal("krbtgt", realm))
+            + ctx_field(3, enc(18)),
+        ),
+    )
+    return tlv(
+        0x6B,
+        tlv(
+            0x30,
+            ctx_field(0, integer(5))
+            + ctx_field(1, integer(11))
+            + ctx_field(3, tlv(0x1B, realm.encode()))
+            + ctx_field(4, principal("alice"))
+            + ctx_field(5, ticket)
+            + ctx_field(6, enc(23)),
+        ),
+    )
+
+
+def krb_error(code: int, text: str = "") -> bytes:
+    inner = (
+        ctx_field(0, integer(5))
+        + ctx_field(1, integer(30))
+        + ctx_field(4, tlv(0x18, b"20240101000000Z"))
+        + ctx_field(5, integer(0))
+        + ctx_field(6, integer(code))
+        + ctx_field(9, tlv(0x1B, b"CORP.LOCAL"))
+        + ctx_field(10, principal("krbtgt", "CORP.LOCAL"))
+    )
+    if text:
+        inner += ctx_field(11, tlv(0x1B, text.encode()))
+    return tlv(0x7E, tlv(0x30, inner))
+
+
+AS_REQ_BYTES = as_req()
+
+
+def test_parse_as_req() -> None:
+    msg = p.parse(AS_REQ_BYTES)
+    assert isinstance(msg, p.KdcRequest)
+    assert msg.cname is not None and msg.cname.render() == "alice"
+    assert msg.sname is not None and msg.sname.render() == "krbtgt/CORP.LOCAL"
+    assert msg.forwardable and msg.renewable and msg.etypes == (18, 23)
+    assert msg.till == 2136422885.0
+
+
+def _session(transport: str) -> tuple[object, list[sensor_pb2.Record]]:
+    out: list[sensor_pb2.Record] = []
+    ctx = ConnContext("C1", "10.0.0.1", 5000, "10.0.0.2", 88, transport)
+    return FACTORY(ctx, out.append, lambda _p, _r: None), out
+
+
+def test_udp_exchange_success() -> None:
+    session, out = _session("udp")
+    session.data(True, 1.0, AS_REQ_BYTES)  # type: ignore[attr-defined]
+    session.data(False, 1.1, as_rep())  # type: ignore[attr-defined]
+    session.finish(2.0)  # type: ignore[attr-defined]
+    assert len(out) == 1
+    row = zeek.to_zeek(out[0].kerberos)
+    assert row == {
+        "request_type": "AS",
+        "client": "alice/CORP.LOCAL",
+        "service": "krbtgt/CORP.LOCAL",
+        "success": True,
+        "till": 2136422885.0,
+        "cipher": "aes256-cts-hmac-sha1-96",
+        "forwardable": True,
+        "renewable": True,
+    }
+
+
+def test_tcp_chunked_error() -> None:
+    session, out = _session("tcp")
+    stream = len(AS_REQ_BYTES).to_bytes(4, "big") + AS_REQ_BYTES
+    for i in range(0, len(stream), 7):
+        session.data(True, 1.0, stream[i : i + 7])  # type: ignore[attr-defined]
+    reply = krb_error(6)
+    session.data(False, 1.1, len(reply).to_bytes(4, "big") + reply)  # type: ignore[attr-defined]
+    session.finish(2.0)  # type: ignore[attr-defined]
+    assert len(out) == 1
+    rec = out[0].kerberos
+    assert (rec.success, rec.error_msg, rec.error_code) == (False, "KDC_ERR_C_PRINCIPAL_UNKNOWN", 6)
+
+
+def test_preauth_challenge_not_logged() -> None:
+    session, out = _session("udp")
+    session.data(True, 1.0, AS_REQ_BYTES)  # type: ignore[attr-defined]
+    session.data(False, 1.1, krb_error(25, "NEEDED_PREAUTH"))  # type: ignore[attr-defined]
+    session.finish(2.0)  # type: ignore[attr-defined]
+    assert out == []
