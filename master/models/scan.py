@@ -1,0 +1,196 @@
+"""Device / Network Scan: an improbable number of distinct internal destinations, and of failed connections.
+
+Two count behaviours per device and per event-time window: ``distinct_internal_destinations`` and
+``failed_connections``. Each is a :class:`~master.models.gamma_poisson.CountModel` for the device, and a
+pooled one for the whole network (:class:`PopulationScanModel`).
+
+A device borrows the network's belief until its own history suffices: the predictive uses
+``Gamma(n0*m + a_dev, n0 + b_dev)`` where ``m`` is the network's mean rate and ``n0`` (``prior_strength``)
+the number of windows that prior is worth. With no history the device looks like its peers; after ``n0``
+windows of its own, half of the belief is its own, and it keeps shifting toward it.
+
+Breach: the fan-out is what makes a scan, so the model breaches when
+``P(destinations >= observed) < breach_probability`` (and at least ``min_destinations`` were contacted).
+Failed connections do not breach on their own (an application retrying a dead database is not a scan), but
+they add to the score.
+
+Score (0-100) from the combined surprise ``s = -log10 P_dest - log10 P_failed`` (the joint tail if the two
+behaviours were independent): ``s`` at the breach threshold ``s0 = -log10 breach_probability`` maps to 50
+and ``s_full`` (20 decades, i.e. P = 1e-20) to 100, linearly in between (and 0..50 linearly below the
+threshold, for scores that do not breach), clamped to [0, 100]. With the
+default threshold 1e-4, 60 ~ P 6e-8 and 75 = P 1e-12.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from master.models.gamma_poisson import CountModel, Gamma, predictive_sf
+
+SCHEMA = 1
+NAME = "Device / Network Scan"
+DESTINATIONS = "distinct_internal_destinations"
+FAILED = "failed_connections"
+FEATURES = (DESTINATIONS, FAILED)
+
+# Probabilities are floored here before taking logs: beyond 300 decades nothing changes the decision.
+_MIN_P = 1e-300
+_FULL_SCORE_SURPRISE = 20.0
+
+
+@dataclass(frozen=True)
+class ScanParams:
+    """Hyper-parameters, fixed for the life of a model (from the master's config)."""
+
+    window_s: float = 60.0
+    breach_probability: float = 1e-4
+    half_life_s: float = 7 * 24 * 3600.0
+    # Windows of evidence the network's belief is worth to a device that has none of its own.
+    prior_strength: float = 10.0
+    # Confidence cap on the predictive (see Gamma.tempered): bursts of 3-4x a device's mean stay plausible.
+    max_evidence: float = 4.0
+    max_idle_windows: int = 10
+    min_destinations: int = 10
+    # Weak hyper-prior for a network with no history at all: about one event per window.
+    hyper_alpha: float = 1.0
+    hyper_beta: float = 1.0
+
+    @property
+    def half_life_windows(self) -> float:
+        return self.half_life_s / self.window_s
+
+    def window_of(self, t: float) -> int:
+        return math.floor(t / self.window_s)
+
+
+@dataclass(frozen=True)
+class FeatureScore:
+    feature: str
+    observed: float
+    expected: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class ScanScore:
+    features: tuple[FeatureScore, ...]
+    surprise: float
+    score: int
+    breach: bool
+
+    def feature(self, name: str) -> FeatureScore | None:
+        return next((f for f in self.features if f.feature == name), None)
+
+
+def score_from_surprise(surprise: float, breach_probability: float) -> int:
+    """The documented 0-100 mapping (module docstring): piecewise linear in decades of improbability."""
+    s0 = -math.log10(breach_probability)
+    full = max(_FULL_SCORE_SURPRISE, s0 + 1.0)
+    below = 50.0 * surprise / s0
+    above = 50.0 + 50.0 * (surprise - s0) / (full - s0)
+    value = below if surprise <= s0 else above
+    return int(min(100, max(0, round(value))))
+
+
+class PopulationScanModel:
+    """The network-wide belief per feature, pooled from every device's closed windows."""
+
+    def __init__(self, params: ScanParams) -> None:
+        self.params = params
+        # Zeros are passed explicitly by the devices that learned them, so no gap inference here.
+        self.counts = {f: CountModel(params.half_life_windows, max_idle_windows=0) for f in FEATURES}
+
+    def learn_one(
+        self, x: Mapping[str, float], *, window: int, zeros: Mapping[str, int] | None = None
+    ) -> None:
+        for feature, model in self.counts.items():
+            if feature in x:
+                model.learn_one(x[feature], window=window, zeros=(zeros or {}).get(feature, 0))
+
+    def mean(self, feature: str, window: int | None = None) -> float:
+        post = self.counts[feature].posterior(window)
+        return (self.params.hyper_alpha + post.alpha) / (self.params.hyper_beta + post.beta)
+
+    def prior(self, feature: str, window: int | None = None) -> Gamma:
+        """What a device with no history should believe: the network's mean, worth prior_strength windows."""
+        n0 = self.params.prior_strength
+        return Gamma(n0 * self.mean(feature, window), n0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> PopulationScanModel:
+        if state.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported population model schema {state.get('schema')!r}")
+        model = cls(params)
+        for feature, sub in state["counts"].items():
+            if feature in model.counts:
+                model.counts[feature].load_dict(sub)
+        return model
+
+
+class NetworkScanModel:
+    """One device's scan model: ``score_one`` a (possibly still open) window, ``learn_one`` a closed one."""
+
+    name = NAME
+
+    def __init__(self, params: ScanParams) -> None:
+        self.params = params
+        self.counts = {f: CountModel(params.half_life_windows, params.max_idle_windows) for f in FEATURES}
+
+    def belief(self, feature: str, *, window: int, population: PopulationScanModel | None) -> Gamma:
+        own = self.counts[feature].posterior(window)
+        if population is not None:
+            prior = population.prior(feature, window)
+        else:
+            n0 = self.params.prior_strength
+            prior = Gamma(n0 * self.params.hyper_alpha / self.params.hyper_beta, n0)
+        return Gamma(prior.alpha + own.alpha, prior.beta + own.beta).tempered(self.params.max_evidence)
+
+    def score_one(
+        self, x: Mapping[str, float], *, window: int, population: PopulationScanModel | None = None
+    ) -> ScanScore:
+        """Score without learning. Features missing from ``x`` are left out (they neither add nor breach)."""
+        scores = []
+        for feature in FEATURES:
+            if feature not in x:
+                continue
+            belief = self.belief(feature, window=window, population=population)
+            p = predictive_sf(x[feature], belief)
+            scores.append(FeatureScore(feature, float(x[feature]), belief.mean, p))
+        surprise = sum(-math.log10(max(f.probability, _MIN_P)) for f in scores)
+        dest = next((f for f in scores if f.feature == DESTINATIONS), None)
+        breach = (
+            dest is not None
+            and dest.observed >= self.params.min_destinations
+            and dest.probability < self.params.breach_probability
+        )
+        return ScanScore(
+            tuple(scores), surprise, score_from_surprise(surprise, self.params.breach_probability), breach
+        )
+
+    def learn_one(self, x: Mapping[str, float], *, window: int) -> dict[str, int]:
+        """Learn one closed window; returns the empty windows counted as zeros per feature (for pooling)."""
+        zeros: dict[str, int] = {}
+        for feature, model in self.counts.items():
+            if feature in x:
+                zeros[feature] = model.gap_zeros(window)
+                model.learn_one(x[feature], window=window)
+        return zeros
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> NetworkScanModel:
+        if state.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported scan model schema {state.get('schema')!r}")
+        model = cls(params)
+        for feature, sub in state["counts"].items():
+            if feature in model.counts:
+                model.counts[feature].load_dict(sub)
+        return model

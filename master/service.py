@@ -1,0 +1,177 @@
+"""The master as a service: wiring of config → store, pipeline, policy, consumer, dispatcher, health.
+
+``serve(cfg)`` is what ``vigil master`` and ``vigil up`` call. On SIGTERM (via ``run_service``) the master
+reports not-ready, stops fetching, finishes the batch in hand, releases the rest, and exits; anything not
+acked is redelivered to whichever master runs next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from prometheus_client import CollectorRegistry
+
+from master.ingest import BatchProcessor, Consumer, MasterMetrics
+from master.models.scan import ScanParams
+from master.pipeline import Pipeline
+from master.policy import Policy
+from master.respond import Dispatcher, ResponderLink
+from master.store import RedisStore, Store, StoreUnavailable
+from responder.client import ResponderClient
+from vigil.bus import connect, ensure_stream
+from vigil.config import MasterConfig, VigilConfig
+from vigil.health import HealthState
+from vigil.log import get
+from vigil.service import build_info, run_service
+
+log = get("master")
+
+_STORE_PROBE_INTERVAL_S = 2.0
+# Apply is a local bookkeeping call on the responder; a slow one is a failure to retry, not to wait for.
+_RESPONDER_TIMEOUT_S = 3.0
+
+
+def scan_params(cfg: MasterConfig) -> ScanParams:
+    return ScanParams(
+        window_s=cfg.scan_window_s,
+        breach_probability=cfg.scan_breach_probability,
+        half_life_s=cfg.scan_half_life_s,
+    )
+
+
+def build_policy(cfg: MasterConfig) -> Policy:
+    return Policy(
+        mode=cfg.response_mode,
+        action_min_score=cfg.action_min_score,
+        block_duration_s=cfg.block_duration_s,
+        max_actions_per_minute=cfg.max_actions_per_minute,
+        protected_networks=cfg.protected.networks,
+        internal_networks=cfg.internal_networks,
+    )
+
+
+class MasterService:
+    name = "master"
+
+    def __init__(
+        self,
+        cfg: VigilConfig,
+        registry: CollectorRegistry | None = None,
+        store: Store | None = None,
+        responder: ResponderLink | None = None,
+        ack_wait_s: float = 30.0,
+    ) -> None:
+        self.cfg = cfg
+        self.ack_wait_s = ack_wait_s
+        self.registry = registry or CollectorRegistry()
+        self.health = HealthState()
+        self.metrics = MasterMetrics(self.registry)
+        build_info(self.registry, "master")
+        # A processed marker must outlive every possible redelivery of its batch: JetStream keeps a message
+        # at most stream_max_age_s; a day more covers clock skew and a slow consumer.
+        marker_ttl_s = cfg.nats.stream_max_age_s + 24 * 3600
+        self.store: Store = store or RedisStore(cfg.redis.url, cfg.redis.key_prefix, marker_ttl_s)
+        self._responder = responder
+        self._nats_connected = False
+        self._store_ok = False
+        self.health.add_check("nats", lambda: self._nats_connected)
+        self.health.add_check("redis", lambda: self._store_ok)
+        keys = self.store.keys
+        self.pipeline = Pipeline(scan_params(cfg.master), cfg.master.internal_networks, keys)
+        self.policy = build_policy(cfg.master)
+        self.processor = BatchProcessor(self.pipeline, self.policy, self.store, self.metrics)
+
+    def _set_store_ok(self, ok: bool) -> None:
+        self._store_ok = ok
+
+    async def _probe_store(self, stop: asyncio.Event) -> None:
+        """Readiness for Redis between batches too: an idle master must notice the store went away."""
+        while not stop.is_set():
+            self._store_ok = await self.store.ping()
+            if self._store_ok:
+                with contextlib.suppress(StoreUnavailable):
+                    self.metrics.devices.set(await self.store.device_count())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _STORE_PROBE_INTERVAL_S)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        cfg = self.cfg
+
+        async def _disconnected() -> None:
+            self._nats_connected = False
+
+        async def _reconnected() -> None:
+            self._nats_connected = True
+
+        async def _error(exc: Exception) -> None:
+            log.warning("nats_error", error=str(exc)[:200])
+
+        nc = await connect(
+            cfg.nats,
+            "vigil-master",
+            disconnected_cb=_disconnected,
+            reconnected_cb=_reconnected,
+            error_cb=_error,
+        )
+        self._nats_connected = nc.is_connected
+        js = nc.jetstream()
+        await ensure_stream(js, cfg.nats)
+        wake = asyncio.Event()
+        consumer = Consumer(
+            nc,
+            js,
+            self.processor,
+            self.metrics,
+            stream=cfg.nats.stream,
+            durable=cfg.master.consumer,
+            fetch_batch=cfg.master.fetch_batch,
+            ack_wait_s=self.ack_wait_s,
+            on_actions=wake.set,
+            on_store_health=self._set_store_ok,
+        )
+        await consumer.subscribe()
+        tasks = [asyncio.create_task(self._probe_store(stop), name="master-store-probe")]
+        link = self._responder
+        if link is None and cfg.master.responder_address and cfg.master.response_mode == "autonomous":
+            link = ResponderClient(cfg.master.responder_address, timeout_s=_RESPONDER_TIMEOUT_S)
+        if link is not None:
+            dispatcher = Dispatcher(
+                self.store,
+                link,
+                on_result=lambda outcome: self.metrics.deliveries.labels(outcome=outcome).inc(),
+            )
+            tasks.append(asyncio.create_task(dispatcher.run(stop, wake), name="master-dispatch"))
+        log.info(
+            "master_started",
+            consumer=cfg.master.consumer,
+            stream=cfg.nats.stream,
+            mode=cfg.master.response_mode,
+        )
+        try:
+            await consumer.run(stop)
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if link is not None:
+                await link.close()
+            # Flush so the acks already given reach the server, then close. (drain() would wait out its
+            # timeout on the pull subscription's pending fetch.)
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            with contextlib.suppress(Exception):
+                await nc.close()
+            await self.store.close()
+
+
+async def serve(
+    cfg: VigilConfig,
+    registry: CollectorRegistry | None = None,
+    stop: asyncio.Event | None = None,
+    ack_wait_s: float = 30.0,
+) -> None:
+    """Run the master until SIGTERM/SIGINT (or ``stop``), serving /metrics, /healthz and /readyz."""
+    service = MasterService(cfg, registry, ack_wait_s=ack_wait_s)
+    await run_service(service, cfg.master.http, stop)

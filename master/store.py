@@ -1,0 +1,428 @@
+"""The master's state store: versioned JSON documents under namespaced keys, committed per batch.
+
+Everything one batch changes (inventory, features, model state, new breaches, decided actions) is written
+in one MULTI/EXEC transaction together with the marker "this batch id is processed". The consumer acks the
+message only after that transaction, so a crash at any point either leaves no trace of the batch (it is
+redelivered and processed from scratch) or leaves the marker (the redelivery is recognised and skipped).
+
+Keys (prefix from config, ``vigil:v1`` by default):
+
+    <p>:ip:<ip>                    {"device_id"}         which device owns an address now
+    <p>:mac:<mac>                  {"device_id"}         which device owns a MAC (from DHCP)
+    <p>:device:<device_id>         inventory document
+    <p>:features:scan:<device_id>  open windows of the scan features
+    <p>:model:scan:<device_id>     the device's scan model state (a few numbers)
+    <p>:model:scan:population      the network-wide scan model state
+    <p>:batch:<batch_id>           processed marker (expires after the dedup horizon)
+    <p>:devices                    set of device ids
+    <p>:breaches                   stream of ModelBreach protobufs
+    <p>:action:<action_id>         action record (JSON; the Action protobuf base64-encoded inside)
+    <p>:actions:pending            sorted set: action ids due for delivery to the responder, by due time
+
+One master consumes the durable at a time. The WATCH on the marker makes two masters racing on the *same*
+batch safe, but two masters processing different batches of the same device would each read-modify-write
+that device's documents; scaling out needs partitioning devices across consumers first.
+
+Documents are JSON with a ``schema`` field, never pickles: a refactor must not strand learned state.
+There are two implementations of one interface: :class:`RedisStore` (the service) and :class:`MemoryStore`
+(the offline ``vigil analyze`` mode, which has no Redis and needs none).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import WatchError
+
+from vigil.alert.v1 import alert_pb2
+from vigil.responder.v1 import responder_pb2
+
+Doc = dict[str, Any]
+
+# A processed marker must outlive any redelivery: JetStream keeps messages at most stream_max_age_s.
+DEFAULT_MARKER_TTL_S = 8 * 24 * 3600
+BREACH_STREAM_MAXLEN = 100_000
+
+
+_UNAVAILABLE = (OSError, RedisConnectionError, RedisTimeoutError)
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached; the caller retries later (the batch stays unacknowledged)."""
+
+
+class Keys:
+    def __init__(self, prefix: str = "vigil:v1") -> None:
+        self.prefix = prefix.rstrip(":")
+
+    def ip(self, ip: str) -> str:
+        return f"{self.prefix}:ip:{ip}"
+
+    def mac(self, mac: str) -> str:
+        return f"{self.prefix}:mac:{mac}"
+
+    def device(self, device_id: str) -> str:
+        return f"{self.prefix}:device:{device_id}"
+
+    def scan_features(self, device_id: str) -> str:
+        return f"{self.prefix}:features:scan:{device_id}"
+
+    def scan_model(self, device_id: str) -> str:
+        return f"{self.prefix}:model:scan:{device_id}"
+
+    @property
+    def scan_population(self) -> str:
+        return f"{self.prefix}:model:scan:population"
+
+    def batch(self, batch_id: str) -> str:
+        return f"{self.prefix}:batch:{batch_id}"
+
+    @property
+    def devices(self) -> str:
+        return f"{self.prefix}:devices"
+
+    @property
+    def breaches(self) -> str:
+        return f"{self.prefix}:breaches"
+
+    def action(self, action_id: str) -> str:
+        return f"{self.prefix}:action:{action_id}"
+
+    @property
+    def pending_actions(self) -> str:
+        return f"{self.prefix}:actions:pending"
+
+
+@dataclass
+class ActionRecord:
+    """What the master decided and what became of it; stored as JSON, the Action inside as protobuf."""
+
+    action: responder_pb2.Action
+    # "proposed" (confirm mode), "observed" (observe mode), "pending", "applied", "refused", "failed",
+    # "expired" (never delivered before its expiry).
+    state: str
+    mode: str
+    attempts: int = 0
+    detail: str = ""
+
+    def to_doc(self) -> Doc:
+        return {
+            "schema": 1,
+            "action_id": self.action.action_id,
+            "state": self.state,
+            "mode": self.mode,
+            "attempts": self.attempts,
+            "detail": self.detail,
+            "action": base64.b64encode(self.action.SerializeToString()).decode(),
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> ActionRecord:
+        if doc.get("schema") != 1:
+            raise ValueError(f"unsupported action record schema {doc.get('schema')!r}")
+        action = responder_pb2.Action.FromString(base64.b64decode(doc["action"]))
+        return cls(action, doc["state"], doc["mode"], int(doc["attempts"]), doc.get("detail", ""))
+
+
+@dataclass
+class Commit:
+    """Everything one batch changes, applied atomically with its processed marker."""
+
+    batch_id: str
+    writes: dict[str, Doc] = field(default_factory=dict)
+    new_devices: set[str] = field(default_factory=set)
+    breaches: list[alert_pb2.ModelBreach] = field(default_factory=list)
+    actions: list[ActionRecord] = field(default_factory=list)
+    # Wall-clock time at which pending actions become due for delivery.
+    due_time: float = 0.0
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def encode(doc: Doc) -> bytes:
+    # Compact, key-sorted JSON: the same state always serialises to the same bytes.
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(raw: bytes | str | None) -> Doc | None:
+    if raw is None:
+        return None
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("state document is not a JSON object")
+    return value
+
+
+class Store(Protocol):
+    keys: Keys
+
+    async def is_processed(self, batch_id: str) -> bool: ...
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]: ...
+
+    async def commit(self, commit: Commit) -> bool:
+        """Apply atomically; False (and nothing written) when the batch was already processed."""
+        ...
+
+    async def device_count(self) -> int: ...
+
+    async def breaches(self, limit: int = 100) -> list[alert_pb2.ModelBreach]:
+        """The newest ``limit`` breaches, oldest first."""
+        ...
+
+    async def due_actions(self, now: float, limit: int = 16) -> list[ActionRecord]: ...
+
+    async def update_action(self, record: ActionRecord, due_time: float | None) -> None:
+        """Store the record; ``due_time`` None removes it from the pending set."""
+        ...
+
+    async def action(self, action_id: str) -> ActionRecord | None: ...
+
+    async def ping(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+class RedisStore:
+    def __init__(
+        self, url: str, prefix: str = "vigil:v1", marker_ttl_s: float = DEFAULT_MARKER_TTL_S
+    ) -> None:
+        self.keys = Keys(prefix)
+        self._marker_ttl_s = int(marker_ttl_s)
+        # Short timeouts: a hung Redis must turn into a nak and a retry, not a stuck consumer.
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._redis
+
+    async def is_processed(self, batch_id: str) -> bool:
+        try:
+            return bool(await self._redis.exists(self.keys.batch(batch_id)))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]:
+        if not keys:
+            return {}
+        try:
+            values = await self._redis.mget(list(keys))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {k: decode(v) for k, v in zip(keys, values, strict=True)}
+
+    async def commit(self, commit: Commit) -> bool:
+        marker = self.keys.batch(commit.batch_id)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                # WATCH the marker: if another consumer commits the same batch meanwhile, EXEC aborts.
+                await pipe.watch(marker)
+                if await pipe.exists(marker):
+                    return False  # leaving the pipeline context unwatches
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
+                pipe.set(marker, str(time.time()), ex=self._marker_ttl_s)
+                for key, doc in commit.writes.items():
+                    pipe.set(key, encode(doc))
+                if commit.new_devices:
+                    pipe.sadd(self.keys.devices, *sorted(commit.new_devices))
+                for breach in commit.breaches:
+                    pipe.xadd(
+                        self.keys.breaches,
+                        {"breach_id": breach.breach_id, "pb": breach.SerializeToString()},
+                        maxlen=BREACH_STREAM_MAXLEN,
+                        approximate=True,
+                    )
+                for record in commit.actions:
+                    # NX: an action id is decided once; a replay never overwrites its later fate.
+                    pipe.set(self.keys.action(record.action.action_id), encode(record.to_doc()), nx=True)
+                    if record.state == "pending":
+                        pipe.zadd(
+                            self.keys.pending_actions, {record.action.action_id: commit.due_time}, nx=True
+                        )
+                await pipe.execute()
+                return True
+        except WatchError:
+            return False
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def device_count(self) -> int:
+        try:
+            return int(await self._redis.scard(self.keys.devices))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def breaches(self, limit: int = 100) -> list[alert_pb2.ModelBreach]:
+        try:
+            entries = await self._redis.xrevrange(self.keys.breaches, count=limit) or []
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [
+            alert_pb2.ModelBreach.FromString(_raw(fields[b"pb"])) for _, fields in reversed(entries) if fields
+        ]
+
+    async def due_actions(self, now: float, limit: int = 16) -> list[ActionRecord]:
+        try:
+            ids = await self._redis.zrangebyscore(self.keys.pending_actions, "-inf", now, start=0, num=limit)
+            if not ids:
+                return []
+            docs = await self._redis.mget([self.keys.action(_text(i)) for i in ids])
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [ActionRecord.from_doc(d) for d in (decode(raw) for raw in docs) if d is not None]
+
+    async def update_action(self, record: ActionRecord, due_time: float | None) -> None:
+        action_id = record.action.action_id
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.keys.action(action_id), encode(record.to_doc()))
+                if due_time is None:
+                    pipe.zrem(self.keys.pending_actions, action_id)
+                else:
+                    pipe.zadd(self.keys.pending_actions, {action_id: due_time})
+                await pipe.execute()
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def action(self, action_id: str) -> ActionRecord | None:
+        doc = decode(await self._redis.get(self.keys.action(action_id)))
+        return None if doc is None else ActionRecord.from_doc(doc)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except _UNAVAILABLE:
+            return False
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class MemoryStore:
+    """The same interface in process memory, for offline analysis (and nothing else needs Redis there).
+
+    Documents go through the same JSON encoding as in Redis so that both modes keep identical state, and
+    a document handed out by ``load`` is a copy: a batch that fails half-way leaves nothing behind.
+    """
+
+    def __init__(self, prefix: str = "vigil:v1") -> None:
+        self.keys = Keys(prefix)
+        self._docs: dict[str, bytes] = {}
+        self._processed: set[str] = set()
+        self._devices: set[str] = set()
+        self._breaches: list[alert_pb2.ModelBreach] = []
+        self._actions: dict[str, bytes] = {}
+        self._pending: dict[str, float] = {}
+
+    # Synchronous core, used directly by the offline driver.
+
+    def load_sync(self, keys: Iterable[str]) -> dict[str, Doc | None]:
+        return {k: decode(self._docs.get(k)) for k in keys}
+
+    def commit_sync(self, commit: Commit) -> bool:
+        if commit.batch_id in self._processed:
+            return False
+        # Encode everything before changing anything, so a failure leaves the store as it was.
+        docs = {key: encode(doc) for key, doc in commit.writes.items()}
+        actions = {r.action.action_id: (r, encode(r.to_doc())) for r in commit.actions}
+        self._processed.add(commit.batch_id)
+        self._docs.update(docs)
+        self._devices.update(commit.new_devices)
+        self._breaches.extend(commit.breaches)
+        for action_id, (record, raw) in actions.items():
+            if action_id in self._actions:
+                continue
+            self._actions[action_id] = raw
+            if record.state == "pending":
+                self._pending[action_id] = commit.due_time
+        return True
+
+    def all_breaches(self) -> list[alert_pb2.ModelBreach]:
+        return list(self._breaches)
+
+    def all_actions(self) -> list[ActionRecord]:
+        return [ActionRecord.from_doc(decode(raw) or {}) for raw in self._actions.values()]
+
+    # The Store interface.
+
+    async def is_processed(self, batch_id: str) -> bool:
+        return batch_id in self._processed
+
+    async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]:
+        return self.load_sync(keys)
+
+    async def commit(self, commit: Commit) -> bool:
+        return self.commit_sync(commit)
+
+    async def device_count(self) -> int:
+        return len(self._devices)
+
+    async def breaches(self, limit: int = 100) -> list[alert_pb2.ModelBreach]:
+        return self._breaches[-limit:]
+
+    async def due_actions(self, now: float, limit: int = 16) -> list[ActionRecord]:
+        due = sorted((t, i) for i, t in self._pending.items() if t <= now)[:limit]
+        return [ActionRecord.from_doc(decode(self._actions[i]) or {}) for _, i in due]
+
+    async def update_action(self, record: ActionRecord, due_time: float | None) -> None:
+        action_id = record.action.action_id
+        self._actions[action_id] = encode(record.to_doc())
+        if due_time is None:
+            self._pending.pop(action_id, None)
+        else:
+            self._pending[action_id] = due_time
+
+    async def action(self, action_id: str) -> ActionRecord | None:
+        raw = self._actions.get(action_id)
+        return None if raw is None else ActionRecord.from_doc(decode(raw) or {})
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+class WorkingSet:
+    """The documents one batch reads and writes: loaded up front, changed in memory, committed at once.
+
+    Loading everything a batch needs in two round trips (addresses first, then the devices they resolve
+    to) keeps the pipeline itself free of I/O, so the service and the offline mode run the same code.
+    """
+
+    def __init__(self, loaded: Mapping[str, Doc | None] | None = None) -> None:
+        self._docs: dict[str, Doc | None] = dict(loaded or {})
+        self._dirty: set[str] = set()
+
+    def add(self, loaded: Mapping[str, Doc | None]) -> None:
+        for key, doc in loaded.items():
+            self._docs.setdefault(key, doc)
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return sorted({k for k in keys if k not in self._docs})
+
+    def get(self, key: str) -> Doc | None:
+        if key not in self._docs:
+            raise KeyError(f"{key} was not loaded for this batch")
+        return self._docs[key]
+
+    def put(self, key: str, doc: Doc) -> None:
+        self._docs[key] = doc
+        self._dirty.add(key)
+
+    def writes(self) -> dict[str, Doc]:
+        return {k: d for k in sorted(self._dirty) if (d := self._docs[k]) is not None}

@@ -1,0 +1,61 @@
+"""Failed-connection semantics and event-time windows with allowed lateness."""
+
+from __future__ import annotations
+
+import pytest
+
+from master.features import MAX_DESTINATIONS, DeviceWindows, Networks, is_failed
+from tests.master.traffic import CS, flow
+
+
+@pytest.mark.parametrize(
+    ("state", "history", "resp_pkts", "failed"),
+    [
+        (CS.CONN_STATE_S0, "S", 0, True),
+        (CS.CONN_STATE_REJ, "Sr", 1, True),
+        (CS.CONN_STATE_RSTOS0, "SR", 0, True),
+        (CS.CONN_STATE_SH, "SF", 0, True),
+        (CS.CONN_STATE_RSTR, "Sr", 1, True),  # reset without SYN-ACK: a rejection
+        (CS.CONN_STATE_RSTR, "ShADr", 3, False),  # established, then aborted by the responder
+        (CS.CONN_STATE_OTH, "D", 0, True),
+        (CS.CONN_STATE_OTH, "Dd", 2, False),
+        (CS.CONN_STATE_SF, "ShADadFf", 4, False),
+    ],
+)
+def test_is_failed(state: CS.ValueType, history: str, resp_pkts: int, failed: bool) -> None:
+    f = flow(0.0, "10.0.0.1", "10.0.0.2", state=state, resp_pkts=resp_pkts).flow
+    f.history = history
+    assert is_failed(f) is failed
+
+
+def test_windows_close_after_lateness_and_drop_late_records() -> None:
+    w = DeviceWindows(window_s=60.0, allowed_lateness_s=120.0)
+    assert w.advance(10.0) == []
+    w.add(10.0, "10.0.0.2", 445, False, "u1")
+    w.add(70.0, "10.0.0.3", 445, True, "u2")
+    # Window 0 ends at 60; it closes when the watermark passes 60 + 120.
+    assert w.advance(179.0) == []
+    w.add(20.0, "10.0.0.4", 445, False, "u3")  # late but allowed
+    closed = w.advance(181.0)
+    assert [c.index for c in closed] == [0]
+    assert len(closed[0].destinations) == 2
+    assert w.add(30.0, "10.0.0.9", 445, False, "u4") is None
+    assert w.late_records == 1
+    restored = DeviceWindows.from_dict(w.to_dict(), 60.0, 120.0)
+    assert restored.to_dict() == w.to_dict()
+
+
+def test_destination_set_is_bounded() -> None:
+    w = DeviceWindows(60.0, 0.0)
+    for i in range(MAX_DESTINATIONS + 10):
+        w.add(1.0, f"10.1.{i // 256}.{i % 256}", 22, True, f"u{i}")
+    window = w.windows[0]
+    assert len(window.destinations) == MAX_DESTINATIONS and window.saturated
+    assert window.failed == MAX_DESTINATIONS + 10
+    assert len(window.examples) == 5 and len(window.uids) == 20
+
+
+def test_networks() -> None:
+    nets = Networks(["10.0.0.0/8", "fc00::/7"])
+    assert "10.2.3.4" in nets and "fd00::1" in nets
+    assert "8.8.8.8" not in nets and "2001:db8::1" not in nets

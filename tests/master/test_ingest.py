@@ -1,0 +1,315 @@
+"""The master against real nats-server and Valkey: exactly-once effect, garbage, outages, crashes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import nats
+import pytest
+import redis.asyncio as aioredis
+from nats.js import JetStreamContext
+from prometheus_client import CollectorRegistry
+
+from master.ingest import BREACH_SUBJECT, DEVICE_SUBJECT
+from master.service import MasterService
+from tests.conftest import REPO
+from tests.master.traffic import T0, batches, flow, office, scan
+from vigil import config, embedded
+from vigil.alert.v1 import alert_pb2
+from vigil.bus import ensure_stream, telemetry_subject
+from vigil.config import VigilConfig
+from vigil.sensor.v1 import sensor_pb2
+
+pytestmark = pytest.mark.timeout(120)
+SUBJECT = telemetry_subject("lab", "s1")
+
+
+def _cfg(nats_url: str, redis_url: str, **master: Any) -> VigilConfig:
+    return config.build(
+        {
+            "nats": {"url": nats_url},
+            "redis": {"url": redis_url},
+            "master": {"responder_address": None, "fetch_batch": 16, "response_mode": "confirm", **master},
+        },
+        environ={},
+    )
+
+
+async def _publish(js: JetStreamContext, items: list[sensor_pb2.Batch]) -> None:
+    for b in items:
+        await js.publish(SUBJECT, b.SerializeToString(), headers={"Nats-Msg-Id": b.batch_id})
+
+
+async def _until(predicate: Callable[[], Any], timeout_s: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        if await predicate():
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.05)
+
+
+async def _json(r: aioredis.Redis, key: Any) -> Any:
+    raw = await r.get(key)
+    assert raw is not None
+    return json.loads(raw)
+
+
+async def _markers(r: aioredis.Redis) -> int:
+    return len([k async for k in r.scan_iter("vigil:v1:batch:*", count=1000)])
+
+
+async def _total_flows(r: aioredis.Redis) -> int:
+    total = 0
+    async for key in r.scan_iter("vigil:v1:device:*", count=1000):
+        total += (await _json(r, key))["flows"]
+    return total
+
+
+def _metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    value = registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+@pytest.fixture
+async def env(
+    nats_server: embedded.EmbeddedNats, redis_server: embedded.EmbeddedRedis
+) -> AsyncIterator[tuple[VigilConfig, JetStreamContext, aioredis.Redis]]:
+    cfg = _cfg(nats_server.url, redis_server.url)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, cfg.nats)
+    r = aioredis.Redis.from_url(redis_server.url)
+    yield cfg, js, r
+    await r.aclose()
+    await nc.close()
+
+
+class Running:
+    def __init__(self, service: MasterService) -> None:
+        self.service = service
+        self.stop = asyncio.Event()
+        self.task = asyncio.create_task(service.run(self.stop))
+
+    async def close(self) -> None:
+        self.stop.set()
+        await asyncio.wait_for(self.task, 15)
+
+
+def _external_flows(n_batches: int, per_batch: int, prefix: str) -> list[sensor_pb2.Batch]:
+    """Flows from 10 internal devices to the internet: each flow counts once in one device's inventory."""
+    records = [
+        flow(T0 + i * 0.5, f"10.0.1.{i % 10 + 1}", "93.184.216.34", 443) for i in range(n_batches * per_batch)
+    ]
+    return batches(records, per_batch, prefix)
+
+
+async def test_every_batch_processed_exactly_once(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis],
+) -> None:
+    cfg, js, r = env
+    items = _external_flows(40, 25, "x")
+    await _publish(js, items)
+    registry = CollectorRegistry()
+    running = Running(MasterService(cfg, registry))
+    await _until(lambda: _aeq(_markers(r), 40))
+    # The same batch id published again under another message id gets past NATS dedup; the master skips it.
+    await js.publish(SUBJECT, items[3].SerializeToString(), headers={"Nats-Msg-Id": "replay-3"})
+    await _until(lambda: _ready(lambda: _metric(registry, "vigil_master_batches_duplicate_total") >= 1))
+    ready, checks = running.service.health.readiness()
+    assert ready and checks == {"nats": True, "redis": True}
+    await running.close()
+    assert await _markers(r) == 40
+    assert await _total_flows(r) == 40 * 25
+    assert _metric(registry, "vigil_master_batches_total") == 40
+    assert _metric(registry, "vigil_master_records_total", kind="flow") == 1000
+    assert _metric(registry, "vigil_master_devices") == 10
+    info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def _aeq(coro: Any, expected: int) -> bool:
+    return bool(await coro == expected)
+
+
+async def _ready(check: Callable[[], bool]) -> bool:
+    return check()
+
+
+async def test_garbage_is_terminated_and_counted(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis],
+) -> None:
+    cfg, js, r = env
+    rng = random.Random(3)
+    for i in range(20):
+        await js.publish(SUBJECT, rng.randbytes(rng.randint(1, 2000)), headers={"Nats-Msg-Id": f"junk-{i}"})
+    # Valid protobuf, but no batch id: cannot be deduplicated, so it is refused too.
+    await js.publish(SUBJECT, sensor_pb2.Batch(sensor_id="s1").SerializeToString())
+    good = _external_flows(2, 5, "good")
+    await _publish(js, good)
+    registry = CollectorRegistry()
+    running = Running(MasterService(cfg, registry))
+    await _until(lambda: _aeq(_markers(r), 2))
+    await running.close()
+    rejected = sum(
+        _metric(registry, "vigil_master_batches_rejected_total", reason=reason)
+        for reason in ("undecodable", "missing_batch_id", "oversized")
+    )
+    # Random bytes occasionally decode as an (empty) protobuf; either way every one is refused.
+    assert rejected == 21
+    assert _metric(registry, "vigil_master_batches_total") == 2
+    info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_breaches_are_published_live_and_stored(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis], nats_server: embedded.EmbeddedNats
+) -> None:
+    cfg, js, r = env
+    nc = await nats.connect(nats_server.url)
+    seen: list[alert_pb2.ModelBreach] = []
+    devices: list[alert_pb2.DeviceRef] = []
+
+    async def on_breach(msg: Any) -> None:
+        seen.append(alert_pb2.ModelBreach.FromString(msg.data))
+
+    async def on_device(msg: Any) -> None:
+        devices.append(alert_pb2.DeviceRef.FromString(msg.data))
+
+    await nc.subscribe(BREACH_SUBJECT, cb=on_breach)
+    await nc.subscribe(DEVICE_SUBJECT, cb=on_device)
+    records = list(office(T0, 30, devices=5)) + scan(T0 + 30 * 60 + 1, "10.0.1.3")
+    await _publish(js, batches(records, 200, "live"))
+    registry = CollectorRegistry()
+    running = Running(MasterService(cfg, registry))
+    await _until(lambda: _ready(lambda: any(b.device.ip == "10.0.1.3" for b in seen)))
+    await running.close()
+    await nc.close()
+    entries: Any = await r.xrange("vigil:v1:breaches")
+    ids = {alert_pb2.ModelBreach.FromString(f[b"pb"]).breach_id for _, f in entries}
+    assert {b.breach_id for b in seen} <= ids
+    # Every device was announced once, with its address (5 workstations and the servers that answered).
+    assert len(devices) == len({d.device_id for d in devices}) > 5
+    assert {f"10.0.1.{i}" for i in range(1, 6)} <= {d.ip for d in devices}
+    assert _metric(registry, "vigil_master_breaches_total", model="Device / Network Scan") == len(ids)
+    # confirm mode: the action is recorded as proposed, not sent.
+    assert (
+        _metric(registry, "vigil_master_actions_total", kind="ACTION_KIND_BLOCK_ALL_OUTGOING", mode="confirm")
+        == 1
+    )
+    keys = [k async for k in r.scan_iter("vigil:v1:action:*")]
+    assert len(keys) == 1
+    assert (await _json(r, keys[0]))["state"] == "proposed"
+    assert await r.zcard("vigil:v1:actions:pending") == 0
+
+
+async def test_redis_outage_naks_and_recovers(nats_server: embedded.EmbeddedNats, short_tmp: Path) -> None:
+    valkey = embedded.start_redis(short_tmp / "outage")
+    cfg = _cfg(nats_server.url, valkey.url)
+    nc = await nats.connect(nats_server.url)
+    js = nc.jetstream()
+    await ensure_stream(js, cfg.nats)
+    registry = CollectorRegistry()
+    running = Running(MasterService(cfg, registry))
+    try:
+        await _publish(js, _external_flows(3, 5, "pre"))
+        r = aioredis.Redis.from_url(valkey.url)
+        await _until(lambda: _aeq(_markers(r), 3))
+        await r.aclose()
+        valkey.stop()
+        await _publish(js, _external_flows(3, 5, "during"))
+        await _until(lambda: _ready(lambda: not running.service.health.readiness()[0]))
+        assert not running.task.done()
+        valkey = embedded.start_redis(short_tmp / "outage")  # same socket and AOF: state survives
+        r = aioredis.Redis.from_url(valkey.url)
+        await _until(lambda: _aeq(_markers(r), 6), timeout_s=40)
+        await _until(lambda: _ready(lambda: running.service.health.readiness()[0]))
+        # Same record times ("pre" and "during" replay the same flows) but different batch ids: both count.
+        assert await _total_flows(r) == 30
+        await r.aclose()
+    finally:
+        await running.close()
+        await nc.close()
+        valkey.stop()
+
+
+@pytest.mark.slow
+async def test_killed_master_resumes_without_loss_or_double_count(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis],
+    nats_server: embedded.EmbeddedNats,
+    redis_server: embedded.EmbeddedRedis,
+    short_tmp: Path,
+) -> None:
+    cfg, js, r = env
+    n_batches, per_batch = 400, 50
+    items = _external_flows(n_batches, per_batch, "crash")
+    await _publish(js, items)
+    tree = {
+        "nats": {"url": nats_server.url},
+        "redis": {"url": redis_server.url},
+        "master": {"responder_address": None, "fetch_batch": 8},
+        "log": {"level": "warning"},
+        "_ack_wait_s": 2.0,
+    }
+    cfg_file = short_tmp / "master.json"
+    cfg_file.write_text(json.dumps(tree))
+    log = _log_file(short_tmp / "master.log")
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.master.run_master", str(cfg_file)],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+
+    first = start()
+    try:
+        await _until(lambda: _ready_async(_markers(r), lambda n: n >= 40))
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        at_kill = await _markers(r)
+        assert at_kill < n_batches, "the kill must land mid-stream"
+        # Let the killed consumer's unacked deliveries come back after ack_wait.
+        second = start()
+        try:
+            await _until(lambda: _aeq(_markers(r), n_batches), timeout_s=90)
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(15) == 0
+        finally:
+            if second.poll() is None:
+                second.kill()
+    finally:
+        if first.poll() is None:
+            first.kill()
+        log.close()
+    assert await _markers(r) == n_batches
+    assert await _total_flows(r) == n_batches * per_batch
+    # Learned state survived the crash: every device has a model and features, the network has a belief.
+    models = [k async for k in r.scan_iter("vigil:v1:model:scan:*")]
+    assert len(models) == 11  # ten devices and the population
+    population = await _json(r, "vigil:v1:model:scan:population")
+    assert population["schema"] == 1
+    assert population["counts"]["distinct_internal_destinations"]["beta"] > 0
+    info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+def _log_file(path: Path) -> BinaryIO:
+    # Handed to the child processes as stdout; the test closes it.
+    return open(path, "ab")
+
+
+async def _ready_async(coro: Any, check: Callable[[int], bool]) -> bool:
+    return check(await coro)

@@ -1,0 +1,84 @@
+"""Policy: proportionate, bounded, idempotent, never on protected assets, capped per minute."""
+
+from __future__ import annotations
+
+import pytest
+
+from master.policy import Policy, RateLimiter
+from vigil.alert.v1 import alert_pb2
+from vigil.responder.v1 import responder_pb2
+
+
+def _breach(ip: str = "10.0.1.5", score: int = 90, breach_id: str = "brc-1") -> alert_pb2.ModelBreach:
+    return alert_pb2.ModelBreach(
+        breach_id=breach_id,
+        model="Device / Network Scan",
+        score=score,
+        device=alert_pb2.DeviceRef(device_id="dev-1", ip=ip),
+        explanation="10.0.1.5 contacted 212 distinct internal hosts in 60 s",
+    )
+
+
+def _policy(**kw: object) -> Policy:
+    options: dict[str, object] = {
+        "mode": "autonomous",
+        "action_min_score": 60,
+        "block_duration_s": 3600.0,
+        "max_actions_per_minute": 2,
+        "protected_networks": ["10.0.0.53/32"],
+        "internal_networks": ["10.0.0.0/8", "192.168.0.0/16"],
+    }
+    options.update(kw)
+    return Policy(**options)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("mode", "state"), [("autonomous", "pending"), ("confirm", "proposed"), ("observe", "observed")]
+)
+def test_modes(mode: str, state: str) -> None:
+    decision = _policy(mode=mode).decide(_breach(), now=1000.0)
+    assert decision.record is not None
+    assert decision.record.state == state
+    action = decision.record.action
+    assert action.kind == responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING
+    assert action.target_ip == "10.0.1.5"
+    assert action.expire_time.ToSeconds() == 1000 + 3600
+    assert action.breach_id == "brc-1"
+
+
+def test_action_id_is_deterministic_from_the_breach() -> None:
+    a = _policy().decide(_breach(), now=1.0).record
+    b = _policy().decide(_breach(), now=99.0).record
+    c = _policy().decide(_breach(breach_id="brc-2"), now=1.0).record
+    assert a is not None and b is not None and c is not None
+    assert a.action.action_id == b.action.action_id != c.action.action_id
+
+
+def test_guards() -> None:
+    policy = _policy()
+    assert policy.decide(_breach(score=59), 0.0).reason == "below_min_score"
+    assert policy.decide(_breach(ip="10.0.0.53"), 0.0).reason == "protected"
+    assert policy.decide(_breach(ip="not-an-ip"), 0.0).reason == "protected"
+    other = alert_pb2.ModelBreach(breach_id="x", model="Device / Something Else", score=100)
+    assert policy.decide(other, 0.0).reason == "no_playbook"
+
+
+def test_rate_limit_per_minute_of_the_policy_clock() -> None:
+    policy = _policy(max_actions_per_minute=2)
+    reasons = [policy.decide(_breach(breach_id=f"b{i}"), now=100.0 + i).reason for i in range(4)]
+    assert reasons == ["decided", "decided", "rate_limited", "rate_limited"]
+    assert policy.decide(_breach(breach_id="later"), now=161.0).reason == "decided"
+
+
+def test_narrow_scope_blocks_only_internal_networks() -> None:
+    record = _policy(narrow_scope=True).decide(_breach(), 0.0).record
+    assert record is not None
+    assert record.action.kind == responder_pb2.ACTION_KIND_BLOCK_CONNECTION
+    assert [s.peer_ip for s in record.action.scopes] == ["10.0.0.0/8", "192.168.0.0/16"]
+
+
+def test_rate_limiter_window() -> None:
+    limiter = RateLimiter(1, period_s=10.0)
+    assert limiter.allow(0.0)
+    assert not limiter.allow(9.9)
+    assert limiter.allow(10.0)

@@ -1,0 +1,114 @@
+"""Device / Network Scan: learns a baseline, breaches on a scan, tolerates ordinary bursts."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from master.models.scan import (
+    DESTINATIONS,
+    FAILED,
+    NetworkScanModel,
+    PopulationScanModel,
+    ScanParams,
+    score_from_surprise,
+)
+
+PARAMS = ScanParams(window_s=60.0, breach_probability=1e-4, half_life_s=7 * 24 * 3600.0)
+
+
+def _baseline(model: NetworkScanModel, population: PopulationScanModel, windows: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    for w in range(windows):
+        x = {DESTINATIONS: float(rng.choice([1, 2, 3, 3, 4, 5, 6])), FAILED: float(rng.random() < 0.1)}
+        zeros = model.learn_one(x, window=w)
+        population.learn_one(x, window=w, zeros=zeros)
+
+
+def test_scan_after_baseline_breaches_with_a_high_score() -> None:
+    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    _baseline(model, population, 500)
+    result = model.score_one({DESTINATIONS: 212, FAILED: 198}, window=500, population=population)
+    assert result.breach
+    assert result.score >= 95
+    dest = result.feature(DESTINATIONS)
+    assert dest is not None
+    assert 3.0 < dest.expected < 4.0
+    assert dest.probability < 1e-50
+
+
+def test_benign_variation_does_not_breach() -> None:
+    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    _baseline(model, population, 500)
+    for count in range(0, 11):
+        result = model.score_one({DESTINATIONS: count, FAILED: 1}, window=500, population=population)
+        assert not result.breach, count
+
+
+def test_fewer_than_min_destinations_never_breach() -> None:
+    model = NetworkScanModel(PARAMS)
+    population = PopulationScanModel(PARAMS)
+    _baseline(model, population, 200)
+    # A fully unexpected but tiny fan-out is not a network scan.
+    result = model.score_one({DESTINATIONS: 9, FAILED: 50}, window=200, population=population)
+    assert not result.breach
+
+
+def test_new_device_borrows_the_network_prior() -> None:
+    population = PopulationScanModel(PARAMS)
+    # The network: many devices, each around 20 destinations a minute (a server-heavy segment).
+    for w in range(300):
+        for _ in range(10):
+            population.learn_one({DESTINATIONS: 20.0, FAILED: 0.0}, window=w, zeros={})
+    newcomer = NetworkScanModel(PARAMS)
+    belief = newcomer.belief(DESTINATIONS, window=300, population=population)
+    assert belief.mean == pytest.approx(20.0, rel=0.01)
+    # 25 is ordinary on this network, so it is ordinary for the newcomer too ...
+    assert not newcomer.score_one({DESTINATIONS: 25}, window=300, population=population).breach
+    # ... while the same count on a quiet network breaches.
+    quiet = PopulationScanModel(PARAMS)
+    for w in range(300):
+        quiet.learn_one({DESTINATIONS: 1.0}, window=w, zeros={})
+    assert newcomer.score_one({DESTINATIONS: 25}, window=300, population=quiet).breach
+
+
+def test_own_history_outweighs_the_prior_once_it_has_some() -> None:
+    population = PopulationScanModel(PARAMS)
+    for w in range(300):
+        population.learn_one({DESTINATIONS: 2.0}, window=w, zeros={})
+    server = NetworkScanModel(PARAMS)
+    for w in range(200):
+        server.learn_one({DESTINATIONS: 40.0}, window=w)
+    belief = server.belief(DESTINATIONS, window=200, population=population)
+    # Own evidence ~200 windows vs prior worth 10: the mean sits near the device's own 40.
+    assert belief.mean > 35
+    assert not server.score_one({DESTINATIONS: 45}, window=200, population=population).breach
+
+
+def test_decay_lets_the_model_revise() -> None:
+    params = ScanParams(window_s=60.0, half_life_s=60.0 * 50)
+    model = NetworkScanModel(params)
+    for w in range(500):
+        model.learn_one({DESTINATIONS: 2.0}, window=w)
+    for w in range(500, 1000):
+        model.learn_one({DESTINATIONS: 30.0}, window=w)
+    # After ten half-lives the old behaviour is ~0.1% of the belief.
+    assert model.counts[DESTINATIONS].posterior(1000).mean == pytest.approx(30.0, rel=0.02)
+
+
+def test_score_mapping_is_documented_linear() -> None:
+    assert score_from_surprise(4.0, 1e-4) == 50
+    assert score_from_surprise(20.0, 1e-4) == 100
+    assert score_from_surprise(12.0, 1e-4) == 75
+    assert score_from_surprise(300.0, 1e-4) == 100
+    assert score_from_surprise(0.0, 1e-4) == 0
+
+
+def test_state_is_plain_json() -> None:
+    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    _baseline(model, population, 20)
+    for state in (model.to_dict(), population.to_dict()):
+        assert json.loads(json.dumps(state)) == state
+        assert state["schema"] == 1

@@ -1,0 +1,88 @@
+"""The state store: one batch's changes and its processed marker commit together or not at all."""
+
+from __future__ import annotations
+
+import pytest
+
+from master.store import ActionRecord, Commit, RedisStore, Store, StoreUnavailable
+from vigil.alert.v1 import alert_pb2
+from vigil.responder.v1 import responder_pb2
+
+
+async def test_commit_then_redelivery_is_refused(store: Store) -> None:
+    k = store.keys
+    first = Commit("b-1", writes={k.device("dev-a"): {"schema": 1, "flows": 3}}, new_devices={"dev-a"})
+    assert not await store.is_processed("b-1")
+    assert await store.commit(first)
+    assert await store.is_processed("b-1")
+    # The same batch again (a redelivery after a crash before the ack) must change nothing.
+    again = Commit("b-1", writes={k.device("dev-a"): {"schema": 1, "flows": 6}})
+    assert not await store.commit(again)
+    loaded = await store.load([k.device("dev-a"), k.device("dev-missing")])
+    assert loaded == {k.device("dev-a"): {"schema": 1, "flows": 3}, k.device("dev-missing"): None}
+    assert await store.device_count() == 1
+
+
+async def test_failed_commit_leaves_no_trace(store: Store) -> None:
+    k = store.keys
+    broken = Commit(
+        "b-2",
+        writes={k.device("dev-a"): {"schema": 1}, k.device("dev-b"): {"schema": 1, "bad": {1, 2}}},
+    )
+    with pytest.raises(TypeError):
+        await store.commit(broken)
+    assert not await store.is_processed("b-2")
+    assert await store.load([k.device("dev-a")]) == {k.device("dev-a"): None}
+
+
+async def test_breaches_and_actions(store: Store) -> None:
+    breach = alert_pb2.ModelBreach(breach_id="brc-1", model="Device / Network Scan", score=90)
+    action = responder_pb2.Action(action_id="act-1", kind=responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING)
+    proposed = responder_pb2.Action(action_id="act-2", kind=responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING)
+    commit = Commit(
+        "b-3",
+        breaches=[breach],
+        actions=[
+            ActionRecord(action, "pending", "autonomous"),
+            ActionRecord(proposed, "proposed", "confirm"),
+        ],
+        due_time=100.0,
+    )
+    assert await store.commit(commit)
+    assert [b.breach_id for b in await store.breaches()] == ["brc-1"]
+    assert await store.due_actions(now=50.0) == []
+    due = await store.due_actions(now=100.0)
+    assert [r.action.action_id for r in due] == ["act-1"]
+    record = due[0]
+    record.state = "applied"
+    await store.update_action(record, None)
+    assert await store.due_actions(now=1e12) == []
+    stored = await store.action("act-1")
+    assert stored is not None and stored.state == "applied"
+    other = await store.action("act-2")
+    assert other is not None and other.state == "proposed"
+
+
+async def test_state_keys_are_namespaced_and_versioned(redis_server: object) -> None:
+    store = RedisStore(redis_server.url)  # type: ignore[attr-defined]
+    try:
+        k = store.keys
+        await store.commit(Commit("b-9", writes={k.scan_model("dev-x"): {"schema": 1, "counts": {}}}))
+        keys = sorted(x.decode() if isinstance(x, bytes) else x for x in await store.client.keys("*"))
+        assert keys == ["vigil:v1:batch:b-9", "vigil:v1:model:scan:dev-x"]
+        raw = await store.client.get("vigil:v1:model:scan:dev-x")
+        assert raw == b'{"counts":{},"schema":1}'
+        ttl = await store.client.ttl("vigil:v1:batch:b-9")
+        assert ttl > 7 * 24 * 3600
+    finally:
+        await store.close()
+
+
+async def test_unreachable_redis_is_reported_as_unavailable(short_tmp: object) -> None:
+    store = RedisStore(f"unix://{short_tmp}/nothing.sock")
+    with pytest.raises(StoreUnavailable):
+        await store.is_processed("b-1")
+    with pytest.raises(StoreUnavailable):
+        await store.commit(Commit("b-1"))
+    assert not await store.ping()
+    await store.close()
