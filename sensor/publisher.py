@@ -100,15 +100,18 @@ class BatchPublisher:
         """Flush what is pending, give the spool a bounded chance to drain, then disconnect."""
         self._closing = True
         await self.flush()
+        # Whatever is spooled gets a bounded chance to go out, including a connection still being made.
         deadline = time.monotonic() + drain_timeout_s
-        while len(self._spool) and self.connected and time.monotonic() < deadline:
+        while len(self._spool) and time.monotonic() < deadline:
             self._wake_drain.set()
             await asyncio.sleep(0.05)
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # A client library call may swallow cancellation; never let that hang shutdown.
+            _, stuck = await asyncio.wait(self._tasks, timeout=2.0)
+            for task in stuck:
+                log.warning("publisher_task_stuck", task=task.get_name())
         self._tasks.clear()
         if self._nc is not None:
             with contextlib.suppress(Exception):

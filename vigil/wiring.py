@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 import grpc
 import yaml
+from nats.aio.msg import Msg
 
 from vigil import bus, embedded
 from vigil.alert.v1 import alert_pb2
@@ -171,7 +172,7 @@ async def _consumer_settled(cfg: VigilConfig, nats_url: str) -> bool:
     try:
         js = nc.jetstream()
         info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
     except Exception:
         return False
     finally:
@@ -215,8 +216,15 @@ async def up(cfg: VigilConfig, exit_when_done: bool = False, out: TextIO = sys.s
         children["responder"] = _spawn("responder", cfg_path, logs, "responder")
         children["master"] = _spawn("master", cfg_path, logs, "master")
         nc = await bus.connect(effective.nats, "vigil-up")
-        await nc.subscribe(BREACH_SUBJECT, cb=lambda msg: _safe(view.breach, msg.data))
-        await nc.subscribe(DEVICE_SUBJECT, cb=lambda msg: _safe(view.device, msg.data))
+
+        async def on_breach(msg: Msg) -> None:
+            _safe(view.breach, msg.data)
+
+        async def on_device(msg: Msg) -> None:
+            _safe(view.device, msg.data)
+
+        await nc.subscribe(BREACH_SUBJECT, cb=on_breach)
+        await nc.subscribe(DEVICE_SUBJECT, cb=on_device)
         watcher = asyncio.create_task(_watch_actions(responder_addr, view, stop))
         children["sensor"] = _spawn("sensor", cfg_path, logs, "sensor")
         pcaps = ", ".join(map(str, cfg.sensor.pcap_files))
@@ -249,14 +257,12 @@ async def up(cfg: VigilConfig, exit_when_done: bool = False, out: TextIO = sys.s
         )
 
 
-def _safe(fn: Any, payload: bytes) -> Any:
-    async def _run() -> None:
-        try:
-            fn(payload)
-        except Exception as exc:
-            log.warning("live_view_decode_failed", error=type(exc).__name__)
-
-    return _run()
+def _safe(fn: Any, payload: bytes) -> None:
+    """The live view must survive a message it cannot decode."""
+    try:
+        fn(payload)
+    except Exception as exc:
+        log.warning("live_view_decode_failed", error=type(exc).__name__)
 
 
 async def _supervise(

@@ -1,0 +1,23 @@
+"""The single table of which analyzer runs on which connection (ports and payload heuristics)."""
+
+from __future__ import annotations
+
+from sensor.protocols import dns, http, kerberos, ldap, ntlm, rdp, smb, tls
+from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
+from sensor.registry import Registry
+
+
+def default_registry() -> Registry:
+    """Every analyzer Vigil ships, in a fresh registry (one per pipeline: DHCP keeps per-pipeline state)."""
+    registry = Registry()
+    registry.register("dns", dns.TRANSPORTS, dns.PORTS, dns.FACTORY)
+    # DHCP exchanges span several "connections" (broadcast then unicast): one table pairs them.
+    registry.register("dhcp", ("udp",), (67, 68), DhcpSessionFactory(TransactionTable()), server_ports=(67,))
+    registry.register("http", http.TRANSPORTS, http.PORTS, http.FACTORY, heuristic=http.heuristic)
+    registry.register("ssl", tls.TRANSPORTS, tls.PORTS, tls.FACTORY, heuristic=tls.heuristic)
+    registry.register("rdp", rdp.TRANSPORTS, rdp.PORTS, rdp.FACTORY)
+    registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
+    registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)
+    registry.register("krb", kerberos.TRANSPORTS, kerberos.PORTS, kerberos.FACTORY)
+    registry.register("dce_rpc", ntlm.TRANSPORTS, ntlm.PORTS, ntlm.FACTORY)
+    return registry
