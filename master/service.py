@@ -134,7 +134,9 @@ class MasterService:
         tasks = [asyncio.create_task(self._probe_store(stop), name="master-store-probe")]
         link = self._responder
         if link is None and cfg.master.responder_address and cfg.master.response_mode == "autonomous":
-            link = ResponderClient(cfg.master.responder_address, timeout_s=_RESPONDER_TIMEOUT_S)
+            link = ResponderClient(
+                cfg.master.responder_address, timeout_s=_RESPONDER_TIMEOUT_S, tls=cfg.master.responder_tls
+            )
         if link is not None:
             dispatcher = Dispatcher(
                 self.store,

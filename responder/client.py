@@ -9,8 +9,10 @@ from types import TracebackType
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from vigil.config import TlsConfig
 from vigil.responder.v1 import responder_pb2 as pb
 from vigil.responder.v1 import responder_pb2_grpc as pb_grpc
+from vigil.tls import channel_credentials, channel_options
 
 
 def make_action(
@@ -49,12 +51,33 @@ class ResponderClient:
 
     Errors surface as ``grpc.aio.AioRpcError`` (INVALID_ARGUMENT for a refused request, NOT_FOUND
     for an unknown revoke, DEADLINE_EXCEEDED / UNAVAILABLE when the responder is unreachable).
+
+    With ``tls`` (an active TlsConfig) or ready-made ``credentials`` the channel is mutual TLS; a
+    failed handshake (untrusted server, or the server refusing our certificate) surfaces as
+    UNAVAILABLE. Without either, the channel is plaintext, as before.
     """
 
-    def __init__(self, address: str, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        timeout_s: float = 5.0,
+        *,
+        tls: TlsConfig | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.aio.insecure_channel(address)
+        if tls is not None and credentials is not None:
+            raise ValueError("pass either tls or credentials, not both")
+        options: list[tuple[str, str]] = []
+        if tls is not None and tls.active:
+            credentials = channel_credentials(tls)
+            options = channel_options(tls)
+        self.secure = credentials is not None
+        if credentials is not None:
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(address)
         self._stub = pb_grpc.ResponderServiceStub(self._channel)
 
     async def apply(self, action: pb.Action) -> pb.ApplyResponse:

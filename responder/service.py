@@ -23,6 +23,7 @@ from vigil.health import HealthState
 from vigil.log import get
 from vigil.responder.v1 import responder_pb2_grpc as pb_grpc
 from vigil.service import build_info, run_service
+from vigil.tls import server_credentials
 
 _log = get("responder")
 
@@ -73,7 +74,18 @@ class ResponderService:
         restored = self.store.load()
         server = grpc.aio.server()
         pb_grpc.add_ResponderServiceServicer_to_server(self.servicer, server)
-        port = server.add_insecure_port(self.cfg.listen)
+        tls = self.cfg.tls.active
+        if tls:
+            # Credentials are built before anything listens, so a bad file stops start-up here.
+            port = server.add_secure_port(self.cfg.listen, server_credentials(self.cfg.tls))
+        else:
+            # Anyone who can reach this port can block traffic; say so once per start, loudly.
+            _log.warning(
+                "grpc_insecure",
+                listen=self.cfg.listen,
+                hint="set responder.tls.{ca_file,cert_file,key_file} to require client certificates",
+            )
+            port = server.add_insecure_port(self.cfg.listen)
         if port == 0:
             raise RuntimeError(f"cannot listen on {self.cfg.listen}")
         self.port = port
@@ -89,6 +101,7 @@ class ResponderService:
             listen=self.cfg.listen,
             port=port,
             backend=self.backend.name,
+            mtls=tls,
             protected_networks=len(self.cfg.protected.networks),
             restored=restored,
         )

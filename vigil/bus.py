@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from typing import Any
 
 import nats
+import nats.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import NotFoundError
+from nats.js.errors import BadRequestError, NotFoundError
 
 from vigil.config import NatsConfig
 
@@ -33,6 +36,14 @@ def heartbeat_subject(sensor_id: str) -> str:
     return f"{HEARTBEAT_PREFIX}.{_token(sensor_id)}"
 
 
+def _redact_url(url: str) -> str:
+    """The URL without any ``user:password@`` part, for messages."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 def _tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
     if not (cfg.tls_ca or cfg.tls_cert):
         return None
@@ -42,8 +53,25 @@ def _tls_context(cfg: NatsConfig) -> ssl.SSLContext | None:
     return ctx
 
 
+class BusConnectError(RuntimeError):
+    """The first connection was refused for a reason retrying cannot fix (credentials, certificates)."""
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors that mean the configuration is wrong, not that the server is briefly away."""
+    if isinstance(exc, nats.errors.AuthorizationError | ssl.SSLCertVerificationError):
+        return True
+    return isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
+
+
 async def connect(cfg: NatsConfig, name: str, **callbacks: Any) -> NatsClient:
-    """Connect with reconnects forever; callbacks (error_cb, disconnected_cb, ...) are passed through."""
+    """Connect with reconnects forever; callbacks (error_cb, disconnected_cb, ...) are passed through.
+
+    An unreachable server is waited for (it may simply start after us), but a first connection refused
+    for bad credentials or an untrusted certificate raises BusConnectError at once: nats-py would
+    otherwise retry that forever, and the service would sit "starting" with the cause only in a
+    callback. Once connected, every later failure is retried as before.
+    """
     options: dict[str, Any] = {
         "servers": [cfg.url],
         "name": name,
@@ -54,14 +82,49 @@ async def connect(cfg: NatsConfig, name: str, **callbacks: Any) -> NatsClient:
     }
     if cfg.user:
         options["user"] = cfg.user
-        options["password"] = cfg.password or ""
+        # Unwrapped only here, at the call into nats-py; everywhere else it stays a SecretStr.
+        options["password"] = cfg.password.get_secret_value() if cfg.password else ""
     if cfg.creds_file:
         options["user_credentials"] = str(cfg.creds_file)
     tls = _tls_context(cfg)
     if tls is not None:
         options["tls"] = tls
     options.update(callbacks)
-    return await nats.connect(**options)
+    user_error_cb = callbacks.get("error_cb")
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
+
+    async def error_cb(exc: Exception) -> None:
+        if _permanent(exc) and not refused.done():
+            refused.set_result(exc)
+        if user_error_cb is not None:
+            await user_error_cb(exc)
+
+    options["error_cb"] = error_cb
+    client = NatsClient()
+    attempt = asyncio.ensure_future(client.connect(**options))
+    try:
+        racing: list[asyncio.Future[Any]] = [attempt, refused]
+        await asyncio.wait(racing, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        # Cancelled by the caller (e.g. a start-up deadline): leave no half-open client behind.
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await client.close()
+        raise
+    if attempt.done():
+        refused.cancel()
+        attempt.result()
+        return client
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await attempt
+    with contextlib.suppress(Exception):
+        await client.close()
+    cause = refused.result()
+    # The server's words (e.g. "Authorization Violation") and the user name, never the password.
+    raise BusConnectError(
+        f"NATS at {_redact_url(cfg.url)} refused {name!r} (user {cfg.user or '-'}): {cause}"
+    ) from cause
 
 
 def stream_config(cfg: NatsConfig) -> StreamConfig:
@@ -84,6 +147,10 @@ async def ensure_stream(js: JetStreamContext, cfg: NatsConfig) -> None:
     try:
         await js.stream_info(cfg.stream)
     except NotFoundError:
-        await js.add_stream(wanted)
-        return
+        try:
+            await js.add_stream(wanted)
+            return
+        except BadRequestError:
+            # Another service (sensor or master) created it between our two calls: fall through.
+            pass
     await js.update_stream(wanted)

@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "VIGIL_"
 
@@ -24,11 +33,94 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _file_problems(owner: BaseModel, fields: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(field, problem) for every configured file that is missing, not a regular file or unreadable."""
+    problems: list[tuple[str, str]] = []
+    for name in fields:
+        path: Path | None = getattr(owner, name)
+        if path is None:
+            continue
+        if not path.exists():
+            problems.append((name, f"{path}: file does not exist"))
+        elif not path.is_file():
+            problems.append((name, f"{path}: not a regular file"))
+        elif not os.access(path, os.R_OK):
+            problems.append((name, f"{path}: not readable by this process"))
+    return problems
+
+
+def _raise_problems(owner: BaseModel, problems: list[tuple[str, str]]) -> None:
+    """Raise all problems at once, each at its own field's location.
+
+    A ValidationError raised inside a validator is merged into the outer one with its locations
+    prefixed, so ``build`` reports ``responder.tls.key_file: ...`` and ``responder.tls.ca_file: ...``
+    as separate lines in one ConfigError instead of one per restart. A plain ValueError would collapse
+    them into a single message pinned on the section. Only paths go into messages, never contents.
+    """
+    if not problems:
+        return
+    raise ValidationError.from_exception_data(
+        type(owner).__name__,
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("tls_config", "{problem}", {"problem": problem}),
+                loc=(field,),
+                input=str(getattr(owner, field, "")),
+            )
+            for field, problem in problems
+        ],
+    )
+
+
+class TlsConfig(_Section):
+    """Certificates for one end of a mutually authenticated TLS link (PEM files).
+
+    Used on both sides of the master -> responder gRPC link: the responder presents ``cert_file`` and
+    demands a client certificate signed by ``ca_file``; the master verifies the responder against
+    ``ca_file`` and presents its own ``cert_file``. Mutual TLS needs all three files on both sides, so
+    a half-configured section is an error rather than a silent downgrade to one-way or no TLS.
+    """
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    # None: on as soon as any file is set. False turns TLS off while keeping the paths in the file;
+    # True insists on TLS, so a forgotten path is reported instead of falling back to plaintext.
+    enabled: bool | None = None
+    # Client side only: the name to check the server certificate against when the address dialled
+    # is not in its SANs (e.g. dialling an IP of a responder whose certificate names a DNS name).
+    server_name: str | None = None
+
+    @property
+    def active(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return any(p is not None for p in (self.ca_file, self.cert_file, self.key_file))
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TlsConfig:
+        if not self.active:
+            return self
+        problems = [
+            (name, f"required for mutual TLS ({why})")
+            for name, why in (
+                ("ca_file", "the CA that signs the peer's certificate"),
+                ("cert_file", "this end's certificate"),
+                ("key_file", "the private key of cert_file"),
+            )
+            if getattr(self, name) is None
+        ]
+        problems += _file_problems(self, ("ca_file", "cert_file", "key_file"))
+        _raise_problems(self, problems)
+        return self
+
+
 class NatsConfig(_Section):
     url: str = "nats://127.0.0.1:4222"
-    # Optional credentials and TLS; never logged.
+    # Optional credentials and TLS; never logged. SecretStr keeps the password out of repr/str, so a
+    # logged or printed config (or a traceback showing it) never carries it.
     user: str | None = None
-    password: str | None = None
+    password: SecretStr | None = None
     creds_file: Path | None = None
     tls_ca: Path | None = None
     tls_cert: Path | None = None
@@ -40,6 +132,17 @@ class NatsConfig(_Section):
     # Deduplication window for Nats-Msg-Id (batch id): covers a spool drained after an outage.
     duplicate_window_s: float = Field(default=3600, gt=0)
     connect_timeout_s: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_tls_files(self) -> NatsConfig:
+        problems = _file_problems(self, ("creds_file", "tls_ca", "tls_cert", "tls_key"))
+        # A certificate without its key (or the reverse) would otherwise be dropped silently and the
+        # connection made without client authentication.
+        if (self.tls_cert is None) != (self.tls_key is None):
+            missing = "tls_key" if self.tls_key is None else "tls_cert"
+            problems.append((missing, "tls_cert and tls_key must be set together"))
+        _raise_problems(self, problems)
+        return self
 
 
 class RedisConfig(_Section):
@@ -110,6 +213,8 @@ class MasterConfig(_Section):
     block_duration_s: float = Field(default=3600.0, gt=0)
     max_actions_per_minute: int = Field(default=10, gt=0)
     responder_address: str | None = "127.0.0.1:50051"
+    # Client side of the mutual-TLS link to the responder; off (plaintext) when no file is set.
+    responder_tls: TlsConfig = TlsConfig()
     fetch_batch: int = Field(default=64, gt=0)
     protected: ProtectedConfig = ProtectedConfig()
     http: HttpConfig = HttpConfig()
@@ -127,6 +232,9 @@ class ResponderConfig(_Section):
     protected: ProtectedConfig = ProtectedConfig()
     state_file: Path | None = None
     http: HttpConfig = HttpConfig()
+    # Server side of the mutual-TLS link: with it, only clients holding a certificate signed by
+    # tls.ca_file may act; without it the port is plaintext and unauthenticated.
+    tls: TlsConfig = TlsConfig()
 
 
 class LogConfig(_Section):

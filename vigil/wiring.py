@@ -21,11 +21,12 @@ import grpc
 import yaml
 from nats.aio.msg import Msg
 
+from responder.client import ResponderClient
 from vigil import bus, embedded
 from vigil.alert.v1 import alert_pb2
-from vigil.config import VigilConfig
+from vigil.config import TlsConfig, VigilConfig
 from vigil.log import get
-from vigil.responder.v1 import responder_pb2, responder_pb2_grpc
+from vigil.responder.v1 import responder_pb2
 
 log = get("up")
 
@@ -135,6 +136,17 @@ class LiveView:
         )
 
 
+def _reveal(cfg: VigilConfig) -> dict[str, Any]:
+    """The config as a plain tree with secrets in clear: the children need the real values.
+
+    The file is written with mode 0600 inside the data directory, like any credentials file.
+    """
+    tree: dict[str, Any] = json.loads(cfg.model_dump_json())
+    if cfg.nats.password is not None:
+        tree["nats"]["password"] = cfg.nats.password.get_secret_value()
+    return tree
+
+
 def _child_env(cfg_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_CONFIG"] = str(cfg_path)
@@ -153,17 +165,20 @@ def _spawn(name: str, cfg_path: Path, logs: Path, *args: str) -> subprocess.Pope
     return proc
 
 
-async def _watch_actions(address: str, view: LiveView, stop: asyncio.Event) -> None:
+async def _watch_actions(address: str, tls: TlsConfig, view: LiveView, stop: asyncio.Event) -> None:
+    """Follow the responder: its current actions, then every change (reconnecting if it restarts)."""
     while not stop.is_set():
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
-                stub = responder_pb2_grpc.ResponderServiceStub(channel)
-                listing = await stub.List(responder_pb2.ListRequest(include_inactive=True), timeout=2)
-                for status in listing.actions:
+            async with ResponderClient(address, timeout_s=2.0, tls=tls) as client:
+                # Subscribe first, then list, so no change falls between the two.
+                changes = client.watch()
+                first = asyncio.ensure_future(anext(changes))
+                for status in await client.list(include_inactive=True):
                     view.action(status)
-                async for event in stub.Watch(responder_pb2.WatchRequest()):
-                    view.action(event.status)
-        except grpc.aio.AioRpcError:
+                view.action(await first)
+                async for status in changes:
+                    view.action(status)
+        except (grpc.aio.AioRpcError, StopAsyncIteration):
             await asyncio.sleep(0.3)
 
 
@@ -205,7 +220,7 @@ async def up(cfg: VigilConfig, exit_when_done: bool = False, out: TextIO = sys.s
         }
     )
     cfg_path = data / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(json.loads(effective.model_dump_json())))
+    cfg_path.write_text(yaml.safe_dump(_reveal(effective)))
     cfg_path.chmod(0o600)
     view.line("vigil", f"nats-server {nats_srv.url}  valkey {redis_srv.url}  logs {logs}")
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -225,7 +240,9 @@ async def up(cfg: VigilConfig, exit_when_done: bool = False, out: TextIO = sys.s
 
         await nc.subscribe(BREACH_SUBJECT, cb=on_breach)
         await nc.subscribe(DEVICE_SUBJECT, cb=on_device)
-        watcher = asyncio.create_task(_watch_actions(responder_addr, view, stop))
+        watcher = asyncio.create_task(
+            _watch_actions(responder_addr, effective.master.responder_tls, view, stop)
+        )
         children["sensor"] = _spawn("sensor", cfg_path, logs, "sensor")
         pcaps = ", ".join(map(str, cfg.sensor.pcap_files))
         source = pcaps if cfg.sensor.source == "pcap" else cfg.sensor.interface

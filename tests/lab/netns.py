@@ -233,6 +233,10 @@ def tcp_listener(host: Host, port: int) -> subprocess.Popen[bytes]:
         "import socket\n"
         f"s=socket.create_server(({host.ip!r},{port}))\n"
         "while True:\n"
-        "    c,_=s.accept(); c.sendall(b'hello\\n'); c.close()\n"
+        "    c,_=s.accept()\n"
+        # A scanner resets connections before the greeting: that must not kill the service.
+        "    try: c.sendall(b'hello\\n')\n"
+        "    except OSError: pass\n"
+        "    c.close()\n"
     )
     return host.spawn("python3", "-c", code)

@@ -43,7 +43,7 @@ def record(out: Path, baseline_s: float) -> None:
         servers = [(web.ip, 80), (files.ip, 445)]
         made = benign(built, ["ws1", "ws2", "pi"], servers, duration_s=baseline_s, interval_s=3.0)
         print(f"benign: {made} requests over {baseline_s:.0f}s", file=sys.stderr)
-        scan = nmap_scan(built.hosts["pi"], f"{web.ip[:-3]}.1-40", ports="21-25,80,135,139,443,445,3389")
+        scan = nmap_scan(built.hosts["pi"], [f"{web.ip[:-3]}.1-40"], ports="21-25,80,135,139,443,445,3389")
         print(scan.stdout.splitlines()[-1] if scan.stdout else scan.stderr, file=sys.stderr)
         benign(built, ["ws1", "ws2"], servers, duration_s=10, interval_s=3.0)
         time.sleep(1.0)

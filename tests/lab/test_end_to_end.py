@@ -85,7 +85,8 @@ def test_scan_is_detected_blocked_and_block_expires(short_tmp: Path) -> None:
             )
             assert attacker.can_connect(victim.ip, 22), "before the scan the attacker reaches the victim"
 
-            nmap_scan(attacker, f"{victim.ip},{web.ip[:-3]}.30-60", ports="1-200", timeout_s=30)
+            scan = nmap_scan(attacker, [victim.ip, f"{web.ip[:-3]}.30-60"], ports="1-200", timeout_s=30)
+            assert "Nmap done" in scan.stdout, scan.stdout + scan.stderr
 
             breach = _wait_for_line(out, r"breach\s+10\.231\.1\.\d+\s+Device / Network Scan", 60)
             assert attacker.ip in breach

@@ -43,7 +43,7 @@ def benign(
 
 
 def nmap_scan(
-    attacker: Host, targets: str, ports: str = "1-100", timeout_s: float = 60
+    attacker: Host, targets: Sequence[str], ports: str = "1-100", timeout_s: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """A TCP connect scan from ``attacker``; bounded by nmap's own host timeout and ours."""
     if shutil.which("nmap") is None:
@@ -60,6 +60,6 @@ def nmap_scan(
         f"{int(timeout_s)}s",
         "-p",
         ports,
-        targets,
+        *targets,
         timeout=timeout_s + 30,
     )
