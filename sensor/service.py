@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError, PacketBlock
-from sensor.pipeline import SensorPipeline
+from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.publisher import BatchPublisher
 from sensor.sources.pcap import PcapSource
 from sensor.sources.tap import TapSource
@@ -124,6 +124,7 @@ class SensorService:
 
 
 async def serve(cfg: VigilConfig) -> int:
+    tune_gc()  # process-wide GC settings: the service owns the process, the library does not
     service = SensorService(cfg)
     await run_service(service, cfg.sensor.http)
     return service.exit_code

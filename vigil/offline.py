@@ -19,7 +19,7 @@ from master.offline import OfflineMaster
 from master.store import ActionRecord
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError
-from sensor.pipeline import SensorPipeline
+from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.sources.pcap import PcapSource
 from vigil.alert.v1 import alert_pb2
 from vigil.config import VigilConfig
@@ -102,6 +102,7 @@ def analyze_captures(cfg: VigilConfig, captures: Sequence[Path], as_json: bool, 
     if missing:
         print(f"vigil analyze: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
+    tune_gc()
     source = CaptureRecords(cfg, captures)
     result = OfflineMaster(cfg.master).process(source)
     by_breach: dict[str, list[ActionRecord]] = {}

@@ -1,0 +1,105 @@
+"""Turns flow-table connections into ``vigil.flow.v1.Flow`` records (the one place that builds them)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sensor.community_id import community_id
+from sensor.decode import PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP
+from vigil.flow.v1 import flow_pb2
+from vigil.sensor.v1 import sensor_pb2
+
+if TYPE_CHECKING:
+    from sensor.flows import Conn
+
+_TRANSPORT = {
+    PROTO_TCP: flow_pb2.TRANSPORT_TCP,
+    PROTO_UDP: flow_pb2.TRANSPORT_UDP,
+    PROTO_ICMP: flow_pb2.TRANSPORT_ICMP,
+    PROTO_ICMPV6: flow_pb2.TRANSPORT_ICMPV6,
+}
+
+
+def addr_bytes(family: int, hi: int, lo: int) -> bytes:
+    if family == 4:
+        return (lo & 0xFFFFFFFF).to_bytes(4, "big")
+    return ((hi << 64) | lo).to_bytes(16, "big")
+
+
+_STATE_VALUE = {name[len("CONN_STATE_") :]: value for name, value in flow_pb2.ConnState.items()}
+
+
+def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
+    # Field-by-field assignment into the parent message: about 3x faster than keyword construction
+    # of nested messages with the upb backend, and this runs once per connection.
+    o_ip = addr_bytes(conn.family, *conn.o_addr)
+    r_ip = addr_bytes(conn.family, *conn.r_addr)
+    proto = conn.proto
+    if proto in (PROTO_ICMP, PROTO_ICMPV6):
+        cid = community_id(o_ip, r_ip, proto, conn.o_port, conn.r_port, icmp_code=conn.icmp_code)
+    else:
+        cid = community_id(o_ip, r_ip, proto, conn.o_port, conn.r_port)
+    orig, resp = conn.orig, conn.resp
+    if proto == PROTO_TCP:
+        o_bytes = max(orig.tcp_size() - orig.size_base, 0)
+        r_bytes = max(resp.tcp_size() - resp.size_base, 0)
+        missed = max(o_bytes - orig.seen_bytes, 0) + max(r_bytes - resp.seen_bytes, 0)
+        if missed:
+            flow.missed_bytes = missed
+    else:
+        o_bytes, r_bytes = orig.payload, resp.payload
+    flow.uid = conn.uid
+    flow.community_id = cid
+    ep = flow.orig
+    ep.ip = o_ip
+    ep.port = conn.o_port
+    if conn.macs[2]:
+        ep.mac = conn.macs[0].to_bytes(6, "big")
+    ep = flow.resp
+    ep.ip = r_ip
+    ep.port = conn.r_port
+    if conn.macs[2]:
+        ep.mac = conn.macs[1].to_bytes(6, "big")
+    flow.transport = _TRANSPORT.get(proto, flow_pb2.TRANSPORT_OTHER)
+    flow.ip_proto = proto
+    flow.orig_bytes = o_bytes
+    flow.resp_bytes = r_bytes
+    flow.orig_pkts = orig.pkts
+    flow.resp_pkts = resp.pkts
+    flow.orig_ip_bytes = orig.ip_bytes
+    flow.resp_ip_bytes = resp.ip_bytes
+    flow.conn_state = _STATE_VALUE[conn.conn_state()]
+    flow.history = "".join(conn.hist)
+    if conn.vlan:
+        flow.vlan = conn.vlan
+    if conn.inner_vlan:
+        flow.inner_vlan = conn.inner_vlan
+    if partial:
+        flow.partial = True
+    if conn.service:
+        flow.service.extend(conn.service)
+    if conn.guessed:
+        flow.direction_guessed = True
+    start, last = conn.rec_start, conn.last
+    sec = int(start)
+    flow.start_time.seconds = sec
+    flow.start_time.nanos = min(int((start - sec) * 1e9 + 0.5), 999_999_999)
+    sec = int(last)
+    flow.end_time.seconds = sec
+    flow.end_time.nanos = min(int((last - sec) * 1e9 + 0.5), 999_999_999)
+    dur = max(last - start, 0.0)
+    sec = int(dur)
+    flow.duration.seconds = sec
+    flow.duration.nanos = min(int((dur - sec) * 1e9 + 0.5), 999_999_999)
+
+
+def conn_to_flow(conn: Conn, partial: bool = False) -> flow_pb2.Flow:
+    flow = flow_pb2.Flow()
+    _fill(conn, flow, partial)
+    return flow
+
+
+def flow_record(conn: Conn, partial: bool = False) -> sensor_pb2.Record:
+    record = sensor_pb2.Record()
+    _fill(conn, record.flow, partial)
+    return record

@@ -1,0 +1,1041 @@
+"""Bidirectional flow table with Zeek conn.log semantics, fed whole decoded blocks.
+
+Per block:
+  1. canonical keys (lower endpoint first) and a 64-bit key hash, computed over all packets at once;
+  2. one stable sort by hash groups the packets of each connection (time order kept inside a group);
+     groups are split where a connection was idle past its timeout;
+  3. one Python step per group finds or creates the connection and decides its originator;
+  4. counters, byte spans and the "first data / first ack" markers are numpy reductions per group;
+  5. only TCP control packets (SYN/FIN/RST) and each direction's first data, first bare ACK and
+     first retransmission run through Zeek's endpoint state machine in Python, in packet order —
+     a handful per connection, not one per packet;
+  6. packets of connections with an analyzer session that still wants data are handed to Python.
+
+TCP payload sizes follow Zeek: the sequence-number span each endpoint covered (including data acked
+by the peer but never captured), minus the SYN and FIN octets. ``missed_bytes`` is that span minus
+the bytes actually seen. Connections over 4 GiB per direction wrap (the 32-bit span is not unwrapped).
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from sensor.capture import PacketBlock
+from sensor.decode import (
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    TH_ACK,
+    TH_FIN,
+    TH_RST,
+    TH_SYN,
+    DecodedBlock,
+)
+from sensor.protocols.base import ConnContext, ParseError, Session
+from sensor.reassembly import M32, StreamReassembler, seq_diff
+from sensor.registry import Analyzer, Registry
+from vigil.config import SensorConfig
+from vigil.sensor.v1 import sensor_pb2
+
+Arr = npt.NDArray[Any]
+
+# Zeek TCP endpoint states.
+INACTIVE, SYN_SENT, SYN_ACK_SENT, PARTIAL, ESTABLISHED, CLOSED, RESET = range(7)
+TOO_LARGE_SEQ_DELTA = 1048576
+MAX_HISTORY = 256
+
+# History bits, per direction (Zeek's CheckHistory masks): a letter is logged once per direction.
+H_SYN, H_SYNACK, H_ACK, H_DATA, H_FIN, H_RST, H_RXMIT, H_MULTI, H_FINRST, H_GAP = (1 << i for i in range(10))
+_BIT_OF = {
+    "S": H_SYN,
+    "H": H_SYNACK,
+    "A": H_ACK,
+    "D": H_DATA,
+    "F": H_FIN,
+    "R": H_RST,
+    "T": H_RXMIT,
+    "Q": H_MULTI,
+    "I": H_FINRST,
+    "G": H_GAP,
+}
+
+_B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+# A packet payload handed to analyzers, and a (protocol, reason) error counter.
+ErrorCounter = Callable[[str, str], None]
+
+
+def _mix(x: Arr) -> Arr:
+    x = x ^ (x >> np.uint64(31))
+    x = x * np.uint64(0x7FB5D329728EA185)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x81DADEF4BC2DD44D)
+    out: Arr = x ^ (x >> np.uint64(33))
+    return out
+
+
+class Endpoint:
+    """One side of a connection: Zeek's TCP endpoint state plus counters."""
+
+    __slots__ = (
+        "did_close",
+        "fin_cnt",
+        "hist_fin",
+        "hist_rst",
+        "hist_syn",
+        "ip_bytes",
+        "max_ack",
+        "max_end",
+        "payload",
+        "pkts",
+        "prev_state",
+        "reasm",
+        "seen_bytes",
+        "size_base",
+        "start",
+        "state",
+    )
+
+    def __init__(self) -> None:
+        self.state = INACTIVE
+        self.prev_state = INACTIVE
+        self.start: int | None = None
+        self.max_end = 0  # highest relative sequence number sent (one past)
+        self.max_ack = 0  # highest relative sequence number the peer acknowledged
+        self.fin_cnt = 0
+        self.did_close = False
+        self.hist_syn = -1
+        self.hist_fin = -1
+        self.hist_rst = -1
+        self.pkts = 0
+        self.ip_bytes = 0
+        self.payload = 0  # non-TCP payload bytes
+        self.seen_bytes = 0  # TCP payload bytes actually captured (new, not retransmitted)
+        self.size_base = 0  # bytes already reported by earlier partial records
+        self.reasm: StreamReassembler | None = None
+
+    def set_state(self, state: int) -> None:
+        self.prev_state = self.state
+        self.state = state
+
+    def tcp_size(self) -> int:
+        if self.prev_state == SYN_SENT and self.state == RESET:
+            return 0
+        size = max(self.max_end, self.max_ack)
+        if size > 0:
+            size -= 1  # the SYN octet (assumed for partial connections, as Zeek does)
+        if self.fin_cnt and size > 0:
+            size -= 1
+        return size
+
+
+class Conn:
+    """A connection in the table (Zeek's ``connection``)."""
+
+    __slots__ = (
+        "a_is_orig",
+        "closed_at",
+        "family",
+        "guessed",
+        "heuristic_tries",
+        "hist",
+        "hist_seen_o",
+        "hist_seen_r",
+        "icmp_code",
+        "inner_vlan",
+        "key",
+        "last",
+        "macs",
+        "o_addr",
+        "o_port",
+        "orig",
+        "pending",
+        "proto",
+        "r_addr",
+        "r_port",
+        "rec_start",
+        "resp",
+        "service",
+        "session",
+        "start",
+        "tclass",
+        "uid",
+        "vlan",
+    )
+
+    def __init__(self, key: tuple[int, ...], uid: str, proto: int, ts: float) -> None:
+        self.key = key
+        self.uid = uid
+        self.proto = proto
+        self.start = ts
+        self.rec_start = ts
+        self.last = ts
+        self.orig = Endpoint()
+        self.resp = Endpoint()
+        self.hist: list[str] = []
+        self.hist_seen_o = 0
+        self.hist_seen_r = 0
+        self.pending: list[tuple[int, str]] = []
+        self.closed_at: float | None = None
+        self.service: list[str] = []
+        self.session: Session | None = None
+        self.heuristic_tries = 0
+        self.guessed = False
+        self.a_is_orig = True
+        self.family = 4
+        self.o_addr = (0, 0)
+        self.r_addr = (0, 0)
+        self.o_port = 0
+        self.r_port = 0
+        self.macs = (0, 0, False)
+        self.vlan = 0
+        self.inner_vlan = 0
+        self.tclass = 0
+        self.icmp_code = 0
+
+    # -- history -------------------------------------------------------------------------------
+    def check_history(self, is_orig: bool, letter: str, pos: int) -> bool:
+        """Queue ``letter`` (upper case) for this direction unless already logged; True if new."""
+        bit = _BIT_OF[letter]
+        if is_orig:
+            if self.hist_seen_o & bit:
+                return False
+            self.hist_seen_o |= bit
+            self.pending.append((pos, letter))
+        else:
+            if self.hist_seen_r & bit:
+                return False
+            self.hist_seen_r |= bit
+            self.pending.append((pos, letter.lower()))
+        return True
+
+    def add_history(self, is_orig: bool, letter: str, pos: int) -> None:
+        self.pending.append((pos, letter if is_orig else letter.lower()))
+
+    def commit_history(self) -> None:
+        if self.pending:
+            self.pending.sort(key=lambda e: e[0])
+            # Repeated SYN/FIN/RST letters are unbounded in Zeek; a cap keeps a flood on one 5-tuple
+            # from growing one connection's history without limit.
+            room = MAX_HISTORY - len(self.hist)
+            if room > 0:
+                self.hist.extend(letter for _, letter in self.pending[:room])
+            self.pending = []
+
+    # -- Zeek TCP state machine, one packet --------------------------------------------------------
+    def tcp_packet(
+        self, is_orig: bool, flags: int, seq: int, ack: int, plen: int, ts: float, pos: int
+    ) -> None:
+        ep, peer = (self.orig, self.resp) if is_orig else (self.resp, self.orig)
+        syn, fin, rst, ackf = flags & TH_SYN, flags & TH_FIN, flags & TH_RST, flags & TH_ACK
+        seg_len = plen + (1 if syn else 0) + (1 if fin else 0)
+        if rst:
+            seg_len -= plen
+        # init_endpoint
+        if ep.state == INACTIVE:
+            ep.start = seq if syn else (seq - 1) & M32
+            ep.max_end = seq_diff(seq + seg_len, ep.start) if syn else 1
+        elif (
+            syn
+            and (ep.start is None or seq != ep.start)
+            and ep.state != CLOSED
+            and (ep.state != RESET or ep.prev_state == INACTIVE)
+        ):
+            # A SYN with a new sequence number restarts this endpoint's numbering (Zeek's init_endpoint).
+            ep.start = seq
+            ep.max_end = seg_len
+        assert ep.start is not None
+        rel_seq = seq_diff(seq, ep.start)
+        # update_history
+        bits = (1 if syn else 0) + (1 if fin else 0) + (1 if rst else 0)
+        if bits > 1:
+            self.check_history(is_orig, "I" if fin and rst else "Q", pos)
+        elif bits == 1:
+            if syn:
+                code = "H" if ackf else "S"
+                if not self.check_history(is_orig, code, pos) and rel_seq != ep.hist_syn:
+                    self.add_history(is_orig, code, pos)
+                ep.hist_syn = rel_seq
+            if fin:
+                if not self.check_history(is_orig, "F", pos) and rel_seq + plen != ep.hist_fin:
+                    self.add_history(is_orig, "F", pos)
+                ep.hist_fin = rel_seq + plen
+            if rst:
+                if not self.check_history(is_orig, "R", pos) and rel_seq != ep.hist_rst:
+                    self.add_history(is_orig, "R", pos)
+                ep.hist_rst = rel_seq
+        elif plen:
+            self.check_history(is_orig, "D", pos)
+        elif ackf:
+            self.check_history(is_orig, "A", pos)
+        if fin:
+            ep.fin_cnt += 1
+        if ackf:
+            if peer.state == INACTIVE:
+                # Number the peer's sequence space as if its SYN had been seen.
+                if peer.start is None:
+                    peer.start = (ack - 1) & M32
+                    peer.max_end = 0
+            elif not rst and peer.start is not None:
+                rel_ack = seq_diff(ack, peer.start)
+                if (
+                    rel_ack > 0
+                    and rel_ack > peer.max_ack
+                    and not (ack == 0 and rel_ack > TOO_LARGE_SEQ_DELTA)
+                ):
+                    peer.max_ack = rel_ack
+        # update_last_seq
+        rel_end = rel_seq + seg_len
+        delta = rel_end - ep.max_end
+        if (syn or rst) and (delta > TOO_LARGE_SEQ_DELTA or delta < -TOO_LARGE_SEQ_DELTA):
+            pass
+        elif fin and ep.max_end == 1:
+            ep.max_end = rel_end
+        elif ep.state == RESET:
+            pass
+        elif delta > 0:
+            ep.max_end = rel_end
+        self._update_state(ep, peer, is_orig, flags, plen, ts, pos)
+
+    def _update_state(
+        self, ep: Endpoint, peer: Endpoint, is_orig: bool, flags: int, plen: int, ts: float, pos: int
+    ) -> None:
+        syn, fin, rst, ackf = flags & TH_SYN, flags & TH_FIN, flags & TH_RST, flags & TH_ACK
+        do_close = False
+        st = ep.state
+        if st == INACTIVE:
+            if syn:
+                if is_orig:
+                    ep.set_state(SYN_ACK_SENT if ackf else SYN_SENT)
+                else:
+                    if not ackf and peer.state == SYN_ACK_SENT:
+                        # SYN / SYN-ACK reversal: the SYN-ACK sender was really the responder.
+                        self.flip(pos)
+                        peer.set_state(ESTABLISHED)
+                    if peer.state == SYN_SENT:
+                        peer.set_state(ESTABLISHED)
+                    ep.set_state(ESTABLISHED)
+            if fin:
+                ep.set_state(CLOSED)
+                do_close = True
+            if rst:
+                ep.set_state(RESET)
+                do_close = True
+            if ep.state == INACTIVE:
+                if not is_orig and plen == 0 and self.orig.state == SYN_SENT:
+                    pass  # an early bare ACK of a SYN does not make a partial connection
+                elif ackf and peer.state == ESTABLISHED:
+                    ep.set_state(ESTABLISHED)
+                else:
+                    ep.set_state(PARTIAL)
+        elif st in (SYN_SENT, SYN_ACK_SENT):
+            if fin:
+                ep.set_state(CLOSED)
+                do_close = True
+            if rst:
+                ep.set_state(RESET)
+                do_close = True
+        elif st in (ESTABLISHED, PARTIAL):
+            if syn and st == PARTIAL and peer.state == INACTIVE and not ackf:
+                ep.set_state(SYN_SENT)
+            if fin and not rst:
+                ep.set_state(CLOSED)
+                if peer.state == RESET and peer.prev_state == CLOSED:
+                    peer.set_state(CLOSED)  # peer's FIN then RST was a normal close after all
+                do_close = True
+            if rst:
+                ep.set_state(RESET)
+                do_close = True
+        elif st == CLOSED and rst and peer.state != CLOSED:
+            ep.set_state(RESET)
+            if not ep.did_close:
+                do_close = True
+        if do_close and not ep.did_close:
+            ep.did_close = True
+            if ep.state == RESET or peer.did_close or peer.state == INACTIVE:
+                self.closed_at = ts
+
+    def flip(self, pos: int) -> None:
+        self.orig, self.resp = self.resp, self.orig
+        self.o_addr, self.r_addr = self.r_addr, self.o_addr
+        self.o_port, self.r_port = self.r_port, self.o_port
+        self.a_is_orig = not self.a_is_orig
+        self.hist_seen_o, self.hist_seen_r = self.hist_seen_r, self.hist_seen_o
+        self.macs = (self.macs[1], self.macs[0], self.macs[2])
+        self.pending.append((pos, "^"))
+
+    # -- Zeek's conn_state -------------------------------------------------------------------------
+    def conn_state(self) -> str:
+        os_, rs = self.orig.state, self.resp.state
+        if self.proto == PROTO_TCP:
+            o_inactive = os_ in (INACTIVE, PARTIAL)
+            r_inactive = rs in (INACTIVE, PARTIAL)
+            if rs == RESET:
+                if os_ in (SYN_SENT, SYN_ACK_SENT) or (
+                    os_ == RESET and self.orig.tcp_size() == 0 and self.resp.tcp_size() == 0
+                ):
+                    return "REJ"
+                return "RSTRH" if o_inactive else "RSTR"
+            if os_ == RESET:
+                return "RSTOS0" if r_inactive else "RSTO"
+            if rs == CLOSED and os_ == CLOSED:
+                return "SF"
+            if os_ == CLOSED:
+                return "SH" if r_inactive else "S2"
+            if rs == CLOSED:
+                return "SHR" if o_inactive else "S3"
+            if os_ == SYN_SENT and rs == INACTIVE:
+                return "S0"
+            if os_ == ESTABLISHED and rs == ESTABLISHED:
+                return "S1"
+            return "OTH"
+        if self.proto == PROTO_UDP:
+            if self.orig.pkts:
+                return "SF" if self.resp.pkts else "S0"
+            return "SHR" if self.resp.pkts else "OTH"
+        return "OTH"
+
+
+def _stream_for(session: Session, is_orig: bool) -> StreamReassembler:
+    def deliver(ts: float, payload: bytes) -> None:
+        if not session.done:
+            session.data(is_orig, ts, payload)
+
+    def gap(ts: float, length: int) -> None:
+        if not session.done:
+            session.gap(is_orig, ts, length)
+
+    return StreamReassembler(deliver, gap)
+
+
+def _is_group_addr(family: int, hi: int, lo: int) -> bool:
+    if family == 4:
+        v4 = lo & 0xFFFFFFFF
+        return v4 == 0xFFFFFFFF or (v4 >> 28) == 0xE
+    return (hi >> 56) == 0xFF
+
+
+# Byte -> base62 character; the slight bias toward the first few characters does not matter for
+# an identifier that only has to be unique.
+_UID_TABLE = bytes((_B62 * 5)[:256], "ascii")
+
+
+def _new_uid(rng: random.Random) -> str:
+    return "C" + rng.randbytes(17).translate(_UID_TABLE).decode("ascii")
+
+
+def _addr_text(family: int, hi: int, lo: int) -> str:
+    if family == 4:
+        return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
+
+
+def _mac_text(mac: int) -> str:
+    return mac.to_bytes(6, "big").hex(":")
+
+
+Emitter = Callable[[Conn, bool], sensor_pb2.Record]
+
+
+class FlowTable:
+    """Connections keyed by canonical 5-tuple; see the module docstring for the per-block plan."""
+
+    def __init__(
+        self,
+        config: SensorConfig,
+        registry: Registry | None = None,
+        emit_flow: Emitter | None = None,
+        error_counter: ErrorCounter | None = None,
+        seed: int | None = None,
+    ) -> None:
+        from sensor.emitter import flow_record
+
+        self.config = config
+        self.registry = registry or Registry()
+        self.emit_flow: Emitter = emit_flow or flow_record
+        self.count_error: ErrorCounter = error_counter or (lambda proto, reason: None)
+        self.rng = random.Random(seed)
+        self.conns: dict[tuple[int, ...], Conn] = {}
+        # Per timeout class (tcp, udp, other): connections in least-recently-seen order.
+        self._lru: tuple[dict[tuple[int, ...], Conn], ...] = ({}, {}, {})
+        self._timeouts = (config.idle_timeout_tcp_s, config.idle_timeout_udp_s, config.idle_timeout_other_s)
+        self._closing: dict[tuple[int, ...], Conn] = {}
+        self._out: list[sensor_pb2.Record] = []
+        self.tcp_server_ports = self.registry.server_ports("tcp")
+        self.udp_server_ports = self.registry.server_ports("udp")
+        self._want_heuristic = {
+            "tcp": self.registry.has_heuristics("tcp"),
+            "udp": self.registry.has_heuristics("udp"),
+        }
+        self.flows_emitted = 0
+        self._last_sweep = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.conns)
+
+    # ------------------------------------------------------------------------------------------
+    def process(self, block: PacketBlock, dec: DecodedBlock) -> list[sensor_pb2.Record]:
+        """Account every decoded packet of ``block`` and return the records that became final."""
+        self._out = []
+        idx = np.flatnonzero(dec.reason == 0)
+        if idx.size == 0:
+            return self._out
+        ts = block.ts[idx]
+        proto = dec.proto[idx]
+        s_hi, s_lo, d_hi, d_lo = dec.src_hi[idx], dec.src_lo[idx], dec.dst_hi[idx], dec.dst_lo[idx]
+        sp, dp = dec.sport[idx], dec.dport[idx]
+        swap = (s_hi > d_hi) | ((s_hi == d_hi) & ((s_lo > d_lo) | ((s_lo == d_lo) & (sp > dp))))
+        a_hi = np.where(swap, d_hi, s_hi)
+        a_lo = np.where(swap, d_lo, s_lo)
+        b_hi = np.where(swap, s_hi, d_hi)
+        b_lo = np.where(swap, s_lo, d_lo)
+        ports = (np.where(swap, dp, sp) << 24) | (np.where(swap, sp, dp) << 8) | proto
+        ports_u = ports.astype(np.uint64)
+        h = _mix(a_hi ^ _mix(a_lo ^ _mix(b_hi ^ _mix(b_lo ^ _mix(ports_u)))))
+        order = np.argsort(h, kind="stable")
+        hs = h[order]
+        brk = hs[1:] != hs[:-1]
+        cols = (a_hi, a_lo, b_hi, b_lo, ports)
+        g_start = np.flatnonzero(np.concatenate(([True], brk)))
+        g_id = np.cumsum(np.concatenate(([True], brk))) - 1
+        first_of = order[g_start][g_id]
+        if any(bool(np.any(c[order] != c[first_of])) for c in cols):
+            # A 64-bit hash collision inside one block: fall back to an exact sort.
+            order = np.lexsort((np.arange(idx.size), *cols[::-1]))
+            brk = np.zeros(idx.size - 1, dtype=np.bool_)
+            for c in cols:
+                cs = c[order]
+                brk |= cs[1:] != cs[:-1]
+        # Split a connection where it was idle past its timeout inside this block.
+        tss = ts[order]
+        prs = proto[order]
+        timeout = np.where(
+            prs == PROTO_TCP,
+            self._timeouts[0],
+            np.where(prs == PROTO_UDP, self._timeouts[1], self._timeouts[2]),
+        )
+        idle = (tss[1:] - tss[:-1]) > timeout[1:]
+        new_seg = np.concatenate(([True], brk | idle))
+        starts = np.flatnonzero(new_seg)
+        nseg = starts.size
+        seg_of = np.cumsum(new_seg) - 1
+        first_of_key = np.concatenate(([True], brk))[starts]
+        fp = order[starts]  # first packet (block-local valid index) of each segment
+
+        sw = swap[order]
+        from_a = ~sw
+        flags_s = dec.tcp_flags[idx][order]
+        plen_s = dec.payload_len[idx][order]
+        iplen_s = dec.ip_len[idx][order]
+
+        # ---- 3. find or create each segment's connection (Python, once per segment)
+        conns = self.conns
+        lru = self._lru
+        seg_conn: list[Conn] = []
+        seg_aorig = np.empty(nseg, dtype=np.bool_)
+        ended: list[Conn] = []
+        key_rows = zip(
+            a_hi[fp].tolist(),
+            a_lo[fp].tolist(),
+            b_hi[fp].tolist(),
+            b_lo[fp].tolist(),
+            ports[fp].tolist(),
+            strict=True,
+        )
+        first_ts = tss[starts].tolist()
+        fp_from_a = from_a[starts].tolist()
+        fp_flags = flags_s[starts].tolist()
+        first_key = first_of_key.tolist()
+        fi = idx[fp]
+        seg_info = list(
+            zip(
+                dec.family[fi].tolist(),
+                dec.vlan[fi].tolist(),
+                dec.inner_vlan[fi].tolist(),
+                dec.has_mac[fi].tolist(),
+                dec.src_mac[fi].tolist(),
+                dec.dst_mac[fi].tolist(),
+                dec.icmp_code[fi].tolist(),
+                strict=True,
+            )
+        )
+        for s, key in enumerate(key_rows):
+            conn = conns.get(key)
+            t0 = first_ts[s]
+            if conn is not None:
+                tcls = conn.tclass
+                if (
+                    not first_key[s]
+                    or t0 - conn.last > self._timeouts[tcls]
+                    or (conn.closed_at is not None and t0 > conn.closed_at + self.config.close_linger_s)
+                ):
+                    ended.append(conn)
+                    del conns[key]
+                    lru[tcls].pop(key, None)
+                    self._closing.pop(key, None)
+                    conn = None
+                else:
+                    d = lru[tcls]
+                    del d[key]
+                    d[key] = conn
+            if conn is None:
+                conn = self._create(key, t0, fp_from_a[s], fp_flags[s], seg_info[s])
+                conns[key] = conn
+                lru[conn.tclass][key] = conn
+            seg_conn.append(conn)
+            seg_aorig[s] = conn.a_is_orig
+
+        is_orig = from_a == seg_aorig[seg_of]
+        # ---- 5. TCP: state machine on the packets that can change it (may flip roles in place)
+        tcp_s = prs == PROTO_TCP
+        seg_is_tcp = tcp_s[starts]
+        if tcp_s.any():
+            self._tcp_block(dec, idx, order, starts, seg_of, seg_conn, is_orig, tcp_s, flags_s, plen_s, tss)
+        n = idx.size
+        pos = np.arange(n)
+        io64 = is_orig.astype(np.int64)
+        orig_pkts = np.add.reduceat(io64, starts)
+        seg_len = np.diff(np.append(starts, n))
+        ipb_o = np.add.reduceat(iplen_s * io64, starts)
+        ipb_t = np.add.reduceat(iplen_s, starts)
+        pay_o = np.add.reduceat(plen_s * io64, starts)
+        pay_t = np.add.reduceat(plen_s, starts)
+        last_ts = np.maximum.reduceat(tss, starts)
+        big = n + 1
+        first_o = np.minimum.reduceat(np.where(is_orig, pos, big), starts)
+        first_r = np.minimum.reduceat(np.where(is_orig, big, pos), starts)
+
+        # ---- 4. merge per-segment aggregates (Python, once per segment)
+        op_l, sl_l = orig_pkts.tolist(), seg_len.tolist()
+        ipo_l, ipt_l, pyo_l, pyt_l = ipb_o.tolist(), ipb_t.tolist(), pay_o.tolist(), pay_t.tolist()
+        last_l, fo_l, fr_l, tcp_l = last_ts.tolist(), first_o.tolist(), first_r.tolist(), seg_is_tcp.tolist()
+        active = self.config.active_timeout_s
+        for s, conn in enumerate(seg_conn):
+            o = op_l[s]
+            r = sl_l[s] - o
+            conn.orig.pkts += o
+            conn.resp.pkts += r
+            conn.orig.ip_bytes += ipo_l[s]
+            conn.resp.ip_bytes += ipt_l[s] - ipo_l[s]
+            conn.orig.payload += pyo_l[s]
+            conn.resp.payload += pyt_l[s] - pyo_l[s]
+            conn.last = max(conn.last, last_l[s])
+            if not tcp_l[s] and conn.proto == PROTO_UDP:
+                if o:
+                    conn.check_history(True, "D", fo_l[s])
+                if r:
+                    conn.check_history(False, "D", fr_l[s])
+            conn.commit_history()
+            if conn.closed_at is not None and conn.key in conns and conn.key not in self._closing:
+                self._closing[conn.key] = conn
+            if conn.last - conn.rec_start >= active and conn.closed_at is None:
+                self._emit(conn, partial=True)
+                self._reset_counters(conn)
+        # ---- 6. analyzers: only packets of connections whose session still wants data
+        wants = [
+            s
+            for s, conn in enumerate(seg_conn)
+            if conn.heuristic_tries > 0 or (conn.session is not None and not conn.session.done)
+        ]
+        if wants:
+            self._feed_sessions(block, dec, idx, order, starts, seg_of, seg_conn, wants, is_orig, prs)
+        for conn in ended:
+            self._finish(conn)
+        return self._out
+
+    # ------------------------------------------------------------------------------------------
+    def _create(
+        self,
+        key: tuple[int, ...],
+        ts: float,
+        from_a: bool,
+        flags: int,
+        info: tuple[int, int, int, bool, int, int, int],
+    ) -> Conn:
+        """A new connection from its first packet: decide who is the originator (Zeek's rules)."""
+        a_hi, a_lo, b_hi, b_lo, ports = key
+        proto = ports & 0xFF
+        a_port = ports >> 24
+        b_port = (ports >> 8) & 0xFFFF
+        conn = Conn(key, _new_uid(self.rng), proto, ts)
+        conn.tclass = 0 if proto == PROTO_TCP else 1 if proto == PROTO_UDP else 2
+        family, vlan, inner_vlan, has_mac, src_mac, dst_mac, icmp_code = info
+        conn.family = family
+        conn.vlan = vlan
+        conn.inner_vlan = inner_vlan
+        if from_a:
+            src, sport, dst, dport = (a_hi, a_lo), a_port, (b_hi, b_lo), b_port
+        else:
+            src, sport, dst, dport = (b_hi, b_lo), b_port, (a_hi, a_lo), a_port
+        flip = False
+        guessed = True
+        if proto == PROTO_TCP:
+            if flags & TH_SYN and not flags & TH_ACK:
+                guessed = False
+            elif sport in self.tcp_server_ports:
+                # Zeek's guess for a connection whose SYN we missed: a likely server port is the
+                # responder; with both plausible, flip only non-SYN-ACKs toward the lower port.
+                flip = (not flags & TH_SYN and sport < dport) if dport in self.tcp_server_ports else True
+        elif proto == PROTO_UDP:
+            # Zeek never flips toward a broadcast or multicast destination: that is not a client.
+            flip = (
+                sport in self.udp_server_ports
+                and dport not in self.udp_server_ports
+                and not _is_group_addr(conn.family, *dst)
+            )
+        elif proto in (PROTO_ICMP, PROTO_ICMPV6):
+            conn.icmp_code = icmp_code
+        conn.guessed = guessed
+        orig_is_src = not flip
+        conn.a_is_orig = from_a == orig_is_src
+        if orig_is_src:
+            conn.o_addr, conn.o_port, conn.r_addr, conn.r_port = src, sport, dst, dport
+        else:
+            conn.o_addr, conn.o_port, conn.r_addr, conn.r_port = dst, dport, src, sport
+        if has_mac:
+            conn.macs = (src_mac, dst_mac, True) if orig_is_src else (dst_mac, src_mac, True)
+        if flip:
+            conn.pending.append((-1, "^"))
+        if proto in (PROTO_TCP, PROTO_UDP):
+            self._attach_session(conn)
+        return conn
+
+    def _context(self, conn: Conn) -> ConnContext:
+        return ConnContext(
+            uid=conn.uid,
+            orig_ip=_addr_text(conn.family, *conn.o_addr),
+            orig_port=conn.o_port,
+            resp_ip=_addr_text(conn.family, *conn.r_addr),
+            resp_port=conn.r_port,
+            transport="tcp" if conn.proto == PROTO_TCP else "udp",
+            orig_mac=_mac_text(conn.macs[0]) if conn.macs[2] else "",
+            resp_mac=_mac_text(conn.macs[1]) if conn.macs[2] else "",
+        )
+
+    def _attach_session(self, conn: Conn) -> None:
+        transport = "tcp" if conn.proto == PROTO_TCP else "udp"
+        analyzer = self.registry.match_ports(transport, conn.r_port, conn.o_port)
+        if analyzer is not None:
+            self._start_session(conn, analyzer)
+        elif self._want_heuristic[transport]:
+            conn.heuristic_tries = 4
+
+    def _start_session(self, conn: Conn, analyzer: Analyzer) -> None:
+        try:
+            conn.session = analyzer.factory(self._context(conn), self._out.append, self.count_error)
+        except ParseError as exc:
+            self.count_error(exc.protocol, exc.reason)
+            return
+        conn.heuristic_tries = 0
+        if analyzer.name not in conn.service:
+            conn.service.append(analyzer.name)
+
+    # ------------------------------------------------------------------------------------------
+    def _tcp_block(
+        self,
+        dec: DecodedBlock,
+        idx: Arr,
+        order: Arr,
+        starts: Arr,
+        seg_of: Arr,
+        seg_conn: list[Conn],
+        is_orig: Arr,
+        tcp_s: Arr,
+        flags_s: Arr,
+        plen_s: Arr,
+        tss: Arr,
+    ) -> None:
+        n = order.size
+        seq_s = dec.seq[idx][order]
+        ack_s = dec.ack[idx][order]
+        ctl = tcp_s & ((flags_s & (TH_SYN | TH_FIN | TH_RST)) != 0)
+        plain = tcp_s & ~ctl
+        # First data packet and first bare packet of each (segment, direction).
+        code = (seg_of * 2 + is_orig) * 2 + (plen_s > 0)
+        cand = np.flatnonzero(plain)
+        _, firsts = np.unique(code[cand], return_index=True)
+        ev = np.union1d(np.flatnonzero(ctl), cand[firsts])
+        # Snapshot the pre-block byte-coverage per endpoint for the vectorised span pass below.
+        nseg = starts.size
+        prev_o = np.zeros(nseg, dtype=np.int64)
+        prev_r = np.zeros(nseg, dtype=np.int64)
+        seg_tcp = tcp_s[starts]
+        for s in np.flatnonzero(seg_tcp).tolist():
+            c = seg_conn[s]
+            prev_o[s] = c.orig.max_end if c.orig.start is not None else 0
+            prev_r[s] = c.resp.max_end if c.resp.start is not None else 0
+        ev_seg = seg_of[ev].tolist()
+        ev_io = is_orig[ev].tolist()
+        ev_fl = flags_s[ev].tolist()
+        ev_seq = seq_s[ev].tolist()
+        ev_ack = ack_s[ev].tolist()
+        ev_pl = plen_s[ev].tolist()
+        ev_ts = tss[ev].tolist()
+        ev_pos = ev.tolist()
+        flips_before = [c.a_is_orig for c in seg_conn]
+        ctl_bits = TH_SYN | TH_FIN | TH_RST
+        for k in range(len(ev_pos)):
+            s = ev_seg[k]
+            c = seg_conn[s]
+            # A flip inside this block changes which side is the originator for later packets.
+            io = ev_io[k] if c.a_is_orig == flips_before[s] else not ev_io[k]
+            fl = ev_fl[k]
+            if not fl & ctl_bits:
+                ep, peer = (c.orig, c.resp) if io else (c.resp, c.orig)
+                if INACTIVE not in (ep.state, peer.state):
+                    # Neither side's state can change on a plain packet now; only its history letter
+                    # is new. Sequence spans come from the vectorised pass below.
+                    if ev_pl[k]:
+                        bit, letter = H_DATA, "D"
+                    elif fl & TH_ACK:
+                        bit, letter = H_ACK, "A"
+                    else:
+                        continue
+                    if not (c.hist_seen_o if io else c.hist_seen_r) & bit:
+                        c.check_history(io, letter, ev_pos[k])
+                    continue
+            c.tcp_packet(io, fl, ev_seq[k], ev_ack[k], ev_pl[k], ev_ts[k], ev_pos[k])
+        if any(c.a_is_orig != f for c, f in zip(seg_conn, flips_before, strict=True)):
+            for s, c in enumerate(seg_conn):
+                if c.a_is_orig != flips_before[s]:
+                    lo = starts[s]
+                    hi = starts[s + 1] if s + 1 < nseg else n
+                    is_orig[lo:hi] = ~is_orig[lo:hi]
+                    prev_o[s], prev_r[s] = prev_r[s], prev_o[s]
+        # ---- vectorised sequence-span pass over every TCP packet
+        start_o = np.full(nseg, -1, dtype=np.int64)
+        start_r = np.full(nseg, -1, dtype=np.int64)
+        for s in np.flatnonzero(seg_tcp).tolist():
+            c = seg_conn[s]
+            if c.orig.start is not None:
+                start_o[s] = c.orig.start
+            if c.resp.start is not None:
+                start_r[s] = c.resp.start
+        my_start = np.where(is_orig, start_o[seg_of], start_r[seg_of])
+        peer_start = np.where(is_orig, start_r[seg_of], start_o[seg_of])
+        rst = (flags_s & TH_RST) != 0
+        syn1 = ((flags_s & TH_SYN) != 0).astype(np.int64)
+        half = 1 << 31
+        d_start = (seq_s + syn1 - my_start) & M32
+        d_ok = tcp_s & (my_start >= 0) & (d_start < half) & ~rst
+        d_end = d_start + plen_s
+        # Highest sequence sent (plain packets only: control packets went through the state machine).
+        end_plain = np.where(plain & d_ok, d_end, 0)
+        rel_ack = (ack_s - peer_start) & M32
+        ack_ok = tcp_s & ((flags_s & TH_ACK) != 0) & ~rst & (peer_start >= 0) & (rel_ack < half)
+        ack_v = np.where(ack_ok, rel_ack, 0)
+        # Segmented running maximum per (segment, direction): sort by that group, offset each group
+        # far above the previous one so one global maximum.accumulate never leaks across groups.
+        grp = seg_of * 2 + (~is_orig)
+        o2 = np.argsort(grp, kind="stable")
+        g2 = grp[o2]
+        gb = np.concatenate(([True], g2[1:] != g2[:-1]))
+        gstart = np.flatnonzero(gb)
+        gid = np.cumsum(gb) - 1
+        shift = np.int64(1) << 34
+        base = gid * shift
+        de2 = np.where(d_ok, d_end, 0)[o2]
+        init = np.where(g2 % 2 == 0, prev_o[g2 // 2], prev_r[g2 // 2])
+        run = np.maximum.accumulate(np.maximum(de2, 0) + base)
+        prev = np.empty_like(run)
+        prev[0] = 0
+        prev[1:] = run[:-1]
+        prev = np.where(gb, base + init, np.maximum(prev, base + init)) - base
+        ds2 = d_start[o2]
+        pl2 = plen_s[o2]
+        dok2 = d_ok[o2] & (pl2 > 0)
+        new_bytes = np.where(dok2, np.clip(de2 - np.maximum(prev, ds2), 0, pl2), 0)
+        rxmit = dok2 & (de2 <= prev)
+        seen = np.add.reduceat(new_bytes, gstart)
+        max_end = np.maximum.reduceat(np.where(plain[o2], de2, 0), gstart)
+        max_ack_peer = np.maximum.reduceat(ack_v[o2], gstart)
+        rx_pos = np.minimum.reduceat(np.where(rxmit, o2, n + 1), gstart)
+        g_seg = (g2[gstart] // 2).tolist()
+        g_orig = (g2[gstart] % 2 == 0).tolist()
+        for seg, go, sb, me, ma, rp in zip(
+            g_seg,
+            g_orig,
+            seen.tolist(),
+            max_end.tolist(),
+            max_ack_peer.tolist(),
+            rx_pos.tolist(),
+            strict=True,
+        ):
+            if not seg_tcp[seg]:
+                continue
+            c = seg_conn[seg]
+            ep, peer = (c.orig, c.resp) if go else (c.resp, c.orig)
+            ep.seen_bytes += sb
+            if ep.state != RESET and me > ep.max_end:
+                ep.max_end = me
+            peer.max_ack = max(peer.max_ack, ma)
+            if rp <= n:
+                c.check_history(go, "T", rp)
+        del end_plain
+
+    # ------------------------------------------------------------------------------------------
+    def _feed_sessions(
+        self,
+        block: PacketBlock,
+        dec: DecodedBlock,
+        idx: Arr,
+        order: Arr,
+        starts: Arr,
+        seg_of: Arr,
+        seg_conn: list[Conn],
+        wants: list[int],
+        is_orig: Arr,
+        prs: Arr,
+    ) -> None:
+        # One gather for every wanted packet of the block, then a plain loop: per-connection numpy
+        # calls cost more than the packets they select.
+        seg_mask = np.zeros(len(seg_conn), dtype=np.bool_)
+        seg_mask[wants] = True
+        sel = seg_mask[seg_of]
+        pk_all = idx[order]
+        cap_all = dec.payload_cap[pk_all]
+        # Bare TCP ACKs carry nothing for a stream; SYNs fix the stream origin.
+        sel &= (cap_all > 0) | ((prs == PROTO_TCP) & ((dec.tcp_flags[pk_all] & TH_SYN) != 0))
+        where = np.flatnonzero(sel)
+        if where.size == 0:
+            return
+        pk = pk_all[where]
+        segs = seg_of[where].tolist()
+        offs = dec.payload_off[pk].tolist()
+        caps = cap_all[where].tolist()
+        fl = dec.tcp_flags[pk].tolist()
+        sq = dec.seq[pk].tolist()
+        tl = block.ts[pk].tolist()
+        io_l = is_orig[where].tolist()
+        data = block.data
+        for k in range(len(segs)):
+            conn = seg_conn[segs[k]]
+            io = io_l[k]
+            session = conn.session
+            if session is None:
+                if conn.heuristic_tries <= 0 or not caps[k]:
+                    continue
+                payload = data[offs[k] : offs[k] + caps[k]]
+                conn.heuristic_tries -= 1
+                transport = "tcp" if conn.proto == PROTO_TCP else "udp"
+                analyzer = self.registry.match_payload(transport, payload, io)
+                if analyzer is None:
+                    continue
+                self._start_session(conn, analyzer)
+                session = conn.session
+                if session is None:
+                    continue
+            elif session.done:
+                continue
+            else:
+                payload = data[offs[k] : offs[k] + caps[k]]
+            try:
+                if conn.proto == PROTO_UDP:
+                    if payload:
+                        session.data(io, tl[k], payload)
+                else:
+                    reasm = (conn.orig if io else conn.resp).reasm
+                    if reasm is not None and not fl[k] & (TH_SYN | TH_RST):
+                        reasm.segment(tl[k], sq[k], payload)
+                    else:
+                        self._tcp_deliver(conn, session, io, fl[k], sq[k], tl[k], payload)
+            except ParseError as exc:
+                self.count_error(exc.protocol, exc.reason)
+            except Exception:  # an analyzer bug must not stop the sensor; count and detach it
+                self.count_error(session.protocol, "exception")
+                conn.session = None
+                conn.heuristic_tries = 0
+
+    def _tcp_deliver(
+        self, conn: Conn, session: Session, io: bool, flags: int, seq: int, ts: float, payload: bytes
+    ) -> None:
+        ep = conn.orig if io else conn.resp
+        if ep.reasm is None:
+            ep.reasm = _stream_for(session, io)
+        if flags & TH_SYN:
+            ep.reasm.syn(seq)
+            seq = (seq + 1) & M32
+        if flags & TH_RST:
+            return
+        ep.reasm.segment(ts, seq, payload)
+
+    # ------------------------------------------------------------------------------------------
+    def _reset_counters(self, conn: Conn) -> None:
+        for ep in (conn.orig, conn.resp):
+            ep.pkts = ep.ip_bytes = ep.payload = 0
+            ep.size_base = ep.tcp_size()
+            ep.seen_bytes = 0
+        conn.rec_start = conn.last
+
+    def _emit(self, conn: Conn, partial: bool) -> None:
+        self._out.append(self.emit_flow(conn, partial))
+        self.flows_emitted += 1
+
+    def _finish(self, conn: Conn) -> None:
+        if conn.session is not None:
+            for ep in (conn.orig, conn.resp):
+                if ep.reasm is not None:
+                    ep.reasm.close(conn.last)
+            try:
+                conn.session.finish(conn.last)
+            except ParseError as exc:
+                self.count_error(exc.protocol, exc.reason)
+            except Exception:
+                self.count_error(conn.session.protocol, "exception")
+        conn.commit_history()
+        self._emit(conn, partial=False)
+
+    def _remove(self, conn: Conn) -> None:
+        self.conns.pop(conn.key, None)
+        self._lru[conn.tclass].pop(conn.key, None)
+        self._closing.pop(conn.key, None)
+
+    def expire(self, now: float) -> list[sensor_pb2.Record]:
+        """Emit connections that are idle, closed past the linger time or over the active timeout at
+        event time ``now``."""
+        self._out = []
+        linger = self.config.close_linger_s
+        done: list[Conn] = []
+        for conn in self._closing.values():
+            assert conn.closed_at is not None
+            if now > conn.closed_at + linger:
+                done.append(conn)
+        for tcls, d in enumerate(self._lru):
+            limit = now - self._timeouts[tcls]
+            for conn in d.values():
+                if conn.last >= limit:
+                    break
+                done.append(conn)
+        seen: set[int] = set()
+        for conn in done:
+            if id(conn) in seen:
+                continue
+            seen.add(id(conn))
+            self._remove(conn)
+            self._finish(conn)
+        active = self.config.active_timeout_s
+        # Connections that keep sending are cut when their packets are merged; this sweep only matters
+        # when the active timeout is shorter than an idle timeout (a quiet flow would otherwise wait
+        # for the idle timeout). It walks the whole table, so it runs a few times per active timeout.
+        if active < max(self._timeouts) and now - self._last_sweep >= active / 4:
+            self._last_sweep = now
+            for conn in list(self.conns.values()):
+                if now - conn.rec_start >= active and conn.closed_at is None and conn.last > conn.rec_start:
+                    self._emit(conn, partial=True)
+                    self._reset_counters(conn)
+        return self._out
+
+    def flush(self) -> list[sensor_pb2.Record]:
+        """End of input: every connection is final."""
+        self._out = []
+        for conn in list(self.conns.values()):
+            self._remove(conn)
+            self._finish(conn)
+        return self._out

@@ -1,0 +1,167 @@
+"""Which protocol analyzer runs on which connection: ports first, payload heuristics second.
+
+Analyzer modules register themselves with one call::
+
+    registry.register("dns", ("udp", "tcp"), (53, 5353), DnsSession)
+
+The flow table asks :meth:`Registry.match_ports` when a connection starts and, if no port matched
+and heuristics exist, :meth:`Registry.match_payload` on the first payload packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sensor.protocols.base import SessionFactory
+
+# (payload, is_orig) -> True when the payload looks like this protocol.
+Heuristic = Callable[[bytes, bool], bool]
+
+# Ports Zeek treats as "likely server" even without an analyzer here: they decide which side of a
+# connection that started mid-stream (or of a UDP exchange) is the responder.
+DEFAULT_SERVER_PORTS: dict[str, frozenset[int]] = {
+    "tcp": frozenset(
+        {
+            21,
+            22,
+            23,
+            25,
+            53,
+            80,
+            88,
+            110,
+            111,
+            135,
+            139,
+            143,
+            389,
+            443,
+            445,
+            465,
+            502,
+            587,
+            636,
+            993,
+            995,
+            1080,
+            1433,
+            1521,
+            1883,
+            2049,
+            3128,
+            3268,
+            3306,
+            3389,
+            5432,
+            5900,
+            5985,
+            6379,
+            6667,
+            8000,
+            8080,
+            8443,
+            8888,
+            9200,
+            27017,
+        }
+    ),
+    "udp": frozenset(
+        {
+            53,
+            67,
+            69,
+            88,
+            123,
+            137,
+            138,
+            161,
+            162,
+            389,
+            443,
+            500,
+            514,
+            1812,
+            1900,
+            3478,
+            4500,
+            5060,
+            5353,
+            5355,
+        }
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Analyzer:
+    name: str
+    transports: frozenset[str]
+    ports: frozenset[int]
+    factory: SessionFactory
+    heuristic: Heuristic | None = None
+
+
+@dataclass
+class Registry:
+    """Port and heuristic table of protocol analyzers. One instance per pipeline (tests get fresh ones)."""
+
+    analyzers: list[Analyzer] = field(default_factory=list)
+    _by_port: dict[tuple[str, int], list[Analyzer]] = field(default_factory=dict)
+    _server_ports: dict[str, set[int]] = field(
+        default_factory=lambda: {k: set(v) for k, v in DEFAULT_SERVER_PORTS.items()}
+    )
+
+    def register(
+        self,
+        name: str,
+        transports: Iterable[str],
+        ports: Iterable[int],
+        factory: SessionFactory,
+        heuristic: Heuristic | None = None,
+        server_ports: Iterable[int] | None = None,
+    ) -> None:
+        """Run ``factory`` on connections of ``transports`` ("tcp"/"udp") with one of ``ports``.
+
+        ``server_ports`` (default: ``ports``) are the ports that mark the responder of a connection
+        whose start was not seen (DHCP, for example, registers 67 and 68 but only 67 is a server).
+        """
+        kinds = frozenset(t.lower() for t in transports)
+        unknown = kinds - {"tcp", "udp"}
+        if unknown:
+            raise ValueError(f"unknown transports {sorted(unknown)} for analyzer {name}")
+        analyzer = Analyzer(name, kinds, frozenset(int(p) for p in ports), factory, heuristic)
+        self.analyzers.append(analyzer)
+        for t in kinds:
+            for p in analyzer.ports:
+                self._by_port.setdefault((t, p), []).append(analyzer)
+            self._server_ports.setdefault(t, set()).update(
+                analyzer.ports if server_ports is None else (int(p) for p in server_ports)
+            )
+
+    def match_ports(self, transport: str, resp_port: int, orig_port: int) -> Analyzer | None:
+        """The analyzer registered for the responder port, else for the originator port."""
+        hit = self._by_port.get((transport, resp_port)) or self._by_port.get((transport, orig_port))
+        return hit[0] if hit else None
+
+    def has_heuristics(self, transport: str) -> bool:
+        return any(a.heuristic is not None and transport in a.transports for a in self.analyzers)
+
+    def match_payload(self, transport: str, payload: bytes, is_orig: bool) -> Analyzer | None:
+        for a in self.analyzers:
+            if a.heuristic is not None and transport in a.transports:
+                try:
+                    if a.heuristic(payload, is_orig):
+                        return a
+                except Exception:  # a heuristic must never take the flow table down
+                    continue
+        return None
+
+    def is_server_port(self, transport: str, port: int) -> bool:
+        return port in self._server_ports.get(transport, ())
+
+    def server_ports(self, transport: str) -> frozenset[int]:
+        return frozenset(self._server_ports.get(transport, ()))
+
+    def __bool__(self) -> bool:
+        return True

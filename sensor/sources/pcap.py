@@ -1,0 +1,72 @@
+"""Capture files as a packet source, optionally replayed at the pace they were captured."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from sensor.capture import DEFAULT_BLOCK_PACKETS, PacketBlock, read_capture
+
+# In real-time mode, blocks are cut into slices of this much capture time so downstream sees
+# packets at roughly the rate they were captured instead of 65536 at once.
+REALTIME_SLICE_S = 0.1
+
+
+class PcapSource:
+    """Reads capture files in order; yields :class:`PacketBlock` objects.
+
+    Errors (:class:`sensor.capture.CaptureError`) propagate after everything readable was yielded.
+    """
+
+    def __init__(
+        self,
+        paths: Iterable[str | Path],
+        realtime: bool = False,
+        block_packets: int = DEFAULT_BLOCK_PACKETS,
+    ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.realtime = realtime
+        self.block_packets = block_packets
+
+    def blocks(self) -> Iterator[PacketBlock]:
+        """All blocks of all files, as fast as they can be read (offline analysis)."""
+        for path in self.paths:
+            yield from read_capture(path, self.block_packets)
+
+    async def ablocks(self) -> AsyncIterator[PacketBlock]:
+        """Blocks read in a worker thread (file I/O never blocks the loop); paced when ``realtime``."""
+        it = self.blocks()
+        sentinel = object()
+        first_ts: float | None = None
+        wall0 = 0.0
+        while True:
+            block = await asyncio.to_thread(next, it, sentinel)
+            if block is sentinel:
+                return
+            assert isinstance(block, PacketBlock)
+            if not self.realtime or len(block) == 0:
+                yield block
+                continue
+            for part in _time_slices(block, REALTIME_SLICE_S):
+                if first_ts is None:
+                    first_ts = float(part.ts[0])
+                    wall0 = time.monotonic()
+                due = wall0 + (float(part.ts[-1]) - first_ts)
+                delay = due - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                yield part
+
+
+def _time_slices(block: PacketBlock, width: float) -> Iterator[PacketBlock]:
+    ts = block.ts
+    bucket = np.floor((ts - ts[0]) / width)
+    cuts = np.flatnonzero(np.diff(bucket)) + 1
+    bounds = [0, *cuts.tolist(), len(block)]
+    for lo, hi in itertools.pairwise(bounds):
+        yield block.slice(lo, hi)
