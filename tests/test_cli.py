@@ -1,0 +1,129 @@
+"""The `vigil` command as a user runs it: analyze, up on the shipped capture, config errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from vigil import cli
+from vigil.config import ConfigError, build
+
+REPO = Path(__file__).resolve().parent.parent
+LAB_CAPTURE = REPO / "tests" / "data" / "lab-scan.pcap"
+SCANNER = "10.231.1.12"
+
+
+def test_analyze_json_reports_the_scan_and_the_action(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["analyze", "--json", str(LAB_CAPTURE)]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 1, "one scanner, one breach"
+    breach = lines[0]
+    assert breach["model"] == "Device / Network Scan"
+    assert breach["device"]["ip"] == SCANNER
+    assert re.fullmatch(r"[0-9a-f:]{17}", breach["device"]["mac"])
+    assert "hostname" in breach["device"]
+    assert datetime.fromisoformat(breach["time"].replace("Z", "+00:00")).tzinfo is not None
+    assert 0 <= breach["score"] <= 100 and breach["score"] >= 60
+    assert "distinct internal hosts" in breach["explanation"]
+    features = {e["feature"]: e for e in breach["evidence"]}
+    assert features["distinct_internal_destinations"]["observed"] >= 30
+    assert features["distinct_internal_destinations"]["probability"] < 1e-4
+    assert breach["actions"] and breach["actions"][0]["target_ip"] == SCANNER
+
+
+def test_analyze_benign_prefix_raises_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed (make install)")
+    # The first 1500 packets of the capture are the office's ordinary traffic, before the scan.
+    benign = tmp_path / "benign.pcap"
+    subprocess.run(
+        ["tshark", "-r", str(LAB_CAPTURE), "-c", "1500", "-F", "pcap", "-w", str(benign)], check=True
+    )
+    assert cli.main(["analyze", "--json", str(benign)]) == 0
+    assert capsys.readouterr().out.strip() == ""
+
+
+def test_analyze_truncated_capture_reports_and_keeps_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = LAB_CAPTURE.read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 37])  # ends in the middle of a packet record
+    assert cli.main(["analyze", str(cut)]) == 3
+    captured = capsys.readouterr()
+    assert "capture ended early" in captured.err
+    assert "Device / Network Scan" in captured.out
+
+
+def test_config_errors_are_reported_together(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(
+        [
+            "--set",
+            "master.scan_window_s=-1",
+            "--set",
+            "sensor.batch_max_records=0",
+            "--set",
+            "nats.nope=1",
+            "analyze",
+            str(LAB_CAPTURE),
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "master.scan_window_s" in err and "sensor.batch_max_records" in err and "nats.nope" in err
+
+
+def test_environment_overrides_and_validation() -> None:
+    cfg = build(
+        {"master": {"scan_window_s": 30}}, {"VIGIL_MASTER__SCAN_WINDOW_S": "15", "VIGIL_LOG__LEVEL": "debug"}
+    )
+    assert cfg.master.scan_window_s == 15 and cfg.log.level == "debug"
+    with pytest.raises(ConfigError) as exc:
+        build(
+            {}, {"VIGIL_RESPONDER__BACKEND": "iptables", "VIGIL_MASTER__PROTECTED__NETWORKS": "[not-a-net]"}
+        )
+    assert len(exc.value.problems) == 2
+
+
+@pytest.mark.slow
+def test_up_replays_the_shipped_capture_to_a_breach_and_an_action(short_tmp: Path) -> None:
+    """What `make demo` shows: devices, the breach, the action, on real nats-server and Valkey."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vigil.cli",
+            "up",
+            "--pcap",
+            str(LAB_CAPTURE),
+            "--exit-when-done",
+            "--data-dir",
+            str(short_tmp / "up"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", out), out
+    assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan\s+score \d+", out), out
+    assert re.search(rf"action\s+{re.escape(SCANNER)}\s+block_all_outgoing active via dryrun", out), out
+    assert "1 breaches, 1 actions" in out
+
+
+def test_help_lists_every_command() -> None:
+    buf = io.StringIO()
+    parser = cli.build_parser()
+    parser.print_help(buf)
+    for command in ("up", "sensor", "master", "responder", "analyze"):
+        assert command in buf.getvalue()
