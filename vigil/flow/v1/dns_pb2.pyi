@@ -87,7 +87,9 @@ class DnsRecord(_message.Message):
     rtt_ms: _builtins.float
     """Milliseconds between query and reply, when both were seen."""
     rejected: _builtins.bool
-    """True when no reply was seen."""
+    """Zeek's meaning: the server answered with a non-zero rcode and no answers.
+    (No reply at all is expressed by rcode being unset.)
+    """
     opcode: _builtins.int
     """Opcode (0 = QUERY, 5 = UPDATE)."""
     @_builtins.property

@@ -37,7 +37,7 @@ class KerberosRecord(_message.Message):
     RENEWABLE_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     request_type: _builtins.str
-    """"AS" or "TGS"."""
+    """"AS" or "TGS"; "AP" for an AP-REQ seen inside another protocol (SMB, LDAP), as Zeek logs it."""
     client: _builtins.str
     """Client principal, "name/instance@REALM"."""
     service: _builtins.str

@@ -146,7 +146,9 @@ class Action(_message.Message):
     BREACH_ID_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
-    """Idempotency key: applying the same id twice is a no-op."""
+    """Idempotency key: applying the same id with the same content again is a no-op (duplicate=true);
+    the same id with different content is refused with INVALID_ARGUMENT (use a new id to change an action).
+    """
     kind: Global___ActionKind.ValueType
     target_ip: _builtins.str
     """Address of the device to contain."""
@@ -159,7 +161,9 @@ class Action(_message.Message):
 
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
-        """When the action lifts itself. Required."""
+        """When the action lifts itself. Required; the responder caps it at its maximum duration and reports
+        the expiry it actually enforces in ActionStatus.action.expire_time.
+        """
 
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp: ...

@@ -80,7 +80,7 @@ class ResponderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Watch(self, request, context):
-        """Streams every status change from now on.
+        """Streams every status change from now on (no initial snapshot: subscribe, then call List).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

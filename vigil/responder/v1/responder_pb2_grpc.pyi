@@ -37,7 +37,7 @@ class ResponderServiceStub:
     Revoke: _grpc.UnaryUnaryMultiCallable[_responder_pb2.RevokeRequest, _responder_pb2.RevokeResponse]
     List: _grpc.UnaryUnaryMultiCallable[_responder_pb2.ListRequest, _responder_pb2.ListResponse]
     Watch: _grpc.UnaryStreamMultiCallable[_responder_pb2.WatchRequest, _responder_pb2.WatchResponse]
-    """Streams every status change from now on."""
+    """Streams every status change from now on (no initial snapshot: subscribe, then call List)."""
 
 @_typing.type_check_only
 class ResponderServiceAsyncStub(ResponderServiceStub):
@@ -48,7 +48,7 @@ class ResponderServiceAsyncStub(ResponderServiceStub):
     Revoke: _aio.UnaryUnaryMultiCallable[_responder_pb2.RevokeRequest, _responder_pb2.RevokeResponse]  # type: ignore[assignment]
     List: _aio.UnaryUnaryMultiCallable[_responder_pb2.ListRequest, _responder_pb2.ListResponse]  # type: ignore[assignment]
     Watch: _aio.UnaryStreamMultiCallable[_responder_pb2.WatchRequest, _responder_pb2.WatchResponse]  # type: ignore[assignment]
-    """Streams every status change from now on."""
+    """Streams every status change from now on (no initial snapshot: subscribe, then call List)."""
 
 class ResponderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Enforcement agent. Every call is idempotent on action_id."""
@@ -80,6 +80,6 @@ class ResponderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _responder_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_responder_pb2.WatchResponse], _abc.AsyncIterator[_responder_pb2.WatchResponse]]:
-        """Streams every status change from now on."""
+        """Streams every status change from now on (no initial snapshot: subscribe, then call List)."""
 
 def add_ResponderServiceServicer_to_server(servicer: ResponderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
