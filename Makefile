@@ -68,4 +68,8 @@ all: fmt lint test ## Format, lint and test
 
 .PHONY: clean
 clean: ## Remove caches and run state (keeps .venv)
-	rm -rf var .pytest_cache .mypy_cache .ruff_cache bench/*.pcap
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache bench/*.pcap bench/work
+
+.PHONY: golden
+golden: ## Print agreement with Zeek's reference logs per log type
+	$(PY) -m tests.sensor.golden_report
