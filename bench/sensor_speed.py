@@ -5,7 +5,12 @@ payloads, HTTP requests, DNS over UDP, SYN scans; ~385 B average frame) unless i
 replays it through :class:`sensor.pipeline.SensorPipeline` and prints packets/s.
 
     .venv/bin/python bench/sensor_speed.py [--packets 1000000] [--file /tmp/vigil-bench.pcap]
-        [--no-analyzers] [--json out.json] [--profile]
+        [--no-analyzers] [--json out.json] [--profile] [--compare]
+
+``--compare`` also times, on the same file and in the same run, ``tshark -T fields`` (5-tuple columns)
+and NFStream (flow metering only, and with its default nDPI dissection), and prints Vigil's ratio
+to each. All figures are per CPU-second of the measuring process (tshark: its own CPU time, read
+from the child's rusage), so a busy shared machine skews them less than wall time would.
 """
 
 from __future__ import annotations
@@ -15,11 +20,15 @@ import cProfile
 import json
 import pstats
 import random
+import resource
+import shutil
 import struct
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,6 +38,14 @@ from sensor.registry import Registry
 from vigil.config import SensorConfig
 
 Frame = tuple[float, bytes]
+
+
+def _with_ip_checksum(header: bytes) -> bytes:
+    """The IPv4 header with its checksum filled in (RFC 1071), as a real sender writes it."""
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
 
 
 def _ip4(a: int) -> bytes:
@@ -48,8 +65,8 @@ class _Gen:
 
     @staticmethod
     def frame(src: int, dst: int, proto: int, l4: bytes, smac: bytes, dmac: bytes) -> bytes:
-        ip = struct.pack(
-            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, _ip4(src), _ip4(dst)
+        ip = _with_ip_checksum(
+            struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, _ip4(src), _ip4(dst))
         )
         f = dmac + smac + b"\x08\x00" + ip + l4
         return f if len(f) >= 60 else f + bytes(60 - len(f))
@@ -295,6 +312,57 @@ def run(path: Path, analyzers: bool, null: bool = False) -> dict[str, float]:
     }
 
 
+TSHARK_FIELDS = ("ip.src", "ip.dst", "tcp.srcport", "tcp.dstport", "udp.srcport", "udp.dstport", "ip.proto")
+
+
+def run_tshark(path: Path) -> dict[str, float] | None:
+    """tshark printing the 5-tuple columns of every packet; CPU time from the child's rusage."""
+    exe = shutil.which("tshark")
+    if exe is None:
+        return None
+    cmd = [exe, "-n", "-r", str(path), "-T", "fields"]
+    for f in TSHARK_FIELDS:
+        cmd += ["-e", f]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    lines = 0
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read(1 << 20), b""):  # type: ignore[union-attr]
+            lines += chunk.count(b"\n")
+    elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"packets": lines, "seconds": elapsed, "cpu_seconds": cpu, "pkts_per_cpu_s": lines / cpu}
+
+
+def run_nfstream(path: Path, n_dissections: int) -> dict[str, float] | None:
+    """NFStream over the same file in this process (n_meters=1: one metering process, one core)."""
+    try:
+        from nfstream import NFStreamer
+    except ImportError:
+        return None
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0 = time.process_time()
+    t0 = time.perf_counter()
+    streamer = NFStreamer(source=str(path), n_dissections=n_dissections, n_meters=1)
+    flows = packets = 0
+    for flow in streamer:
+        flows += 1
+        packets += flow.bidirectional_packets
+    elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # NFStream meters in a child process: count its CPU time as well as ours.
+    cpu = time.process_time() - c0 + (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "packets": packets,
+        "flows": flows,
+        "seconds": elapsed,
+        "cpu_seconds": cpu,
+        "pkts_per_cpu_s": packets / cpu,
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--packets", type=int, default=1_000_000)
@@ -304,6 +372,7 @@ def main() -> None:
         "--null-analyzers", action="store_true", help="analyzer ports matched, payload delivered, no parsing"
     )
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--compare", action="store_true", help="also time tshark and NFStream on the same file")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not args.file.exists():
@@ -330,8 +399,25 @@ def main() -> None:
         f"(avg {avg:.0f} B) in {result['seconds']:.2f}s = {result['pkts_per_s']:,.0f} pkt/s wall, "
         f"{result['pkts_per_cpu_s']:,.0f} pkt/s per CPU-second, {result['records']:.0f} records"
     )
+    out: dict[str, Any] = {"benchmark": "sensor_speed", "mode": mode, **result}
+    if args.compare:
+        others = {
+            "tshark": run_tshark(args.file),
+            "nfstream (n_dissections=0)": run_nfstream(args.file, 0),
+            "nfstream (default dissection)": run_nfstream(args.file, 20),
+        }
+        for name, other in others.items():
+            if other is None:
+                print(f"{name}: not available")
+                continue
+            ratio = result["pkts_per_cpu_s"] / other["pkts_per_cpu_s"]
+            print(
+                f"{name}: {other['packets']:.0f} packets in {other['seconds']:.2f}s wall, "
+                f"{other['pkts_per_cpu_s']:,.0f} pkt/s per CPU-second; Vigil ({mode}) = {ratio:.2f}x"
+            )
+        out["compare"] = others
     if args.json:
-        args.json.write_text(json.dumps({"benchmark": "sensor_speed", "mode": mode, **result}, indent=2))
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

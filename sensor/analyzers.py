@@ -7,6 +7,15 @@ from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
 
+def dcerpc_bind(payload: bytes, is_orig: bool) -> bool:
+    """A connection-oriented DCE-RPC v5.0 bind from the client.
+
+    RPC services listen on dynamic ports the endpoint mapper (135) hands out; Zeek follows the mapper's
+    answers, we recognise the bind that opens every such connection.
+    """
+    return is_orig and len(payload) >= 16 and payload[:3] == b"\x05\x00\x0b"
+
+
 def default_registry() -> Registry:
     """Every analyzer Vigil ships, in a fresh registry (one per pipeline: DHCP keeps per-pipeline state)."""
     registry = Registry()
@@ -19,5 +28,5 @@ def default_registry() -> Registry:
     registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
     registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)
     registry.register("krb", kerberos.TRANSPORTS, kerberos.PORTS, kerberos.FACTORY)
-    registry.register("dce_rpc", ntlm.TRANSPORTS, ntlm.PORTS, ntlm.FACTORY)
+    registry.register("dce_rpc", ntlm.TRANSPORTS, ntlm.PORTS, ntlm.FACTORY, heuristic=dcerpc_bind)
     return registry

@@ -11,6 +11,11 @@ Per block:
      a handful per connection, not one per packet;
   6. packets of connections with an analyzer session that still wants data are handed to Python.
 
+Connections leave the table after the idle timeout of their transport, ``close_linger_s`` after
+they closed, or — for an unanswered TCP attempt (S0: a SYN, nothing from the responder) — after
+``attempt_timeout_s``. Like the other timeouts it is checked at block boundaries (``expire``) and
+when the connection's next packet arrives, not between two packets of one block.
+
 TCP payload sizes follow Zeek: the sequence-number span each endpoint covered (including data acked
 by the peer but never captured), minus the SYN and FIN octets. ``missed_bytes`` is that span minus
 the bytes actually seen. Connections over 4 GiB per direction wrap (the 32-bit span is not unwrapped).
@@ -403,6 +408,79 @@ class Conn:
         return "OTH"
 
 
+def _clean_event(c: Conn, io: bool, flags: int, seq: int, ack: int, plen: int, ts: float, pos: int) -> bool:
+    """The control packets of a clean connection, without the general state machine.
+
+    Handles exactly three shapes, each only from the states where Conn.tcp_packet's outcome reduces
+    to the few assignments below: the first SYN of a fresh originator, the responder's first SYN-ACK
+    answering it, and the first FIN of an established side. ``flags`` is masked to SYN/FIN/RST/ACK.
+    Returns False (nothing changed) for anything else, which then takes the general path.
+    """
+    if flags == TH_SYN:
+        ep = c.orig
+        if not io or ep.state != INACTIVE or c.resp.state != INACTIVE or c.hist_seen_o & H_SYN:
+            return False
+        ep.start = seq
+        ep.max_end = plen + 1
+        ep.hist_syn = 0
+        c.hist_seen_o |= H_SYN
+        c.pending.append((pos, "S"))
+        ep.prev_state = INACTIVE
+        ep.state = SYN_SENT
+        return True
+    if flags == TH_SYN | TH_ACK:
+        ep, peer = c.resp, c.orig
+        if (
+            io
+            or ep.state != INACTIVE
+            or peer.state != SYN_SENT
+            or peer.start is None
+            or c.hist_seen_r & H_SYNACK
+        ):
+            return False
+        ep.start = seq
+        ep.max_end = plen + 1
+        ep.hist_syn = 0
+        c.hist_seen_r |= H_SYNACK
+        c.pending.append((pos, "h"))
+        rel_ack = seq_diff(ack, peer.start)
+        if rel_ack > 0 and rel_ack > peer.max_ack and not (ack == 0 and rel_ack > TOO_LARGE_SEQ_DELTA):
+            peer.max_ack = rel_ack
+        peer.prev_state = SYN_SENT
+        peer.state = ESTABLISHED
+        ep.prev_state = INACTIVE
+        ep.state = ESTABLISHED
+        return True
+    if flags == TH_FIN | TH_ACK:
+        ep, peer = (c.orig, c.resp) if io else (c.resp, c.orig)
+        if (
+            ep.state != ESTABLISHED
+            or peer.state not in (ESTABLISHED, CLOSED)
+            or ep.did_close
+            or ep.start is None
+            or peer.start is None
+            or (c.hist_seen_o if io else c.hist_seen_r) & H_FIN
+        ):
+            return False
+        rel_seq = seq_diff(seq, ep.start)
+        c.check_history(io, "F", pos)
+        ep.hist_fin = rel_seq + plen
+        ep.fin_cnt += 1
+        rel_ack = seq_diff(ack, peer.start)
+        if rel_ack > 0 and rel_ack > peer.max_ack and not (ack == 0 and rel_ack > TOO_LARGE_SEQ_DELTA):
+            peer.max_ack = rel_ack
+        rel_end = rel_seq + plen + 1
+        if ep.max_end == 1 or rel_end > ep.max_end:
+            ep.max_end = rel_end
+        ep.prev_state = ESTABLISHED
+        ep.state = CLOSED
+        ep.did_close = True
+        if peer.did_close:
+            c.closed_at = ts
+        return True
+    return False
+
+
 def _stream_for(session: Session, is_orig: bool) -> StreamReassembler:
     def deliver(ts: float, payload: bytes) -> None:
         if not session.done:
@@ -412,7 +490,20 @@ def _stream_for(session: Session, is_orig: bool) -> StreamReassembler:
         if not session.done:
             session.gap(is_orig, ts, length)
 
-    return StreamReassembler(deliver, gap)
+    # Optional bulk skipping (see sensor.protocols.base.Session): only sessions that implement both.
+    skip_hint = getattr(session, "skip_hint", None)
+    report = getattr(session, "skipped", None)
+    if skip_hint is None or report is None:
+        return StreamReassembler(deliver, gap)
+
+    def hint() -> int:
+        return 0 if session.done else int(skip_hint(is_orig))
+
+    def skipped(ts: float, length: int) -> None:
+        if not session.done:
+            report(is_orig, ts, length)
+
+    return StreamReassembler(deliver, gap, hint=hint, skipped=skipped)
 
 
 def _is_group_addr(family: int, hi: int, lo: int) -> bool:
@@ -467,6 +558,13 @@ class FlowTable:
         self._lru: tuple[dict[tuple[int, ...], Conn], ...] = ({}, {}, {})
         self._timeouts = (config.idle_timeout_tcp_s, config.idle_timeout_udp_s, config.idle_timeout_other_s)
         self._closing: dict[tuple[int, ...], Conn] = {}
+        # Unanswered TCP attempts (S0), least recently seen first: emitted after the short attempt
+        # timeout rather than the TCP idle timeout, so scans show up within seconds.
+        self._attempts: dict[tuple[int, ...], Conn] = {}
+        self._attempt_timeout = config.attempt_timeout_s
+        # Clean SYN / SYN-ACK / FIN packets skip the general state machine (_clean_event); a switch so
+        # tests can compare both paths.
+        self._fast_paths = True
         self._out: list[sensor_pb2.Record] = []
         self.tcp_server_ports = self.registry.server_ports("tcp")
         self.udp_server_ports = self.registry.server_ports("udp")
@@ -481,6 +579,11 @@ class FlowTable:
         return len(self.conns)
 
     # ------------------------------------------------------------------------------------------
+    def _emit_record(self, record: sensor_pb2.Record) -> None:
+        """What sessions emit through: resolves the current output list at call time, because
+        process/expire/flush each start a new list and a session may emit in any of them."""
+        self._out.append(record)
+
     def process(self, block: PacketBlock, dec: DecodedBlock) -> list[sensor_pb2.Record]:
         """Account every decoded packet of ``block`` and return the records that became final."""
         self._out = []
@@ -538,6 +641,7 @@ class FlowTable:
         # ---- 3. find or create each segment's connection (Python, once per segment)
         conns = self.conns
         lru = self._lru
+        attempts = self._attempts
         seg_conn: list[Conn] = []
         seg_aorig = np.empty(nseg, dtype=np.bool_)
         ended: list[Conn] = []
@@ -575,11 +679,13 @@ class FlowTable:
                     not first_key[s]
                     or t0 - conn.last > self._timeouts[tcls]
                     or (conn.closed_at is not None and t0 > conn.closed_at + self.config.close_linger_s)
+                    or (key in attempts and t0 - conn.last > self._attempt_timeout)
                 ):
                     ended.append(conn)
                     del conns[key]
                     lru[tcls].pop(key, None)
                     self._closing.pop(key, None)
+                    attempts.pop(key, None)
                     conn = None
                 else:
                     d = lru[tcls]
@@ -635,6 +741,15 @@ class FlowTable:
             conn.commit_history()
             if conn.closed_at is not None and conn.key in conns and conn.key not in self._closing:
                 self._closing[conn.key] = conn
+            if tcp_l[s]:
+                ckey = conn.key
+                if conn.resp.pkts == 0 and conn.orig.state == SYN_SENT and conn.resp.state == INACTIVE:
+                    # Still an attempt: (re)queue at the young end, keeping the dict ordered by last packet.
+                    attempts.pop(ckey, None)
+                    if ckey in conns:
+                        attempts[ckey] = conn
+                elif ckey in attempts:
+                    del attempts[ckey]
             if conn.last - conn.rec_start >= active and conn.closed_at is None:
                 self._emit(conn, partial=True)
                 self._reset_counters(conn)
@@ -729,7 +844,7 @@ class FlowTable:
 
     def _start_session(self, conn: Conn, analyzer: Analyzer) -> None:
         try:
-            conn.session = analyzer.factory(self._context(conn), self._out.append, self.count_error)
+            conn.session = analyzer.factory(self._context(conn), self._emit_record, self.count_error)
         except ParseError as exc:
             self.count_error(exc.protocol, exc.reason)
             return
@@ -781,6 +896,8 @@ class FlowTable:
         ev_pos = ev.tolist()
         flips_before = [c.a_is_orig for c in seg_conn]
         ctl_bits = TH_SYN | TH_FIN | TH_RST
+        fast_mask = ctl_bits | TH_ACK
+        fast_paths = self._fast_paths
         for k in range(len(ev_pos)):
             s = ev_seg[k]
             c = seg_conn[s]
@@ -801,6 +918,10 @@ class FlowTable:
                     if not (c.hist_seen_o if io else c.hist_seen_r) & bit:
                         c.check_history(io, letter, ev_pos[k])
                     continue
+            elif fast_paths and _clean_event(
+                c, io, fl & fast_mask, ev_seq[k], ev_ack[k], ev_pl[k], ev_ts[k], ev_pos[k]
+            ):
+                continue
             c.tcp_packet(io, fl, ev_seq[k], ev_ack[k], ev_pl[k], ev_ts[k], ev_pos[k])
         if any(c.a_is_orig != f for c, f in zip(seg_conn, flips_before, strict=True)):
             for s, c in enumerate(seg_conn):
@@ -906,6 +1027,9 @@ class FlowTable:
         where = np.flatnonzero(sel)
         if where.size == 0:
             return
+        # Hand payloads over in capture order across connections, not connection by connection:
+        # analyzers that pair messages across 5-tuples (DHCP broadcast then unicast) need time order.
+        where = where[np.argsort(pk_all[where], kind="stable")]
         pk = pk_all[where]
         segs = seg_of[where].tolist()
         offs = dec.payload_off[pk].tolist()
@@ -996,6 +1120,7 @@ class FlowTable:
         self.conns.pop(conn.key, None)
         self._lru[conn.tclass].pop(conn.key, None)
         self._closing.pop(conn.key, None)
+        self._attempts.pop(conn.key, None)
 
     def expire(self, now: float) -> list[sensor_pb2.Record]:
         """Emit connections that are idle, closed past the linger time or over the active timeout at
@@ -1013,6 +1138,11 @@ class FlowTable:
                 if conn.last >= limit:
                     break
                 done.append(conn)
+        limit = now - self._attempt_timeout
+        for conn in self._attempts.values():
+            if conn.last >= limit:
+                break
+            done.append(conn)
         seen: set[int] = set()
         for conn in done:
             if id(conn) in seen:

@@ -86,7 +86,7 @@ class SensorPipeline:
             return []
         self.metrics.packets.inc(n)
         self.metrics.bytes.inc(int(block.wirelen.sum()))
-        dec = decode(block)
+        dec = decode(block, self.config.verify_ip_checksums)
         counts = np.bincount(dec.reason, minlength=len(REASONS))
         for i in np.flatnonzero(counts[1:]).tolist():
             self.metrics.decode_error(i + 1, int(counts[i + 1]))

@@ -4,6 +4,12 @@ Segments arrive as (sequence number, payload); the stream hands the session cont
 sequence order. Out-of-order segments wait in a bounded buffer; retransmitted or overlapping bytes
 are skipped (first copy wins, as in most IDS reassembly policies); when the buffer is full or the
 stream ends, the hole is reported through ``gap()`` and delivery resumes after it.
+
+A session may say it does not need the next N bytes of a direction (the rest of an HTTP body):
+``hint()`` is asked after each delivery; those bytes are then counted instead of delivered, and
+``skipped(ts, n)`` reports them once the skip is complete (or before a gap, or at close), so the
+session's own accounting stays exact without a ``data()`` call per bulk segment. Holes are still
+reported through ``gap()``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ M32 = 0xFFFFFFFF
 
 Deliver = Callable[[float, bytes], None]
 Gap = Callable[[float, int], None]
+Hint = Callable[[], int]
+Skipped = Callable[[float, int], None]
 
 
 def seq_diff(a: int, b: int) -> int:
@@ -23,11 +31,36 @@ def seq_diff(a: int, b: int) -> int:
 
 
 class StreamReassembler:
-    __slots__ = ("_buffer", "_buffered", "deliver", "gap", "max_buffer", "max_segments", "next_seq")
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_skip",
+        "_skipped",
+        "deliver",
+        "gap",
+        "hint",
+        "max_buffer",
+        "max_segments",
+        "next_seq",
+        "skipped",
+    )
 
-    def __init__(self, deliver: Deliver, gap: Gap, max_buffer: int = 256 * 1024, max_segments: int = 512):
+    def __init__(
+        self,
+        deliver: Deliver,
+        gap: Gap,
+        max_buffer: int = 256 * 1024,
+        max_segments: int = 512,
+        hint: Hint | None = None,
+        skipped: Skipped | None = None,
+    ):
         self.deliver = deliver
         self.gap = gap
+        # Bulk skipping (both or neither): bytes still to skip, and skipped bytes not yet reported.
+        self.hint = hint if skipped is not None else None
+        self.skipped = skipped
+        self._skip = 0
+        self._skipped = 0
         self.next_seq: int | None = None
         self._buffer: dict[int, tuple[float, bytes]] = {}
         self._buffered = 0
@@ -44,7 +77,10 @@ class StreamReassembler:
             # The common case, in order with nothing waiting: hand it straight through.
             if payload:
                 self.next_seq = (seq + len(payload)) & M32
-                self.deliver(ts, payload)
+                if self.hint is None:
+                    self.deliver(ts, payload)
+                else:
+                    self._pass(ts, payload)
             return
         if not payload:
             return
@@ -74,7 +110,43 @@ class StreamReassembler:
     def _emit(self, ts: float, payload: bytes) -> None:
         assert self.next_seq is not None
         self.next_seq = (self.next_seq + len(payload)) & M32
+        if self.hint is None:
+            self.deliver(ts, payload)
+        else:
+            self._pass(ts, payload)
+
+    def _pass(self, ts: float, payload: bytes) -> None:
+        """Deliver in-order bytes, minus those the session said it will not read."""
+        if self._skip:
+            n = min(self._skip, len(payload))
+            self._skip -= n
+            self._skipped += n
+            if self._skip:
+                return
+            self._report(ts)
+            payload = payload[n:]
+            if not payload:
+                return
         self.deliver(ts, payload)
+        assert self.hint is not None
+        self._skip = max(self.hint(), 0)
+
+    def _report(self, ts: float) -> None:
+        if self._skipped:
+            n, self._skipped = self._skipped, 0
+            assert self.skipped is not None
+            self.skipped(ts, n)
+
+    def _hole(self, ts: float, length: int) -> None:
+        """A hole in the stream: report what was skipped before it, then the gap itself (the session
+        decides what a hole means, e.g. HTTP tolerates one inside a Content-Length body); then ask
+        again how much to skip, since the gap may have changed the session's state."""
+        if self.skipped is not None:
+            self._skip = 0
+            self._report(ts)
+        self.gap(ts, length)
+        if self.hint is not None:
+            self._skip = max(self.hint(), 0)
 
     def _drain(self) -> None:
         while self._buffer:
@@ -99,7 +171,7 @@ class StreamReassembler:
         first = min(self._buffer, key=lambda s: seq_diff(s, base))
         hole = seq_diff(first, base)
         if hole > 0:
-            self.gap(ts, hole)
+            self._hole(ts, hole)
             self.next_seq = first
         self._drain()
 
@@ -107,3 +179,5 @@ class StreamReassembler:
         """End of stream: report holes before buffered data and deliver what remains."""
         while self._buffer:
             self._skip_to_buffered(ts)
+        if self.skipped is not None:
+            self._report(ts)

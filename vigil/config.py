@@ -171,8 +171,15 @@ class SensorConfig(_Section):
     idle_timeout_udp_s: float = Field(default=60.0, gt=0)
     idle_timeout_other_s: float = Field(default=60.0, gt=0)
     active_timeout_s: float = Field(default=3600.0, gt=0)
+    # An unanswered TCP connection attempt (state S0: nothing ever came back from the responder) is
+    # emitted after this much event time without packets instead of the full TCP idle timeout, so the
+    # master sees a scan's failed attempts within seconds (Zeek's tcp_attempt_delay idea).
+    attempt_timeout_s: float = Field(default=30.0, gt=0)
     # How long to linger after FIN/RST before emitting (catches the final ACKs).
     close_linger_s: float = Field(default=1.0, ge=0)
+    # Drop IPv4 packets whose header checksum is wrong, as the receiving host (and Zeek without -C)
+    # would; turn off for captures taken on a host with checksum offload that left headers unfilled.
+    verify_ip_checksums: bool = True
     batch_max_records: int = Field(default=500, gt=0)
     batch_max_delay_s: float = Field(default=1.0, gt=0)
     spool_dir: Path = Path("var/spool")

@@ -5,7 +5,8 @@ A protocol lives in ``sensor/protocols/<name>/``:
   ``session.py`` per-connection state (requests <-> replies), turns parsed messages into protobuf records.
   ``zeek.py``    protobuf record -> Zeek log row (dict with Zeek's field names), for ``--format zeek-json``.
 The flow table creates one session per connection the registry assigns to a protocol and feeds it
-payload in order; sessions never see bulk data they said they no longer need.
+payload in order; sessions never see bulk data they said they no longer need (``done``, or the
+optional ``skip_hint``/``skipped`` pair described below ``Session``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,19 @@ class Session(Protocol):
     def done(self) -> bool:
         """True once the session has all it wants; the flow table then stops feeding it."""
         ...
+
+
+# Optional Session methods, looked up with getattr so sessions without them keep working unchanged:
+#
+#   skip_hint(is_orig: bool) -> int
+#       Asked (TCP only) after each data() call: how many of the next in-order bytes of this direction
+#       the session will not read (the rest of an HTTP body of known length, say). The reassembler
+#       then drops those bytes without calling data(); holes are still reported with gap().
+#   skipped(is_orig: bool, ts: float, length: int) -> None
+#       Reports skipped bytes, once the skip is complete (ts of the segment that completed it), before
+#       a gap, or at the end of the stream, so the session's byte accounting stays exact.
+#
+# Both must be defined for either to be used.
 
 
 SessionFactory = Callable[[ConnContext, Emit, ErrorCounter], Session]

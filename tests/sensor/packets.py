@@ -18,7 +18,15 @@ def ipv4(src: str, dst: str, proto: int, payload: bytes, ident: int = 1, frag: i
     hdr = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, total, ident, frag, 64, proto, 0, ip_bytes(src), ip_bytes(dst)
     )
-    return hdr + payload
+    return ipv4_checksummed(hdr) + payload
+
+
+def ipv4_checksummed(header: bytes) -> bytes:
+    """The IPv4 header with its checksum filled in (RFC 1071), as a real sender writes it."""
+    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
 
 
 def ipv6(src: str, dst: str, nh: int, payload: bytes, ext: bytes = b"", ext_nh: int | None = None) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import random
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -250,3 +251,67 @@ def test_uids_are_seedable() -> None:
     c = TcpConv()
     c.pkt(True, "S")
     assert run(c.frames)[0].uid == run(c.frames)[0].uid
+
+
+def test_unanswered_attempt_is_emitted_after_attempt_timeout() -> None:
+    cfg = SensorConfig(attempt_timeout_s=30.0)
+    pipe = SensorPipeline(cfg, metrics_registry=CollectorRegistry(), seed=1)
+    scan = TcpConv(cport=40001, sport=22)
+    scan.pkt(True, "S")
+    # An answered handshake that then goes quiet: not an attempt, it waits for the TCP idle timeout.
+    answered = TcpConv(cport=40002, sport=80)
+    answered.handshake()
+    assert pipe.feed(PacketBlock.from_packets(sorted(scan.frames + answered.frames))) == []
+    assert pipe.expire(scan.ts + 29.0) == []
+    out = [r.flow for r in pipe.expire(scan.ts + 31.0) if r.HasField("flow")]
+    assert [(state(f), f.history, f.resp.port) for f in out] == [("S0", "S", 22)]
+    assert len(pipe.table) == 1
+    rest = [r.flow for r in pipe.expire(scan.ts + cfg.idle_timeout_tcp_s + 1.0) if r.HasField("flow")]
+    assert [(state(f), f.resp.port) for f in rest] == [("S1", 80)]
+
+
+def test_attempt_retried_after_attempt_timeout_is_a_new_connection() -> None:
+    c = TcpConv(sport=22)
+    c.pkt(True, "S")
+    c.pkt(True, "S", seq=c.cseq - 1, dt=45.0)  # the client's SYN retransmission, after the timeout
+    flows = run(c.frames, SensorConfig(attempt_timeout_s=30.0), blocks=2)
+    assert [(state(f), f.history) for f in flows] == [("S0", "S"), ("S0", "S")]
+    assert flows[0].uid != flows[1].uid
+
+
+def test_attempt_timeout_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        SensorConfig(attempt_timeout_s=0)
+
+
+def _records(frames: list[tuple[float, bytes]], fast: bool, blocks: int) -> list[bytes]:
+    pipe = SensorPipeline(SensorConfig(), metrics_registry=CollectorRegistry(), seed=1)
+    pipe.table._fast_paths = fast
+    out = []
+    step = max(1, -(-len(frames) // blocks))
+    for i in range(0, len(frames), step):
+        out += pipe.feed(PacketBlock.from_packets(frames[i : i + step]))
+    out += pipe.flush()
+    return [r.SerializeToString(deterministic=True) for r in out]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_clean_connection_fast_path_matches_the_state_machine(seed: int) -> None:
+    # Clean sessions (where the SYN / SYN-ACK / FIN shortcuts apply) mixed with odd flag sequences on
+    # the same 5-tuple (where they must decline): records are identical with and without them.
+    rng = random.Random(seed)
+    c = TcpConv()
+    if rng.random() < 0.8:
+        c.handshake()
+    else:
+        c.pkt(True, "S")
+    for _ in range(rng.randrange(0, 6)):
+        c.pkt(rng.random() < 0.5, rng.choice(["PA", "A", "FA", "PA"]), b"y" * rng.choice((0, 20, 300)))
+    if rng.random() < 0.6:
+        c.close()
+    for _ in range(rng.randrange(0, 4)):
+        c.pkt(
+            rng.random() < 0.5, rng.choice(["RA", "FA", "SA", "S", "A"]), seq=c.cseq + rng.choice((0, 1, -1))
+        )
+    blocks = rng.choice((1, 2, 3))
+    assert _records(c.frames, True, blocks) == _records(c.frames, False, blocks)

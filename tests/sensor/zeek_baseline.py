@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -31,7 +32,7 @@ def read_zeek_log(path: Path | str) -> list[dict[str, str]]:
 
 # --- comparison helpers (protocol golden tests) -------------------------------------------------
 
-_ESCAPE = __import__("re").compile(r"\\x([0-9a-fA-F]{2})|\\\\")
+_ESCAPE = re.compile(r"\\x([0-9a-fA-F]{2})|\\\\")
 
 
 def unescape(value: str) -> str:

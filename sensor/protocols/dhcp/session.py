@@ -44,13 +44,25 @@ def _packed(ip: str) -> bytes:
 
 
 @dataclass(slots=True)
+class _Event:
+    ts: float
+    seq: int
+    msg: parser.DhcpMessage
+    src: bytes
+    dst: bytes
+
+
+@dataclass(slots=True)
 class _Exchange:
     first_ts: float
     last_ts: float
     emit: Emit
+    trans_id: int
     uids: list[str] = field(default_factory=list)
     live: set[str] = field(default_factory=set)
-    record: dhcp_pb2.DhcpRecord = field(default_factory=dhcp_pb2.DhcpRecord)
+    # Messages are kept and folded in time order only when the row is written: the flow table feeds
+    # sessions connection by connection, so a broadcast OFFER can arrive before the DISCOVER it answers.
+    events: list[_Event] = field(default_factory=list)
 
 
 class TransactionTable:
@@ -76,18 +88,17 @@ class TransactionTable:
         if ex is None:
             if len(self._open) >= self.max_entries:
                 self._write(next(iter(self._open)))
-            ex = _Exchange(first_ts=ts, last_ts=ts, emit=emit)
-            _set_time(ex.record.time, ts)
-            ex.record.trans_id = msg.xid
+            ex = _Exchange(first_ts=ts, last_ts=ts, emit=emit, trans_id=msg.xid)
             self._open[key] = ex
+        ex.first_ts = min(ex.first_ts, ts)
         ex.last_ts = max(ex.last_ts, ts)
         ex.emit = emit
         if ctx.uid not in ex.uids:
             ex.uids.append(ctx.uid)
         ex.live.add(ctx.uid)
         src, dst = (ctx.orig_ip, ctx.resp_ip) if is_orig else (ctx.resp_ip, ctx.orig_ip)
-        _merge(ex.record, msg, _packed(src), _packed(dst))
-        if len(ex.record.msg_types) >= self.max_msg_types or len(ex.uids) >= self.max_uids:
+        ex.events.append(_Event(ts, len(ex.events), msg, _packed(src), _packed(dst)))
+        if len(ex.events) >= self.max_msg_types or len(ex.uids) >= self.max_uids:
             self._write(key)
 
     def connection_finished(self, uid: str, ts: float) -> None:
@@ -112,7 +123,10 @@ class TransactionTable:
 
     def _write(self, key: tuple[int, bytes]) -> None:
         ex = self._open.pop(key)
-        rec = ex.record
+        rec = dhcp_pb2.DhcpRecord(trans_id=ex.trans_id)
+        _set_time(rec.time, ex.first_ts)
+        for event in sorted(ex.events, key=lambda e: (e.ts, e.seq)):
+            _merge(rec, event.msg, event.src, event.dst)
         rec.uids.extend(ex.uids)
         rec.duration.FromNanoseconds(round((ex.last_ts - ex.first_ts) * 1e9))
         ex.emit(sensor_pb2.Record(dhcp=rec))

@@ -7,6 +7,7 @@ Names are returned lower-cased because the Zeek log (and our models) treat them 
 from __future__ import annotations
 
 import ipaddress
+import struct
 from dataclasses import dataclass, field
 
 from sensor.protocols.base import ParseError
@@ -94,54 +95,51 @@ def _fail(reason: str, detail: str = "") -> ParseError:
 
 def read_name(msg: bytes, offset: int) -> tuple[str, int]:
     """Decode a possibly compressed name at ``offset``; return it and the offset just past it."""
-    labels: list[str] = []
+    labels: list[bytes] = []
     total = 0
     end = -1
     pointers = 0
     pos = offset
+    size = len(msg)
     while True:
-        if pos >= len(msg):
+        if pos >= size:
             raise _fail("name_truncated")
         length = msg[pos]
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if pos + 1 >= len(msg):
+        if length < 0x40:
+            # Plain label (the common case first): collect raw bytes, decode once at the end.
+            pos += 1
+            if length == 0:
+                break
+            stop = pos + length
+            if stop > size:
                 raise _fail("name_truncated")
-            pointers += 1
-            if pointers > MAX_POINTERS:
-                raise _fail("name_pointer_loop")
-            if end < 0:
-                end = pos + 2
-            pos = ((length & 0x3F) << 8) | msg[pos + 1]
+            total += length + 1
+            if total > MAX_NAME_LEN:
+                raise _fail("name_too_long")
+            labels.append(msg[pos:stop])
+            pos = stop
             continue
-        if kind != 0:
+        if length & 0xC0 != 0xC0:
             # 0x40 (extended label, RFC 6891 obsoleted it) and 0x80 are not in use.
             raise _fail("name_bad_label_type")
-        pos += 1
-        if length == 0:
-            break
-        if pos + length > len(msg):
+        if pos + 1 >= size:
             raise _fail("name_truncated")
-        total += length + 1
-        if total > MAX_NAME_LEN:
-            raise _fail("name_too_long")
-        labels.append(msg[pos : pos + length].decode("latin-1"))
-        pos += length
+        pointers += 1
+        if pointers > MAX_POINTERS:
+            raise _fail("name_pointer_loop")
+        if end < 0:
+            end = pos + 2
+        pos = ((length & 0x3F) << 8) | msg[pos + 1]
     if end < 0:
         end = pos
-    return ".".join(labels).lower(), end
+    # Joining bytes then decoding equals decoding each label (latin-1 maps byte for byte).
+    return b".".join(labels).decode("latin-1").lower(), end
 
 
 def _u16(msg: bytes, off: int) -> int:
     if off + 2 > len(msg):
         raise _fail("truncated")
     return (msg[off] << 8) | msg[off + 1]
-
-
-def _u32(msg: bytes, off: int) -> int:
-    if off + 4 > len(msg):
-        raise _fail("truncated")
-    return int.from_bytes(msg[off : off + 4], "big")
 
 
 def _character_strings(data: bytes) -> list[bytes]:
@@ -167,7 +165,8 @@ def render_rdata(msg: bytes, rtype: int, start: int, length: int) -> str:
     if rtype == TYPE_A:
         if length != 4:
             raise _fail("a_bad_length")
-        return str(ipaddress.IPv4Address(rdata))
+        # Same text as ipaddress.IPv4Address, without building an object per answer.
+        return f"{rdata[0]}.{rdata[1]}.{rdata[2]}.{rdata[3]}"
     if rtype == TYPE_AAAA:
         if length != 16:
             raise _fail("aaaa_bad_length")
@@ -221,12 +220,16 @@ def _read_question(msg: bytes, off: int) -> tuple[Question, int]:
     return Question(name, qtype, qclass), off + 4
 
 
+_RR_FIXED = struct.Struct("!HHIH")
+_HEADER = struct.Struct("!6H")
+
+
 def _read_rr(msg: bytes, off: int) -> tuple[ResourceRecord, int]:
     name, off = read_name(msg, off)
-    rtype = _u16(msg, off)
-    rclass = _u16(msg, off + 2)
-    ttl = _u32(msg, off + 4)
-    rdlen = _u16(msg, off + 8)
+    if off + 10 > len(msg):
+        raise _fail("truncated")
+    # type, class, TTL and RDATA length in one unpack (was four bounds-checked reads).
+    rtype, rclass, ttl, rdlen = _RR_FIXED.unpack_from(msg, off)
     start = off + 10
     if start + rdlen > len(msg):
         raise _fail("rdata_truncated")
@@ -239,9 +242,7 @@ def parse_message(msg: bytes) -> Message:
     """Parse one DNS message (no TCP length prefix)."""
     if len(msg) < HEADER_LEN:
         raise _fail("short_header")
-    trans_id = _u16(msg, 0)
-    flags = _u16(msg, 2)
-    counts = [_u16(msg, 4 + 2 * i) for i in range(4)]
+    trans_id, flags, *counts = _HEADER.unpack_from(msg)
     if sum(counts) > MAX_RECORDS:
         raise _fail("too_many_records")
     out = Message(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
@@ -38,28 +39,21 @@ class _Pending:
     msg: parser.Message
 
 
-def _answers(msg: parser.Message) -> list[dns_pb2.DnsAnswer]:
-    out: list[dns_pb2.DnsAnswer] = []
+def _add_answers(out: RepeatedCompositeFieldContainer[dns_pb2.DnsAnswer], msg: parser.Message) -> None:
+    # add() builds each answer in place inside the record; constructing then extend()ing copies it.
     if msg.opcode == parser.OPCODE_UPDATE and not msg.is_response:
         # RFC 2136 reuses the answer/authority sections for prerequisites and updates.
         for rr in msg.answers:
-            out.append(
-                dns_pb2.DnsAnswer(
-                    name=rr.name, rr_type=rr.rtype, value=parser.update_summary(rr, True), ttl_seconds=rr.ttl
-                )
-            )
+            value = parser.update_summary(rr, True)
+            out.add(name=rr.name, rr_type=rr.rtype, value=value, ttl_seconds=rr.ttl)
         for rr in msg.authority:
-            out.append(
-                dns_pb2.DnsAnswer(
-                    name=rr.name, rr_type=rr.rtype, value=parser.update_summary(rr, False), ttl_seconds=rr.ttl
-                )
-            )
-        return out
+            value = parser.update_summary(rr, False)
+            out.add(name=rr.name, rr_type=rr.rtype, value=value, ttl_seconds=rr.ttl)
+        return
     for rr in msg.answers:
         if rr.rtype in _UNLOGGED_TYPES:
             continue
-        out.append(dns_pb2.DnsAnswer(name=rr.name, rr_type=rr.rtype, value=rr.rendered, ttl_seconds=rr.ttl))
-    return out
+        out.add(name=rr.name, rr_type=rr.rtype, value=rr.rendered, ttl_seconds=rr.ttl)
 
 
 def _update_subject(msg: parser.Message) -> str:
@@ -170,13 +164,16 @@ class DnsSession:
     def _emit_record(
         self, ts: float, query: parser.Message | None, reply: parser.Message | None, reply_ts: float | None
     ) -> None:
-        rec = dns_pb2.DnsRecord(uid=self._ctx.uid)
+        # Filled in place inside the envelope: Record(dns=rec) would copy the whole message again.
+        record = sensor_pb2.Record()
+        rec = record.dns
+        rec.uid = self._ctx.uid
         set_time(rec.time, ts)
         first = query if query is not None else reply
         assert first is not None
         rec.trans_id = first.trans_id
         rec.opcode = first.opcode
-        answers: list[dns_pb2.DnsAnswer] = []
+        answers = rec.answers
         if query is not None:
             if query.opcode == parser.OPCODE_UPDATE:
                 rec.query = _update_subject(query)
@@ -186,7 +183,7 @@ class DnsSession:
             # RD is a property of the question; Zeek leaves it false for replies seen without one.
             rec.recursion_desired = query.recursion_desired
             rec.truncated = query.truncated
-            answers.extend(_answers(query))
+            _add_answers(answers, query)
         if reply is not None:
             if not rec.query and reply.questions:
                 # Zeek takes only the name from an unmatched reply's question section.
@@ -197,15 +194,14 @@ class DnsSession:
             rec.truncated = rec.truncated or reply.truncated
             if reply.opcode != parser.OPCODE_UPDATE:
                 # An UPDATE reply echoes the zone and prerequisites; the request already said what changed.
-                answers.extend(_answers(reply))
+                _add_answers(answers, reply)
             rec.rejected = (
                 reply.rcode != 0 and not reply.answers and not reply.authority and not reply.additional
             )
-        rec.answers.extend(answers)
         # Zeek measures the round trip when the first logged answer arrives; it leaves it unset otherwise.
         if query is not None and reply_ts is not None and answers:
             rec.rtt_ms = (reply_ts - ts) * 1000.0
-        self._emit(sensor_pb2.Record(dns=rec))
+        self._emit(record)
 
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> DnsSession:

@@ -21,7 +21,8 @@ from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "http"
 MAX_HEAD = 64 * 1024
-SNIFF_BYTES = 1024
+# parser.sniff_mime looks at the first 512 bytes only; the rest of a body can be skipped unread.
+SNIFF_BYTES = 512
 MAX_PENDING = 100
 
 
@@ -95,6 +96,31 @@ class HttpSession:
         except Exception:
             self._count_error(PROTOCOL, "internal_error")
             self._kill(is_orig)
+
+    def skip_hint(self, is_orig: bool) -> int:
+        """Body bytes of known length this session will not read (see Session in protocols.base).
+
+        Once the MIME sniffer has its bytes, the rest of a Content-Length body or of the current chunk
+        only adds to ``body_len``: the reassembler may count it instead of delivering it.
+        """
+        d = self._dirs[is_orig]
+        if d.state in ("length", "chunk_data") and not d.buf and len(d.sniff) >= SNIFF_BYTES:
+            return d.remaining
+        return 0
+
+    def skipped(self, is_orig: bool, ts: float, length: int) -> None:
+        """``length`` body bytes went by unread (only ever within what skip_hint offered)."""
+        d = self._dirs[is_orig]
+        if d.state not in ("length", "chunk_data") or length > d.remaining:
+            self._kill(is_orig)  # cannot happen with a well-behaved reassembler; never mis-frame
+            return
+        d.body_len += length
+        d.remaining -= length
+        if d.remaining == 0:
+            if d.state == "length":
+                self._body_done(is_orig, ts)
+            else:
+                d.state = "chunk_crlf"
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
         d = self._dirs[is_orig]

@@ -6,6 +6,7 @@ Pure functions over bytes; only :class:`ParseError` escapes.
 from __future__ import annotations
 
 import hashlib
+import struct
 from dataclasses import dataclass
 
 from sensor.protocols.base import ParseError
@@ -129,20 +130,27 @@ class Handshake:
 
 
 class _Reader:
+    __slots__ = ("data", "pos", "what")
+
     def __init__(self, data: bytes, what: str) -> None:
         self.data = data
         self.pos = 0
         self.what = what
 
     def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
+        pos = self.pos
+        end = pos + n
+        if end > len(self.data):
             raise ParseError(PROTOCOL, f"{self.what}_truncated")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
+        self.pos = end
+        return self.data[pos:end]
 
     def u8(self) -> int:
-        return self.take(1)[0]
+        pos = self.pos
+        if pos >= len(self.data):
+            raise ParseError(PROTOCOL, f"{self.what}_truncated")
+        self.pos = pos + 1
+        return self.data[pos]
 
     def u16(self) -> int:
         return int.from_bytes(self.take(2), "big")
@@ -151,17 +159,37 @@ class _Reader:
         return int.from_bytes(self.take(3), "big")
 
     def vec(self, len_bytes: int) -> bytes:
-        return self.take(int.from_bytes(self.take(len_bytes), "big"))
+        # Length prefix and body in one step: hellos are dozens of small vectors.
+        data, pos = self.data, self.pos
+        body = pos + len_bytes
+        if body > len(data):
+            raise ParseError(PROTOCOL, f"{self.what}_truncated")
+        end = body + int.from_bytes(data[pos:body], "big")
+        if end > len(data):
+            raise ParseError(PROTOCOL, f"{self.what}_truncated")
+        self.pos = end
+        return data[body:end]
 
     @property
     def left(self) -> int:
         return len(self.data) - self.pos
 
 
+_U16_STRUCTS: dict[int, struct.Struct] = {}
+
+
 def _u16_list(data: bytes, what: str) -> tuple[int, ...]:
-    if len(data) % 2:
+    n = len(data)
+    if n % 2:
         raise ParseError(PROTOCOL, f"{what}_odd_length")
-    return tuple(int.from_bytes(data[i : i + 2], "big") for i in range(0, len(data), 2))
+    # One C-level unpack instead of a slice and int.from_bytes per value; formats are cached per length.
+    fmt = _U16_STRUCTS.get(n)
+    if fmt is None:
+        fmt = struct.Struct(f"!{n // 2}H")
+        if n <= 1024:  # bounded cache: odd huge lengths from hostile input are not kept
+            _U16_STRUCTS[n] = fmt
+    values: tuple[int, ...] = fmt.unpack(data)
+    return values
 
 
 def _extensions(r: _Reader) -> tuple[Extension, ...]:
@@ -332,6 +360,38 @@ def ja4(hello: ClientHello, transport: str = "t") -> tuple[str, str]:
     part_c_source = f"{ext_list}_{sig_list}" if sig_list else ext_list
     raw_form = f"{part_a}_{cipher_list}_{part_c_source}"
     return f"{part_a}_{_sha12(cipher_list)}_{_sha12(part_c_source)}", raw_form
+
+
+_FP_CACHE: dict[tuple[object, ...], tuple[str, str, str]] = {}
+_FP_CACHE_MAX = 4096
+
+
+def fingerprints(hello: ClientHello, transport: str = "t") -> tuple[str, str, str]:
+    """(ja3, ja3_string, ja4) of a ClientHello, memoised on exactly the fields they are computed from.
+
+    A network sees few distinct client stacks, so most hellos repeat one of a handful of fingerprints;
+    formatting and hashing them once each saves most of the per-connection TLS cost.
+    """
+    key = (
+        transport,
+        hello.legacy_version,
+        hello.ciphers,
+        tuple(e.type for e in hello.extensions),
+        hello.groups,
+        hello.point_formats,
+        hello.signature_algorithms,
+        hello.alpn[:1],
+        hello.supported_versions,
+        bool(hello.server_name),
+    )
+    hit = _FP_CACHE.get(key)
+    if hit is None:
+        j3, j3s = ja3(hello)
+        hit = (j3, j3s, ja4(hello, transport)[0])
+        if len(_FP_CACHE) >= _FP_CACHE_MAX:
+            _FP_CACHE.clear()
+        _FP_CACHE[key] = hit
+    return hit
 
 
 # -- X.509 (just enough DER for subject and issuer) -------------------------------------------------------

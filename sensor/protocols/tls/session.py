@@ -57,9 +57,7 @@ class TlsSession:
             if not self._started:
                 self._started = True
                 _set_time(self._rec.time, ts)
-            buf = self._records[is_orig]
-            buf += payload
-            self._read_records(is_orig, ts)
+            self._read_records(is_orig, ts, payload)
         except ParseError as exc:
             self._count_error(PROTOCOL, exc.reason)
             self._kill(is_orig)
@@ -87,19 +85,35 @@ class TlsSession:
         if all(self._dead.values()):
             self._done = True
 
-    def _read_records(self, is_orig: bool, ts: float) -> None:
+    def _read_records(self, is_orig: bool, ts: float, payload: bytes) -> None:
         buf = self._records[is_orig]
-        while len(buf) >= 5 and not self._done and not self._dead[is_orig]:
-            ctype, major, length = buf[0], buf[1], (buf[3] << 8) | buf[4]
-            if ctype not in (20, 21, 22, 23, 24) or major != 3:
-                raise ParseError(PROTOCOL, "bad_record_header")
-            if length > MAX_RECORD:
-                raise ParseError(PROTOCOL, "record_too_long")
-            if len(buf) < 5 + length:
-                return
-            body = bytes(buf[5 : 5 + length])
-            del buf[: 5 + length]
-            self._record(is_orig, ts, ctype, body)
+        if buf:
+            buf += payload
+            data = bytes(buf)
+            buf.clear()
+        else:
+            # The usual case: whole records in one segment are read straight from the payload.
+            data = payload
+        pos = 0
+        size = len(data)
+        try:
+            while size - pos >= 5 and not self._done and not self._dead[is_orig]:
+                ctype, major, length = data[pos], data[pos + 1], (data[pos + 3] << 8) | data[pos + 4]
+                if ctype not in (20, 21, 22, 23, 24) or major != 3:
+                    raise ParseError(PROTOCOL, "bad_record_header")
+                if length > MAX_RECORD:
+                    raise ParseError(PROTOCOL, "record_too_long")
+                end = pos + 5 + length
+                if end > size:
+                    break
+                # Only clear-text handshake bodies are read; other records (application data above
+                # all) matter by their type alone, so their bytes are never copied.
+                body = data[pos + 5 : end] if ctype == parser.CONTENT_HANDSHAKE else b""
+                pos = end
+                self._record(is_orig, ts, ctype, body)
+        finally:
+            if pos < size and not self._done and not self._dead[is_orig]:
+                buf += data[pos:]
 
     def _record(self, is_orig: bool, ts: float, ctype: int, body: bytes) -> None:
         if ctype == parser.CONTENT_CCS:
@@ -132,8 +146,9 @@ class TlsSession:
             rec.server_name = hello.server_name
             del rec.client_alpn[:]
             rec.client_alpn.extend(hello.alpn)
-            rec.ja3, rec.ja3_string = parser.ja3(hello)
-            rec.ja4 = parser.ja4(hello, "q" if self._ctx.transport == "udp" else "t")[0]
+            rec.ja3, rec.ja3_string, rec.ja4 = parser.fingerprints(
+                hello, "q" if self._ctx.transport == "udp" else "t"
+            )
             if not rec.version:
                 rec.version = parser.VERSION_NAMES.get(
                     hello.legacy_version, f"unknown-{hello.legacy_version}"

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sensor.protocols import tls
-from tests.sensor.protocols._pcap_replay import have_tshark, replay
+from tests.sensor import golden
 
 CAPTURES = (
     "zeek/tls/chrome-34-google.pcap",
@@ -30,16 +29,14 @@ def _tshark(pcap: Path, display_filter: str, fields: list[str]) -> list[list[str
 
 
 def test_tls_fingerprints_agree_with_tshark(corpus: Path) -> None:
-    if not have_tshark():
+    if not golden.have_tshark():
         pytest.skip("tshark is needed for this comparison")
     checked = 0
     for name in CAPTURES:
         pcap = corpus / name
-        result = replay(pcap, tls.FACTORY,
-                        lambda t, o, r, p: t == "tcp" and (r in tls.PORTS or tls.heuristic(p, True)),
-                        check_checksums=False)  # captured with checksum offload  # fmt: skip
-        assert result.errors == [], f"{name}: {result.errors}"
-        ours = [r.tls for r in result.records]
+        result = golden.run(pcap)
+        assert not [e for e in result.parse_errors if e[0] == "ssl"], f"{name}: {result.parse_errors}"
+        ours = [r.tls for r in result.records if r.WhichOneof("kind") == "tls"]
         hellos = _tshark(
             pcap,
             "tls.handshake.type == 1",
