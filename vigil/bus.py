@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+import sys
 from typing import Any
 
 import nats
@@ -64,6 +65,17 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, nats.errors.Error) and "authorization violation" in str(exc).lower()
 
 
+def _never_raising(name: str, callback: Any) -> Any:
+    async def guarded(*args: Any) -> None:
+        try:
+            await callback(*args)
+        except Exception as exc:
+            # Nothing sensible to do but keep the connection machinery alive.
+            print(f"vigil: NATS {name} callback failed: {type(exc).__name__}", file=sys.stderr)
+
+    return guarded
+
+
 async def connect(cfg: NatsConfig, name: str, **callbacks: Any) -> NatsClient:
     """Connect with reconnects forever; callbacks (error_cb, disconnected_cb, ...) are passed through.
 
@@ -89,8 +101,9 @@ async def connect(cfg: NatsConfig, name: str, **callbacks: Any) -> NatsClient:
     tls = _tls_context(cfg)
     if tls is not None:
         options["tls"] = tls
-    options.update(callbacks)
-    user_error_cb = callbacks.get("error_cb")
+    # A callback that raises inside nats-py's reconnect task ends reconnection for good: never let one.
+    options.update({key: _never_raising(key, cb) for key, cb in callbacks.items()})
+    user_error_cb = options.get("error_cb")
     refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def error_cb(exc: Exception) -> None:

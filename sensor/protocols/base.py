@@ -15,7 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from vigil.sensor.v1 import sensor_pb2
+
+
+def set_time(msg: Timestamp, ts: float) -> None:
+    """Fill a Timestamp from float epoch seconds, rounding the nanoseconds rather than truncating them."""
+    seconds = int(ts)
+    nanos = round((ts - seconds) * 1e9)
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    msg.seconds = seconds
+    msg.nanos = nanos
 
 
 class ParseError(Exception):

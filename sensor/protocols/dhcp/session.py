@@ -17,23 +17,13 @@ import ipaddress
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.dhcp import parser
 from vigil.flow.v1 import dhcp_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "dhcp"
 _UNSPECIFIED = (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff")
-
-
-def _set_time(ts_msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    ts_msg.seconds, ts_msg.nanos = seconds, nanos
 
 
 def _packed(ip: str) -> bytes:
@@ -124,7 +114,7 @@ class TransactionTable:
     def _write(self, key: tuple[int, bytes]) -> None:
         ex = self._open.pop(key)
         rec = dhcp_pb2.DhcpRecord(trans_id=ex.trans_id)
-        _set_time(rec.time, ex.first_ts)
+        set_time(rec.time, ex.first_ts)
         for event in sorted(ex.events, key=lambda e: (e.ts, e.seq)):
             _merge(rec, event.msg, event.src, event.dst)
         rec.uids.extend(ex.uids)

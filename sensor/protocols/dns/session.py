@@ -6,9 +6,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.dns import parser
 from vigil.flow.v1 import dns_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -21,16 +20,6 @@ MAX_PENDING = 512
 MAX_TCP_BUFFER = 65537
 # Types Zeek consumes without logging them as answers (key exchange and transaction signatures).
 _UNLOGGED_TYPES = frozenset({parser.TYPE_OPT, parser.TYPE_TKEY, parser.TYPE_TSIG})
-
-
-def set_time(ts_msg: Timestamp, ts: float) -> None:
-    """Fill a Timestamp from float seconds, rounding the nanos rather than truncating them."""
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    ts_msg.seconds = seconds
-    ts_msg.nanos = nanos
 
 
 @dataclass(slots=True)

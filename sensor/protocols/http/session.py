@@ -11,9 +11,7 @@ import binascii
 from collections import deque
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.http import parser
 from sensor.protocols.ntlm.session import NtlmTracker
 from vigil.flow.v1 import http_pb2
@@ -24,14 +22,6 @@ MAX_HEAD = 64 * 1024
 # parser.sniff_mime looks at the first 512 bytes only; the rest of a body can be skipped unread.
 SNIFF_BYTES = 512
 MAX_PENDING = 100
-
-
-def _set_time(ts_msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    ts_msg.seconds, ts_msg.nanos = seconds, nanos
 
 
 @dataclass(slots=True)
@@ -281,7 +271,7 @@ class HttpSession:
     def _request_head(self, ts: float, head: bytes) -> None:
         self._depth += 1
         rec = http_pb2.HttpRecord(uid=self._ctx.uid, trans_depth=self._depth)
-        _set_time(rec.time, ts)
+        set_time(rec.time, ts)
         txn = _Txn(ts, self._depth, rec)
         d = self._dirs[True]
         d.body_len, d.sniff = 0, bytearray()
@@ -325,7 +315,7 @@ class HttpSession:
             # A response nobody asked for (we missed the request): log it on its own.
             self._depth += 1
             txn = _Txn(ts, self._depth, http_pb2.HttpRecord(uid=self._ctx.uid, trans_depth=self._depth))
-            _set_time(txn.record.time, ts)
+            set_time(txn.record.time, ts)
         self._responding = txn
         rec = txn.record
         rec.status_code, rec.status_msg = status.code, status.reason

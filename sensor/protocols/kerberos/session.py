@@ -9,9 +9,7 @@ from __future__ import annotations
 import struct
 from collections import deque
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser
 from vigil.flow.v1 import kerberos_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -23,15 +21,6 @@ MAX_PENDING = 64
 # KRB-ERROR e-texts MIT/Heimdal KDCs send when asking for pre-authentication: part of every normal
 # logon, so they are not logged as failures (Zeek does the same).
 IGNORED_ERROR_TEXTS = frozenset({"NEEDED_PREAUTH", "Need to use PA-ENC-TIMESTAMP/PA-PK-AS-REQ"})
-
-
-def set_time(msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    msg.seconds = seconds
-    msg.nanos = nanos
 
 
 def _client(principal: parser.Principal | None, realm: str) -> str:

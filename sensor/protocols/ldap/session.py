@@ -11,10 +11,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from sensor.protocols import asn1
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser as krb_parser
 from sensor.protocols.kerberos.session import ap_record
 from sensor.protocols.ldap import parser
@@ -36,15 +34,6 @@ SICILY_OPS = {
     parser.AUTH_SICILY_NEGOTIATE: "sicily_negotiate",
     parser.AUTH_SICILY_RESPONSE: "sicily_response",
 }
-
-
-def set_time(msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    msg.seconds = seconds
-    msg.nanos = nanos
 
 
 @dataclass(slots=True)

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.ntlm import parser
 from vigil.flow.v1 import ntlm_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "ntlm"
-
-
-def set_time(msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    msg.seconds = seconds
-    msg.nanos = nanos
 
 
 @dataclass(slots=True)

@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.rdp import parser
 from vigil.flow.v1 import rdp_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "rdp"
 MAX_BUFFER = 16 * 1024
-
-
-def _set_time(ts_msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    ts_msg.seconds, ts_msg.nanos = seconds, nanos
 
 
 class RdpSession:
@@ -83,7 +73,7 @@ class RdpSession:
         if is_orig and not self._request_seen:
             req = parser.parse_connection_request(frame)
             self._request_seen = True
-            _set_time(rec.time, ts)
+            set_time(rec.time, ts)
             rec.cookie = req.cookie
             if req.requested is not None:
                 rec.requested_protocols.extend(parser.protocol_names(req.requested))

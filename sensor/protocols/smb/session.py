@@ -12,9 +12,7 @@ import struct
 from collections import Counter
 from dataclasses import dataclass
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser as krb_parser
 from sensor.protocols.kerberos.session import ap_record
 from sensor.protocols.ntlm import parser as ntlm_parser
@@ -28,15 +26,6 @@ PREFIX = 16 * 1024
 MAX_PENDING = 1024
 MAX_FILES = 4096
 _NBSS_MESSAGE = 0x00
-
-
-def set_time(msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    msg.seconds = seconds
-    msg.nanos = nanos
 
 
 @dataclass(slots=True)

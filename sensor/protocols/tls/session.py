@@ -6,9 +6,7 @@ server's Certificate is still visible) or once both sides send application data 
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.tls import parser
 from vigil.flow.v1 import tls_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -16,14 +14,6 @@ from vigil.sensor.v1 import sensor_pb2
 PROTOCOL = "tls"
 MAX_RECORD = 18 * 1024 + 5  # 2^14 plaintext + expansion allowance + header
 MAX_HANDSHAKE_BUFFER = 256 * 1024  # certificate chains can be large, but not this large
-
-
-def _set_time(ts_msg: Timestamp, ts: float) -> None:
-    seconds = int(ts)
-    nanos = round((ts - seconds) * 1e9)
-    if nanos >= 1_000_000_000:
-        seconds, nanos = seconds + 1, nanos - 1_000_000_000
-    ts_msg.seconds, ts_msg.nanos = seconds, nanos
 
 
 class TlsSession:
@@ -56,7 +46,7 @@ class TlsSession:
         try:
             if not self._started:
                 self._started = True
-                _set_time(self._rec.time, ts)
+                set_time(self._rec.time, ts)
             self._read_records(is_orig, ts, payload)
         except ParseError as exc:
             self._count_error(PROTOCOL, exc.reason)
