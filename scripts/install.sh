@@ -30,13 +30,15 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.vigil-install-$what
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip
+  # Some machines carry pip settings pointing at local mirrors that may not exist; their warnings are noise.
+  quiet() { grep -v "^WARNING: Location .* is ignored" || true; }
+  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | quiet
   case "$what" in
     runtime) extras="embedded" ;;
     dev) extras="embedded,dev" ;;
     bench) extras="embedded,dev,bench" ;;
     *) echo "unknown target $what" >&2; exit 2 ;;
   esac
-  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  .venv/bin/python -m pip install -q -e ".[${extras}]" 2>&1 | quiet
   touch "$stamp"
 fi

@@ -168,6 +168,7 @@ def _spawn(name: str, cfg_path: Path, logs: Path, *args: str) -> subprocess.Pope
 async def _watch_actions(address: str, tls: TlsConfig, view: LiveView, stop: asyncio.Event) -> None:
     """Follow the responder: its current actions, then every change (reconnecting if it restarts)."""
     while not stop.is_set():
+        first: asyncio.Future[responder_pb2.ActionStatus] | None = None
         try:
             async with ResponderClient(address, timeout_s=2.0, tls=tls) as client:
                 # Subscribe first, then list, so no change falls between the two.
@@ -179,7 +180,14 @@ async def _watch_actions(address: str, tls: TlsConfig, view: LiveView, stop: asy
                 async for status in changes:
                     view.action(status)
         except (grpc.aio.AioRpcError, StopAsyncIteration):
+            # The responder is not up yet, or restarted: try again shortly.
             await asyncio.sleep(0.3)
+        finally:
+            if first is not None and not first.done():
+                first.cancel()
+            if first is not None:
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError, StopAsyncIteration):
+                    await first
 
 
 async def _consumer_settled(cfg: VigilConfig, nats_url: str) -> bool:
