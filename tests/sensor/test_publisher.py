@@ -69,28 +69,32 @@ async def test_time_based_flush(nats_server: embedded.EmbeddedNats, short_tmp: P
 
 
 async def test_spools_while_nats_down_and_drains_in_order(short_tmp: Path) -> None:
-    server = embedded.start_nats(short_tmp / "nats")
-    port = urlparse(server.url).port
-    assert port is not None
-    ncfg = NatsConfig(url=server.url, connect_timeout_s=0.5)
-    scfg = SensorConfig(spool_dir=short_tmp / "spool", batch_max_records=5)
-    pub = BatchPublisher(scfg, ncfg, CollectorRegistry())
-    await pub.start()
+    servers = [embedded.start_nats(short_tmp / "nats")]
     try:
-        await _wait(lambda: pub.connected)
-        await pub.add(_records(0, 5))
-        assert pub.published_batches == 1
-        server.kill()
-        await _wait(lambda: not pub.connected)
-        await pub.add(_records(5, 20))  # 4 batches while the server is down
-        assert pub.spooled_batches == 4
-        # Same port, same JetStream store: what was acknowledged before is still there.
-        server = embedded.start_nats(short_tmp / "nats", port=port)
-        await _wait(lambda: pub.spooled_batches == 0, limit_s=20)
+        port = urlparse(servers[0].url).port
+        assert port is not None
+        ncfg = NatsConfig(url=servers[0].url, connect_timeout_s=0.5)
+        scfg = SensorConfig(spool_dir=short_tmp / "spool", batch_max_records=5)
+        pub = BatchPublisher(scfg, ncfg, CollectorRegistry())
+        await pub.start()
+        try:
+            await _wait(lambda: pub.connected)
+            await pub.add(_records(0, 5))
+            assert pub.published_batches == 1
+            servers[0].kill()
+            await _wait(lambda: not pub.connected)
+            await pub.add(_records(5, 20))  # 4 batches while the server is down
+            assert pub.spooled_batches == 4
+            # Same port, same JetStream store: what was acknowledged before is still there.
+            servers.append(embedded.start_nats(short_tmp / "nats", port=port))
+            await _wait(lambda: pub.spooled_batches == 0, limit_s=20)
+        finally:
+            await pub.close()
+        batches = await _read_all(servers[-1].url, ncfg)
     finally:
-        await pub.close()
-    batches = await _read_all(server.url, ncfg)
-    server.stop()
+        # Stopped whatever happened above: a failing assertion must not leak a server.
+        for server in servers:
+            server.stop()
     uids = [r.flow.uid for b in batches for r in b.records]
     assert uids == [f"C{i}" for i in range(25)], "every record once, in order"
 
