@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from master.models.gamma_poisson import CountModel, Gamma, predictive_sf
 
@@ -95,13 +95,42 @@ def score_from_surprise(surprise: float, breach_probability: float) -> int:
     return int(min(100, max(0, round(value))))
 
 
-class PopulationScanModel:
-    """The network-wide belief per feature, pooled from every device's closed windows."""
+class _CountsState:
+    """Serialised state shared by the device and population models: one CountModel per feature."""
+
+    kind = "scan model"
 
     def __init__(self, params: ScanParams) -> None:
         self.params = params
+        self.counts = {f: self._count_model(params) for f in FEATURES}
+
+    @staticmethod
+    def _count_model(params: ScanParams) -> CountModel:
+        return CountModel(params.half_life_windows, params.max_idle_windows)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
+        if state.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported {cls.kind} schema {state.get('schema')!r}")
+        model = cls(params)
+        for feature, sub in state["counts"].items():
+            if feature in model.counts:
+                model.counts[feature].load_dict(sub)
+        return model
+
+
+class PopulationScanModel(_CountsState):
+    """The network-wide belief per feature, pooled from every device's closed windows."""
+
+    kind = "population model"
+
+    @staticmethod
+    def _count_model(params: ScanParams) -> CountModel:
         # Zeros are passed explicitly by the devices that learned them, so no gap inference here.
-        self.counts = {f: CountModel(params.half_life_windows, max_idle_windows=0) for f in FEATURES}
+        return CountModel(params.half_life_windows, max_idle_windows=0)
 
     def learn_one(
         self, x: Mapping[str, float], *, window: int, zeros: Mapping[str, int] | None = None
@@ -119,28 +148,12 @@ class PopulationScanModel:
         n0 = self.params.prior_strength
         return Gamma(n0 * self.mean(feature, window), n0)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> PopulationScanModel:
-        if state.get("schema") != SCHEMA:
-            raise ValueError(f"unsupported population model schema {state.get('schema')!r}")
-        model = cls(params)
-        for feature, sub in state["counts"].items():
-            if feature in model.counts:
-                model.counts[feature].load_dict(sub)
-        return model
 
 
-class NetworkScanModel:
+class NetworkScanModel(_CountsState):
     """One device's scan model: ``score_one`` a (possibly still open) window, ``learn_one`` a closed one."""
 
     name = NAME
-
-    def __init__(self, params: ScanParams) -> None:
-        self.params = params
-        self.counts = {f: CountModel(params.half_life_windows, params.max_idle_windows) for f in FEATURES}
 
     def belief(self, feature: str, *, window: int, population: PopulationScanModel | None) -> Gamma:
         own = self.counts[feature].posterior(window)
@@ -182,15 +195,3 @@ class NetworkScanModel:
                 model.learn_one(x[feature], window=window)
         return zeros
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
-
-    @classmethod
-    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> NetworkScanModel:
-        if state.get("schema") != SCHEMA:
-            raise ValueError(f"unsupported scan model schema {state.get('schema')!r}")
-        model = cls(params)
-        for feature, sub in state["counts"].items():
-            if feature in model.counts:
-                model.counts[feature].load_dict(sub)
-        return model
