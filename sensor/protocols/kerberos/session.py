@@ -73,6 +73,19 @@ def record_for(
     return rec
 
 
+def ap_request_in(token: bytes, count_error: ErrorCounter) -> parser.ApRequest | None:
+    """The AP-REQ inside a GSS-API Kerberos token (SMB session setup, LDAP SASL bind), if it is one.
+
+    A malformed token is counted as a kerberos parse error, never raised into the carrier's session.
+    """
+    try:
+        message = parser.parse_prefix(token)
+    except ParseError as exc:
+        count_error(PROTOCOL, exc.reason)
+        return None
+    return message if isinstance(message, parser.ApRequest) else None
+
+
 def ap_record(uid: str, ts: float, ap: parser.ApRequest, success: bool | None) -> kerberos_pb2.KerberosRecord:
     """An AP-REQ seen inside another protocol's GSS-API exchange (SMB, LDAP): Zeek's request_type "AP".
 

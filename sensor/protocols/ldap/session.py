@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from sensor.protocols import asn1
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser as krb_parser
-from sensor.protocols.kerberos.session import ap_record
+from sensor.protocols.kerberos.session import ap_record, ap_request_in
 from sensor.protocols.ldap import parser
 from sensor.protocols.ntlm import parser as ntlm_parser
 from sensor.protocols.ntlm.session import NtlmTracker
@@ -267,12 +267,8 @@ class LdapSession:
             self._ntlm.client_token(ts, bind.credentials)
             pending.ntlm = True
         elif token.mech == "kerberos" and token.token:
-            try:
-                ap = krb_parser.parse_prefix(token.token)
-            except ParseError as exc:
-                self._count_error("kerberos", exc.reason)
-                return
-            if isinstance(ap, krb_parser.ApRequest):
+            ap = ap_request_in(token.token, self._count_error)
+            if ap is not None:
                 pending.ap = ap
 
     def _response(self, ts: float, message_id: int, result: parser.Result) -> None:

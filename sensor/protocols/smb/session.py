@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser as krb_parser
-from sensor.protocols.kerberos.session import ap_record
+from sensor.protocols.kerberos.session import ap_record, ap_request_in
 from sensor.protocols.ntlm import parser as ntlm_parser
 from sensor.protocols.ntlm.session import NtlmTracker
 from sensor.protocols.smb import parser
@@ -290,12 +290,8 @@ class SmbSession:
         if token.mech == "ntlm":
             self._ntlm.client_token(ts, blob)
         elif token.mech == "kerberos" and token.token:
-            try:
-                ap = krb_parser.parse_prefix(token.token)
-            except ParseError as exc:
-                self._count_error("kerberos", exc.reason)
-                return
-            if isinstance(ap, krb_parser.ApRequest):
+            ap = ap_request_in(token.token, self._count_error)
+            if ap is not None:
                 req.ap = ap
 
     def _session_setup(self, ts: float, req: _Request, status: int, blob: bytes) -> None:
