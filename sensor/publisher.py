@@ -78,7 +78,6 @@ class BatchPublisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._wake_drain = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._closing = False
         self.published_batches = 0
         self._update_spool_gauges()
 
@@ -98,7 +97,6 @@ class BatchPublisher:
 
     async def close(self, drain_timeout_s: float = 5.0) -> None:
         """Flush what is pending, give the spool a bounded chance to drain, then disconnect."""
-        self._closing = True
         await self.flush()
         # Whatever is spooled gets a bounded chance to go out, including a connection still being made.
         deadline = time.monotonic() + drain_timeout_s

@@ -18,6 +18,7 @@ from sensor.sources.tap import TapSource
 from vigil.config import VigilConfig
 from vigil.health import HealthState
 from vigil.log import get
+from vigil.sensor.v1 import sensor_pb2
 from vigil.service import build_info, run_service
 
 log = get("sensor")
@@ -62,7 +63,7 @@ class SensorService:
         async for block in source.ablocks():
             yield block
 
-    async def _publish(self, records: list) -> None:  # type: ignore[type-arg]
+    async def _publish(self, records: list[sensor_pb2.Record]) -> None:
         if records:
             await self.publisher.add(records)
 
