@@ -1,21 +1,27 @@
-"""The model catalog's breach messages: a scored window becomes a ModelBreach that explains itself."""
+"""The model catalog's breach messages: a scored window (or a context rule) becomes a ModelBreach that
+explains itself in numbers."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from master.features import MAX_DESTINATIONS, Window
-from master.models.scan import DESTINATIONS, FAILED, NAME, ScanScore
+from master.catalog import FEATURE_BY_NAME, INTERNAL_DESTINATIONS, MAX_EXPLAINED, CountDetector, severity
+from master.features import Window
+from master.models.scan import ScanScore
 from vigil.alert.v1 import alert_pb2
-
-SCAN_TECHNIQUES = ("T1046",)  # Network Service Discovery
 
 
 def breach_id(model: str, device_id: str, window: int) -> str:
     """Deterministic: the same device, model and window always give the same id (idempotent downstream)."""
     return "brc-" + hashlib.sha256(f"{model}|{device_id}|{window}".encode()).hexdigest()[:20]
+
+
+def model_id(model: str) -> str:
+    """ "Device / Network Scan" -> "device-network-scan"."""
+    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
 
 
 def _p(value: float) -> str:
@@ -26,53 +32,87 @@ def _n(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def scan_breach(
-    device: alert_pb2.DeviceRef, window: Window, score: ScanScore, window_s: float, event_time: float
+def timestamp(t: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(t * 1e9))
+    return ts
+
+
+def make_breach(
+    model: str,
+    device: alert_pb2.DeviceRef,
+    *,
+    key: int,
+    score: int,
+    when: float,
+    window: tuple[float, float],
+    explanation: str,
+    evidence: list[alert_pb2.Evidence],
+    techniques: tuple[str, ...],
+    uids: list[str],
 ) -> alert_pb2.ModelBreach:
-    dest = score.feature(DESTINATIONS)
-    failed = score.feature(FAILED)
+    return alert_pb2.ModelBreach(
+        breach_id=breach_id(model, device.device_id, key),
+        model=model,
+        model_id=model_id(model),
+        device=device,
+        time=timestamp(when),
+        score=score,
+        severity=severity(score),
+        evidence=evidence,
+        explanation=explanation,
+        mitre_techniques=techniques,
+        uids=uids[:20],
+        window_start=timestamp(window[0]),
+        window_end=timestamp(window[1]),
+    )
+
+
+def count_breach(
+    detector: CountDetector,
+    device: alert_pb2.DeviceRef,
+    window: Window,
+    score: ScanScore,
+    window_s: float,
+    event_time: float,
+) -> alert_pb2.ModelBreach:
     evidence = []
     parts = []
-    if dest is not None:
-        at_least = "at least " if window.saturated or dest.observed >= MAX_DESTINATIONS else ""
+    uids: list[str] = []
+    for fs in score.features[:MAX_EXPLAINED]:
+        spec = FEATURE_BY_NAME[fs.feature]
+        at_least = "at least " if fs.feature in window.saturated else ""
         evidence.append(
             alert_pb2.Evidence(
-                feature=DESTINATIONS,
-                observed=dest.observed,
-                expected=dest.expected,
-                probability=dest.probability,
+                feature=fs.feature,
+                observed=fs.observed,
+                expected=fs.expected,
+                probability=fs.probability,
                 window_seconds=window_s,
-                examples=window.examples,
+                examples=window.examples.get(fs.feature, []),
             )
         )
-        parts.append(
-            f"{device.ip} contacted {at_least}{dest.observed:.0f} distinct internal hosts "
-            f"in {window_s:.0f} s (expected {_n(dest.expected)}, P={_p(dest.probability)})"
-        )
-    if failed is not None:
-        evidence.append(
-            alert_pb2.Evidence(
-                feature=FAILED,
-                observed=failed.observed,
-                expected=failed.expected,
-                probability=failed.probability,
-                window_seconds=window_s,
+        numbers = f"(expected {_n(fs.expected)}, P={_p(fs.probability)})"
+        if fs.feature == INTERNAL_DESTINATIONS:
+            text = (
+                f"contacted {at_least}{fs.observed:.0f} distinct internal hosts in {window_s:.0f} s {numbers}"
             )
-        )
-        parts.append(
-            f"{failed.observed:.0f} connections failed "
-            f"(expected {_n(failed.expected)}, P={_p(failed.probability)})"
-        )
-    when = Timestamp()
-    when.FromNanoseconds(int(event_time * 1e9))
-    return alert_pb2.ModelBreach(
-        breach_id=breach_id(NAME, device.device_id, window.index),
-        model=NAME,
-        device=device,
-        time=when,
+        else:
+            text = f"{at_least}{fs.observed:.0f} {spec.unit} in {window_s:.0f} s {numbers}"
+        parts.append(text)
+        uids += [u for u in window.uids.get(fs.feature, []) if u not in uids]
+    start = window.index * window_s
+    return make_breach(
+        detector.name,
+        device,
+        key=window.index,
         score=score.score,
+        when=event_time,
+        window=(start, start + window_s),
+        explanation=f"{device.ip}{'' if parts and parts[0].startswith('contacted') else ':'} "
+        + "; ".join(parts)
+        + f"; score {score.score}",
         evidence=evidence,
-        explanation=" and ".join(parts) + f"; score {score.score}",
-        mitre_techniques=SCAN_TECHNIQUES,
-        uids=window.uids,
+        techniques=detector.techniques,
+        uids=uids,
     )

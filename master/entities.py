@@ -51,13 +51,17 @@ class Inventory:
     def address_keys(self, ips: set[str], macs: set[str]) -> list[str]:
         return [self.keys.ip(ip) for ip in ips] + [self.keys.mac(m) for m in macs]
 
-    def device_keys(self, ips: set[str], macs: set[str]) -> list[str]:
-        """Device documents for every address, given the address keys are loaded."""
+    def device_ids(self, ips: set[str], macs: set[str]) -> set[str]:
+        """Every device the addresses resolve to, given the address keys are loaded."""
         ids = {self.lookup(ip) for ip in ips}
         for mac in macs:
             bound = self.ws.get(self.keys.mac(mac))
-            ids.add(bound["device_id"] if bound else device_id_for("mac", mac))
-        return [self.keys.device(d) for d in ids]
+            ids.add(str(bound["device_id"]) if bound else device_id_for("mac", mac))
+        return ids
+
+    def device_keys(self, ips: set[str], macs: set[str]) -> list[str]:
+        """Device documents for every address, given the address keys are loaded."""
+        return [self.keys.device(d) for d in self.device_ids(ips, macs)]
 
     def lookup(self, ip: str) -> str:
         bound = self.ws.get(self.keys.ip(ip))
@@ -143,4 +147,12 @@ class Inventory:
         if ip is None:
             ips: dict[str, Any] = doc.get("ips", {})
             ip = max(ips, key=lambda a: ips[a]["last"]) if ips else ""
-        return alert_pb2.DeviceRef(device_id=device_id, ip=ip, mac=mac, hostname=doc.get("hostname", ""))
+        return alert_pb2.DeviceRef(
+            device_id=device_id, ip=ip, mac=mac, hostname=doc.get("hostname", ""), tags=doc.get("tags", [])
+        )
+
+    def doc(self, device_id: str) -> Doc | None:
+        return self.ws.get(self.keys.device(device_id))
+
+    def put_doc(self, device_id: str, doc: Doc) -> None:
+        self.ws.put(self.keys.device(device_id), doc)

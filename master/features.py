@@ -1,4 +1,4 @@
-"""Per-device scan features over event-time windows, from flow records.
+"""Per-device behaviour features over event-time windows (the catalog's counts), from telemetry records.
 
 A flow counts in the window of its ``start_time`` (when the attempt happened). Flows are emitted when they
 end or idle out, so a failed attempt may arrive long after the device's later, successful ones; a window
@@ -15,9 +15,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from master.catalog import (
+    ANSWERED_DESTINATIONS,
+    FAILED,
+    FEATURE_NAMES,
+    INTERNAL_DESTINATIONS,
+    NETWORK_SCAN,
+    UNANSWERED_DESTINATIONS,
+)
 from vigil.flow.v1 import flow_pb2
 
-SCHEMA = 1
+SCHEMA = 2
 
 # Bounds on what one window remembers. The count stays exact up to MAX_DESTINATIONS and then saturates,
 # which is already hundreds of decades past any breach threshold.
@@ -75,34 +83,71 @@ class Networks:
 
 @dataclass
 class Window:
-    """What one device did in one window."""
+    """What one device did in one window: a count or a bounded set of distinct members per feature."""
 
     index: int
-    destinations: set[str] = field(default_factory=set)
-    saturated: bool = False
-    failed: int = 0
-    examples: list[str] = field(default_factory=list)
-    uids: list[str] = field(default_factory=list)
-    # Already breached: at most one breach per device per window.
-    breached: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    distinct: dict[str, set[str]] = field(default_factory=dict)
+    # Set features that reached MAX_DESTINATIONS: their count is a lower bound from there on.
+    saturated: set[str] = field(default_factory=set)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    uids: dict[str, list[str]] = field(default_factory=dict)
+    # Detectors that already breached on this window: at most one breach per model, device and window.
+    breached: set[str] = field(default_factory=set)
     # Changed since it was last scored.
     dirty: bool = False
 
+    def value(self, feature: str) -> int:
+        members = self.distinct.get(feature)
+        if members is None:
+            return self.counts.get(feature, 0)
+        if feature == UNANSWERED_DESTINATIONS:
+            # Addresses none of whose attempts were answered in this window (a dead range, not a closed port).
+            return len(members - self.distinct.get(ANSWERED_DESTINATIONS, set()))
+        return len(members)
+
+    @property
+    def destinations(self) -> set[str]:
+        return self.distinct.get(INTERNAL_DESTINATIONS, set())
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get(FAILED, 0)
+
     def features(self) -> dict[str, float]:
-        return {
-            "distinct_internal_destinations": float(len(self.destinations)),
-            "failed_connections": float(self.failed),
-        }
+        """Every catalog feature, zero where the device did none of it (an active window teaches zeros)."""
+        return {name: float(self.value(name)) for name in FEATURE_NAMES}
+
+    def observe(self, feature: str, member: str | None, example: str, uid: str) -> bool:
+        """Count one event (``member`` None) or one member of a set feature; True if the value changed."""
+        if member is None:
+            self.counts[feature] = self.counts.get(feature, 0) + 1
+        else:
+            members = self.distinct.setdefault(feature, set())
+            if member in members:
+                return False
+            if len(members) >= MAX_DESTINATIONS:
+                self.saturated.add(feature)
+                return False
+            members.add(member)
+        shown = self.examples.setdefault(feature, [])
+        if example and len(shown) < MAX_EXAMPLES and example not in shown:
+            shown.append(example)
+        ids = self.uids.setdefault(feature, [])
+        if uid and len(ids) < MAX_UIDS and uid not in ids:
+            ids.append(uid)
+        self.dirty = True
+        return True
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "index": self.index,
-            "destinations": sorted(self.destinations),
-            "saturated": self.saturated,
-            "failed": self.failed,
+            "counts": self.counts,
+            "distinct": {k: sorted(v) for k, v in self.distinct.items()},
+            "saturated": sorted(self.saturated),
             "examples": self.examples,
             "uids": self.uids,
-            "breached": self.breached,
+            "breached": sorted(self.breached),
             "dirty": self.dirty,
         }
 
@@ -110,12 +155,26 @@ class Window:
     def from_dict(cls, d: dict[str, Any]) -> Window:
         return cls(
             index=int(d["index"]),
-            destinations=set(d["destinations"]),
-            saturated=bool(d["saturated"]),
-            failed=int(d["failed"]),
-            examples=list(d["examples"]),
-            uids=list(d["uids"]),
-            breached=bool(d["breached"]),
+            counts={k: int(v) for k, v in d["counts"].items()},
+            distinct={k: set(v) for k, v in d["distinct"].items()},
+            saturated=set(d["saturated"]),
+            examples={k: list(v) for k, v in d["examples"].items()},
+            uids={k: list(v) for k, v in d["uids"].items()},
+            breached=set(d["breached"]),
+            dirty=bool(d["dirty"]),
+        )
+
+    @classmethod
+    def from_v1(cls, d: dict[str, Any]) -> Window:
+        """A window stored by schema 1 (scan features only)."""
+        return cls(
+            index=int(d["index"]),
+            counts={FAILED: int(d["failed"])} if d["failed"] else {},
+            distinct={INTERNAL_DESTINATIONS: set(d["destinations"])},
+            saturated={INTERNAL_DESTINATIONS} if d["saturated"] else set(),
+            examples={INTERNAL_DESTINATIONS: list(d["examples"])},
+            uids={INTERNAL_DESTINATIONS: list(d["uids"])},
+            breached={NETWORK_SCAN} if d["breached"] else set(),
             dirty=bool(d["dirty"]),
         )
 
@@ -147,8 +206,8 @@ class DeviceWindows:
             self.closed_through = last_closed
         return [self.windows.pop(i) for i in closing]
 
-    def add(self, t: float, destination: str | None, port: int, failed: bool, uid: str) -> Window | None:
-        """Count one flow in its window; ``None`` when that window has already been closed."""
+    def window_for(self, t: float) -> Window | None:
+        """The open window of event time ``t`` (created if new); None when it has already been closed."""
         index = self.index_of(t)
         if self.closed_through is not None and index <= self.closed_through:
             self.late_records += 1
@@ -156,21 +215,6 @@ class DeviceWindows:
         window = self.windows.get(index)
         if window is None:
             window = self.windows[index] = Window(index)
-        changed = False
-        if destination is not None and destination not in window.destinations:
-            if len(window.destinations) < MAX_DESTINATIONS:
-                window.destinations.add(destination)
-                changed = True
-                if len(window.examples) < MAX_EXAMPLES:
-                    window.examples.append(f"{destination}:{port}" if port else destination)
-            else:
-                window.saturated = True
-        if failed:
-            window.failed += 1
-            changed = True
-        if changed and uid and len(window.uids) < MAX_UIDS:
-            window.uids.append(uid)
-        window.dirty = window.dirty or changed
         return window
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,11 +228,13 @@ class DeviceWindows:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], window_s: float, allowed_lateness_s: float) -> DeviceWindows:
-        if d.get("schema") != SCHEMA:
-            raise ValueError(f"unsupported scan feature schema {d.get('schema')!r}")
+        schema = d.get("schema")
+        if schema not in (1, SCHEMA):
+            raise ValueError(f"unsupported feature window schema {schema!r}")
         state = cls(window_s, allowed_lateness_s)
         state.watermark = d["watermark"]
         state.closed_through = d["closed_through"]
         state.late_records = int(d.get("late_records", 0))
-        state.windows = {w.index: w for w in (Window.from_dict(x) for x in d["windows"])}
+        load = Window.from_v1 if schema == 1 else Window.from_dict
+        state.windows = {w.index: w for w in (load(x) for x in d["windows"])}
         return state

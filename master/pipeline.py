@@ -12,12 +12,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from master.breaches import scan_breach
+from master.breaches import count_breach
+from master.catalog import DETECTORS, CountDetector
+from master.context import ContextModels
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
 from master.models.scan import NetworkScanModel, PopulationScanModel, ScanParams
+from master.observe import Act, FlowObs, app_items, flow_items, is_half_open
 from master.store import Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
+from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 # Default allowance for flows that arrive after their window's end: a failed TCP attempt is emitted only
@@ -32,21 +36,6 @@ def _seconds(ts: object) -> float:
 
 
 @dataclass(frozen=True)
-class FlowObs:
-    t: float
-    uid: str
-    orig_ip: str
-    orig_mac: str | None
-    resp_ip: str
-    resp_mac: str | None
-    resp_port: int
-    failed: bool
-    answered: bool
-    orig_internal: bool
-    resp_internal: bool
-
-
-@dataclass(frozen=True)
 class DhcpObs:
     t: float
     mac: str
@@ -55,9 +44,11 @@ class DhcpObs:
 
 
 @dataclass(frozen=True)
-class NtlmObs:
-    uid: str
+class HostnameObs:
+    t: float
+    ip: str
     hostname: str
+    source: str
 
 
 @dataclass
@@ -66,7 +57,9 @@ class Extracted:
 
     flows: list[FlowObs] = field(default_factory=list)
     dhcp: list[DhcpObs] = field(default_factory=list)
-    ntlm: list[NtlmObs] = field(default_factory=list)
+    # What each internal device did (flows and application records), in feature terms.
+    acts: list[Act] = field(default_factory=list)
+    hostnames: list[HostnameObs] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
     # Records that were structurally unusable (bad address length, ...): counted, skipped.
     skipped: int = 0
@@ -79,6 +72,8 @@ class Extracted:
             if f.resp_internal and f.answered:
                 out.add(f.resp_ip)
         out.update(d.ip for d in self.dhcp if d.ip is not None)
+        out.update(a.ip for a in self.acts)
+        out.update(h.ip for h in self.hostnames)
         return out
 
     def macs(self) -> set[str]:
@@ -110,6 +105,7 @@ class Pipeline:
 
     def extract(self, records: Sequence[sensor_pb2.Record]) -> Extracted:
         out = Extracted()
+        apps: list[tuple[sensor_pb2.Record, str]] = []
         for record in records:
             kind = record.WhichOneof("kind")
             if kind is None:
@@ -117,26 +113,13 @@ class Pipeline:
                 continue
             out.kinds[kind] += 1
             if kind == "flow":
-                flow = record.flow
-                orig, resp = ip_text(flow.orig.ip), ip_text(flow.resp.ip)
-                if orig is None or resp is None:
+                obs = self._flow(record.flow)
+                if obs is None:
                     out.skipped += 1
                     continue
-                out.flows.append(
-                    FlowObs(
-                        t=_seconds(flow.start_time),
-                        uid=flow.uid,
-                        orig_ip=orig,
-                        orig_mac=mac_text(flow.orig.mac),
-                        resp_ip=resp,
-                        resp_mac=mac_text(flow.resp.mac),
-                        resp_port=flow.resp.port,
-                        failed=is_failed(flow),
-                        answered=answered(flow),
-                        orig_internal=orig in self.internal,
-                        resp_internal=resp in self.internal,
-                    )
-                )
+                out.flows.append(obs)
+                if obs.orig_internal:
+                    out.acts.append(Act(obs.t, obs.orig_ip, obs.orig_mac, obs.uid, flow_items(obs)))
             elif kind == "dhcp":
                 dhcp = record.dhcp
                 mac = mac_text(dhcp.mac)
@@ -147,9 +130,50 @@ class Pipeline:
                 if ip is not None and ip not in self.internal:
                     ip = None
                 out.dhcp.append(DhcpObs(_seconds(dhcp.time), mac, ip, dhcp.host_name))
-            elif kind == "ntlm" and record.ntlm.hostname:
-                out.ntlm.append(NtlmObs(record.ntlm.uid, record.ntlm.hostname))
+            else:
+                apps.append((record, kind))
+        if apps:
+            self._apps(apps, out)
         return out
+
+    def _flow(self, flow: flow_pb2.Flow) -> FlowObs | None:
+        orig, resp = ip_text(flow.orig.ip), ip_text(flow.resp.ip)
+        if orig is None or resp is None:
+            return None
+        return FlowObs(
+            t=_seconds(flow.start_time),
+            uid=flow.uid,
+            orig_ip=orig,
+            orig_mac=mac_text(flow.orig.mac),
+            resp_ip=resp,
+            resp_mac=mac_text(flow.resp.mac),
+            resp_port=flow.resp.port,
+            transport=flow.transport,
+            failed=is_failed(flow),
+            answered=answered(flow),
+            half_open=is_half_open(flow.history),
+            orig_internal=orig in self.internal,
+            resp_internal=resp in self.internal,
+        )
+
+    def _apps(self, apps: list[tuple[sensor_pb2.Record, str]], out: Extracted) -> None:
+        """Application records count for the device that originated their connection: named on the record
+        by the sensor, else found through a flow with the same uid in this batch."""
+        by_uid = {f.uid: f for f in out.flows}
+        for record, kind in apps:
+            body = getattr(record, kind)
+            ip = ip_text(record.orig.ip) if record.HasField("orig") else None
+            if ip is None:
+                flow = by_uid.get(body.uid)
+                ip = flow.orig_ip if flow is not None else None
+            if ip is None or ip not in self.internal:
+                continue
+            t = _seconds(body.time)
+            if kind == "ntlm" and body.hostname:
+                out.hostnames.append(HostnameObs(t, ip, body.hostname, "ntlm"))
+            items = app_items(record, kind)
+            if items:
+                out.acts.append(Act(t, ip, mac_text(record.orig.mac), body.uid, items, app=True))
 
     def address_keys(self, ex: Extracted) -> list[str]:
         return Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -157,18 +181,23 @@ class Pipeline:
     def state_keys(self, ex: Extracted, ws: WorkingSet) -> list[str]:
         inventory = Inventory(ws, self.keys)
         keys = inventory.device_keys(ex.ips(), ex.macs())
-        scanners = {inventory.lookup(f.orig_ip) for f in ex.flows if f.orig_internal}
+        scanners = {inventory.lookup(a.ip) for a in ex.acts}
         # A DHCP record in the same batch may move an address to its MAC's device before the flows run:
         # load the scan state of every device the address could end up with.
-        origins = {f.orig_ip for f in ex.flows if f.orig_internal}
+        origins = {a.ip for a in ex.acts}
         for d in ex.dhcp:
             if d.ip in origins:
                 bound = ws.get(self.keys.mac(d.mac))
                 scanners.add(str(bound["device_id"]) if bound else device_id_for("mac", d.mac))
         for device_id in scanners:
-            keys += [self.keys.scan_features(device_id), self.keys.scan_model(device_id)]
-        keys.append(self.keys.scan_population)
-        return keys
+            keys += [
+                self.keys.scan_features(device_id),
+                self.keys.scan_model(device_id),
+                self.keys.device_breaches(device_id),
+            ]
+        keys += [self.keys.device_breaches(d) for d in inventory.device_ids(ex.ips(), ex.macs())]
+        keys += [self.keys.scan_population, self.keys.network]
+        return sorted(set(keys))
 
     def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
         return _BatchRun(self, ws).run(ex)
@@ -187,6 +216,7 @@ class _BatchRun:
         self.last_ip: dict[str, str] = {}
         self.late_at_load: dict[str, int] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
+        self.context = ContextModels(ws, self.keys, self.inventory, pipeline.params.window_s)
         doc = ws.get(self.keys.scan_population)
         self.population = (
             PopulationScanModel.from_dict(doc, pipeline.params)
@@ -212,20 +242,24 @@ class _BatchRun:
 
     def _score(self, device_id: str, window: Window) -> None:
         window.dirty = False
-        if window.breached:
-            return
+        x = window.features()
         model = self.models[device_id]
-        result = model.score_one(window.features(), window=window.index, population=self.population)
-        if not result.breach:
-            return
-        window.breached = True
-        state = self.windows[device_id]
-        # The observation that completed the breach happened at the device's newest flow time, at most at
-        # the window's end (a late flow may complete an older window).
-        end = (window.index + 1) * self.p.params.window_s
-        when = min(state.watermark if state.watermark is not None else end, end)
-        ref = self.inventory.ref(device_id, self.last_ip[device_id])
-        self.breaches.append(scan_breach(ref, window, result, self.p.params.window_s, when))
+        for detector in DETECTORS:
+            if detector.name in window.breached or not _may_breach(
+                detector, x, model.params.min_destinations
+            ):
+                continue
+            result = model.score_detector(detector, x, window=window.index, population=self.population)
+            if not result.breach:
+                continue
+            window.breached.add(detector.name)
+            state = self.windows[device_id]
+            # The observation that completed the breach happened at the device's newest time, at most at
+            # the window's end (a late record may complete an older window).
+            end = (window.index + 1) * self.p.params.window_s
+            when = min(state.watermark if state.watermark is not None else end, end)
+            ref = self.context.ref(device_id, self.last_ip[device_id])
+            self.breaches.append(count_breach(detector, ref, window, result, self.p.params.window_s, when))
 
     def _close(self, device_id: str, window: Window) -> None:
         # Score before learning: a window closed within one batch must still get its chance to breach.
@@ -240,29 +274,34 @@ class _BatchRun:
 
     def run(self, ex: Extracted) -> Outcome:
         for d in ex.dhcp:
-            self.inventory.observe_dhcp(d.mac, d.ip, d.t, d.hostname)
+            device_id = self.inventory.observe_dhcp(d.mac, d.ip, d.t, d.hostname)
+            self.context.saw_actor(device_id, d.t)
+            if d.hostname and d.ip is not None:
+                self.context.hostname(device_id, d.ip, d.hostname, d.t, "dhcp")
         for f in ex.flows:
-            if f.orig_internal:
-                device_id = self.inventory.observe(f.orig_ip, f.t, f.orig_mac)
-                self.last_ip[device_id] = f.orig_ip
-                state, _ = self._device(device_id)
-                for closed in state.advance(f.t):
-                    self._close(device_id, closed)
-                destination = f.resp_ip if f.resp_internal and f.resp_ip != f.orig_ip else None
-                state.add(f.t, destination, f.resp_port, f.failed, f.uid)
             if f.resp_internal and f.answered:
                 self.inventory.observe(f.resp_ip, f.t, f.resp_mac)
-        if ex.ntlm:
-            orig_by_uid = {f.uid: f for f in ex.flows if f.orig_internal}
-            for n in ex.ntlm:
-                flow = orig_by_uid.get(n.uid)
-                if flow is not None:
-                    self.inventory.set_hostname(flow.orig_ip, n.hostname, flow.t, "ntlm")
+        # Event-time order across flows and application records: windows advance as the device acts.
+        for act in sorted(ex.acts, key=lambda a: a.t):
+            device_id = self.inventory.observe(act.ip, act.t, act.mac, flows=0 if act.app else 1)
+            self.last_ip[device_id] = act.ip
+            self.context.saw_actor(device_id, act.t)
+            state, _ = self._device(device_id)
+            for closed in state.advance(act.t):
+                self._close(device_id, closed)
+            window = state.window_for(act.t)
+            if window is not None:
+                for feature, member, example in act.items:
+                    window.observe(feature, member, example, act.uid)
+        for h in ex.hostnames:
+            device_id = self.inventory.lookup(h.ip)
+            self.context.hostname(device_id, h.ip, h.hostname, h.t, h.source)
         # Evaluate every window that grew, open ones included: a scan is caught while it is going on.
         for device_id, state in self.windows.items():
             for window in sorted(state.windows.values(), key=lambda w: w.index):
                 if window.dirty:
                     self._score(device_id, window)
+        self.breaches += self.context.finish(self.breaches)
         late = 0
         for device_id, state in self.windows.items():
             late += state.late_records - self.late_at_load[device_id]
@@ -270,5 +309,14 @@ class _BatchRun:
             self.ws.put(self.keys.scan_model(device_id), self.models[device_id].to_dict())
         if self.windows:
             self.ws.put(self.keys.scan_population, self.population.to_dict())
-        refs = [self.inventory.ref(d) for d in sorted(self.inventory.new_devices)]
+        refs = [self.context.ref(d) for d in sorted(self.inventory.new_devices)]
         return Outcome(self.breaches, set(self.inventory.new_devices), ex.kinds, late, refs)
+
+
+def _may_breach(detector: CountDetector, x: dict[str, float], min_destinations: int) -> bool:
+    """Cheap pre-check: no trigger reaches its floor, so no probability can make it breach."""
+    for feature, minimum in detector.triggers:
+        floor = min_destinations if feature == "distinct_internal_destinations" else minimum
+        if x.get(feature, 0.0) >= min(floor, minimum):
+            return True
+    return False

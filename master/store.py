@@ -82,6 +82,15 @@ class Keys:
     def scan_population(self) -> str:
         return f"{self.prefix}:model:scan:population"
 
+    def device_breaches(self, device_id: str) -> str:
+        """The device's recent breaches (model, time, score): what the meta-models count."""
+        return f"{self.prefix}:breaches:device:{device_id}"
+
+    @property
+    def network(self) -> str:
+        """Network-wide facts: when the master first saw traffic, how many devices it knows."""
+        return f"{self.prefix}:network"
+
     def batch(self, batch_id: str) -> str:
         return f"{self.prefix}:batch:{batch_id}"
 

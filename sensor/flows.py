@@ -43,10 +43,12 @@ from sensor.decode import (
     TH_SYN,
     DecodedBlock,
 )
+from sensor.emitter import addr_bytes
 from sensor.protocols.base import ConnContext, ParseError, Session
 from sensor.reassembly import M32, StreamReassembler, seq_diff
 from sensor.registry import Analyzer, Registry
 from vigil.config import SensorConfig
+from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 Arr = npt.NDArray[Any]
@@ -834,6 +836,32 @@ class FlowTable:
             resp_mac=_mac_text(conn.macs[1]) if conn.macs[2] else "",
         )
 
+    def _emitter_for(self, conn: Conn) -> Callable[[sensor_pb2.Record], None]:
+        """An emit function that stamps the connection's endpoints on each application record.
+
+        DHCP sessions emit records about other exchanges too; a record that already names its endpoints
+        keeps them."""
+        with_macs = conn.macs[2]
+        orig = flow_pb2.Endpoint(
+            ip=addr_bytes(conn.family, *conn.o_addr),
+            port=conn.o_port,
+            mac=conn.macs[0].to_bytes(6, "big") if with_macs else b"",
+        )
+        resp = flow_pb2.Endpoint(
+            ip=addr_bytes(conn.family, *conn.r_addr),
+            port=conn.r_port,
+            mac=conn.macs[1].to_bytes(6, "big") if with_macs else b"",
+        )
+        out = self._emit_record
+
+        def emit(record: sensor_pb2.Record) -> None:
+            if not record.HasField("orig"):
+                record.orig.CopyFrom(orig)
+                record.resp.CopyFrom(resp)
+            out(record)
+
+        return emit
+
     def _attach_session(self, conn: Conn) -> None:
         transport = "tcp" if conn.proto == PROTO_TCP else "udp"
         analyzer = self.registry.match_ports(transport, conn.r_port, conn.o_port)
@@ -844,7 +872,7 @@ class FlowTable:
 
     def _start_session(self, conn: Conn, analyzer: Analyzer) -> None:
         try:
-            conn.session = analyzer.factory(self._context(conn), self._emit_record, self.count_error)
+            conn.session = analyzer.factory(self._context(conn), self._emitter_for(conn), self.count_error)
         except ParseError as exc:
             self.count_error(exc.protocol, exc.reason)
             return

@@ -52,13 +52,18 @@ def action_json(record: ActionRecord) -> dict[str, Any]:
 def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) -> dict[str, Any]:
     return {
         "model": breach.model,
+        "model_id": breach.model_id,
         "time": rfc3339(breach.time),
+        "window_start": rfc3339(breach.window_start),
+        "window_end": rfc3339(breach.window_end),
         "score": breach.score,
+        "severity": breach.severity,
         "device": {
             "id": breach.device.device_id,
             "ip": breach.device.ip,
             "mac": breach.device.mac,
             "hostname": breach.device.hostname,
+            "tags": list(breach.device.tags),
         },
         "explanation": breach.explanation,
         "evidence": [
@@ -74,6 +79,7 @@ def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) 
         ],
         "mitre_techniques": list(breach.mitre_techniques),
         "breach_id": breach.breach_id,
+        "uids": list(breach.uids),
         "actions": [action_json(a) for a in actions],
     }
 

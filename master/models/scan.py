@@ -28,13 +28,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
+from master.catalog import (
+    DETECTOR_BY_NAME,
+    FAILED,
+    FEATURE_BY_NAME,
+    FEATURE_NAMES,
+    NETWORK_SCAN,
+    CountDetector,
+)
+from master.catalog import INTERNAL_DESTINATIONS as DESTINATIONS
 from master.models.gamma_poisson import CountModel, Gamma, predictive_sf
 
 SCHEMA = 1
-NAME = "Device / Network Scan"
-DESTINATIONS = "distinct_internal_destinations"
-FAILED = "failed_connections"
-FEATURES = (DESTINATIONS, FAILED)
+NAME = NETWORK_SCAN
+FEATURES = FEATURE_NAMES
+__all__ = ["DESTINATIONS", "FAILED", "FEATURES", "NAME"]
 
 # Probabilities are floored here before taking logs: beyond 300 decades nothing changes the decision.
 _MIN_P = 1e-300
@@ -83,6 +91,13 @@ class ScanScore:
 
     def feature(self, name: str) -> FeatureScore | None:
         return next((f for f in self.features if f.feature == name), None)
+
+
+def hyper_mean(feature: str, params: ScanParams) -> float:
+    """The network's starting rate for ``feature`` before it has learned anything."""
+    spec = FEATURE_BY_NAME.get(feature)
+    base = params.hyper_alpha / params.hyper_beta
+    return base * spec.hyper_mean if spec is not None else base
 
 
 def score_from_surprise(surprise: float, breach_probability: float) -> int:
@@ -141,13 +156,14 @@ class PopulationScanModel(_CountsState):
 
     def mean(self, feature: str, window: int | None = None) -> float:
         post = self.counts[feature].posterior(window)
-        return (self.params.hyper_alpha + post.alpha) / (self.params.hyper_beta + post.beta)
+        # The hyper-prior is worth hyper_beta windows at the feature's own starting rate.
+        hyper_alpha = self.params.hyper_beta * hyper_mean(feature, self.params)
+        return (hyper_alpha + post.alpha) / (self.params.hyper_beta + post.beta)
 
     def prior(self, feature: str, window: int | None = None) -> Gamma:
         """What a device with no history should believe: the network's mean, worth prior_strength windows."""
         n0 = self.params.prior_strength
         return Gamma(n0 * self.mean(feature, window), n0)
-
 
 
 class NetworkScanModel(_CountsState):
@@ -161,30 +177,60 @@ class NetworkScanModel(_CountsState):
             prior = population.prior(feature, window)
         else:
             n0 = self.params.prior_strength
-            prior = Gamma(n0 * self.params.hyper_alpha / self.params.hyper_beta, n0)
+            prior = Gamma(n0 * hyper_mean(feature, self.params), n0)
         return Gamma(prior.alpha + own.alpha, prior.beta + own.beta).tempered(self.params.max_evidence)
 
-    def score_one(
-        self, x: Mapping[str, float], *, window: int, population: PopulationScanModel | None = None
+    def feature_score(
+        self, feature: str, observed: float, *, window: int, population: PopulationScanModel | None
+    ) -> FeatureScore:
+        belief = self.belief(feature, window=window, population=population)
+        return FeatureScore(feature, float(observed), belief.mean, predictive_sf(observed, belief))
+
+    def score_detector(
+        self,
+        detector: CountDetector,
+        x: Mapping[str, float],
+        *,
+        window: int,
+        population: PopulationScanModel | None = None,
     ) -> ScanScore:
-        """Score without learning. Features missing from ``x`` are left out (they neither add nor breach)."""
-        scores = []
-        for feature in FEATURES:
-            if feature not in x:
+        """Score one catalog detector without learning; features missing from ``x`` are left out."""
+        scores: list[FeatureScore] = []
+        breach = False
+        for feature, minimum in detector.triggers:
+            if x.get(feature, 0.0) <= 0:
                 continue
-            belief = self.belief(feature, window=window, population=population)
-            p = predictive_sf(x[feature], belief)
-            scores.append(FeatureScore(feature, float(x[feature]), belief.mean, p))
-        surprise = sum(-math.log10(max(f.probability, _MIN_P)) for f in scores)
-        dest = next((f for f in scores if f.feature == DESTINATIONS), None)
-        breach = (
-            dest is not None
-            and dest.observed >= self.params.min_destinations
-            and dest.probability < self.params.breach_probability
+            fs = self.feature_score(feature, x[feature], window=window, population=population)
+            scores.append(fs)
+            if fs.observed >= self._minimum(detector, feature, minimum) and (
+                fs.probability < self.params.breach_probability
+            ):
+                breach = True
+        for feature in detector.support:
+            if feature in x and x[feature] > 0:
+                scores.append(self.feature_score(feature, x[feature], window=window, population=population))
+        # The score weighs the most surprising trigger and the supporting evidence, not every trigger: two
+        # views of one scan (hosts and host:port targets) must not count twice.
+        triggers = [f for f in scores if f.feature in dict(detector.triggers)]
+        best = min((f.probability for f in triggers), default=1.0)
+        surprise = -math.log10(max(best, _MIN_P)) + sum(
+            -math.log10(max(f.probability, _MIN_P)) for f in scores if f not in triggers
         )
         return ScanScore(
             tuple(scores), surprise, score_from_surprise(surprise, self.params.breach_probability), breach
         )
+
+    def _minimum(self, detector: CountDetector, feature: str, minimum: int) -> int:
+        # The Network Scan's host floor is configurable (master.scan_min_destinations).
+        if detector.name == NAME and feature == DESTINATIONS:
+            return self.params.min_destinations
+        return minimum
+
+    def score_one(
+        self, x: Mapping[str, float], *, window: int, population: PopulationScanModel | None = None
+    ) -> ScanScore:
+        """The Network Scan detector (the first catalog model), as scored since schema 1."""
+        return self.score_detector(DETECTOR_BY_NAME[NAME], x, window=window, population=population)
 
     def learn_one(self, x: Mapping[str, float], *, window: int) -> dict[str, int]:
         """Learn one closed window; returns the empty windows counted as zeros per feature (for pooling)."""
@@ -194,4 +240,3 @@ class NetworkScanModel(_CountsState):
                 zeros[feature] = model.gap_zeros(window)
                 model.learn_one(x[feature], window=window)
         return zeros
-

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from master.features import MAX_DESTINATIONS, DeviceWindows, Networks, is_failed
+from master.catalog import FAILED, INTERNAL_DESTINATIONS
+from master.features import MAX_DESTINATIONS, DeviceWindows, Networks, Window, is_failed
 from tests.master.traffic import CS, flow
 
 
@@ -28,18 +29,27 @@ def test_is_failed(state: CS.ValueType, history: str, resp_pkts: int, failed: bo
     assert is_failed(f) is failed
 
 
+def _add(w: DeviceWindows, t: float, dest: str, port: int, failed: bool, uid: str) -> Window | None:
+    window = w.window_for(t)
+    if window is not None:
+        window.observe(INTERNAL_DESTINATIONS, dest, f"{dest}:{port}", uid)
+        if failed:
+            window.observe(FAILED, None, f"{dest}:{port}", uid)
+    return window
+
+
 def test_windows_close_after_lateness_and_drop_late_records() -> None:
     w = DeviceWindows(window_s=60.0, allowed_lateness_s=120.0)
     assert w.advance(10.0) == []
-    w.add(10.0, "10.0.0.2", 445, False, "u1")
-    w.add(70.0, "10.0.0.3", 445, True, "u2")
+    _add(w, 10.0, "10.0.0.2", 445, False, "u1")
+    _add(w, 70.0, "10.0.0.3", 445, True, "u2")
     # Window 0 ends at 60; it closes when the watermark passes 60 + 120.
     assert w.advance(179.0) == []
-    w.add(20.0, "10.0.0.4", 445, False, "u3")  # late but allowed
+    _add(w, 20.0, "10.0.0.4", 445, False, "u3")  # late but allowed
     closed = w.advance(181.0)
     assert [c.index for c in closed] == [0]
     assert len(closed[0].destinations) == 2
-    assert w.add(30.0, "10.0.0.9", 445, False, "u4") is None
+    assert _add(w, 30.0, "10.0.0.9", 445, False, "u4") is None
     assert w.late_records == 1
     restored = DeviceWindows.from_dict(w.to_dict(), 60.0, 120.0)
     assert restored.to_dict() == w.to_dict()
@@ -48,11 +58,37 @@ def test_windows_close_after_lateness_and_drop_late_records() -> None:
 def test_destination_set_is_bounded() -> None:
     w = DeviceWindows(60.0, 0.0)
     for i in range(MAX_DESTINATIONS + 10):
-        w.add(1.0, f"10.1.{i // 256}.{i % 256}", 22, True, f"u{i}")
+        _add(w, 1.0, f"10.1.{i // 256}.{i % 256}", 22, True, f"u{i}")
     window = w.windows[0]
-    assert len(window.destinations) == MAX_DESTINATIONS and window.saturated
+    assert len(window.destinations) == MAX_DESTINATIONS and INTERNAL_DESTINATIONS in window.saturated
     assert window.failed == MAX_DESTINATIONS + 10
-    assert len(window.examples) == 5 and len(window.uids) == 20
+    assert len(window.examples[INTERNAL_DESTINATIONS]) == 5 and len(window.uids[FAILED]) == 20
+
+
+def test_schema_1_windows_load_as_catalog_windows() -> None:
+    v1 = {
+        "schema": 1,
+        "watermark": 70.0,
+        "closed_through": None,
+        "late_records": 0,
+        "windows": [
+            {
+                "index": 1,
+                "destinations": ["10.0.0.2", "10.0.0.3"],
+                "saturated": False,
+                "failed": 4,
+                "examples": ["10.0.0.2:445"],
+                "uids": ["u1"],
+                "breached": True,
+                "dirty": False,
+            }
+        ],
+    }
+    w = DeviceWindows.from_dict(v1, 60.0, 120.0)
+    window = w.windows[1]
+    assert window.value(INTERNAL_DESTINATIONS) == 2 and window.failed == 4
+    assert window.breached == {"Device / Network Scan"}
+    assert DeviceWindows.from_dict(w.to_dict(), 60.0, 120.0).to_dict() == w.to_dict()
 
 
 def test_networks() -> None:

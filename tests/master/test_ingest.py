@@ -196,12 +196,17 @@ async def test_breaches_are_published_live_and_stored(
     await running.close()
     await nc.close()
     entries: Any = await r.xrange("vigil:v1:breaches")
-    ids = {alert_pb2.ModelBreach.FromString(f[b"pb"]).breach_id for _, f in entries}
+    stored = [alert_pb2.ModelBreach.FromString(f[b"pb"]) for _, f in entries]
+    ids = {b.breach_id for b in stored}
     assert {b.breach_id for b in seen} <= ids
     # Every device was announced once, with its address (5 workstations and the servers that answered).
     assert len(devices) == len({d.device_id for d in devices}) > 5
     assert {f"10.0.1.{i}" for i in range(1, 6)} <= {d.ip for d in devices}
-    assert _metric(registry, "vigil_master_breaches_total", model="Device / Network Scan") == len(ids)
+    assert _metric(registry, "vigil_master_breaches_total", model="Device / Network Scan") == 1
+    for model in {b.model for b in stored}:
+        assert _metric(registry, "vigil_master_breaches_total", model=model) == sum(
+            b.model == model for b in stored
+        )
     # confirm mode: the action is recorded as proposed, not sent.
     assert (
         _metric(registry, "vigil_master_actions_total", kind="ACTION_KIND_BLOCK_ALL_OUTGOING", mode="confirm")

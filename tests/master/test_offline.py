@@ -19,7 +19,7 @@ def test_offline_finds_the_scan_and_proposes_an_event_time_action() -> None:
             key=lambda r: r.flow.start_time.ToNanoseconds(),
         )
     )
-    scans = [b for b in second.breaches if b.device.ip == "10.0.1.4"]
+    scans = [b for b in second.breaches if b.device.ip == "10.0.1.4" and b.model == "Device / Network Scan"]
     assert len(scans) == 1
     assert scans[0].score >= 90
     assert [a.state for a in second.actions] == ["proposed"]

@@ -94,3 +94,19 @@ def test_truncated_capture_keeps_what_was_read(tmp_path: Path, capsys: pytest.Ca
 def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sensor", "read", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "o")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+def test_application_records_name_their_connection() -> None:
+    """Each application record carries its flow's endpoints (the master attributes it at once)."""
+    from sensor.logwriter import pipeline_records
+    from vigil.config import SensorConfig
+
+    records = list(pipeline_records(SensorConfig(), [Path("tests/data/lab-scan.pcap")], seed=1))
+    flows = {r.flow.uid: r.flow for r in records if r.WhichOneof("kind") == "flow"}
+    apps = [r for r in records if r.WhichOneof("kind") not in ("flow", "dhcp")]
+    assert len(apps) > 10
+    for record in apps:
+        uid = getattr(record, str(record.WhichOneof("kind"))).uid
+        flow = flows[uid]
+        assert (record.orig.ip, record.orig.port) == (flow.orig.ip, flow.orig.port)
+        assert (record.resp.ip, record.resp.port) == (flow.resp.ip, flow.resp.port)

@@ -49,6 +49,7 @@ class DeviceRef(_message.Message):
     IP_FIELD_NUMBER: _builtins.int
     MAC_FIELD_NUMBER: _builtins.int
     HOSTNAME_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     """Stable device id assigned by the master ("dev-<hash>")."""
     ip: _builtins.str
@@ -56,6 +57,10 @@ class DeviceRef(_message.Message):
     mac: _builtins.str
     """"aa:bb:cc:dd:ee:ff", empty when never seen."""
     hostname: _builtins.str
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What is known about the device, e.g. "vendor:Raspberry Pi Trading Ltd" (IEEE OUI registry)."""
+
     def __init__(
         self,
         *,
@@ -63,10 +68,11 @@ class DeviceRef(_message.Message):
         ip: _builtins.str = ...,
         mac: _builtins.str = ...,
         hostname: _builtins.str = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "hostname", b"hostname", "ip", b"ip", "mac", b"mac"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "hostname", b"hostname", "ip", b"ip", "mac", b"mac", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -130,6 +136,10 @@ class ModelBreach(_message.Message):
     EXPLANATION_FIELD_NUMBER: _builtins.int
     MITRE_TECHNIQUES_FIELD_NUMBER: _builtins.int
     UIDS_FIELD_NUMBER: _builtins.int
+    MODEL_ID_FIELD_NUMBER: _builtins.int
+    SEVERITY_FIELD_NUMBER: _builtins.int
+    WINDOW_START_FIELD_NUMBER: _builtins.int
+    WINDOW_END_FIELD_NUMBER: _builtins.int
     breach_id: _builtins.str
     model: _builtins.str
     """Catalog name, e.g. "Device / Network Scan"."""
@@ -137,6 +147,10 @@ class ModelBreach(_message.Message):
     """0-100."""
     explanation: _builtins.str
     """The model's explanation in words and numbers."""
+    model_id: _builtins.str
+    """Stable identifier of the catalog model, e.g. "device-network-scan" (the name may be reworded)."""
+    severity: _builtins.str
+    """From the score: "low" (< 40), "medium" (< 60), "high" (< 80) or "critical"."""
     @_builtins.property
     def device(self) -> Global___DeviceRef: ...
     @_builtins.property
@@ -153,6 +167,12 @@ class ModelBreach(_message.Message):
     def uids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Connection uids behind the breach, bounded in length."""
 
+    @_builtins.property
+    def window_start(self) -> _timestamp_pb2.Timestamp:
+        """Event-time span the breach's evidence covers."""
+
+    @_builtins.property
+    def window_end(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -165,10 +185,14 @@ class ModelBreach(_message.Message):
         explanation: _builtins.str = ...,
         mitre_techniques: _abc.Iterable[_builtins.str] | None = ...,
         uids: _abc.Iterable[_builtins.str] | None = ...,
+        model_id: _builtins.str = ...,
+        severity: _builtins.str = ...,
+        window_start: _timestamp_pb2.Timestamp | None = ...,
+        window_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "time", b"time", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "device", b"device", "evidence", b"evidence", "explanation", b"explanation", "mitre_techniques", b"mitre_techniques", "model", b"model", "score", b"score", "time", b"time", "uids", b"uids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "device", b"device", "evidence", b"evidence", "explanation", b"explanation", "mitre_techniques", b"mitre_techniques", "model", b"model", "model_id", b"model_id", "score", b"score", "severity", b"severity", "time", b"time", "uids", b"uids", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -50,6 +50,8 @@ class Record(_message.Message):
     KERBEROS_FIELD_NUMBER: _builtins.int
     DHCP_FIELD_NUMBER: _builtins.int
     RDP_FIELD_NUMBER: _builtins.int
+    ORIG_FIELD_NUMBER: _builtins.int
+    RESP_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def flow(self) -> _flow_pb2.Flow: ...
     @_builtins.property
@@ -80,6 +82,15 @@ class Record(_message.Message):
     def dhcp(self) -> _dhcp_pb2.DhcpRecord: ...
     @_builtins.property
     def rdp(self) -> _rdp_pb2.RdpRecord: ...
+    @_builtins.property
+    def orig(self) -> _flow_pb2.Endpoint:
+        """Application records only: the connection's originator and responder as the sensor knew them when
+        the analyzer started. The flow record with the same uid is emitted only when the connection ends,
+        so these let the master attribute a logon, a query or a bind to a device as soon as it happens.
+        """
+
+    @_builtins.property
+    def resp(self) -> _flow_pb2.Endpoint: ...
     def __init__(
         self,
         *,
@@ -98,10 +109,12 @@ class Record(_message.Message):
         kerberos: _kerberos_pb2.KerberosRecord | None = ...,
         dhcp: _dhcp_pb2.DhcpRecord | None = ...,
         rdp: _rdp_pb2.RdpRecord | None = ...,
+        orig: _flow_pb2.Endpoint | None = ...,
+        resp: _flow_pb2.Endpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "rdp", b"rdp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "rdp", b"rdp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["flow", "dns", "http", "tls", "smb_negotiate", "smb_session_setup", "smb_tree_connect", "smb_file", "smb_command_counts", "ntlm", "ldap", "ldap_search", "kerberos", "dhcp", "rdp"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015

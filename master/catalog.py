@@ -1,0 +1,167 @@
+"""The model catalog as data: the per-device count features, and the detectors that read them.
+
+A *feature* is one behaviour counted per device and per event-time window (a plain count, or the size of a
+set of distinct things such as hosts or ``host:port`` targets). Each feature has its own Gamma-Poisson belief
+per device and a pooled one for the network (:mod:`master.models.scan`); every closed window teaches both.
+
+A *detector* is a catalog model built on those beliefs: it breaches when one of its trigger features is
+both at least its minimum and improbable under the device's belief (posterior predictive tail below the
+breach probability); its supporting features add their surprise to the score without breaching alone.
+Detectors never learn anything of their own, so adding one costs no state.
+
+The thresholds are floors, not the decision: a device whose normal is 30 SMB servers a minute (a backup
+server) learns that, and only the probability decides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# -- features --------------------------------------------------------------------------------------
+INTERNAL_DESTINATIONS = "distinct_internal_destinations"
+FAILED = "failed_connections"
+INTERNAL_TARGETS = "distinct_internal_targets"  # host:port pairs (a vertical scan adds ports, not hosts)
+UNANSWERED_DESTINATIONS = "distinct_unanswered_internal_destinations"
+# Bookkeeping set, not a modelled feature: answered addresses leave the unanswered count.
+ANSWERED_DESTINATIONS = "answered_internal_destinations"
+SENSITIVE_TARGETS = "distinct_sensitive_port_targets"
+SMB_DESTINATIONS = "distinct_smb_destinations"
+RDP_DESTINATIONS = "distinct_rdp_destinations"
+UDP_TARGETS = "distinct_internal_udp_targets"
+FAILED_EXTERNAL = "distinct_failed_external_targets"
+HALF_OPEN = "half_open_probes"
+PTR_QUERIES = "distinct_ptr_queries"
+LDAP_BINDS = "ldap_binds"
+LDAP_SEARCHES = "ldap_searches"
+AUTH_FAILURES = "smb_auth_failures"
+ADMIN_AUTH_FAILURES = "smb_admin_auth_failures"
+USERNAMES = "distinct_auth_usernames"
+TOOL_REQUESTS = "attack_tool_requests"
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    # What one unit of it is, for explanations ("39 distinct internal hosts").
+    unit: str
+    # A set feature counts distinct members; a plain feature counts events.
+    distinct: bool
+    # The network's rate per window before it has learned anything. Most behaviours start near zero;
+    # a rare one (attack-tool fingerprints) starts very close to it so the first few hits are improbable.
+    hyper_mean: float = 1.0
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature(INTERNAL_DESTINATIONS, "distinct internal hosts contacted", True),
+    Feature(FAILED, "failed connections", False),
+    Feature(INTERNAL_TARGETS, "distinct internal host:port targets", True),
+    Feature(UNANSWERED_DESTINATIONS, "distinct internal addresses that never answered", True),
+    Feature(SENSITIVE_TARGETS, "distinct internal targets on administrative ports", True, 0.5),
+    Feature(SMB_DESTINATIONS, "distinct internal hosts contacted on SMB ports", True, 0.5),
+    Feature(RDP_DESTINATIONS, "distinct internal hosts contacted on RDP", True, 0.2),
+    Feature(UDP_TARGETS, "distinct internal UDP host:port targets", True),
+    Feature(FAILED_EXTERNAL, "distinct external host:port targets that failed", True),
+    Feature(HALF_OPEN, "half-open probes (SYN, SYN-ACK, then reset by the prober)", False, 0.2),
+    Feature(PTR_QUERIES, "distinct reverse-DNS (PTR) names queried", True, 0.5),
+    Feature(LDAP_BINDS, "LDAP binds", False, 0.5),
+    Feature(LDAP_SEARCHES, "LDAP searches", False, 0.5),
+    Feature(AUTH_FAILURES, "failed SMB logons", False, 0.1),
+    Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02),
+    Feature(USERNAMES, "distinct user names tried", True, 0.5),
+    Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001),
+)
+FEATURE_BY_NAME = {f.name: f for f in FEATURES}
+FEATURE_NAMES = tuple(f.name for f in FEATURES)
+
+# Ports whose scanning across hosts is what an intruder does and an ordinary client does not: remote
+# shells and desktops, file sharing, directory and database services.
+SENSITIVE_PORTS = frozenset(
+    {21, 22, 23, 88, 135, 139, 389, 445, 636, 1433, 1521, 3306, 3389, 5432, 5900, 5985, 5986, 6379, 9200}
+)
+SMB_PORTS = frozenset({139, 445})
+RDP_PORT = 3389
+
+
+# -- detectors -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CountDetector:
+    name: str
+    # feature -> the smallest observed value that may breach (below it nothing is "a scan", however rare).
+    triggers: tuple[tuple[str, int], ...]
+    support: tuple[str, ...]
+    techniques: tuple[str, ...]
+    # Reconnaissance or lateral movement inside the network (feeds "Multiple Lateral Movement").
+    lateral: bool = True
+
+
+NETWORK_SCAN = "Device / Network Scan"
+# Evidence lines one breach explains (triggers first, then support).
+MAX_EXPLAINED = 4
+
+DETECTORS: tuple[CountDetector, ...] = (
+    CountDetector(
+        NETWORK_SCAN,
+        ((INTERNAL_DESTINATIONS, 10), (INTERNAL_TARGETS, 25)),
+        (FAILED,),
+        ("T1046",),
+    ),
+    CountDetector(
+        "Device / Network Range Scan", ((UNANSWERED_DESTINATIONS, 10),), (FAILED,), ("T1046", "T1018")
+    ),
+    CountDetector(
+        "Device / Suspicious Network Scan Activity", ((SENSITIVE_TARGETS, 10),), (FAILED,), ("T1046",)
+    ),
+    CountDetector(
+        "Device / Suspicious SMB Scanning Activity",
+        ((SMB_DESTINATIONS, 5),),
+        (FAILED,),
+        ("T1046", "T1135"),
+    ),
+    CountDetector("Device / RDP Scan", ((RDP_DESTINATIONS, 5),), (FAILED,), ("T1046", "T1021.001")),
+    CountDetector("Device / UDP Enumeration", ((UDP_TARGETS, 10),), (), ("T1046",)),
+    CountDetector("Device / External Network Scan", ((FAILED_EXTERNAL, 20),), (), ("T1046",), lateral=False),
+    CountDetector("Device / Anomalous Nmap Activity", ((HALF_OPEN, 10),), (FAILED,), ("T1046",)),
+    CountDetector("Device / Reverse DNS Sweep", ((PTR_QUERIES, 20),), (), ("T1018",)),
+    CountDetector(
+        "Device / Unusual LDAP Bind and Search Activity",
+        ((LDAP_BINDS, 5), (LDAP_SEARCHES, 10)),
+        (),
+        ("T1087.002", "T1069.002"),
+    ),
+    CountDetector(
+        "Device / SMB Session Brute Force (Non-Admin)", ((AUTH_FAILURES, 5),), (USERNAMES,), ("T1110",)
+    ),
+    CountDetector(
+        "Device / SMB Session Brute Force (Admin)",
+        ((ADMIN_AUTH_FAILURES, 3),),
+        (USERNAMES, AUTH_FAILURES),
+        ("T1110", "T1078.002"),
+    ),
+    CountDetector(
+        "Device / Attack and Recon Tools", ((TOOL_REQUESTS, 3),), (), ("T1595.002", "T1046"), lateral=True
+    ),
+)
+DETECTOR_BY_NAME = {d.name: d for d in DETECTORS}
+
+# Catalog models that are not count detectors: made from context, or from other breaches.
+NEW_DEVICE = "Device / New Device"
+NEW_DEVICE_WITH_TOOLS = "Device / New Device with Attack Tools"
+UNUSUAL_HOSTNAME = "Unusual Activity / Unusual Hostname for IP"
+LARGE_NUMBER_OF_BREACHES = "Device / Large Number of Model Breaches"
+MULTIPLE_LATERAL = "Device / Multiple Lateral Movement Model Breaches"
+# Breaches that show the device is running attack tooling (for "New Device with Attack Tools").
+ATTACK_TOOL_MODELS = frozenset(
+    {"Device / Attack and Recon Tools", "Device / Anomalous Nmap Activity", NETWORK_SCAN}
+)
+LATERAL_MODELS = frozenset(d.name for d in DETECTORS if d.lateral) | {UNUSUAL_HOSTNAME}
+
+
+def severity(score: int) -> str:
+    """The catalog's bands: low < 40 <= medium < 60 <= high < 80 <= critical."""
+    if score >= 80:
+        return "critical"
+    if score >= 60:
+        return "high"
+    if score >= 40:
+        return "medium"
+    return "low"
