@@ -7,7 +7,8 @@ what=${1:-dev}
 PYTHON=${PYTHON:-python3}
 
 # Tools the lab tests and the bench drive; only installed when missing, only as root.
-apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-dev curl iputils-ping)
+apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-dev curl iputils-ping
+  samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
@@ -18,6 +19,8 @@ if [ "$what" != runtime ] && [ ${#need_apt[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     # tshark asks whether non-root users may capture; answer no, non-interactively.
     echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections || true
+    # slapd: no default directory; the lab tests configure their own in a temporary directory.
+    echo "slapd slapd/no_configuration boolean true" | debconf-set-selections || true
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else

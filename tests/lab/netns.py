@@ -6,6 +6,8 @@ Topology (addresses exist only inside the namespaces this module creates)::
     host ns --veth--+                     +--veth-- host ns
     host ns --veth--+- br-a [ gateway ns ] br-b -+--veth-- host ns
                       10.231.1.1      10.231.2.1
+                                  br-c 198.51.100.1 (optional "internet": RFC 5737 documentation
+                                   +--veth-- host ns   addresses, external to Vigil, unroutable outside)
 
 The gateway routes between the two LANs, so anything it enforces (nftables in its namespace) stands
 between a LAN A host and a LAN B host, and a sensor capturing on ``br-a`` sees every LAN A conversation.
@@ -27,6 +29,10 @@ from pathlib import Path
 
 LAN_A = "10.231.1"
 LAN_B = "10.231.2"
+INTERNET = "198.51.100"
+
+# A host is a name, or (name, MAC) where the MAC matters (e.g. a Raspberry Pi's OUI, dc:a6:32).
+HostSpec = str | tuple[str, str]
 
 
 class LabUnavailable(RuntimeError):
@@ -111,20 +117,25 @@ class Lab:
     def gateway_ns(self) -> str:
         return f"vg{self.lab_id}-gw"
 
-    def build(self, lan_a: Sequence[str], lan_b: Sequence[str]) -> None:
+    def build(
+        self, lan_a: Sequence[HostSpec], lan_b: Sequence[HostSpec], internet: Sequence[HostSpec] = ()
+    ) -> None:
         if reason := unavailable_reason():
             raise LabUnavailable(reason)
         gw = self.gateway_ns
         self._add_ns(gw)
         self._gw("ip", "link", "set", "lo", "up")
         self._gw("sysctl", "-qw", "net.ipv4.ip_forward=1")
-        for bridge, prefix in (("br-a", LAN_A), ("br-b", LAN_B)):
+        bridges = [("br-a", LAN_A), ("br-b", LAN_B)] + ([("br-c", INTERNET)] if internet else [])
+        for bridge, prefix in bridges:
             self._gw("ip", "link", "add", bridge, "type", "bridge")
             self._gw("ip", "addr", "add", f"{prefix}.1/24", "dev", bridge)
             self._gw("ip", "link", "set", bridge, "up")
-        for names, bridge, prefix, first in ((lan_a, "br-a", LAN_A, 10), (lan_b, "br-b", LAN_B, 20)):
-            for offset, name in enumerate(names):
-                self._add_host(name, bridge, prefix, first + offset)
+        segments = ((lan_a, "br-a", LAN_A, 10), (lan_b, "br-b", LAN_B, 20), (internet, "br-c", INTERNET, 30))
+        for specs, bridge, prefix, first in segments:
+            for offset, spec in enumerate(specs):
+                name, mac = (spec, None) if isinstance(spec, str) else spec
+                self._add_host(name, bridge, prefix, first + offset, mac)
 
     def _add_ns(self, name: str) -> None:
         _run("ip", "netns", "add", name)
@@ -133,12 +144,15 @@ class Lab:
     def _gw(self, *args: str) -> None:
         _run("ip", "netns", "exec", self.gateway_ns, *args)
 
-    def _add_host(self, name: str, bridge: str, prefix: str, octet: int) -> None:
+    def _add_host(self, name: str, bridge: str, prefix: str, octet: int, mac: str | None = None) -> None:
         self._counter += 1
         ns = f"vg{self.lab_id}-{name}"
         outer, inner = f"v{self.lab_id}g{self._counter}", f"v{self.lab_id}h{self._counter}"
         # A locally administered MAC that encodes the host, so captures are readable.
-        mac = f"02:76:67:{int(self.lab_id[:2], 16):02x}:{int(self.lab_id[2:], 16):02x}:{self._counter:02x}"
+        mac = (
+            mac
+            or f"02:76:67:{int(self.lab_id[:2], 16):02x}:{int(self.lab_id[2:], 16):02x}:{self._counter:02x}"
+        )
         self._add_ns(ns)
         _run(
             "ip",
@@ -210,10 +224,17 @@ class Lab:
 
 
 @contextlib.contextmanager
-def lab(lan_a: Sequence[str], lan_b: Sequence[str]) -> Iterator[Lab]:
-    built = Lab()
+def lab(
+    lan_a: Sequence[HostSpec],
+    lan_b: Sequence[HostSpec],
+    internet: Sequence[HostSpec] = (),
+    lab_id: str | None = None,
+) -> Iterator[Lab]:
+    """A lab, torn down on exit. A fixed ``lab_id`` (4 hex digits) gives the same MACs on every run, so
+    captures recorded separately compose into one network."""
+    built = Lab(lab_id) if lab_id is not None else Lab()
     try:
-        built.build(lan_a, lan_b)
+        built.build(lan_a, lan_b, internet)
         yield built
     finally:
         built.teardown()
