@@ -37,6 +37,10 @@ AUTH_FAILURES = "smb_auth_failures"
 ADMIN_AUTH_FAILURES = "smb_admin_auth_failures"
 USERNAMES = "distinct_auth_usernames"
 TOOL_REQUESTS = "attack_tool_requests"
+SMB1_SESSIONS = "smb1_negotiations"
+EXTERNAL_UPLOAD = "external_upload_kib"
+TUNNEL_NAMES = "distinct_long_dns_names"
+VPN_RARE = "distinct_rare_vpn_endpoints"
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02),
     Feature(USERNAMES, "distinct user names tried", True, 0.5),
     Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001),
+    Feature(SMB1_SESSIONS, "SMBv1 dialect negotiations", False, 0.0001),
+    Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0),
+    Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2),
+    Feature(VPN_RARE, "VPN connections to external endpoints rare for the network", True, 0.0001),
 )
 FEATURE_BY_NAME = {f.name: f for f in FEATURES}
 FEATURE_NAMES = tuple(f.name for f in FEATURES)
@@ -140,6 +148,24 @@ DETECTORS: tuple[CountDetector, ...] = (
     CountDetector(
         "Device / Attack and Recon Tools", ((TOOL_REQUESTS, 3),), (), ("T1595.002", "T1046"), lateral=True
     ),
+    CountDetector("Compromise / Suspicious SMB Activity", ((SMB1_SESSIONS, 1),), (), ("T1210", "T1021.002")),
+    CountDetector(
+        "Unusual Activity / Unusual External Data Transfer",
+        ((EXTERNAL_UPLOAD, 10 * 1024),),
+        (),
+        ("T1048", "T1041"),
+        lateral=False,
+    ),
+    CountDetector(
+        "Compromise / DNS Tunnel", ((TUNNEL_NAMES, 30),), (), ("T1071.004", "T1048"), lateral=False
+    ),
+    CountDetector(
+        "Anomalous Connection / Outbound VPN to Rare Endpoint",
+        ((VPN_RARE, 1),),
+        (),
+        ("T1133", "T1572"),
+        lateral=False,
+    ),
 )
 DETECTOR_BY_NAME = {d.name: d for d in DETECTORS}
 
@@ -147,6 +173,7 @@ DETECTOR_BY_NAME = {d.name: d for d in DETECTORS}
 NEW_DEVICE = "Device / New Device"
 NEW_DEVICE_WITH_TOOLS = "Device / New Device with Attack Tools"
 UNUSUAL_HOSTNAME = "Unusual Activity / Unusual Hostname for IP"
+SIGNIFICANT_ANOMALY = "Unusual Activity / Significant Anomaly"
 LARGE_NUMBER_OF_BREACHES = "Device / Large Number of Model Breaches"
 MULTIPLE_LATERAL = "Device / Multiple Lateral Movement Model Breaches"
 # Breaches that show the device is running attack tooling (for "New Device with Attack Tools").

@@ -74,6 +74,16 @@ class ContextModels:
         self.breaches: list[alert_pb2.ModelBreach] = []
         self.network: dict[str, Any] = dict(ws.get(keys.network) or {"schema": SCHEMA, "first_seen": None})
 
+    def known_devices(self) -> int:
+        return int(self.network.get("devices", 0)) + len(self.inventory.new_devices)
+
+    def learned(self, t: float) -> float:
+        """How long, at event time ``t``, the network has been learned."""
+        first = self.network.get("first_seen")
+        if first is None:
+            first = min(self.actors.values(), default=t)
+        return max(0.0, t - float(first))
+
     # -- observations --------------------------------------------------------------------------------
     def saw_actor(self, device_id: str, t: float) -> None:
         seen = self.actors.get(device_id)

@@ -118,10 +118,12 @@ class Window:
         """Every catalog feature, zero where the device did none of it (an active window teaches zeros)."""
         return {name: float(self.value(name)) for name in FEATURE_NAMES}
 
-    def observe(self, feature: str, member: str | None, example: str, uid: str) -> bool:
-        """Count one event (``member`` None) or one member of a set feature; True if the value changed."""
+    def observe(self, feature: str, member: str | None, example: str, uid: str, amount: int = 1) -> bool:
+        """Count ``amount`` events (``member`` None) or one member of a set feature; True if it changed."""
         if member is None:
-            self.counts[feature] = self.counts.get(feature, 0) + 1
+            if amount <= 0:
+                return False
+            self.counts[feature] = self.counts.get(feature, 0) + amount
         else:
             members = self.distinct.setdefault(feature, set())
             if member in members:

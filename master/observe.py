@@ -1,19 +1,22 @@
 """Telemetry records → what each internal device did, as catalog feature observations (pure functions).
 
 An observation names the acting device by address (the originator of the flow, or of the connection an
-application record rode on) and lists ``(feature, member, example)`` items: ``member`` is the thing a set
-feature counts distinct (a host, a ``host:port`` target, a query name), ``None`` for a plain count;
-``example`` is what a breach shows an analyst.
+application record rode on) and lists ``(feature, member, example, amount)`` items: ``member`` is the thing a
+set feature counts distinct (a host, a ``host:port`` target, a query name), ``None`` for a plain count that
+grows by ``amount``; ``example`` is what a breach shows an analyst.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from dataclasses import dataclass
 
 from master.catalog import (
     ADMIN_AUTH_FAILURES,
     ANSWERED_DESTINATIONS,
     AUTH_FAILURES,
+    EXTERNAL_UPLOAD,
     FAILED,
     FAILED_EXTERNAL,
     HALF_OPEN,
@@ -26,20 +29,26 @@ from master.catalog import (
     RDP_PORT,
     SENSITIVE_PORTS,
     SENSITIVE_TARGETS,
+    SMB1_SESSIONS,
     SMB_DESTINATIONS,
     SMB_PORTS,
     TOOL_REQUESTS,
+    TUNNEL_NAMES,
     UDP_TARGETS,
     UNANSWERED_DESTINATIONS,
     USERNAMES,
 )
 from master.signatures import is_admin_account, tool_fingerprint
-from vigil.flow.v1 import flow_pb2
+from vigil.flow.v1 import flow_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
-Item = tuple[str, str | None, str]
+Item = tuple[str, str | None, str, int]
 
 DNS_PTR = 12
+# A DNS name whose subdomain part is at least this long and this random carries data, not a host name.
+TUNNEL_MIN_CHARS = 25
+TUNNEL_MIN_ENTROPY_BITS = 3.3
+BROWSER_MARK = "mozilla/"
 
 
 @dataclass(frozen=True)
@@ -52,11 +61,29 @@ class FlowObs:
     resp_mac: str | None
     resp_port: int
     transport: int
+    ip_proto: int
+    orig_bytes: int
+    resp_bytes: int
     failed: bool
     answered: bool
     half_open: bool
     orig_internal: bool
     resp_internal: bool
+
+
+@dataclass(frozen=True)
+class HttpObs:
+    """An HTTP request to an external server (for the beacon and command-and-control models)."""
+
+    host: str
+    resp_ip: str
+    user_agent: str
+    octet_stream: bool
+    response_bytes: int
+
+    @property
+    def browser(self) -> bool:
+        return BROWSER_MARK in self.user_agent.lower()
 
 
 @dataclass(frozen=True)
@@ -70,6 +97,22 @@ class Act:
     items: tuple[Item, ...]
     # From an application record (the device may not have a flow yet).
     app: bool = False
+    flow: FlowObs | None = None
+    http: HttpObs | None = None
+
+
+# VPN transports by port (OpenVPN, WireGuard, IKE/IPsec NAT-T, L2TP, PPTP) and by IP protocol (ESP, GRE).
+VPN_UDP_PORTS = frozenset({1194, 51820, 500, 4500, 1701})
+VPN_TCP_PORTS = frozenset({1194, 1723})
+VPN_IP_PROTOCOLS = frozenset({47, 50})
+
+
+def is_vpn(f: FlowObs) -> bool:
+    if f.ip_proto in VPN_IP_PROTOCOLS:
+        return True
+    if f.transport == flow_pb2.TRANSPORT_UDP:
+        return f.resp_port in VPN_UDP_PORTS
+    return f.transport == flow_pb2.TRANSPORT_TCP and f.resp_port in VPN_TCP_PORTS
 
 
 def is_half_open(history: str) -> bool:
@@ -81,28 +124,33 @@ def flow_items(f: FlowObs) -> tuple[Item, ...]:
     items: list[Item] = []
     target = f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f.resp_ip
     if f.resp_internal and f.resp_ip != f.orig_ip:
-        items.append((INTERNAL_DESTINATIONS, f.resp_ip, target))
+        items.append((INTERNAL_DESTINATIONS, f.resp_ip, target, 1))
         if f.resp_port:
-            items.append((INTERNAL_TARGETS, f"{target}/{f.transport}", target))
+            items.append((INTERNAL_TARGETS, f"{target}/{f.transport}", target, 1))
         if f.answered:
-            items.append((ANSWERED_DESTINATIONS, f.resp_ip, ""))
+            items.append((ANSWERED_DESTINATIONS, f.resp_ip, "", 1))
         else:
-            items.append((UNANSWERED_DESTINATIONS, f.resp_ip, target))
+            items.append((UNANSWERED_DESTINATIONS, f.resp_ip, target, 1))
         if f.transport == flow_pb2.TRANSPORT_TCP:
             if f.resp_port in SENSITIVE_PORTS:
-                items.append((SENSITIVE_TARGETS, target, target))
+                items.append((SENSITIVE_TARGETS, target, target, 1))
             if f.resp_port in SMB_PORTS:
-                items.append((SMB_DESTINATIONS, f.resp_ip, target))
+                items.append((SMB_DESTINATIONS, f.resp_ip, target, 1))
             elif f.resp_port == RDP_PORT:
-                items.append((RDP_DESTINATIONS, f.resp_ip, target))
+                items.append((RDP_DESTINATIONS, f.resp_ip, target, 1))
         elif f.transport == flow_pb2.TRANSPORT_UDP:
-            items.append((UDP_TARGETS, target, target))
-    elif not f.resp_internal and f.failed:
-        items.append((FAILED_EXTERNAL, target, target))
+            items.append((UDP_TARGETS, target, target, 1))
+    elif not f.resp_internal:
+        if f.failed:
+            items.append((FAILED_EXTERNAL, target, target, 1))
+        if f.orig_bytes >= 1024:
+            items.append(
+                (EXTERNAL_UPLOAD, None, f"{f.orig_bytes / 1e6:.1f} MB to {target}", f.orig_bytes // 1024)
+            )
     if f.failed:
-        items.append((FAILED, None, target))
+        items.append((FAILED, None, target, 1))
     if f.half_open:
-        items.append((HALF_OPEN, None, target))
+        items.append((HALF_OPEN, None, target, 1))
     return tuple(items)
 
 
@@ -110,15 +158,23 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
     """Features an application record adds to its originator's window (empty for most records)."""
     if kind == "dns":
         dns = record.dns
-        if dns.qtype == DNS_PTR and dns.query:
-            name = dns.query.lower().rstrip(".")
-            return ((PTR_QUERIES, name, name),)
+        name = dns.query.lower().rstrip(".")
+        if not name:
+            return ()
+        if dns.qtype == DNS_PTR:
+            return ((PTR_QUERIES, name, name, 1),)
+        if looks_tunnelled(name):
+            return ((TUNNEL_NAMES, name, name[:80], 1),)
+    elif kind == "smb_negotiate":
+        if record.smb_negotiate.version == smb_pb2.SMB_VERSION_1:
+            dialect = record.smb_negotiate.negotiated_dialect or "SMBv1"
+            return ((SMB1_SESSIONS, None, dialect, 1),)
     elif kind == "ldap":
         if record.ldap.opcode == "bind":
-            return ((LDAP_BINDS, None, record.ldap.object or "anonymous bind"),)
+            return ((LDAP_BINDS, None, record.ldap.object or "anonymous bind", 1),)
     elif kind == "ldap_search":
         search = record.ldap_search
-        return ((LDAP_SEARCHES, None, f"{search.base_object or '(root)'} {search.filter}".strip()),)
+        return ((LDAP_SEARCHES, None, f"{search.base_object or '(root)'} {search.filter}".strip(), 1),)
     elif kind == "ntlm":
         ntlm = record.ntlm
         if not ntlm.carrier.startswith("smb"):
@@ -126,14 +182,41 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
         user = f"{ntlm.domain}\\{ntlm.username}" if ntlm.domain else ntlm.username
         items: list[Item] = []
         if ntlm.username:
-            items.append((USERNAMES, user.lower(), user))
+            items.append((USERNAMES, user.lower(), user, 1))
         if ntlm.HasField("success") and not ntlm.success:
-            items.append((AUTH_FAILURES, None, user))
+            items.append((AUTH_FAILURES, None, user, 1))
             if is_admin_account(ntlm.username):
-                items.append((ADMIN_AUTH_FAILURES, None, user))
+                items.append((ADMIN_AUTH_FAILURES, None, user, 1))
         return tuple(items)
     elif kind == "http":
         found = tool_fingerprint(record.http.user_agent, record.http.uri)
         if found is not None:
-            return ((TOOL_REQUESTS, None, found),)
+            return ((TOOL_REQUESTS, None, found, 1),)
     return ()
+
+
+def _entropy_bits(text: str) -> float:
+    counts = Counter(text)
+    n = len(text)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def looks_tunnelled(name: str) -> bool:
+    """A name whose subdomain (all but the last two labels) is long and near-random: encoded data."""
+    labels = name.split(".")
+    if len(labels) < 3:
+        return False
+    sub = "".join(labels[:-2])
+    return len(sub) >= TUNNEL_MIN_CHARS and _entropy_bits(sub) >= TUNNEL_MIN_ENTROPY_BITS
+
+
+def http_obs(record: sensor_pb2.Record, resp_ip: str) -> HttpObs:
+    http = record.http
+    mimes = [*http.resp_mime_types, http.response_content_type]
+    return HttpObs(
+        host=(http.host or resp_ip).lower(),
+        resp_ip=resp_ip,
+        user_agent=http.user_agent,
+        octet_stream=any(m.startswith("application/octet-stream") for m in mimes),
+        response_bytes=int(http.response_body_len),
+    )

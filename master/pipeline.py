@@ -8,21 +8,45 @@ the breaches. Both drivers therefore learn and score identically.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from master.beacon import (
+    FLOW_BEACON,
+    HTTP_BEACON,
+    HTTP_C2,
+    DeviceBeacons,
+    beacon_breach,
+    flow_beacon,
+    http_c2,
+)
 from master.breaches import count_breach
-from master.catalog import DETECTORS, CountDetector
-from master.context import ContextModels
+from master.catalog import DETECTORS, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
+from master.context import NEW_DEVICE_GRACE_S, ContextModels
+from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
-from master.models.scan import NetworkScanModel, PopulationScanModel, ScanParams
-from master.observe import Act, FlowObs, app_items, flow_items, is_half_open
+from master.models.scan import (
+    NetworkScanModel,
+    PopulationScanModel,
+    ScanParams,
+    ScanScore,
+    score_from_surprise,
+)
+from master.observe import Act, FlowObs, Item, app_items, flow_items, http_obs, is_half_open, is_vpn
 from master.store import Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
+
+# Unusual Activity / Significant Anomaly: at least this many behaviours, each at least this improbable
+# (and at least this large), jointly at least this many decades of surprise.
+SIGNIFICANT_MIN_FEATURES = 3
+SIGNIFICANT_FEATURE_P = 1e-2
+SIGNIFICANT_MIN_OBSERVED = 3
+SIGNIFICANT_SURPRISE = 8.0
 
 # Default allowance for flows that arrive after their window's end: a failed TCP attempt is emitted only
 # when the sensor's idle timeout (300 s by default) fires, plus batching delay.
@@ -119,7 +143,7 @@ class Pipeline:
                     continue
                 out.flows.append(obs)
                 if obs.orig_internal:
-                    out.acts.append(Act(obs.t, obs.orig_ip, obs.orig_mac, obs.uid, flow_items(obs)))
+                    out.acts.append(Act(obs.t, obs.orig_ip, obs.orig_mac, obs.uid, flow_items(obs), flow=obs))
             elif kind == "dhcp":
                 dhcp = record.dhcp
                 mac = mac_text(dhcp.mac)
@@ -149,6 +173,9 @@ class Pipeline:
             resp_mac=mac_text(flow.resp.mac),
             resp_port=flow.resp.port,
             transport=flow.transport,
+            ip_proto=flow.ip_proto,
+            orig_bytes=flow.orig_bytes,
+            resp_bytes=flow.resp_bytes,
             failed=is_failed(flow),
             answered=answered(flow),
             half_open=is_half_open(flow.history),
@@ -172,8 +199,10 @@ class Pipeline:
             if kind == "ntlm" and body.hostname:
                 out.hostnames.append(HostnameObs(t, ip, body.hostname, "ntlm"))
             items = app_items(record, kind)
-            if items:
-                out.acts.append(Act(t, ip, mac_text(record.orig.mac), body.uid, items, app=True))
+            resp = ip_text(record.resp.ip) if record.HasField("resp") else None
+            http = http_obs(record, resp) if kind == "http" and resp and resp not in self.internal else None
+            if items or http is not None:
+                out.acts.append(Act(t, ip, mac_text(record.orig.mac), body.uid, items, app=True, http=http))
 
     def address_keys(self, ex: Extracted) -> list[str]:
         return Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -194,7 +223,13 @@ class Pipeline:
                 self.keys.scan_features(device_id),
                 self.keys.scan_model(device_id),
                 self.keys.device_breaches(device_id),
+                self.keys.beacons(device_id),
             ]
+        for act in ex.acts:
+            if act.flow is not None and not act.flow.resp_internal:
+                keys.append(self.keys.endpoint(act.flow.resp_ip))
+            elif act.http is not None:
+                keys.append(self.keys.endpoint(act.http.resp_ip))
         keys += [self.keys.device_breaches(d) for d in inventory.device_ids(ex.ips(), ex.macs())]
         keys += [self.keys.scan_population, self.keys.network]
         return sorted(set(keys))
@@ -217,6 +252,8 @@ class _BatchRun:
         self.late_at_load: dict[str, int] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
         self.context = ContextModels(ws, self.keys, self.inventory, pipeline.params.window_s)
+        self.endpoints = Endpoints(ws, self.keys)
+        self.beacons: dict[str, DeviceBeacons] = {}
         doc = ws.get(self.keys.scan_population)
         self.population = (
             PopulationScanModel.from_dict(doc, pipeline.params)
@@ -240,6 +277,59 @@ class _BatchRun:
             self.late_at_load[device_id] = self.windows[device_id].late_records
         return self.windows[device_id], self.models[device_id]
 
+    def _beacons(self, device_id: str) -> DeviceBeacons:
+        if device_id not in self.beacons:
+            doc = self.ws.get(self.keys.beacons(device_id))
+            self.beacons[device_id] = DeviceBeacons.from_dict(doc) if doc else DeviceBeacons()
+        return self.beacons[device_id]
+
+    def _external_flow(self, device_id: str, act: Act, f: FlowObs) -> list[Item]:
+        """Rarity, the first-ever contact, VPNs and beacons for a flow to an external address."""
+        items: list[Item] = []
+        rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
+        learned = self.context.learned(act.t)
+        if f.answered:
+            if rarity.new and learned >= NEW_DEVICE_GRACE_S:
+                ref = self.context.ref(device_id, act.ip)
+                self.breaches.append(rare_external_breach(ref, rarity, act.t, f.resp_port, learned, f.uid))
+            if rarity.rare and is_vpn(f):
+                target = (
+                    f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
+                )
+                items.append((VPN_RARE, f.resp_ip, f"{target}; {rarity.text()}", 1))
+            stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
+            stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
+            if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):
+                stats.mark(FLOW_BEACON, act.t)
+                ref = self.context.ref(device_id, act.ip)
+                endpoint = f"{f.resp_ip}:{f.resp_port}"
+                self.breaches.append(beacon_breach(FLOW_BEACON, ref, endpoint, stats, rarity, act.t, f.uid))
+            self.endpoints.contact(f.resp_ip, device_id, act.t)
+        return items
+
+    def _external_http(self, device_id: str, act: Act) -> None:
+        h = act.http
+        assert h is not None
+        rarity = self.endpoints.rarity(h.resp_ip, device_id, act.t, self.context.known_devices())
+        stats = self._beacons(device_id).pair(f"http:{h.host}")
+        stats.add(act.t, float(h.response_bytes))
+        stats.octet += int(h.octet_stream)
+        stats.browser = stats.browser or h.browser
+        ref = None
+        if flow_beacon(stats, rarity) and stats.due(HTTP_BEACON, act.t):
+            stats.mark(HTTP_BEACON, act.t)
+            ref = self.context.ref(device_id, act.ip)
+            self.breaches.append(
+                beacon_breach(HTTP_BEACON, ref, f"http://{h.host}", stats, rarity, act.t, act.uid)
+            )
+        if http_c2(stats, rarity) and stats.due(HTTP_C2, act.t):
+            stats.mark(HTTP_C2, act.t)
+            ref = ref or self.context.ref(device_id, act.ip)
+            extra = f", {stats.octet} application/octet-stream responses to user agent {h.user_agent[:60]!r}"
+            self.breaches.append(
+                beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra)
+            )
+
     def _score(self, device_id: str, window: Window) -> None:
         window.dirty = False
         x = window.features()
@@ -260,6 +350,35 @@ class _BatchRun:
             when = min(state.watermark if state.watermark is not None else end, end)
             ref = self.context.ref(device_id, self.last_ip[device_id])
             self.breaches.append(count_breach(detector, ref, window, result, self.p.params.window_s, when))
+        if not window.breached:
+            self._significant_anomaly(device_id, window, x)
+
+    def _significant_anomaly(self, device_id: str, window: Window, x: dict[str, float]) -> None:
+        """Several behaviours each improbable, none a specific model's: the device's joint surprise."""
+        model = self.models[device_id]
+        unusual = []
+        for feature, observed in x.items():
+            if observed < SIGNIFICANT_MIN_OBSERVED:
+                continue
+            fs = model.feature_score(feature, observed, window=window.index, population=self.population)
+            if fs.probability < SIGNIFICANT_FEATURE_P:
+                unusual.append(fs)
+        if len(unusual) < SIGNIFICANT_MIN_FEATURES:
+            return
+        surprise = sum(-math.log10(max(f.probability, 1e-300)) for f in unusual)
+        if surprise < SIGNIFICANT_SURPRISE:
+            return
+        window.breached.add(SIGNIFICANT_ANOMALY)
+        score = score_from_surprise(surprise, 10.0**-SIGNIFICANT_SURPRISE)
+        state = self.windows[device_id]
+        end = (window.index + 1) * self.p.params.window_s
+        when = min(state.watermark if state.watermark is not None else end, end)
+        ref = self.context.ref(device_id, self.last_ip[device_id])
+        result = ScanScore(tuple(unusual), surprise, score, True)
+        spec = CountDetector(
+            SIGNIFICANT_ANOMALY, (), tuple(f.feature for f in unusual), ("T1078",), lateral=False
+        )
+        self.breaches.append(count_breach(spec, ref, window, result, self.p.params.window_s, when))
 
     def _close(self, device_id: str, window: Window) -> None:
         # Score before learning: a window closed within one batch must still get its chance to breach.
@@ -289,10 +408,15 @@ class _BatchRun:
             state, _ = self._device(device_id)
             for closed in state.advance(act.t):
                 self._close(device_id, closed)
+            items = list(act.items)
+            if act.flow is not None and not act.flow.resp_internal:
+                items += self._external_flow(device_id, act, act.flow)
+            if act.http is not None:
+                self._external_http(device_id, act)
             window = state.window_for(act.t)
             if window is not None:
-                for feature, member, example in act.items:
-                    window.observe(feature, member, example, act.uid)
+                for feature, member, example, amount in items:
+                    window.observe(feature, member, example, act.uid, amount)
         for h in ex.hostnames:
             device_id = self.inventory.lookup(h.ip)
             self.context.hostname(device_id, h.ip, h.hostname, h.t, h.source)
@@ -309,6 +433,8 @@ class _BatchRun:
             self.ws.put(self.keys.scan_model(device_id), self.models[device_id].to_dict())
         if self.windows:
             self.ws.put(self.keys.scan_population, self.population.to_dict())
+        for device_id, beacons in self.beacons.items():
+            self.ws.put(self.keys.beacons(device_id), beacons.to_dict())
         refs = [self.context.ref(d) for d in sorted(self.inventory.new_devices)]
         return Outcome(self.breaches, set(self.inventory.new_devices), ex.kinds, late, refs)
 

@@ -82,6 +82,14 @@ class Keys:
     def scan_population(self) -> str:
         return f"{self.prefix}:model:scan:population"
 
+    def endpoint(self, address: str) -> str:
+        """An external endpoint: who on the network contacted it, and when."""
+        return f"{self.prefix}:endpoint:{address}"
+
+    def beacons(self, device_id: str) -> str:
+        """The device's streaming beacon statistics per external endpoint."""
+        return f"{self.prefix}:beacons:{device_id}"
+
     def device_breaches(self, device_id: str) -> str:
         """The device's recent breaches (model, time, score): what the meta-models count."""
         return f"{self.prefix}:breaches:device:{device_id}"

@@ -6,6 +6,7 @@ vigil sensor read CAPTURE --format zeek-json|jsonl --out DIR
 vigil master    the master service
 vigil responder the responder service
 vigil analyze   offline: captures -> breaches and the actions policy would take
+vigil eval      offline: scenario captures + truth files -> recall, precision, time to detect, false positives
 """
 
 from __future__ import annotations
@@ -95,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = sub.add_parser("analyze", help="offline: captures -> breaches and actions")
     analyze.add_argument("captures", type=Path, nargs="+")
     analyze.add_argument("--json", action="store_true", help="one JSON object per line")
+    analyze.add_argument(
+        "--learn",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="BASELINE",
+        help="learn from these captures first (their breaches are not reported), then report on CAPTURE",
+    )
+
+    evaluate = sub.add_parser(
+        "eval", help="recall, precision, time to detect, false positives per device-day"
+    )
+    evaluate.add_argument("directory", type=Path, help="a directory of *.truth.yaml files and their captures")
+    evaluate.add_argument("--json", action="store_true", help="the table as one JSON object")
     return parser
 
 
@@ -149,7 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "responder":
             return asyncio.run(wiring.responder(cfg))
         if args.command == "analyze":
-            return wiring.analyze(cfg, args.captures, as_json=args.json)
+            return wiring.analyze(cfg, args.captures, as_json=args.json, learn=args.learn)
+        if args.command == "eval":
+            return wiring.evaluate(cfg, args.directory, as_json=args.json)
     except KeyboardInterrupt:
         return 130
     except wiring.UserError as exc:

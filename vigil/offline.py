@@ -103,14 +103,28 @@ class CaptureRecords:
         yield from self.pipeline.flush()
 
 
-def analyze_captures(cfg: VigilConfig, captures: Sequence[Path], as_json: bool, out: TextIO) -> int:
-    missing = [str(p) for p in captures if not p.is_file()]
+def analyze_captures(
+    cfg: VigilConfig, captures: Sequence[Path], as_json: bool, out: TextIO, learn: Sequence[Path] = ()
+) -> int:
+    missing = [str(p) for p in (*learn, *captures) if not p.is_file()]
     if missing:
         print(f"vigil analyze: no such file: {', '.join(missing)}", file=sys.stderr)
         return 2
     tune_gc()
+    master = OfflineMaster(cfg.master)
+    if learn:
+        baseline = CaptureRecords(cfg, learn)
+        learned = master.process(baseline)
+        print(
+            f"vigil analyze: learned from {baseline.packets} packets, {learned.records} records "
+            f"({len(learned.breaches)} breaches while learning, not reported)",
+            file=sys.stderr,
+        )
+        if baseline.error is not None:
+            print(f"vigil analyze: baseline ended early: {baseline.error}", file=sys.stderr)
+            return 3
     source = CaptureRecords(cfg, captures)
-    result = OfflineMaster(cfg.master).process(source)
+    result = master.process(source)
     by_breach: dict[str, list[ActionRecord]] = {}
     for action in result.actions:
         by_breach.setdefault(action.action.breach_id, []).append(action)

@@ -61,10 +61,16 @@ async def responder(cfg: VigilConfig) -> int:
     return 0
 
 
-def analyze(cfg: VigilConfig, captures: Sequence[Path], as_json: bool) -> int:
+def analyze(cfg: VigilConfig, captures: Sequence[Path], as_json: bool, learn: Sequence[Path] = ()) -> int:
     from vigil.offline import analyze_captures
 
-    return analyze_captures(cfg, captures, as_json=as_json, out=sys.stdout)
+    return analyze_captures(cfg, captures, as_json=as_json, out=sys.stdout, learn=learn)
+
+
+def evaluate(cfg: VigilConfig, directory: Path, as_json: bool) -> int:
+    from vigil.evaluate import evaluate_directory
+
+    return evaluate_directory(cfg, directory, as_json=as_json, out=sys.stdout)
 
 
 def sensor_read(cfg: VigilConfig, captures: Sequence[Path], fmt: str, out: Path) -> int:

@@ -1,0 +1,205 @@
+"""Streaming beacon scores per (device, external endpoint), and the models built on them.
+
+A beacon is software calling home on a timer: connections (or HTTP requests) to one endpoint at regular
+intervals with regular sizes, for long. Batch tools score a day of connections at once; here every
+connection updates, in O(1) state, an exponentially weighted mean and variance of the inter-arrival time and
+of the size, so the score is current after each connection and old behaviour fades.
+
+Beacon score ``b`` in [0, 1]: ``0.5 * r_interval + 0.25 * r_size + 0.25 * c`` where
+``r = 1 - min(1, CV)`` (coefficient of variation; exponential, i.e. random, arrivals have CV = 1) and
+``c = min(1, n / 30)``. Models (once per device and endpoint per ``REFIRE_S``):
+
+* ``Compromise / Beaconing Activity To External Rare``: any protocol (flows), ``n >= 10`` intervals of at
+  least 1 s, interval CV ``<= 0.25`` and size CV ``<= 0.5``, to an endpoint rare for the network.
+* ``Compromise / HTTP Beaconing to Rare Destination``: the same on HTTP requests to one host.
+* ``Compromise / Possible HTTP Command and Control``: HTTP requests by a non-browser user agent to a rare
+  host, interval CV ``<= 0.35`` over ``n >= 5`` intervals, with ``>= 3`` application/octet-stream responses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from master.breaches import make_breach
+from master.endpoints import Rarity
+from vigil.alert.v1 import alert_pb2
+
+SCHEMA = 1
+FLOW_BEACON = "Compromise / Beaconing Activity To External Rare"
+HTTP_BEACON = "Compromise / HTTP Beaconing to Rare Destination"
+HTTP_C2 = "Compromise / Possible HTTP Command and Control"
+MAX_PAIRS = 24
+REFIRE_S = 24 * 3600.0
+MIN_INTERVAL_S = 1.0
+# Weight of the newest observation never drops below this: the statistics follow a changing timer.
+MIN_WEIGHT = 1.0 / 50.0
+
+
+@dataclass
+class PairStats:
+    """One (device, endpoint) series: counts, EW mean/variance of intervals and sizes, flags."""
+
+    n: int = 0
+    first: float = 0.0
+    last: float = 0.0
+    mean_i: float = 0.0
+    var_i: float = 0.0
+    mean_s: float = 0.0
+    var_s: float = 0.0
+    octet: int = 0
+    browser: bool = False
+    fired: dict[str, float] | None = None
+
+    @property
+    def intervals(self) -> int:
+        return max(self.n - 1, 0)
+
+    def cv_interval(self) -> float:
+        return math.sqrt(self.var_i) / self.mean_i if self.mean_i > 0 else math.inf
+
+    def cv_size(self) -> float:
+        return math.sqrt(self.var_s) / self.mean_s if self.mean_s > 0 else 0.0
+
+    def add(self, t: float, size: float) -> None:
+        """One connection/request at event time ``t``; an out-of-order one counts but moves no interval."""
+        if self.n == 0:
+            self.first = self.last = t
+            self.mean_s = size
+            self.n = 1
+            return
+        self.n += 1
+        w = max(1.0 / self.n, MIN_WEIGHT)
+        ds = size - self.mean_s
+        self.mean_s += w * ds
+        self.var_s = (1 - w) * (self.var_s + w * ds * ds)
+        if t <= self.last:
+            return
+        interval = t - self.last
+        self.last = t
+        k = self.intervals
+        wi = max(1.0 / k, MIN_WEIGHT)
+        if k == 1:
+            self.mean_i = interval
+            return
+        di = interval - self.mean_i
+        self.mean_i += wi * di
+        self.var_i = (1 - wi) * (self.var_i + wi * di * di)
+
+    def score(self) -> float:
+        r_i = 1.0 - min(1.0, self.cv_interval())
+        r_s = 1.0 - min(1.0, self.cv_size())
+        c = min(1.0, self.intervals / 30.0)
+        return 0.5 * r_i + 0.25 * r_s + 0.25 * c
+
+    def due(self, model: str, t: float) -> bool:
+        last = (self.fired or {}).get(model)
+        return last is None or t - last >= REFIRE_S
+
+    def mark(self, model: str, t: float) -> None:
+        self.fired = {**(self.fired or {}), model: t}
+
+    def to_list(self) -> list[Any]:
+        return [
+            self.n,
+            self.first,
+            self.last,
+            self.mean_i,
+            self.var_i,
+            self.mean_s,
+            self.var_s,
+            self.octet,
+            self.browser,
+            self.fired or {},
+        ]
+
+    @classmethod
+    def from_list(cls, v: list[Any]) -> PairStats:
+        return cls(
+            int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]), float(v[6]),
+            int(v[7]), bool(v[8]), dict(v[9]) or None,
+        )  # fmt: skip
+
+
+class DeviceBeacons:
+    """A device's series, bounded to the ``MAX_PAIRS`` most recently active endpoints."""
+
+    def __init__(self, pairs: dict[str, PairStats] | None = None) -> None:
+        self.pairs = pairs or {}
+
+    def pair(self, key: str) -> PairStats:
+        stats = self.pairs.get(key)
+        if stats is None:
+            stats = self.pairs[key] = PairStats()
+            if len(self.pairs) > MAX_PAIRS:
+                del self.pairs[min(self.pairs, key=lambda k: self.pairs[k].last)]
+        return stats
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "pairs": {k: v.to_list() for k, v in self.pairs.items()}}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> DeviceBeacons:
+        if doc.get("schema") != SCHEMA:
+            raise ValueError(f"unsupported beacon state schema {doc.get('schema')!r}")
+        return cls({k: PairStats.from_list(v) for k, v in doc["pairs"].items()})
+
+
+def flow_beacon(stats: PairStats, rarity: Rarity) -> bool:
+    return (
+        rarity.rare
+        and stats.intervals >= 10
+        and stats.mean_i >= MIN_INTERVAL_S
+        and stats.cv_interval() <= 0.25
+        and stats.cv_size() <= 0.5
+    )
+
+
+def http_c2(stats: PairStats, rarity: Rarity) -> bool:
+    return (
+        rarity.rare
+        and not stats.browser
+        and stats.intervals >= 5
+        and stats.mean_i >= MIN_INTERVAL_S
+        and stats.cv_interval() <= 0.35
+        and stats.octet >= 3
+    )
+
+
+def beacon_breach(
+    model: str,
+    device: alert_pb2.DeviceRef,
+    endpoint: str,
+    stats: PairStats,
+    rarity: Rarity,
+    t: float,
+    uid: str,
+    extra: str = "",
+) -> alert_pb2.ModelBreach:
+    b = stats.score()
+    score = min(100, round(45 + 50 * b)) if model != HTTP_C2 else min(100, round(60 + 35 * b))
+    explanation = (
+        f"{device.ip} reached {endpoint} {stats.n} times over {(t - stats.first) / 60:.1f} min, every "
+        f"{stats.mean_i:.1f} s ± {math.sqrt(stats.var_i):.2f} s (interval CV {stats.cv_interval():.2f}; "
+        f"random arrivals have CV 1), {stats.mean_s:.0f} ± {math.sqrt(stats.var_s):.0f} B each "
+        f"(size CV {stats.cv_size():.2f}){extra}; {rarity.text()}; beacon score {b:.2f}; score {score}"
+    )
+    evidence = [
+        alert_pb2.Evidence(feature="connections", observed=float(stats.n), examples=[endpoint]),
+        alert_pb2.Evidence(feature="interval_cv", observed=stats.cv_interval(), expected=1.0),
+        alert_pb2.Evidence(feature="size_cv", observed=stats.cv_size(), expected=1.0),
+        alert_pb2.Evidence(feature="devices_contacting_endpoint", observed=float(rarity.others)),
+    ]
+    return make_breach(
+        model,
+        device,
+        key=int(stats.first),
+        score=score,
+        when=t,
+        window=(stats.first, t),
+        explanation=explanation,
+        evidence=evidence,
+        techniques=("T1071.001", "T1573") if model != FLOW_BEACON else ("T1071", "T1029"),
+        uids=[uid] if uid else [],
+    )

@@ -1,0 +1,315 @@
+"""``vigil eval DIR``: how well the catalog does on scenarios whose truth is known.
+
+``DIR`` holds captures and one ``NAME.truth.yaml`` per scenario::
+
+    # what happens in the capture
+    learn: [baseline.pcap]          # optional: learned first (event time); nothing may fire above quiet_above
+    captures: [recon.pcap]          # reported on
+    quiet_above: low                # severity above which an unexpected breach is a false positive
+    expect:
+      - device: 10.231.1.12         # an IP or a MAC address
+        models: ["Device / Network Scan", "Device / RDP Scan"]
+        start: 2026-11-05T10:00:00Z # optional; default: the captures' first record
+        end: 2026-11-05T11:00:00Z   # optional; default: the captures' last record + 10 min
+
+Each scenario runs on a fresh master (the code ``vigil analyze --learn`` runs). Reported per scenario and in
+total:
+
+* recall: expected (device, model) pairs that breached inside their window / all expected pairs;
+* precision: breaches that match an expectation / (those + false positives);
+* time to detect: first matching breach minus window start, per pair (median and worst);
+* false positives: breaches above ``quiet_above`` that match no expectation — during learning or after —
+  and the same per device-day (distinct internal originators times the UTC days they were active).
+
+The exit code is 0 when every expectation is met and there is no false positive, 1 otherwise, 2 when the
+directory or a truth file is unusable.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from master.catalog import severity
+from master.features import Networks, ip_text
+from master.offline import OfflineMaster
+from sensor.pipeline import tune_gc
+from vigil.alert.v1 import alert_pb2
+from vigil.config import VigilConfig
+from vigil.offline import CaptureRecords
+from vigil.sensor.v1 import sensor_pb2
+
+SEVERITIES = ("low", "medium", "high", "critical")
+# Default grace after the last record of the captures for a breach to count (windows close late).
+DEFAULT_TAIL_S = 600.0
+
+
+class TruthError(ValueError):
+    """A truth file that cannot be used, with the file and the reason."""
+
+
+@dataclass(frozen=True)
+class Expectation:
+    device: str
+    models: tuple[str, ...]
+    start: float | None = None
+    end: float | None = None
+
+
+@dataclass(frozen=True)
+class Truth:
+    name: str
+    learn: tuple[Path, ...]
+    captures: tuple[Path, ...]
+    quiet_above: str
+    expect: tuple[Expectation, ...]
+
+
+def _time(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return moment.timestamp()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+    except ValueError as exc:
+        raise TruthError(f"{where}: not an RFC 3339 time: {value!r}") from exc
+
+
+def _paths(doc: dict[str, Any], key: str, base: Path, where: str) -> tuple[Path, ...]:
+    raw = doc.get(key, [])
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise TruthError(f"{where}: {key} must be a list of file names")
+    paths = tuple(base / p for p in raw)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise TruthError(f"{where}: {key}: no such file: {', '.join(missing)}")
+    return paths
+
+
+def load_truth(path: Path) -> Truth:
+    where = str(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise TruthError(f"{where}: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise TruthError(f"{where}: expected a mapping")
+    unknown = set(doc) - {"learn", "captures", "quiet_above", "expect"}
+    if unknown:
+        raise TruthError(f"{where}: unknown keys {sorted(unknown)}")
+    captures = _paths(doc, "captures", path.parent, where)
+    if not captures:
+        raise TruthError(f"{where}: captures is empty")
+    quiet = str(doc.get("quiet_above", "low"))
+    if quiet not in SEVERITIES:
+        raise TruthError(f"{where}: quiet_above must be one of {', '.join(SEVERITIES)}")
+    expect = []
+    for i, item in enumerate(doc.get("expect") or []):
+        at = f"{where}: expect[{i}]"
+        if not isinstance(item, dict) or not item.get("device") or not item.get("models"):
+            raise TruthError(f"{at}: needs device and models")
+        expect.append(
+            Expectation(
+                device=str(item["device"]).lower(),
+                models=tuple(str(m) for m in item["models"]),
+                start=_time(item.get("start"), at),
+                end=_time(item.get("end"), at),
+            )
+        )
+    name = path.name.removesuffix(".truth.yaml")
+    return Truth(name, _paths(doc, "learn", path.parent, where), captures, quiet, tuple(expect))
+
+
+@dataclass
+class _Activity:
+    """Which internal devices originated flows on which UTC days, and the span of event time."""
+
+    internal: Networks
+    device_days: set[tuple[str, int]] = field(default_factory=set)
+    first: float | None = None
+    last: float | None = None
+
+    def watch(self, records: Iterable[sensor_pb2.Record]) -> Iterator[sensor_pb2.Record]:
+        for record in records:
+            if record.WhichOneof("kind") == "flow":
+                flow = record.flow
+                t = flow.start_time.seconds + flow.start_time.nanos / 1e9
+                self.first = t if self.first is None else min(self.first, t)
+                end = flow.end_time.seconds + flow.end_time.nanos / 1e9
+                self.last = end if self.last is None else max(self.last, end)
+                ip = ip_text(flow.orig.ip)
+                if ip is not None and ip in self.internal:
+                    self.device_days.add((ip, int(t // 86400)))
+            yield record
+
+
+@dataclass
+class Detection:
+    device: str
+    model: str
+    detected: bool
+    time_to_detect_s: float | None
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    detections: list[Detection]
+    true_positives: int
+    false_positives: list[alert_pb2.ModelBreach]
+    device_days: int
+    breaches: int
+
+    @property
+    def recall(self) -> float | None:
+        return sum(d.detected for d in self.detections) / len(self.detections) if self.detections else None
+
+    @property
+    def precision(self) -> float | None:
+        flagged = self.true_positives + len(self.false_positives)
+        return self.true_positives / flagged if flagged else None
+
+    @property
+    def fp_per_device_day(self) -> float:
+        return len(self.false_positives) / self.device_days if self.device_days else 0.0
+
+
+def _t(breach: alert_pb2.ModelBreach) -> float:
+    return breach.time.seconds + breach.time.nanos / 1e9
+
+
+def _matches(breach: alert_pb2.ModelBreach, exp: Expectation, start: float, end: float) -> bool:
+    who = {breach.device.ip.lower(), breach.device.mac.lower()}
+    return exp.device in who and breach.model in exp.models and start <= _t(breach) <= end
+
+
+def _above(breach: alert_pb2.ModelBreach, quiet: str) -> bool:
+    return SEVERITIES.index(breach.severity or severity(breach.score)) > SEVERITIES.index(quiet)
+
+
+def run_scenario(cfg: VigilConfig, truth: Truth) -> ScenarioResult:
+    master = OfflineMaster(cfg.master)
+    activity = _Activity(Networks(cfg.master.internal_networks))
+    learned: list[alert_pb2.ModelBreach] = []
+    if truth.learn:
+        baseline = CaptureRecords(cfg, truth.learn)
+        learned = master.process(activity.watch(baseline)).breaches
+    activity.first = activity.last = None
+    source = CaptureRecords(cfg, truth.captures)
+    breaches = master.process(activity.watch(source)).breaches
+    first = activity.first or 0.0
+    last = (activity.last or first) + DEFAULT_TAIL_S
+    detections = []
+    matched: set[str] = set()
+    for exp in truth.expect:
+        start = exp.start if exp.start is not None else first
+        end = exp.end if exp.end is not None else last
+        for model in exp.models:
+            hits = sorted(_t(b) for b in breaches if b.model == model and _matches(b, exp, start, end))
+            matched.update(b.breach_id for b in breaches if _matches(b, exp, start, end))
+            detections.append(Detection(exp.device, model, bool(hits), hits[0] - start if hits else None))
+    false_positives = [
+        b for b in (*learned, *breaches) if b.breach_id not in matched and _above(b, truth.quiet_above)
+    ]
+    return ScenarioResult(
+        truth.name,
+        detections,
+        true_positives=len(matched),
+        false_positives=false_positives,
+        device_days=len(activity.device_days),
+        breaches=len(learned) + len(breaches),
+    )
+
+
+def _fmt(value: float | None, pattern: str = "{:.2f}") -> str:
+    return "-" if value is None else pattern.format(value)
+
+
+def summary(results: list[ScenarioResult]) -> dict[str, Any]:
+    detections = [d for r in results for d in r.detections]
+    ttd = [d.time_to_detect_s for d in detections if d.time_to_detect_s is not None]
+    tp = sum(r.true_positives for r in results)
+    fp = sum(len(r.false_positives) for r in results)
+    device_days = sum(r.device_days for r in results)
+    return {
+        "scenarios": [
+            {
+                "name": r.name,
+                "recall": r.recall,
+                "precision": r.precision,
+                "time_to_detect_s": {f"{d.device} {d.model}": d.time_to_detect_s for d in r.detections},
+                "missed": [f"{d.device} {d.model}" for d in r.detections if not d.detected],
+                "false_positives": [
+                    {"model": b.model, "device": b.device.ip, "score": b.score, "explanation": b.explanation}
+                    for b in r.false_positives
+                ],
+                "device_days": r.device_days,
+                "fp_per_device_day": r.fp_per_device_day,
+                "breaches": r.breaches,
+            }
+            for r in results
+        ],
+        "recall": sum(d.detected for d in detections) / len(detections) if detections else None,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "median_time_to_detect_s": statistics.median(ttd) if ttd else None,
+        "max_time_to_detect_s": max(ttd) if ttd else None,
+        "false_positives": fp,
+        "device_days": device_days,
+        "fp_per_device_day": fp / device_days if device_days else 0.0,
+    }
+
+
+def table(results: list[ScenarioResult], total: dict[str, Any]) -> str:
+    columns = ("recall", 7), ("precision", 9), ("TTD med s", 9), ("FP", 4), ("dev-days", 8), ("FP/dd", 6)
+    head = f"{'scenario':28} " + " ".join(f"{name:>{width}}" for name, width in columns)
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ttd = [d.time_to_detect_s for d in r.detections if d.time_to_detect_s is not None]
+        lines.append(
+            f"{r.name:28} {_fmt(r.recall):>7} {_fmt(r.precision):>9} "
+            f"{_fmt(statistics.median(ttd) if ttd else None, '{:.0f}'):>9} {len(r.false_positives):>4} "
+            f"{r.device_days:>8} {r.fp_per_device_day:>6.3f}"
+        )
+        for d in r.detections:
+            if not d.detected:
+                lines.append(f"    missed: {d.device} {d.model}")
+        for b in r.false_positives:
+            lines.append(f"    false positive: {b.device.ip} {b.model} score {b.score}")
+    lines.append("-" * len(head))
+    lines.append(
+        f"{'total':28} {_fmt(total['recall']):>7} {_fmt(total['precision']):>9} "
+        f"{_fmt(total['median_time_to_detect_s'], '{:.0f}'):>9} {total['false_positives']:>4} "
+        f"{total['device_days']:>8} {total['fp_per_device_day']:>6.3f}"
+    )
+    return "\n".join(lines)
+
+
+def evaluate_directory(cfg: VigilConfig, directory: Path, as_json: bool, out: TextIO) -> int:
+    if not directory.is_dir():
+        print(f"vigil eval: no such directory: {directory}", file=sys.stderr)
+        return 2
+    files = sorted(directory.glob("*.truth.yaml"))
+    if not files:
+        print(f"vigil eval: no *.truth.yaml in {directory}", file=sys.stderr)
+        return 2
+    try:
+        truths = [load_truth(f) for f in files]
+    except TruthError as exc:
+        print(f"vigil eval: {exc}", file=sys.stderr)
+        return 2
+    tune_gc()
+    results = [run_scenario(cfg, t) for t in truths]
+    total = summary(results)
+    print(json.dumps(total, indent=2, sort_keys=True) if as_json else table(results, total), file=out)
+    perfect = total["recall"] in (None, 1.0) and total["false_positives"] == 0
+    return 0 if perfect else 1
