@@ -131,9 +131,11 @@ class DeviceBeacons:
     def pair(self, key: str) -> PairStats:
         stats = self.pairs.get(key)
         if stats is None:
+            if len(self.pairs) >= MAX_PAIRS:
+                # Evict a one-off contact before a series that could be a beacon; the oldest first.
+                victim = min(self.pairs, key=lambda k: (self.pairs[k].n >= 3, self.pairs[k].last))
+                del self.pairs[victim]
             stats = self.pairs[key] = PairStats()
-            if len(self.pairs) > MAX_PAIRS:
-                del self.pairs[min(self.pairs, key=lambda k: self.pairs[k].last)]
         return stats
 
     def to_dict(self) -> dict[str, Any]:

@@ -53,30 +53,45 @@ class Feature:
     # The network's rate per window before it has learned anything. Most behaviours start near zero;
     # a rare one (attack-tool fingerprints) starts very close to it so the first few hits are improbable.
     hyper_mean: float = 1.0
+    # Features of one family measure one behaviour several ways (hosts, host:port targets, admin ports):
+    # a joint surprise counts each family once.
+    family: str = ""
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature(INTERNAL_DESTINATIONS, "distinct internal hosts contacted", True),
-    Feature(FAILED, "failed connections", False),
-    Feature(INTERNAL_TARGETS, "distinct internal host:port targets", True),
-    Feature(UNANSWERED_DESTINATIONS, "distinct internal addresses that never answered", True),
-    Feature(SENSITIVE_TARGETS, "distinct internal targets on administrative ports", True, 0.5),
-    Feature(SMB_DESTINATIONS, "distinct internal hosts contacted on SMB ports", True, 0.5),
-    Feature(RDP_DESTINATIONS, "distinct internal hosts contacted on RDP", True, 0.2),
-    Feature(UDP_TARGETS, "distinct internal UDP host:port targets", True),
-    Feature(FAILED_EXTERNAL, "distinct external host:port targets that failed", True),
-    Feature(HALF_OPEN, "half-open probes (SYN, SYN-ACK, then reset by the prober)", False, 0.2),
-    Feature(PTR_QUERIES, "distinct reverse-DNS (PTR) names queried", True, 0.5),
-    Feature(LDAP_BINDS, "LDAP binds", False, 0.5),
-    Feature(LDAP_SEARCHES, "LDAP searches", False, 0.5),
-    Feature(AUTH_FAILURES, "failed SMB logons", False, 0.1),
-    Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02),
-    Feature(USERNAMES, "distinct user names tried", True, 0.5),
-    Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001),
-    Feature(SMB1_SESSIONS, "SMBv1 dialect negotiations", False, 0.0001),
-    Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0),
-    Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2),
-    Feature(VPN_RARE, "VPN connections to external endpoints rare for the network", True, 0.0001),
+    Feature(INTERNAL_DESTINATIONS, "distinct internal hosts contacted", True, family="fan-out"),
+    Feature(FAILED, "failed connections", False, family="failure"),
+    Feature(INTERNAL_TARGETS, "distinct internal host:port targets", True, family="fan-out"),
+    Feature(
+        UNANSWERED_DESTINATIONS, "distinct internal addresses that never answered", True, family="fan-out"
+    ),
+    Feature(
+        SENSITIVE_TARGETS, "distinct internal targets on administrative ports", True, 0.5, family="fan-out"
+    ),
+    Feature(SMB_DESTINATIONS, "distinct internal hosts contacted on SMB ports", True, 0.5, family="fan-out"),
+    Feature(RDP_DESTINATIONS, "distinct internal hosts contacted on RDP", True, 0.2, family="fan-out"),
+    Feature(UDP_TARGETS, "distinct internal UDP host:port targets", True, family="fan-out"),
+    Feature(FAILED_EXTERNAL, "distinct external host:port targets that failed", True, family="failure"),
+    Feature(
+        HALF_OPEN, "half-open probes (SYN, SYN-ACK, then reset by the prober)", False, 0.2, family="probe"
+    ),
+    Feature(PTR_QUERIES, "distinct reverse-DNS (PTR) names queried", True, 0.5, family="dns"),
+    Feature(LDAP_BINDS, "LDAP binds", False, 0.5, family="directory"),
+    Feature(LDAP_SEARCHES, "LDAP searches", False, 0.5, family="directory"),
+    Feature(AUTH_FAILURES, "failed SMB logons", False, 0.1, family="auth"),
+    Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02, family="auth"),
+    Feature(USERNAMES, "distinct user names tried", True, 0.5, family="auth"),
+    Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001, family="probe"),
+    Feature(SMB1_SESSIONS, "SMBv1 dialect negotiations", False, 0.0001, family="legacy"),
+    Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0, family="transfer"),
+    Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2, family="dns"),
+    Feature(
+        VPN_RARE,
+        "VPN connections to external endpoints rare for the network",
+        True,
+        0.0001,
+        family="transfer",
+    ),
 )
 FEATURE_BY_NAME = {f.name: f for f in FEATURES}
 FEATURE_NAMES = tuple(f.name for f in FEATURES)

@@ -23,12 +23,13 @@ from master.beacon import (
     http_c2,
 )
 from master.breaches import count_breach
-from master.catalog import DETECTORS, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
+from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
 from master.context import NEW_DEVICE_GRACE_S, ContextModels
 from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
 from master.models.scan import (
+    FeatureScore,
     NetworkScanModel,
     PopulationScanModel,
     ScanParams,
@@ -363,6 +364,13 @@ class _BatchRun:
             fs = model.feature_score(feature, observed, window=window.index, population=self.population)
             if fs.probability < SIGNIFICANT_FEATURE_P:
                 unusual.append(fs)
+        # One number per family (its most improbable feature): correlated views of one behaviour count once.
+        by_family: dict[str, FeatureScore] = {}
+        for fs in unusual:
+            family = FEATURE_BY_NAME[fs.feature].family or fs.feature
+            if family not in by_family or fs.probability < by_family[family].probability:
+                by_family[family] = fs
+        unusual = sorted(by_family.values(), key=lambda f: f.probability)
         if len(unusual) < SIGNIFICANT_MIN_FEATURES:
             return
         surprise = sum(-math.log10(max(f.probability, 1e-300)) for f in unusual)

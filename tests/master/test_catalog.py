@@ -1,0 +1,283 @@
+"""Every catalog model fires on its scenario, after a benign baseline that itself stays quiet above low.
+
+The records are built in event time like a sensor's (application records carry their connection's endpoints)
+and go through the master's real batch path (offline driver, memory store; the Redis path is the same code
+and is covered by test_pipeline/test_ingest). Scenarios recorded with real tools in the lab are evaluated in
+tests/master/test_scenarios.py.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable
+
+import pytest
+
+from master.offline import OfflineMaster, OfflineResult
+from tests.master.traffic import CS, T0, flow, ip, office, scan
+from vigil.alert.v1 import alert_pb2
+from vigil.config import MasterConfig
+from vigil.flow.v1 import dhcp_pb2, dns_pb2, flow_pb2, http_pb2, ldap_pb2, ntlm_pb2, smb_pb2
+from vigil.sensor.v1 import sensor_pb2
+
+ME = "10.0.1.5"
+BASELINE_WINDOWS = 75  # past the one-hour grace before "new" devices and endpoints count
+START = T0 + BASELINE_WINDOWS * 60 + 5
+
+
+def _stamp(record: sensor_pb2.Record, t: float, orig: str, resp: str, port: int) -> sensor_pb2.Record:
+    body = getattr(record, str(record.WhichOneof("kind")))
+    body.time.FromNanoseconds(int(t * 1e9))
+    if not body.uid:
+        body.uid = f"U{orig}-{resp}-{port}-{t}"
+    record.orig.ip = ip(orig)
+    record.resp.ip = ip(resp)
+    record.resp.port = port
+    return record
+
+
+def dns(t: float, query: str, qtype: int = 1, orig: str = ME) -> sensor_pb2.Record:
+    return _stamp(sensor_pb2.Record(dns=dns_pb2.DnsRecord(query=query, qtype=qtype)), t, orig, "10.0.0.2", 53)
+
+
+def ldap_bind(t: float, orig: str = ME) -> sensor_pb2.Record:
+    msg = ldap_pb2.LdapMessage(opcode="bind", object="cn=svc,dc=corp", result="success")
+    return _stamp(sensor_pb2.Record(ldap=msg), t, orig, "10.0.0.3", 389)
+
+
+def ldap_search(t: float, orig: str = ME) -> sensor_pb2.Record:
+    search = ldap_pb2.LdapSearch(base_object="dc=corp", filter="(objectClass=user)", scope="tree")
+    return _stamp(sensor_pb2.Record(ldap_search=search), t, orig, "10.0.0.3", 389)
+
+
+def ntlm(t: float, user: str, ok: bool, host: str = "WS5", orig: str = ME) -> sensor_pb2.Record:
+    rec = ntlm_pb2.NtlmRecord(username=user, domain="CORP", hostname=host, success=ok, carrier="smb")
+    return _stamp(sensor_pb2.Record(ntlm=rec), t, orig, "10.0.0.4", 445)
+
+
+def http(
+    t: float, host: str, resp: str, ua: str, uri: str = "/", mime: str = "text/html", size: int = 512
+) -> sensor_pb2.Record:
+    rec = http_pb2.HttpRecord(
+        method="GET", host=host, uri=uri, user_agent=ua, status_code=200, response_body_len=size
+    )
+    rec.resp_mime_types.append(mime)
+    return _stamp(sensor_pb2.Record(http=rec), t, ME, resp, 80)
+
+
+def ext_flow(
+    t: float,
+    resp: str,
+    port: int = 443,
+    orig_bytes: int = 400,
+    transport: flow_pb2.Transport.ValueType = flow_pb2.TRANSPORT_TCP,
+    orig: str = ME,
+) -> sensor_pb2.Record:
+    record = flow(t, orig, resp, port)
+    record.flow.transport = transport
+    record.flow.orig_bytes = orig_bytes
+    record.flow.resp_bytes = 1200
+    return record
+
+
+def _t(record: sensor_pb2.Record) -> int:
+    body = getattr(record, str(record.WhichOneof("kind")))
+    stamp = body.start_time if record.WhichOneof("kind") == "flow" else body.time
+    return int(stamp.ToNanoseconds())
+
+
+BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36"
+OCTETS = "application/octet-stream"
+
+
+def _benign_apps(seed: int = 5) -> list[sensor_pb2.Record]:
+    """The baseline's application records: a little DNS, LDAP, NTLM and browsing per device and minute."""
+    rng = random.Random(seed)
+    out = []
+    for w in range(BASELINE_WINDOWS):
+        base = T0 + w * 60
+        for d in range(1, 21):
+            me = f"10.0.1.{d}"
+            for _ in range(rng.randint(0, 3)):
+                out.append(dns(base + rng.uniform(0, 59), f"www{rng.randint(0, 9)}.example.com", orig=me))
+            if rng.random() < 0.3:
+                out.append(ldap_bind(base + rng.uniform(0, 59), orig=me))
+                out.append(ldap_search(base + rng.uniform(0, 59), orig=me))
+            if rng.random() < 0.2:
+                out.append(ntlm(base + rng.uniform(0, 59), f"user{d}", True, host=f"WS{d}", orig=me))
+    return out
+
+
+def baseline() -> list[sensor_pb2.Record]:
+    return sorted([*office(T0, BASELINE_WINDOWS, devices=20), *_benign_apps()], key=_t)
+
+
+@pytest.fixture(scope="module")
+def learned() -> tuple[list[sensor_pb2.Record], OfflineResult]:
+    records = baseline()
+    return records, OfflineMaster(MasterConfig(response_mode="observe")).process(records)
+
+
+def test_the_baseline_stays_quiet_above_low(learned: tuple[list[sensor_pb2.Record], OfflineResult]) -> None:
+    _, result = learned
+    loud = [(b.model, b.device.ip, b.score) for b in result.breaches if b.severity != "low"]
+    assert loud == []
+
+
+def run(attack: Iterable[sensor_pb2.Record], learned: list[sensor_pb2.Record]) -> list[alert_pb2.ModelBreach]:
+    master = OfflineMaster(MasterConfig(response_mode="observe"))
+    master.process(learned)
+    # One more ordinary minute around the attack, so the attack is not alone in its batch.
+    ordinary = list(office(START - 5, 3, devices=20, seed=11))
+    return master.process(sorted([*ordinary, *attack], key=_t)).breaches
+
+
+def _rand_label(rng: random.Random, n: int) -> str:
+    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(n))
+
+
+def _beacon_flows(resp: str) -> list[sensor_pb2.Record]:
+    return [ext_flow(START + 30 * i, resp, 443, orig_bytes=420) for i in range(16)]
+
+
+def _pi_arrives() -> list[sensor_pb2.Record]:
+    """A Raspberry Pi gets an address by DHCP, then behaves (a little browsing)."""
+    mac = bytes.fromhex("dca6325ca10c")
+    rec = dhcp_pb2.DhcpRecord(mac=mac, host_name="raspberrypi", assigned_addr=ip("10.0.1.99"))
+    rec.time.FromNanoseconds(int(START * 1e9))
+    first = flow(START + 1, "10.0.1.99", "10.0.0.1", 53, orig_mac=mac)
+    return [sensor_pb2.Record(dhcp=rec), first]
+
+
+SCENARIOS: dict[str, Callable[[], list[sensor_pb2.Record]]] = {
+    "Device / Network Scan": lambda: scan(START, ME, targets=60),
+    "Device / Network Range Scan": lambda: scan(START, ME, targets=60),
+    "Device / Suspicious Network Scan Activity": lambda: [
+        flow(START + i, ME, f"10.0.3.{i % 15 + 1}", (22, 3389, 445)[i % 3], CS.CONN_STATE_REJ)
+        for i in range(45)
+    ],
+    "Device / Suspicious SMB Scanning Activity": lambda: [
+        flow(START + i, ME, f"10.0.3.{i + 1}", 445, CS.CONN_STATE_S0) for i in range(12)
+    ],
+    "Device / RDP Scan": lambda: [
+        flow(START + i, ME, f"10.0.3.{i + 1}", 3389, CS.CONN_STATE_REJ) for i in range(12)
+    ],
+    "Device / UDP Enumeration": lambda: [
+        _udp(flow(START + i, ME, f"10.0.3.{i // 4 + 1}", (53, 123, 161, 137)[i % 4], CS.CONN_STATE_S0))
+        for i in range(24)
+    ],
+    "Device / External Network Scan": lambda: [
+        flow(START + i, ME, f"203.0.113.{i + 1}", 22, CS.CONN_STATE_S0) for i in range(40)
+    ],
+    "Device / Anomalous Nmap Activity": lambda: [
+        _history(flow(START + i * 0.2, ME, f"10.0.3.{i + 1}", 80), "ShR") for i in range(20)
+    ],
+    "Device / Reverse DNS Sweep": lambda: [
+        dns(START + i * 0.1, f"{i}.3.0.10.in-addr.arpa", qtype=12) for i in range(60)
+    ],
+    "Device / Unusual LDAP Bind and Search Activity": lambda: [
+        *(ldap_bind(START + i) for i in range(12)),
+        *(ldap_search(START + i + 0.5) for i in range(30)),
+    ],
+    "Device / SMB Session Brute Force (Non-Admin)": lambda: [
+        ntlm(START + i, f"user{i % 3}", False) for i in range(15)
+    ],
+    "Device / SMB Session Brute Force (Admin)": lambda: [
+        ntlm(START + i, "Administrator", False) for i in range(8)
+    ],
+    "Device / Attack and Recon Tools": lambda: [
+        http(START + i, "10.0.0.9", "10.0.0.9", "Mozilla/5.0 (compatible; Nmap Scripting Engine; nmap.org)")
+        for i in range(5)
+    ],
+    "Compromise / Suspicious SMB Activity": lambda: [_smb1(START)],
+    "Unusual Activity / Unusual External Data Transfer": lambda: [
+        ext_flow(START, "203.0.113.50", 443, orig_bytes=60_000_000)
+    ],
+    "Compromise / DNS Tunnel": lambda: [
+        dns(START + i * 0.5, f"{_rand_label(random.Random(i), 40)}.tunnel.example.test", qtype=16)
+        for i in range(50)
+    ],
+    "Anomalous Connection / Outbound VPN to Rare Endpoint": lambda: [
+        ext_flow(START, "203.0.113.60", 1194, transport=flow_pb2.TRANSPORT_UDP)
+    ],
+    "Anomalous Connection / Rare External Endpoint": lambda: [ext_flow(START, "203.0.113.70")],
+    "Compromise / Beaconing Activity To External Rare": lambda: _beacon_flows("203.0.113.80"),
+    "Compromise / HTTP Beaconing to Rare Destination": lambda: [
+        http(START + 20 * i, "updates.evil.test", "203.0.113.90", "curl/8.5.0", size=230) for i in range(14)
+    ],
+    "Compromise / Possible HTTP Command and Control": lambda: [
+        http(START + 10 * i, "c2.evil.test", "203.0.113.91", "python-requests/2.31", "/task", OCTETS, 4096)
+        for i in range(9)
+    ],
+    "Device / New Device": _pi_arrives,
+    "Device / New Device with Attack Tools": lambda: [*_pi_arrives(), *scan(START + 30, "10.0.1.99", 40)],
+    "Unusual Activity / Unusual Hostname for IP": lambda: [ntlm(START + 1, "user5", True, "EVIL-LAPTOP")],
+    "Unusual Activity / Significant Anomaly": lambda: [
+        *(flow(START + i, ME, f"10.0.3.{i + 1}", 8000 + i, CS.CONN_STATE_REJ) for i in range(8)),
+        *(_history(flow(START + i, ME, f"10.0.3.{i + 1}", 80), "ShR") for i in range(8)),
+        *(dns(START + i, f"{i}.3.0.10.in-addr.arpa", qtype=12) for i in range(12)),
+    ],
+    "Device / Large Number of Model Breaches": lambda: [
+        *scan(START, ME, targets=60),
+        *(dns(START + 10 + i * 0.1, f"{i}.3.0.10.in-addr.arpa", qtype=12) for i in range(60)),
+        *(ntlm(START + 20 + i, f"user{i % 3}", False) for i in range(15)),
+    ],
+    "Device / Multiple Lateral Movement Model Breaches": lambda: scan(START, ME, targets=60),
+}
+
+
+def _udp(record: sensor_pb2.Record) -> sensor_pb2.Record:
+    record.flow.transport = flow_pb2.TRANSPORT_UDP
+    record.flow.history = "D"
+    return record
+
+
+def _history(record: sensor_pb2.Record, history: str) -> sensor_pb2.Record:
+    record.flow.history = history
+    record.flow.conn_state = CS.CONN_STATE_RSTO
+    return record
+
+
+def _smb1(t: float) -> sensor_pb2.Record:
+    neg = smb_pb2.SmbNegotiate(negotiated_dialect="NT LM 0.12", version=smb_pb2.SMB_VERSION_1)
+    return _stamp(sensor_pb2.Record(smb_negotiate=neg), t, ME, "10.0.0.4", 445)
+
+
+@pytest.mark.parametrize("model", sorted(SCENARIOS))
+def test_model_fires_on_its_scenario(
+    model: str, learned: tuple[list[sensor_pb2.Record], OfflineResult]
+) -> None:
+    records, _ = learned
+    breaches = run(SCENARIOS[model](), records)
+    fired = [b for b in breaches if b.model == model]
+    assert fired, f"{model} did not fire; got {sorted({b.model for b in breaches})}"
+    b = fired[0]
+    assert b.model_id and b.severity in ("low", "medium", "high", "critical")
+    assert 0 <= b.score <= 100 and b.explanation
+    assert b.window_start.ToNanoseconds() <= b.window_end.ToNanoseconds()
+    assert b.device.ip in (ME, "10.0.1.99")
+    # Nobody else is blamed for it.
+    assert {x.device.ip for x in breaches if x.model == model} <= {ME, "10.0.1.99"}
+
+
+def test_catalog_is_complete() -> None:
+    """Every model the issue names has a scenario here."""
+    from master.catalog import DETECTORS
+
+    named = {d.name for d in DETECTORS}
+    assert named <= set(SCENARIOS)
+    assert len(SCENARIOS) == 27
+
+
+def test_new_device_is_tagged_with_its_vendor(learned: tuple[list[sensor_pb2.Record], OfflineResult]) -> None:
+    records, _ = learned
+    new = [b for b in run(_pi_arrives(), records) if b.model == "Device / New Device"]
+    assert len(new) == 1
+    assert "vendor:Raspberry Pi Trading Ltd" in new[0].device.tags
+    assert new[0].severity == "medium" and "Raspberry Pi" in new[0].explanation
+
+
+def test_ordinary_day_after_baseline_is_quiet(learned: tuple[list[sensor_pb2.Record], OfflineResult]) -> None:
+    records, _ = learned
+    breaches = run([], records)
+    assert [(b.model, b.device.ip) for b in breaches if b.severity != "low"] == []
