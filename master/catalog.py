@@ -37,7 +37,6 @@ AUTH_FAILURES = "smb_auth_failures"
 ADMIN_AUTH_FAILURES = "smb_admin_auth_failures"
 USERNAMES = "distinct_auth_usernames"
 TOOL_REQUESTS = "attack_tool_requests"
-SMB1_SESSIONS = "smb1_negotiations"
 EXTERNAL_UPLOAD = "external_upload_kib"
 TUNNEL_NAMES = "distinct_long_dns_names"
 VPN_RARE = "distinct_rare_vpn_endpoints"
@@ -82,7 +81,6 @@ FEATURES: tuple[Feature, ...] = (
     Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02, family="auth"),
     Feature(USERNAMES, "distinct user names tried", True, 0.5, family="auth"),
     Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001, family="probe"),
-    Feature(SMB1_SESSIONS, "SMBv1 dialect negotiations", False, 0.0001, family="legacy"),
     Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0, family="transfer"),
     Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2, family="dns"),
     Feature(
@@ -163,7 +161,6 @@ DETECTORS: tuple[CountDetector, ...] = (
     CountDetector(
         "Device / Attack and Recon Tools", ((TOOL_REQUESTS, 3),), (), ("T1595.002", "T1046"), lateral=True
     ),
-    CountDetector("Compromise / Suspicious SMB Activity", ((SMB1_SESSIONS, 1),), (), ("T1210", "T1021.002")),
     CountDetector(
         "Unusual Activity / Unusual External Data Transfer",
         ((EXTERNAL_UPLOAD, 10 * 1024),),
@@ -189,6 +186,7 @@ NEW_DEVICE = "Device / New Device"
 NEW_DEVICE_WITH_TOOLS = "Device / New Device with Attack Tools"
 UNUSUAL_HOSTNAME = "Unusual Activity / Unusual Hostname for IP"
 SIGNIFICANT_ANOMALY = "Unusual Activity / Significant Anomaly"
+SUSPICIOUS_SMB = "Compromise / Suspicious SMB Activity"
 LARGE_NUMBER_OF_BREACHES = "Device / Large Number of Model Breaches"
 MULTIPLE_LATERAL = "Device / Multiple Lateral Movement Model Breaches"
 # Breaches that show the device is running attack tooling (for "New Device with Attack Tools").

@@ -30,13 +30,21 @@ from master.catalog import (
     MULTIPLE_LATERAL,
     NEW_DEVICE,
     NEW_DEVICE_WITH_TOOLS,
+    SUSPICIOUS_SMB,
     UNUSUAL_HOSTNAME,
 )
 from master.entities import Inventory
+from master.models.dirichlet import CategoryModel, fixed, uniform_unseen
 from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 
 SCHEMA = 1
+CATEGORY_HALF_LIFE_S = 30 * 24 * 3600.0
+# SMB dialect families before the network has taught anything: SMBv1 is the exception in 2026.
+SMB_HYPER_BASE = fixed({"SMBv1": 0.01, "SMBv2": 0.49, "SMBv3": 0.5}, 0.0)
+SMB_NETWORK_ALPHA = 10.0
+SMB_DEVICE_ALPHA = 5.0
+SMB_BREACH_P = 0.02
 NEW_DEVICE_GRACE_S = 3600.0
 NEW_DEVICE_RECENT_S = 24 * 3600.0
 TRAILING_S = 3600.0
@@ -95,9 +103,16 @@ class ContextModels:
             return
         names: dict[str, Any] = doc.setdefault("hostnames", {})
         key = name.lower()
-        others = sum(int(v["count"]) for k, v in names.items() if k != key)
-        if key not in names and others >= MIN_HOSTNAME_SIGHTINGS:
-            self._unusual_hostname(device_id, ip, name, source, t, names, others)
+        model = CategoryModel(CATEGORY_HALF_LIFE_S, alpha=1.0, max_categories=MAX_HOSTNAMES)
+        if "hostname_model" in doc:
+            model.load_dict(doc["hostname_model"])
+        # Hostnames are an open set: every unseen name has the same base weight, so P(new) = 1 / (N + 1).
+        p = model.prob(key, t, uniform_unseen(1.0))
+        sightings = model.total(t)
+        if model.count(key) == 0 and sightings >= MIN_HOSTNAME_SIGHTINGS:
+            self._unusual_hostname(device_id, ip, name, source, t, names, sightings, p)
+        model.learn_one(key, t)
+        doc["hostname_model"] = model.to_dict()
         entry = names.setdefault(key, {"name": name, "first": t, "last": t, "count": 0, "source": source})
         entry["count"] += 1
         entry["first"] = min(entry["first"], t)
@@ -109,16 +124,23 @@ class ContextModels:
         self.inventory.put_doc(device_id, doc)
 
     def _unusual_hostname(
-        self, device_id: str, ip: str, name: str, source: str, t: float, names: dict[str, Any], others: int
+        self,
+        device_id: str,
+        ip: str,
+        name: str,
+        source: str,
+        t: float,
+        names: dict[str, Any],
+        others: float,
+        p: float,
     ) -> None:
         known = sorted(names.values(), key=lambda v: -int(v["count"]))
-        usual = known[0]
-        p = 1.0 / (others + 1.0)
+        usual: dict[str, Any] = known[0] if known else {"name": "?", "first": t}
         score = min(79, round(40 + 10 * math.log10(others + 1)))
         explanation = (
             f"{ip} named itself {name!r} in {source.upper()}, but the names learned for this device are "
             + ", ".join(f"{v['name']!r} ({v['count']} times, {v['source']})" for v in known[:3])
-            + f"; a new name after {others} sightings has P={p:.2g}; score {score}"
+            + f"; a new name after {others:.0f} (decayed) sightings has P={p:.2g}; score {score}"
         )
         evidence = [
             alert_pb2.Evidence(
@@ -143,6 +165,53 @@ class ContextModels:
                 uids=[],
             )
         )
+
+    def smb_dialect(self, device_id: str, ip: str, family: str, dialect: str, t: float, uid: str) -> None:
+        """Score, then learn, the SMB dialect family a device negotiated (Dirichlet, network as base)."""
+        doc = self.inventory.doc(device_id)
+        if doc is None:
+            return
+        network = CategoryModel(CATEGORY_HALF_LIFE_S, alpha=SMB_NETWORK_ALPHA, max_categories=4)
+        if "smb_dialects" in self.network:
+            network.load_dict(self.network["smb_dialects"])
+        device = CategoryModel(CATEGORY_HALF_LIFE_S, alpha=SMB_DEVICE_ALPHA, max_categories=4)
+        if "smb_dialects" in doc:
+            device.load_dict(doc["smb_dialects"])
+        p_network = network.prob(family, t, SMB_HYPER_BASE)
+        p = device.prob(family, t, network.predictive(SMB_HYPER_BASE, t))
+        breach = family == "SMBv1" and p < SMB_BREACH_P
+        if breach:
+            surprise = -math.log10(max(p, 1e-300))
+            score = min(90, round(55 + 10 * (surprise + math.log10(SMB_BREACH_P))))
+            explanation = (
+                f"{ip} negotiated {dialect} (SMBv1): P={p:.2g} for this device after "
+                f"{device.total(t):.0f} (decayed) SMB sessions, P={p_network:.2g} across the network; "
+                f"SMBv1 is what worms and relay attacks use; score {score}"
+            )
+            self.breaches.append(
+                make_breach(
+                    SUSPICIOUS_SMB,
+                    self.ref(device_id, ip),
+                    key=math.floor(t / 3600.0),
+                    score=score,
+                    when=t,
+                    window=(t, t),
+                    explanation=explanation,
+                    evidence=[
+                        alert_pb2.Evidence(
+                            feature="smb_dialect_family", observed=1.0, probability=p, examples=[dialect]
+                        )
+                    ],
+                    techniques=("T1210", "T1021.002"),
+                    uids=[uid] if uid else [],
+                )
+            )
+        device.learn_one(family, t)
+        doc["smb_dialects"] = device.to_dict()
+        self.inventory.put_doc(device_id, doc)
+        if not breach:
+            network.learn_one(family, t)
+            self.network["smb_dialects"] = network.to_dict()
 
     # -- the device as breaches show it --------------------------------------------------------------
     def ref(self, device_id: str, ip: str | None = None) -> alert_pb2.DeviceRef:

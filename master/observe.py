@@ -29,7 +29,6 @@ from master.catalog import (
     RDP_PORT,
     SENSITIVE_PORTS,
     SENSITIVE_TARGETS,
-    SMB1_SESSIONS,
     SMB_DESTINATIONS,
     SMB_PORTS,
     TOOL_REQUESTS,
@@ -99,6 +98,8 @@ class Act:
     app: bool = False
     flow: FlowObs | None = None
     http: HttpObs | None = None
+    # SMB dialect family negotiated ("SMBv1", "SMBv2", "SMBv3") and the dialect itself.
+    smb: tuple[str, str] | None = None
 
 
 # VPN transports by port (OpenVPN, WireGuard, IKE/IPsec NAT-T, L2TP, PPTP) and by IP protocol (ESP, GRE).
@@ -165,10 +166,6 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
             return ((PTR_QUERIES, name, name, 1),)
         if looks_tunnelled(name):
             return ((TUNNEL_NAMES, name, name[:80], 1),)
-    elif kind == "smb_negotiate":
-        if record.smb_negotiate.version == smb_pb2.SMB_VERSION_1:
-            dialect = record.smb_negotiate.negotiated_dialect or "SMBv1"
-            return ((SMB1_SESSIONS, None, dialect, 1),)
     elif kind == "ldap":
         if record.ldap.opcode == "bind":
             return ((LDAP_BINDS, None, record.ldap.object or "anonymous bind", 1),)
@@ -208,6 +205,15 @@ def looks_tunnelled(name: str) -> bool:
         return False
     sub = "".join(labels[:-2])
     return len(sub) >= TUNNEL_MIN_CHARS and _entropy_bits(sub) >= TUNNEL_MIN_ENTROPY_BITS
+
+
+SMB_FAMILY = {smb_pb2.SMB_VERSION_1: "SMBv1", smb_pb2.SMB_VERSION_2: "SMBv2", smb_pb2.SMB_VERSION_3: "SMBv3"}
+
+
+def smb_dialect(record: sensor_pb2.Record) -> tuple[str, str] | None:
+    neg = record.smb_negotiate
+    family = SMB_FAMILY.get(neg.version)
+    return None if family is None else (family, neg.negotiated_dialect or family)
 
 
 def http_obs(record: sensor_pb2.Record, resp_ip: str) -> HttpObs:

@@ -36,7 +36,17 @@ from master.models.scan import (
     ScanScore,
     score_from_surprise,
 )
-from master.observe import Act, FlowObs, Item, app_items, flow_items, http_obs, is_half_open, is_vpn
+from master.observe import (
+    Act,
+    FlowObs,
+    Item,
+    app_items,
+    flow_items,
+    http_obs,
+    is_half_open,
+    is_vpn,
+    smb_dialect,
+)
 from master.store import Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 from vigil.flow.v1 import flow_pb2
@@ -202,8 +212,10 @@ class Pipeline:
             items = app_items(record, kind)
             resp = ip_text(record.resp.ip) if record.HasField("resp") else None
             http = http_obs(record, resp) if kind == "http" and resp and resp not in self.internal else None
-            if items or http is not None:
-                out.acts.append(Act(t, ip, mac_text(record.orig.mac), body.uid, items, app=True, http=http))
+            smb = smb_dialect(record) if kind == "smb_negotiate" else None
+            if items or http is not None or smb is not None:
+                mac = mac_text(record.orig.mac)
+                out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb))
 
     def address_keys(self, ex: Extracted) -> list[str]:
         return Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -421,6 +433,8 @@ class _BatchRun:
                 items += self._external_flow(device_id, act, act.flow)
             if act.http is not None:
                 self._external_http(device_id, act)
+            if act.smb is not None:
+                self.context.smb_dialect(device_id, act.ip, *act.smb, act.t, act.uid)
             window = state.window_for(act.t)
             if window is not None:
                 for feature, member, example, amount in items:
