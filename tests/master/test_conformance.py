@@ -10,6 +10,9 @@ from typing import Any
 
 import pytest
 
+from master.beacon import DeviceBeacons
+from master.catalog import DETECTORS
+from master.models.dirichlet import CategoryModel, fixed
 from master.models.gamma_poisson import CountModel, predictive_sf
 from master.models.scan import DESTINATIONS, FAILED, NetworkScanModel, PopulationScanModel, ScanParams
 
@@ -43,6 +46,54 @@ def _scan_score(m: NetworkScanModel, x: dict[str, float], w: int) -> tuple[float
     return (*(v for f in r.features for v in (f.probability, f.expected)), r.surprise, r.score, r.breach)
 
 
+def _catalog_score(m: NetworkScanModel, x: dict[str, float], w: int) -> tuple[float, ...]:
+    """Every count detector of the catalog over the same device model (features it lacks are zero)."""
+    if not x:
+        return ()
+    out: list[float] = []
+    for detector in DETECTORS:
+        # Spread the two stream features over each detector's triggers so every detector sees data.
+        feats = {f: x[DESTINATIONS] * (i + 1) for i, (f, _) in enumerate(detector.triggers)}
+        feats |= {f: x[FAILED] for f in detector.support}
+        r = m.score_detector(detector, feats, window=w)
+        out += [*(v for f in r.features for v in (f.probability, f.expected)), r.surprise, r.score, r.breach]
+    return tuple(out)
+
+
+def _catalog_learn(m: NetworkScanModel, x: dict[str, float], w: int) -> None:
+    if x:
+        feats = {d.triggers[0][0]: x[DESTINATIONS] for d in DETECTORS} | {FAILED: x[FAILED]}
+        m.learn_one(feats, window=w)
+
+
+BASE = fixed({"c0": 0.5}, 0.05)
+
+
+def _category_learn(m: CategoryModel, x: dict[str, float], w: int) -> None:
+    if DESTINATIONS in x:
+        m.learn_one(f"c{int(x[DESTINATIONS]) % 4}", w * 60.0)
+
+
+def _category_score(m: CategoryModel, x: dict[str, float], w: int) -> tuple[float, ...]:
+    if DESTINATIONS not in x:
+        return ()
+    return (m.prob(f"c{int(x[DESTINATIONS])}", w * 60.0, BASE), m.total(w * 60.0))
+
+
+def _beacon_learn(m: DeviceBeacons, x: dict[str, float], w: int) -> None:
+    if DESTINATIONS in x:
+        m.pair(f"p{int(x[DESTINATIONS]) % 3}").add(w * 30.0 + x[FAILED], 100.0 * x[FAILED])
+
+
+def _beacon_score(m: DeviceBeacons, x: dict[str, float], w: int) -> tuple[float, ...]:
+    if DESTINATIONS not in x:
+        return ()
+    stats = m.pairs.get(f"p{int(x[DESTINATIONS]) % 3}")
+    if stats is None:
+        return (0.0,)
+    return (stats.score(), stats.cv_interval(), stats.cv_size(), float(stats.n))
+
+
 def _pop_score(m: PopulationScanModel, x: dict[str, float], w: int) -> tuple[float, ...]:
     return tuple(predictive_sf(x[f], m.prior(f, w)) for f in (DESTINATIONS, FAILED) if f in x)
 
@@ -61,6 +112,27 @@ MODELS = [
         lambda m, x, w: m.learn_one(x, window=w),
         _scan_score,
         lambda s: NetworkScanModel.from_dict(s, PARAMS),
+    ),
+    Adapter(
+        "catalog",
+        lambda: NetworkScanModel(PARAMS),
+        _catalog_learn,
+        _catalog_score,
+        lambda s: NetworkScanModel.from_dict(s, PARAMS),
+    ),
+    Adapter(
+        "category",
+        lambda: CategoryModel(3600.0 * 24, alpha=2.0, max_categories=3),
+        _category_learn,
+        _category_score,
+        lambda s: CategoryModel(3600.0 * 24, alpha=2.0, max_categories=3).load_dict(s),
+    ),
+    Adapter(
+        "beacon",
+        DeviceBeacons,
+        _beacon_learn,
+        _beacon_score,
+        DeviceBeacons.from_dict,
     ),
     Adapter(
         "population",
