@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ SCHEMA = 2
 MAX_DESTINATIONS = 2048
 MAX_EXAMPLES = 5
 MAX_UIDS = 20
+_MAX_KNOWN_ADDRESSES = 65536
 
 _CS = flow_pb2.ConnState
 # Attempts that never became a conversation (Zeek conn_state semantics).
@@ -57,10 +59,11 @@ def answered(flow: flow_pb2.Flow) -> bool:
 
 
 def ip_text(raw: bytes) -> str | None:
+    # inet_ntop gives the same canonical text as ipaddress (RFC 5952 for IPv6) at a tenth of the cost.
     if len(raw) == 4:
-        return str(ipaddress.IPv4Address(raw))
+        return socket.inet_ntop(socket.AF_INET, raw)
     if len(raw) == 16:
-        return str(ipaddress.IPv6Address(raw))
+        return socket.inet_ntop(socket.AF_INET6, raw)
     return None
 
 
@@ -75,10 +78,19 @@ class Networks:
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         self._nets = [ipaddress.ip_network(c, strict=False) for c in cidrs]
+        # Addresses repeat endlessly in telemetry: remember the answer (bounded: cleared when full).
+        self._known: dict[str, bool] = {}
 
     def __contains__(self, ip: str) -> bool:
+        known = self._known.get(ip)
+        if known is not None:
+            return known
         addr = ipaddress.ip_address(ip)
-        return any(addr.version == n.version and addr in n for n in self._nets)
+        inside = any(addr.version == n.version and addr in n for n in self._nets)
+        if len(self._known) >= _MAX_KNOWN_ADDRESSES:
+            self._known.clear()
+        self._known[ip] = inside
+        return inside
 
 
 @dataclass

@@ -137,10 +137,88 @@ class _CountsState:
         return model
 
 
+HOURS_PER_WEEK = 168
+# Unix time 0 was a Thursday: shift so that hour 0 of the week is Monday 00:00 UTC.
+_EPOCH_WEEK_OFFSET_H = 72
+# An hour-of-week's profile halves its weight every SEASON_HALF_LIFE_WEEKS weeks of that hour.
+SEASON_HALF_LIFE_WEEKS = 4.0
+# Hours of (device-)windows an hour-of-week needs before its profile is trusted; factors are clamped.
+SEASON_MIN_HOURS = 2.0
+SEASON_FACTOR_RANGE = (0.1, 10.0)
+
+
+def hour_of_week(window: int, window_s: float) -> int:
+    return (math.floor(window * window_s / 3600.0) + _EPOCH_WEEK_OFFSET_H) % HOURS_PER_WEEK
+
+
+class Seasonality:
+    """How busy each hour of the week is, per behaviour family, for the whole network.
+
+    Per family and hour-of-week: decayed sums of the family's counts and of the windows learned. The factor
+    for an hour is its mean over the overall mean (1 until the hour has ``SEASON_MIN_WINDOWS`` windows),
+    clamped; device beliefs are scaled by it, so a Monday-morning logon storm is expected on Monday
+    mornings, and the same burst at 3 a.m. on a Sunday is not.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.sums: dict[str, list[float]] = {}
+        self.windows: dict[str, list[float]] = {}
+        # One hour-of-week receives 3600 / window_s windows per week (per device).
+        per_week = 3600.0 / window_s
+        self.decay = float(0.5 ** (1.0 / (SEASON_HALF_LIFE_WEEKS * per_week)))
+        self.min_windows = SEASON_MIN_HOURS * per_week
+
+    def learn(self, family: str, value: float, hour: int) -> None:
+        sums = self.sums.setdefault(family, [0.0] * HOURS_PER_WEEK)
+        windows = self.windows.setdefault(family, [0.0] * HOURS_PER_WEEK)
+        sums[hour] = sums[hour] * self.decay + value
+        windows[hour] = windows[hour] * self.decay + 1.0
+
+    def factor(self, family: str, hour: int) -> float:
+        windows = self.windows.get(family)
+        if windows is None or windows[hour] < self.min_windows:
+            return 1.0
+        sums = self.sums[family]
+        overall_windows = sum(windows)
+        overall = sum(sums) / overall_windows if overall_windows else 0.0
+        if overall <= 0:
+            return 1.0
+        low, high = SEASON_FACTOR_RANGE
+        return min(high, max(low, (sums[hour] / windows[hour]) / overall))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sums": self.sums, "windows": self.windows}
+
+    def load_dict(self, doc: Mapping[str, Any]) -> None:
+        self.sums = {f: [float(v) for v in vs] for f, vs in doc.get("sums", {}).items()}
+        self.windows = {f: [float(v) for v in vs] for f, vs in doc.get("windows", {}).items()}
+
+
+def _family(feature: str) -> str:
+    spec = FEATURE_BY_NAME.get(feature)
+    return (spec.family or feature) if spec is not None else feature
+
+
 class PopulationScanModel(_CountsState):
-    """The network-wide belief per feature, pooled from every device's closed windows."""
+    """The network-wide belief per feature, pooled from every device's closed windows; its seasonality."""
 
     kind = "population model"
+
+    def __init__(self, params: ScanParams) -> None:
+        super().__init__(params)
+        self.season = Seasonality(params.window_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "season": self.season.to_dict()}
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
+        model = super().from_dict(state, params)
+        model.season.load_dict(state.get("season", {}))
+        return model
+
+    def season_factor(self, feature: str, window: int) -> float:
+        return self.season.factor(_family(feature), hour_of_week(window, self.params.window_s))
 
     @staticmethod
     def _count_model(params: ScanParams) -> CountModel:
@@ -150,9 +228,15 @@ class PopulationScanModel(_CountsState):
     def learn_one(
         self, x: Mapping[str, float], *, window: int, zeros: Mapping[str, int] | None = None
     ) -> None:
+        families: dict[str, float] = {}
         for feature, model in self.counts.items():
             if feature in x:
                 model.learn_one(x[feature], window=window, zeros=(zeros or {}).get(feature, 0))
+                family = _family(feature)
+                families[family] = families.get(family, 0.0) + x[feature]
+        hour = hour_of_week(window, self.params.window_s)
+        for family, value in families.items():
+            self.season.learn(family, value, hour)
 
     def mean(self, feature: str, window: int | None = None) -> float:
         post = self.counts[feature].posterior(window)
@@ -178,7 +262,13 @@ class NetworkScanModel(_CountsState):
         else:
             n0 = self.params.prior_strength
             prior = Gamma(n0 * hyper_mean(feature, self.params), n0)
-        return Gamma(prior.alpha + own.alpha, prior.beta + own.beta).tempered(self.params.max_evidence)
+        belief = Gamma(prior.alpha + own.alpha, prior.beta + own.beta).tempered(self.params.max_evidence)
+        if population is not None:
+            # Same confidence, a mean that follows the network's hour-of-week rhythm.
+            factor = population.season_factor(feature, window)
+            if factor != 1.0:
+                belief = Gamma(belief.alpha * factor, belief.beta)
+        return belief
 
     def feature_score(
         self, feature: str, observed: float, *, window: int, population: PopulationScanModel | None

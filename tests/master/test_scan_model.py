@@ -112,3 +112,34 @@ def test_state_is_plain_json() -> None:
     for state in (model.to_dict(), population.to_dict()):
         assert json.loads(json.dumps(state)) == state
         assert state["schema"] == 1
+
+
+def test_hour_of_week_seasonality_expects_the_busy_hour() -> None:
+    """Four weeks in which Monday 09:00 UTC is ten times busier than the rest of the week."""
+    from master.models.scan import hour_of_week
+
+    params = ScanParams(window_s=600.0, half_life_s=90 * 24 * 3600.0)
+    model, population = NetworkScanModel(params), PopulationScanModel(params)
+    monday_9 = None
+    rng = random.Random(4)
+    per_week = 168 * 6
+    first = 480_072 * 6  # hour 480,072 since the epoch is a Monday 00:00 UTC
+    for w in range(first, first + 4 * per_week):
+        busy = hour_of_week(w, params.window_s) == 9
+        if busy and monday_9 is None:
+            monday_9 = w
+        x = {DESTINATIONS: float(rng.randint(25, 35) if busy else rng.randint(2, 4)), FAILED: 0.0}
+        population.learn_one(x, window=w, zeros=model.learn_one(x, window=w))
+    assert monday_9 is not None
+    busy_week_later = monday_9 + 4 * per_week  # Monday 09:00, the fifth week
+    quiet = busy_week_later - 6 * 6  # Monday 03:00
+    assert population.season_factor(DESTINATIONS, busy_week_later) > 3.0
+    assert population.season_factor(DESTINATIONS, quiet) < 1.1  # most hours are the quiet ones
+    at_nine = model.score_one({DESTINATIONS: 30.0}, window=busy_week_later, population=population)
+    at_three = model.score_one({DESTINATIONS: 30.0}, window=quiet, population=population)
+    assert not at_nine.breach and at_three.breach
+    # The state keeps the profile.
+    restored = PopulationScanModel.from_dict(json.loads(json.dumps(population.to_dict())), params)
+    assert restored.season_factor(DESTINATIONS, busy_week_later) == population.season_factor(
+        DESTINATIONS, busy_week_later
+    )
