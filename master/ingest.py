@@ -131,6 +131,7 @@ class BatchProcessor:
         ex = self.pipeline.extract(records)
         ws = WorkingSet(await self.store.load(self.pipeline.address_keys(ex)))
         ws.add(await self.store.load(ws.missing(self.pipeline.state_keys(ex, ws))))
+        ws.add(await self.store.load(ws.missing(self.pipeline.group_keys(ex, ws))))
         outcome = self.pipeline.run(ex, ws)
         actions: list[ActionRecord] = []
         skipped: list[str] = []

@@ -8,6 +8,7 @@ the breaches. Both drivers therefore learn and score identically.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -47,7 +48,7 @@ from master.observe import (
     is_vpn,
     smb_dialect,
 )
-from master.store import Keys, WorkingSet
+from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -247,8 +248,30 @@ class Pipeline:
         keys += [self.keys.scan_population, self.keys.network]
         return sorted(set(keys))
 
+    def group_keys(self, ex: Extracted, ws: WorkingSet) -> list[str]:
+        """Third load: the peer-group models of the acting devices (known once their documents are)."""
+        inventory = Inventory(ws, self.keys)
+        groups = set()
+        for act in ex.acts:
+            doc = ws.get(self.keys.device(inventory.lookup(act.ip)))
+            groups.add(peer_group(doc, act.ip))
+            # Every device also teaches its subnet's group: that is what newcomers there borrow.
+            groups.add(subnet_group(act.ip))
+        return sorted(self.keys.peer_group(g) for g in groups)
+
     def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
         return _BatchRun(self, ws).run(ex)
+
+
+def subnet_group(ip: str) -> str:
+    """A newcomer's peers until it has a behaviour of its own: the devices of its /24 (IPv6: /64)."""
+    net = ipaddress.ip_network(f"{ip}/{24 if ':' not in ip else 64}", strict=False)
+    return f"subnet-{net.network_address}"
+
+
+def peer_group(doc: Doc | None, ip: str) -> str:
+    group = (doc or {}).get("peer_group")
+    return str(group) if group else subnet_group(ip)
 
 
 class _BatchRun:
@@ -267,6 +290,9 @@ class _BatchRun:
         self.context = ContextModels(ws, self.keys, self.inventory, pipeline.params.window_s)
         self.endpoints = Endpoints(ws, self.keys)
         self.beacons: dict[str, DeviceBeacons] = {}
+        self.groups: dict[str, PopulationScanModel] = {}
+        self.group_of: dict[str, str] = {}
+        self.unloaded_groups: set[str] = set()
         doc = ws.get(self.keys.scan_population)
         self.population = (
             PopulationScanModel.from_dict(doc, pipeline.params)
@@ -289,6 +315,27 @@ class _BatchRun:
             )
             self.late_at_load[device_id] = self.windows[device_id].late_records
         return self.windows[device_id], self.models[device_id]
+
+    def _group(self, device_id: str, subnet: bool = False) -> PopulationScanModel:
+        # The group a device had when the batch was loaded: a role learned mid-batch counts from the next.
+        ip = self.last_ip.get(device_id, "0.0.0.0")
+        name = subnet_group(ip) if subnet else self.group_of.get(device_id)
+        if name is None:
+            name = peer_group(self.inventory.doc(device_id), ip)
+            self.group_of[device_id] = name
+        if name not in self.groups:
+            key = self.keys.peer_group(name)
+            params = self.p.params
+            if self.ws.missing([key]):
+                # Not loaded (an address moved to another device within the batch): use, never write, a blank.
+                self.unloaded_groups.add(name)
+                self.groups[name] = PopulationScanModel(params)
+            else:
+                doc = self.ws.get(key)
+                self.groups[name] = (
+                    PopulationScanModel.from_dict(doc, params) if doc else PopulationScanModel(params)
+                )
+        return self.groups[name]
 
     def _beacons(self, device_id: str) -> DeviceBeacons:
         if device_id not in self.beacons:
@@ -352,7 +399,9 @@ class _BatchRun:
                 detector, x, model.params.min_destinations
             ):
                 continue
-            result = model.score_detector(detector, x, window=window.index, population=self.population)
+            result = model.score_detector(
+                detector, x, window=window.index, population=self.population, group=self._group(device_id)
+            )
             if not result.breach:
                 continue
             window.breached.add(detector.name)
@@ -373,7 +422,13 @@ class _BatchRun:
         for feature, observed in x.items():
             if observed < SIGNIFICANT_MIN_OBSERVED:
                 continue
-            fs = model.feature_score(feature, observed, window=window.index, population=self.population)
+            fs = model.feature_score(
+                feature,
+                observed,
+                window=window.index,
+                population=self.population,
+                group=self._group(device_id),
+            )
             if fs.probability < SIGNIFICANT_FEATURE_P:
                 unusual.append(fs)
         # One number per family (its most improbable feature): correlated views of one behaviour count once.
@@ -405,11 +460,22 @@ class _BatchRun:
         if window.dirty:
             self._score(device_id, window)
         x = window.features()
-        zeros = self.models[device_id].learn_one(x, window=window.index)
+        model = self.models[device_id]
+        zeros = model.learn_one(x, window=window.index)
         # A breaching window does not teach the network what normal is: one scanner must not raise every
         # new device's prior. The device itself does learn it, so a scanner that scans daily becomes normal.
         if not window.breached:
             self.population.learn_one(x, window=window.index, zeros=zeros)
+            group, subnet = self._group(device_id), self._group(device_id, subnet=True)
+            group.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
+            if subnet is not group:
+                subnet.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
+        role = model.role()
+        doc = self.inventory.doc(device_id)
+        if role is not None and doc is not None and doc.get("peer_group") != role:
+            # The device now has a behaviour of its own: its peers are those that behave alike.
+            doc["peer_group"] = role
+            self.inventory.put_doc(device_id, doc)
 
     def run(self, ex: Extracted) -> Outcome:
         for d in ex.dhcp:
@@ -457,6 +523,9 @@ class _BatchRun:
             self.ws.put(self.keys.scan_population, self.population.to_dict())
         for device_id, beacons in self.beacons.items():
             self.ws.put(self.keys.beacons(device_id), beacons.to_dict())
+        for name, group in self.groups.items():
+            if name not in self.unloaded_groups:
+                self.ws.put(self.keys.peer_group(name), group.to_dict())
         refs = [self.context.ref(d) for d in sorted(self.inventory.new_devices)]
         return Outcome(self.breaches, set(self.inventory.new_devices), ex.kinds, late, refs)
 

@@ -82,6 +82,10 @@ class Keys:
     def scan_population(self) -> str:
         return f"{self.prefix}:model:scan:population"
 
+    def peer_group(self, group: str) -> str:
+        """The pooled count beliefs of one peer group (devices that behave alike, or share a subnet)."""
+        return f"{self.prefix}:model:scan:group:{group}"
+
     def endpoint(self, address: str) -> str:
         """An external endpoint: who on the network contacted it, and when."""
         return f"{self.prefix}:endpoint:{address}"

@@ -62,6 +62,8 @@ class ScanParams:
     max_evidence: float = 4.0
     max_idle_windows: int = 10
     min_destinations: int = 10
+    # Windows of pooled evidence a peer group needs before its belief replaces the network's.
+    min_group_evidence: float = 30.0
     # Weak hyper-prior for a network with no history at all: about one event per window.
     hyper_alpha: float = 1.0
     hyper_beta: float = 1.0
@@ -91,6 +93,17 @@ class ScanScore:
 
     def feature(self, name: str) -> FeatureScore | None:
         return next((f for f in self.features if f.feature == name), None)
+
+
+# The behaviour families a peer-group signature is made of (see NetworkScanModel.role).
+ROLE_FAMILIES: tuple[tuple[str, ...], ...] = (
+    (DESTINATIONS,),
+    (FAILED,),
+    ("ldap_binds", "ldap_searches"),
+    ("distinct_auth_usernames",),
+    ("distinct_ptr_queries",),
+    ("external_upload_kib",),
+)
 
 
 def hyper_mean(feature: str, params: ScanParams) -> float:
@@ -226,7 +239,12 @@ class PopulationScanModel(_CountsState):
         return CountModel(params.half_life_windows, max_idle_windows=0)
 
     def learn_one(
-        self, x: Mapping[str, float], *, window: int, zeros: Mapping[str, int] | None = None
+        self,
+        x: Mapping[str, float],
+        *,
+        window: int,
+        zeros: Mapping[str, int] | None = None,
+        seasonal: bool = True,
     ) -> None:
         families: dict[str, float] = {}
         for feature, model in self.counts.items():
@@ -234,9 +252,15 @@ class PopulationScanModel(_CountsState):
                 model.learn_one(x[feature], window=window, zeros=(zeros or {}).get(feature, 0))
                 family = _family(feature)
                 families[family] = families.get(family, 0.0) + x[feature]
+        if not seasonal:
+            return
         hour = hour_of_week(window, self.params.window_s)
         for family, value in families.items():
             self.season.learn(family, value, hour)
+
+    def evidence(self, feature: str) -> float:
+        """Windows (decayed) this pooled belief rests on."""
+        return self.counts[feature].beta
 
     def mean(self, feature: str, window: int | None = None) -> float:
         post = self.counts[feature].posterior(window)
@@ -255,9 +279,19 @@ class NetworkScanModel(_CountsState):
 
     name = NAME
 
-    def belief(self, feature: str, *, window: int, population: PopulationScanModel | None) -> Gamma:
+    def belief(
+        self,
+        feature: str,
+        *,
+        window: int,
+        population: PopulationScanModel | None,
+        group: PopulationScanModel | None = None,
+    ) -> Gamma:
         own = self.counts[feature].posterior(window)
-        if population is not None:
+        if group is not None and group.evidence(feature) >= self.params.min_group_evidence:
+            # Peers that behave alike (or, for a newcomer, share its subnet) say more than the whole network.
+            prior = group.prior(feature, window)
+        elif population is not None:
             prior = population.prior(feature, window)
         else:
             n0 = self.params.prior_strength
@@ -271,9 +305,15 @@ class NetworkScanModel(_CountsState):
         return belief
 
     def feature_score(
-        self, feature: str, observed: float, *, window: int, population: PopulationScanModel | None
+        self,
+        feature: str,
+        observed: float,
+        *,
+        window: int,
+        population: PopulationScanModel | None,
+        group: PopulationScanModel | None = None,
     ) -> FeatureScore:
-        belief = self.belief(feature, window=window, population=population)
+        belief = self.belief(feature, window=window, population=population, group=group)
         return FeatureScore(feature, float(observed), belief.mean, predictive_sf(observed, belief))
 
     def score_detector(
@@ -283,6 +323,7 @@ class NetworkScanModel(_CountsState):
         *,
         window: int,
         population: PopulationScanModel | None = None,
+        group: PopulationScanModel | None = None,
     ) -> ScanScore:
         """Score one catalog detector without learning; features missing from ``x`` are left out."""
         scores: list[FeatureScore] = []
@@ -290,7 +331,7 @@ class NetworkScanModel(_CountsState):
         for feature, minimum in detector.triggers:
             if x.get(feature, 0.0) <= 0:
                 continue
-            fs = self.feature_score(feature, x[feature], window=window, population=population)
+            fs = self.feature_score(feature, x[feature], window=window, population=population, group=group)
             scores.append(fs)
             if fs.observed >= self._minimum(detector, feature, minimum) and (
                 fs.probability < self.params.breach_probability
@@ -298,7 +339,9 @@ class NetworkScanModel(_CountsState):
                 breach = True
         for feature in detector.support:
             if feature in x and x[feature] > 0:
-                scores.append(self.feature_score(feature, x[feature], window=window, population=population))
+                scores.append(
+                    self.feature_score(feature, x[feature], window=window, population=population, group=group)
+                )
         # The score weighs the most surprising trigger and the supporting evidence, not every trigger: two
         # views of one scan (hosts and host:port targets) must not count twice.
         triggers = [f for f in scores if f.feature in dict(detector.triggers)]
@@ -321,6 +364,21 @@ class NetworkScanModel(_CountsState):
     ) -> ScanScore:
         """The Network Scan detector (the first catalog model), as scored since schema 1."""
         return self.score_detector(DETECTOR_BY_NAME[NAME], x, window=window, population=population)
+
+    def role(self) -> str | None:
+        """A behaviour signature from the device's own rates (None until it has history of its own).
+
+        Per family, the order of magnitude of its rate per window: 0 (< 0.1), 1 (< 1), 2 (< 10), 3. Devices
+        with the same signature form a peer group: servers that fan out, workstations that mostly browse,
+        a directory-heavy admin box.
+        """
+        if self.counts[DESTINATIONS].beta < self.params.prior_strength:
+            return None
+        digits = []
+        for family in ROLE_FAMILIES:
+            rate = sum(self.counts[f].posterior().mean for f in family)
+            digits.append(str(0 if rate < 0.1 else 1 if rate < 1 else 2 if rate < 10 else 3))
+        return "role-" + "".join(digits)
 
     def learn_one(self, x: Mapping[str, float], *, window: int) -> dict[str, int]:
         """Learn one closed window; returns the empty windows counted as zeros per feature (for pooling)."""

@@ -281,3 +281,22 @@ def test_ordinary_day_after_baseline_is_quiet(learned: tuple[list[sensor_pb2.Rec
     records, _ = learned
     breaches = run([], records)
     assert [(b.model, b.device.ip) for b in breaches if b.severity != "low"] == []
+
+
+def test_newcomers_borrow_their_peers_belief() -> None:
+    """Backup servers in 10.0.9.0/24 each reach ~30 hosts a minute. A new server there doing the same is
+    ordinary for its peers; a new workstation doing it is a scan."""
+    rng = random.Random(9)
+    servers = []
+    for w in range(BASELINE_WINDOWS):
+        for s in range(1, 6):
+            for h in rng.sample(range(1, 200), rng.randint(26, 34)):
+                servers.append(flow(T0 + w * 60 + rng.uniform(0, 59), f"10.0.9.{s}", f"10.0.4.{h}", 445))
+    master = OfflineMaster(MasterConfig(response_mode="observe"))
+    master.process(sorted([*baseline(), *servers], key=_t))
+    fanout = [
+        flow(START + i, who, f"10.0.4.{i + 1}", 445) for who in ("10.0.9.50", "10.0.1.77") for i in range(30)
+    ]
+    breaches = master.process(sorted([*office(START - 5, 2, devices=20, seed=12), *fanout], key=_t)).breaches
+    scanned = {b.device.ip for b in breaches if b.model == "Device / Network Scan"}
+    assert scanned == {"10.0.1.77"}
