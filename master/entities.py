@@ -129,6 +129,28 @@ class Inventory:
             self.ws.put(self.keys.mac(mac), {"schema": SCHEMA, "device_id": device_id})
         return device_id
 
+    def cloud_device_id(self, cloud_id: str) -> str:
+        bound = self.ws.get(self.keys.cloud(cloud_id))
+        return str(bound["device_id"]) if bound else device_id_for("cloud", cloud_id)
+
+    def cloud_device_key(self, cloud_id: str) -> str:
+        return self.keys.device(self.cloud_device_id(cloud_id))
+
+    def observe_cloud(self, cloud_id: str, ip: str, t: float) -> str:
+        """A cloud flow log says instance ``cloud_id`` holds ``ip``: the instance is the device, whatever
+        address it has today (cloud addresses are reused; instance ids are not)."""
+        device_id = self.cloud_device_id(cloud_id)
+        doc = self._doc(device_id, t)
+        doc["first_seen"] = min(doc["first_seen"], t)
+        doc["last_seen"] = max(doc["last_seen"], t)
+        doc["cloud_id"] = cloud_id
+        _touch(doc["ips"], ip, t)
+        self.ws.put(self.keys.device(device_id), doc)
+        self._bind_ip(ip, device_id)
+        if self.ws.get(self.keys.cloud(cloud_id)) is None:
+            self.ws.put(self.keys.cloud(cloud_id), {"schema": SCHEMA, "device_id": device_id})
+        return device_id
+
     def set_hostname(self, ip: str, hostname: str, t: float, source: str) -> str:
         """A protocol named the device behind ``ip`` (NTLM workstation, DHCP host name, ...)."""
         device_id = self.lookup(ip)
@@ -138,6 +160,15 @@ class Inventory:
         self.ws.put(self.keys.device(device_id), doc)
         self._bind_ip(ip, device_id)
         return device_id
+
+    def bind(self, device_id: str, what: str, value: str, t: float) -> None:
+        """Record that ``value`` (a user, a DNS name) was seen with an existing device at ``t``."""
+        doc = self.ws.get(self.keys.device(device_id))
+        if doc is None:
+            # Never create a device from a name alone (a PTR sweep's answers are not devices acting).
+            return
+        _touch(doc.setdefault(what, {}), value, t)
+        self.ws.put(self.keys.device(device_id), doc)
 
     def ref(self, device_id: str, ip: str | None = None) -> alert_pb2.DeviceRef:
         """The device as a DeviceRef: ``ip`` when given (the address involved), else its latest address."""

@@ -68,6 +68,9 @@ class FlowObs:
     half_open: bool
     orig_internal: bool
     resp_internal: bool
+    # Cloud flow logs: the instance (or interface) the log belongs to, and the address it holds.
+    cloud_id: str = ""
+    cloud_ip: str = ""
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,18 @@ class DhcpObs:
 
 @dataclass(frozen=True)
 class HostnameObs:
+    """A name a protocol gave the device behind ``ip``.
+
+    ``kind``: "hostname" (the device names itself: NTLM workstation, DHCP, Kerberos machine account; these
+    feed Unusual Hostname for IP), "user" (an account that logged on from it) or "dns" (what DNS calls the
+    address; recorded, never judged: DNS and NetBIOS names legitimately differ).
+    """
+
     t: float
     ip: str
     hostname: str
     source: str
+    kind: str = "hostname"
 
 
 @dataclass
@@ -114,6 +122,9 @@ class Extracted:
 
     def macs(self) -> set[str]:
         return {d.mac for d in self.dhcp}
+
+    def clouds(self) -> set[str]:
+        return {f.cloud_id for f in self.flows if f.cloud_id}
 
 
 @dataclass
@@ -193,6 +204,7 @@ class Pipeline:
             half_open=is_half_open(flow.history),
             orig_internal=orig in self.internal,
             resp_internal=resp in self.internal,
+            **_cloud(flow, orig, resp, self.internal),
         )
 
     def _apps(self, apps: list[tuple[sensor_pb2.Record, str]], out: Extracted) -> None:
@@ -208,8 +220,7 @@ class Pipeline:
             if ip is None or ip not in self.internal:
                 continue
             t = _seconds(body.time)
-            if kind == "ntlm" and body.hostname:
-                out.hostnames.append(HostnameObs(t, ip, body.hostname, "ntlm"))
+            out.hostnames += _names(record, kind, ip, t, self.internal)
             items = app_items(record, kind)
             resp = ip_text(record.resp.ip) if record.HasField("resp") else None
             http = http_obs(record, resp) if kind == "http" and resp and resp not in self.internal else None
@@ -219,15 +230,20 @@ class Pipeline:
                 out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb))
 
     def address_keys(self, ex: Extracted) -> list[str]:
-        return Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
+        keys = Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
+        return keys + [self.keys.cloud(c) for c in sorted(ex.clouds())]
 
     def state_keys(self, ex: Extracted, ws: WorkingSet) -> list[str]:
         inventory = Inventory(ws, self.keys)
         keys = inventory.device_keys(ex.ips(), ex.macs())
+        keys += [inventory.cloud_device_key(c) for c in ex.clouds()]
         scanners = {inventory.lookup(a.ip) for a in ex.acts}
         # A DHCP record in the same batch may move an address to its MAC's device before the flows run:
         # load the scan state of every device the address could end up with.
         origins = {a.ip for a in ex.acts}
+        for f in ex.flows:
+            if f.cloud_id and f.cloud_ip in origins:
+                scanners.add(inventory.cloud_device_id(f.cloud_id))
         for d in ex.dhcp:
             if d.ip in origins:
                 bound = ws.get(self.keys.mac(d.mac))
@@ -257,10 +273,76 @@ class Pipeline:
             groups.add(peer_group(doc, act.ip))
             # Every device also teaches its subnet's group: that is what newcomers there borrow.
             groups.add(subnet_group(act.ip))
+        for cloud_id in ex.clouds():
+            doc = ws.get(inventory.cloud_device_key(cloud_id))
+            groups.update(peer_group(doc, f.cloud_ip) for f in ex.flows if f.cloud_id == cloud_id)
         return sorted(self.keys.peer_group(g) for g in groups)
 
     def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
         return _BatchRun(self, ws).run(ex)
+
+
+def _cloud(flow: flow_pb2.Flow, orig: str, resp: str, internal: Networks) -> dict[str, str]:
+    """The cloud instance a flow-log record belongs to, and which of its addresses is the instance's."""
+    if not flow.HasField("cloud"):
+        return {}
+    cloud = flow.cloud
+    ident = cloud.instance_id or cloud.interface_id
+    if not ident:
+        return {}
+    direction = cloud.direction.lower()
+    if direction in ("egress", "o", "outbound"):
+        ip = orig
+    elif direction in ("ingress", "i", "inbound"):
+        ip = resp
+    elif orig in internal and resp not in internal:
+        ip = orig
+    elif resp in internal and orig not in internal:
+        ip = resp
+    else:
+        return {}
+    return {"cloud_id": f"{cloud.provider}:{ident}", "cloud_ip": ip}
+
+
+def _ptr_address(name: str) -> str | None:
+    """ "12.1.231.10.in-addr.arpa" -> "10.231.1.12" (IPv4 reverse names only)."""
+    labels = name.lower().rstrip(".").split(".")
+    if len(labels) != 6 or labels[4:] != ["in-addr", "arpa"]:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(".".join(reversed(labels[:4]))))
+    except ValueError:
+        return None
+
+
+def _names(record: sensor_pb2.Record, kind: str, ip: str, t: float, internal: Networks) -> list[HostnameObs]:
+    """The IP <-> hostname <-> user bindings an application record carries."""
+    out = []
+    if kind == "ntlm":
+        if record.ntlm.hostname:
+            out.append(HostnameObs(t, ip, record.ntlm.hostname, "ntlm"))
+        if record.ntlm.username:
+            user = (
+                f"{record.ntlm.domain}\\{record.ntlm.username}"
+                if record.ntlm.domain
+                else record.ntlm.username
+            )
+            out.append(HostnameObs(t, ip, user, "ntlm", kind="user"))
+    elif kind == "kerberos" and record.kerberos.client:
+        principal = record.kerberos.client.split("/", 1)[0]
+        name = principal.split("@", 1)[0]
+        if name.endswith("$"):
+            # A machine account: the workstation introducing itself.
+            out.append(HostnameObs(t, ip, name[:-1], "kerberos"))
+        elif name:
+            out.append(HostnameObs(t, ip, principal, "kerberos", kind="user"))
+    elif kind == "dns" and record.dns.qtype == 12:
+        target = _ptr_address(record.dns.query)
+        if target is not None and target in internal:
+            for answer in record.dns.answers:
+                if answer.rr_type == 12 and answer.value:
+                    out.append(HostnameObs(t, target, answer.value.rstrip("."), "dns", kind="dns"))
+    return out
 
 
 def subnet_group(ip: str) -> str:
@@ -478,6 +560,9 @@ class _BatchRun:
             self.inventory.put_doc(device_id, doc)
 
     def run(self, ex: Extracted) -> Outcome:
+        for f in ex.flows:
+            if f.cloud_id and f.cloud_ip in self.p.internal:
+                self.inventory.observe_cloud(f.cloud_id, f.cloud_ip, f.t)
         for d in ex.dhcp:
             device_id = self.inventory.observe_dhcp(d.mac, d.ip, d.t, d.hostname)
             self.context.saw_actor(device_id, d.t)
@@ -507,7 +592,10 @@ class _BatchRun:
                     window.observe(feature, member, example, act.uid, amount)
         for h in ex.hostnames:
             device_id = self.inventory.lookup(h.ip)
-            self.context.hostname(device_id, h.ip, h.hostname, h.t, h.source)
+            if h.kind == "hostname":
+                self.context.hostname(device_id, h.ip, h.hostname, h.t, h.source)
+            else:
+                self.inventory.bind(device_id, "users" if h.kind == "user" else "dns_names", h.hostname, h.t)
         # Evaluate every window that grew, open ones included: a scan is caught while it is going on.
         for device_id, state in self.windows.items():
             for window in sorted(state.windows.values(), key=lambda w: w.index):

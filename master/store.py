@@ -69,6 +69,10 @@ class Keys:
     def mac(self, mac: str) -> str:
         return f"{self.prefix}:mac:{mac}"
 
+    def cloud(self, cloud_id: str) -> str:
+        """A cloud instance or interface ("aws:i-0abc...") -> its device."""
+        return f"{self.prefix}:cloud:{cloud_id}"
+
     def device(self, device_id: str) -> str:
         return f"{self.prefix}:device:{device_id}"
 
