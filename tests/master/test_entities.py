@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from master.entities import device_id_for
 from master.offline import OfflineMaster
 from tests.master.test_catalog import dns, ntlm
@@ -10,7 +12,7 @@ from vigil.flow.v1 import dns_pb2, flow_pb2, kerberos_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 
-def _doc(master: OfflineMaster, device_id: str) -> dict[str, object]:
+def _doc(master: OfflineMaster, device_id: str) -> dict[str, Any]:
     import asyncio
 
     key = master.store.keys.device(device_id)
@@ -31,7 +33,7 @@ def test_a_cloud_instance_is_one_device_across_addresses() -> None:
     device = device_id_for("cloud", "aws:i-0abc")
     doc = _doc(master, device)
     assert doc["cloud_id"] == "aws:i-0abc"
-    assert set(doc["ips"]) == {"10.9.1.4", "10.9.1.9"}  # type: ignore[arg-type]
+    assert set(doc["ips"]) == {"10.9.1.4", "10.9.1.9"}
 
 
 def _kerberos(t: float, client: str, orig: str) -> sensor_pb2.Record:
@@ -58,7 +60,7 @@ def test_users_machine_names_and_dns_names_are_bound_to_the_device() -> None:
     )
     doc = _doc(master, device_id_for("ip", me))
     assert doc["hostname"] == "WS5"
-    assert set(doc["users"]) == {"CORP\\alice", "bob@CORP.TEST"}  # type: ignore[arg-type]
-    assert set(doc["dns_names"]) == {"ws5.corp.test"}  # type: ignore[arg-type]
+    assert set(doc["users"]) == {"CORP\\alice", "bob@CORP.TEST"}
+    assert set(doc["dns_names"]) == {"ws5.corp.test"}
     # A name alone never creates a device.
     assert _doc(master, device_id_for("ip", "10.0.1.99")) == {}
