@@ -19,6 +19,9 @@ which covers the child and the descendants it reaped — belongs to it alone):
   CPU-second of client *plus* server (the batch loop is strictly sequential, so on an idle machine that sum
   is the wall time minus socket latency, while on a shared one it does not count other people's work).
   ``master.records_per_s_memory``: the same over :class:`master.store.MemoryStore`.
+  ``master.redis_round_trips_per_batch``: requests the batch path waits for per batch (dedup check, the
+  three loads, WATCH/EXISTS/EXEC of the commit). ``master.state_bytes_per_device``: every key under the
+  prefix after the run, divided by the devices.
 
 Why CPU time: the machine is shared and noisy, and wall time charges whatever else ran to the tool being
 measured. Wall-clock figures are recorded next to the CPU ones (``*_wall``) for reference. Ratios are always
@@ -379,14 +382,16 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _drive(processor: Any, records: Sequence[Any]) -> float:
+async def _drive(processor: Any, records: Sequence[Any]) -> tuple[float, int]:
     """Feed the batches the way the service's consumer does: one at a time, each committed before the next."""
     started = time.perf_counter()
+    batches = 0
     for i in range(0, len(records), BATCH_RECORDS):
         result = await processor.process(f"bench-{i // BATCH_RECORDS}", records[i : i + BATCH_RECORDS])
         if result.duplicate:
             raise RuntimeError("a bench batch was treated as a duplicate")
-    return time.perf_counter() - started
+        batches += 1
+    return time.perf_counter() - started, batches
 
 
 async def _state_bytes(client: Any, prefix: str) -> tuple[int, dict[str, int]]:
@@ -442,7 +447,7 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
             )
             server_cpu0 = _proc_cpu_s(server.proc.pid) if server is not None else 0.0
             cpu0 = time.process_time()
-            wall = await _drive(processor, records)
+            wall, batches = await _drive(processor, records)
             client_cpu = time.process_time() - cpu0
             server_cpu = (_proc_cpu_s(server.proc.pid) - server_cpu0) if server is not None else 0.0
             out |= {
@@ -450,6 +455,8 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
                 "client_cpu_s": client_cpu,
                 "server_cpu_s": server_cpu,
                 "devices": await store.device_count(),
+                "batches": batches,
+                "round_trips": getattr(store, "round_trips", None),
                 "breaches": len(await store.breaches(limit=1_000_000)),
             }
             if isinstance(store, RedisStore):
@@ -589,6 +596,10 @@ def run_all(packets: int, skip: set[str]) -> Json:
                 res["master.records_per_s"], res["master.records_per_s_memory"]
             )
             res["master.devices"] = int(redis["devices"])
+            if redis.get("round_trips") is not None and redis["batches"]:
+                res["master.redis_round_trips_per_batch"] = rounded(
+                    redis["round_trips"] / redis["batches"], 2
+                )
             res["master.breaches"] = int(redis["breaches"])
             res["master.state_bytes"] = int(redis["state_bytes"])
             res["master.state_bytes_by_kind"] = redis["state_bytes_by_kind"]
@@ -662,7 +673,9 @@ def table(res: Json) -> str:
     lines.append(
         f"{res['sensor.packets']:,} packets, {res['sensor.capture_bytes'] / 1e6:.0f} MB capture; "
         f"master: {num(res.get('master.records'), ',')} records, {num(res['master.devices'], ',')} devices, "
-        f"{num(res['master.state_bytes_per_device'], ',.0f')} B state/device; commit {res['commit'][:12]}"
+        f"{num(res['master.state_bytes_per_device'], ',.0f')} B state/device, "
+        f"{num(res.get('master.redis_round_trips_per_batch'), '.1f')} Redis round trips/batch; "
+        f"commit {res['commit'][:12]}"
     )
     return "\n".join(lines)
 

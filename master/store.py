@@ -230,12 +230,16 @@ class RedisStore:
         self._marker_ttl_s = int(marker_ttl_s)
         # Short timeouts: a hung Redis must turn into a nak and a retry, not a stuck consumer.
         self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        # Requests sent and answered by the batch path (is_processed, load, commit): the bench reports the
+        # mean per batch, since latency to Redis multiplies by it.
+        self.round_trips = 0
 
     @property
     def client(self) -> aioredis.Redis:
         return self._redis
 
     async def is_processed(self, batch_id: str) -> bool:
+        self.round_trips += 1
         try:
             return bool(await self._redis.exists(self.keys.batch(batch_id)))
         except _UNAVAILABLE as exc:
@@ -244,6 +248,7 @@ class RedisStore:
     async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]:
         if not keys:
             return {}
+        self.round_trips += 1
         try:
             values = await self._redis.mget(list(keys))
         except _UNAVAILABLE as exc:
@@ -255,6 +260,7 @@ class RedisStore:
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
                 # WATCH the marker: if another consumer commits the same batch meanwhile, EXEC aborts.
+                self.round_trips += 2
                 await pipe.watch(marker)
                 if await pipe.exists(marker):
                     return False  # leaving the pipeline context unwatches
@@ -278,6 +284,7 @@ class RedisStore:
                         pipe.zadd(
                             self.keys.pending_actions, {record.action.action_id: commit.due_time}, nx=True
                         )
+                self.round_trips += 1
                 await pipe.execute()
                 return True
         except WatchError:
