@@ -38,6 +38,8 @@ LAB_ID = "5ca1"
 PI_MAC = "dc:a6:32:5c:a1:0c"
 LAN_A_HOSTS: tuple[HostSpec, ...] = ("ws1", "ws2", ("pi", PI_MAC))
 LAN_B_HOSTS: tuple[HostSpec, ...] = ("dc", "files", "web")
+# The documentation-address "internet" of the external scenarios (cdn 198.51.100.30, rare .31).
+INTERNET_HOSTS: tuple[HostSpec, ...] = ("cdn", "rare")
 ATTACKER_IP = "10.231.1.12"
 BROWSER_UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
@@ -476,6 +478,14 @@ def hostname(built: Lab, srv: Servers) -> None:
     ordinary(built, srv)
 
 
+def external_scan(built: Lab, srv: Servers) -> None:
+    """The Pi sweeps a block of internet addresses for SSH and web servers (as a bot recruiting does)."""
+    pi = built.hosts["pi"]
+    ordinary(built, srv)
+    _nmap(pi, "-sS", "-T4", "--max-retries", "0", "-p", "22,80,443", "198.51.100.20-45", timeout_s=40)
+    ordinary(built, srv)
+
+
 def smbv1(built: Lab, srv: Servers) -> None:
     ws2 = built.hosts["ws2"]
     ordinary(built, srv)
@@ -499,6 +509,8 @@ class Scenario:
     name: str
     run: Callable[[Lab, Servers], None]
     allow_smb1: bool = False
+    # With the internet segment (its hosts come after the LANs', so every LAN MAC stays the same).
+    internet: bool = False
     # Upper bound on the capture's length: the whole capture must fit in one 60 s window of the master.
     budget_s: float = 30.0
 
@@ -510,6 +522,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("internal-ptr-sweep", ptr_sweep),
     Scenario("internal-hostname", hostname),
     Scenario("internal-smbv1", smbv1, allow_smb1=True),
+    Scenario("internal-external-scan", external_scan, internet=True),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 
@@ -522,7 +535,11 @@ def record(scenario: Scenario, out: Path, lab_id: str | None = LAB_ID, align: bo
     for ws1/ws2/servers): for tests that only look at the protocol records and must not collide with a
     recording that holds the fixed names."""
     started = time.monotonic()
-    with lab(LAN_A_HOSTS, LAN_B_HOSTS, lab_id=lab_id) as built, servers(built, scenario.allow_smb1) as srv:
+    internet = INTERNET_HOSTS if scenario.internet else ()
+    with (
+        lab(LAN_A_HOSTS, LAN_B_HOSTS, internet, lab_id=lab_id) as built,
+        servers(built, scenario.allow_smb1) as srv,
+    ):
         if align:
             fresh_window(scenario.budget_s + 5)
         with capture(built, out):

@@ -52,6 +52,7 @@ FIRES_TODAY: dict[str, dict[str, frozenset[str]]] = {
     "internal-ptr-sweep": {ATTACKER_IP: frozenset({"Device / Reverse DNS Sweep"})},
     "internal-hostname": {WS1: frozenset({"Unusual Activity / Unusual Hostname for IP"})},
     "internal-smbv1": {WS2: frozenset({"Compromise / Suspicious SMB Activity"})},
+    "internal-external-scan": {ATTACKER_IP: frozenset({"Device / External Network Scan"})},
 }
 
 
