@@ -29,6 +29,8 @@ def _p(value: float) -> str:
 
 
 def _n(value: float) -> str:
+    if value < 0.1:
+        return f"{value:.1g}"
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 

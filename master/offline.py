@@ -71,6 +71,13 @@ class OfflineMaster:
             await self._flush(chunk, out)
         return out
 
+    def fork(self) -> OfflineMaster:
+        """An independent master that has learned exactly what this one has (to try several futures)."""
+        twin = OfflineMaster(self.cfg, self.batch_records, self.store.keys.prefix)
+        twin.store.copy_from(self.store)
+        twin._batches = self._batches
+        return twin
+
     def process(self, records: Iterable[sensor_pb2.Record]) -> OfflineResult:
         """Synchronous form for callers without an event loop (the CLI)."""
         return asyncio.run(self.aprocess(records))

@@ -360,6 +360,15 @@ class MemoryStore:
         self._actions: dict[str, bytes] = {}
         self._pending: dict[str, float] = {}
 
+    def copy_from(self, other: MemoryStore) -> None:
+        """Become an independent copy of ``other`` (documents are immutable bytes; containers are copied)."""
+        self._docs = dict(other._docs)
+        self._processed = set(other._processed)
+        self._devices = set(other._devices)
+        self._breaches = list(other._breaches)
+        self._actions = dict(other._actions)
+        self._pending = dict(other._pending)
+
     # Synchronous core, used directly by the offline driver.
 
     def load_sync(self, keys: Iterable[str]) -> dict[str, Doc | None]:

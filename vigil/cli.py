@@ -99,10 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--learn",
         type=Path,
-        nargs="+",
+        action="append",
         default=[],
         metavar="BASELINE",
-        help="learn from these captures first (their breaches are not reported), then report on CAPTURE",
+        help="learn from this capture first, without reporting it (repeatable: --learn A --learn B)",
     )
 
     evaluate = sub.add_parser(

@@ -197,14 +197,27 @@ def _above(breach: alert_pb2.ModelBreach, quiet: str) -> bool:
     return SEVERITIES.index(breach.severity or severity(breach.score)) > SEVERITIES.index(quiet)
 
 
-def run_scenario(cfg: VigilConfig, truth: Truth) -> ScenarioResult:
+@dataclass
+class Learned:
+    """A master after learning a set of captures, kept so scenarios sharing a baseline learn it once."""
+
+    master: OfflineMaster
+    breaches: list[alert_pb2.ModelBreach]
+    device_days: set[tuple[str, int]]
+
+
+def learn(cfg: VigilConfig, captures: tuple[Path, ...]) -> Learned:
     master = OfflineMaster(cfg.master)
     activity = _Activity(Networks(cfg.master.internal_networks))
-    learned: list[alert_pb2.ModelBreach] = []
-    if truth.learn:
-        baseline = CaptureRecords(cfg, truth.learn)
-        learned = master.process(activity.watch(baseline)).breaches
-    activity.first = activity.last = None
+    breaches = master.process(activity.watch(CaptureRecords(cfg, captures))).breaches if captures else []
+    return Learned(master, breaches, activity.device_days)
+
+
+def run_scenario(cfg: VigilConfig, truth: Truth, learned_from: Learned | None = None) -> ScenarioResult:
+    base = learned_from if learned_from is not None else learn(cfg, truth.learn)
+    master = base.master.fork()
+    learned = base.breaches
+    activity = _Activity(Networks(cfg.master.internal_networks), set(base.device_days))
     source = CaptureRecords(cfg, truth.captures)
     breaches = master.process(activity.watch(source)).breaches
     first = activity.first or 0.0
@@ -308,7 +321,12 @@ def evaluate_directory(cfg: VigilConfig, directory: Path, as_json: bool, out: Te
         print(f"vigil eval: {exc}", file=sys.stderr)
         return 2
     tune_gc()
-    results = [run_scenario(cfg, t) for t in truths]
+    baselines: dict[tuple[Path, ...], Learned] = {}
+    results = []
+    for truth in truths:
+        if truth.learn not in baselines:
+            baselines[truth.learn] = learn(cfg, truth.learn)
+        results.append(run_scenario(cfg, truth, baselines[truth.learn]))
     total = summary(results)
     print(json.dumps(total, indent=2, sort_keys=True) if as_json else table(results, total), file=out)
     perfect = total["recall"] in (None, 1.0) and total["false_positives"] == 0

@@ -486,6 +486,23 @@ def external_scan(built: Lab, srv: Servers) -> None:
     ordinary(built, srv)
 
 
+def quiet_recon(built: Lab, srv: Servers) -> None:
+    """ws2, a known workstation, turns to slow and small reconnaissance: a dozen reverse lookups, a few
+    directory binds and searches, connect probes of admin ports on the servers. Each stays under its own
+    model's floor; together they are what no single model explains (Significant Anomaly)."""
+    ws2 = built.hosts["ws2"]
+    ordinary(built, srv)
+    batch = srv.tmp / "ptr-few.txt"
+    batch.write_text("".join(f"-x 10.231.2.{n}\n" for n in range(10, 22)))
+    proc = ws2.run("dig", f"@{srv.dc}", "+time=1", "+tries=1", "+short", "-f", str(batch), timeout=60)
+    _check(proc, "dig -x (12 names)", lambda rc: rc == 0)
+    for user in LDAP_USERS[:3]:
+        proc = ldap_search(ws2, srv, user, LDAP_PASSWORD, LDAP_SUFFIX, "(objectClass=*)")
+        _check(proc, f"ldapsearch as {user}", lambda rc: rc == 0)
+    _nmap(ws2, "-sT", "-T3", "--max-retries", "0", "-p", "22,135,3389,5985", srv.dc, srv.files, timeout_s=30)
+    ordinary(built, srv)
+
+
 def smbv1(built: Lab, srv: Servers) -> None:
     ws2 = built.hosts["ws2"]
     ordinary(built, srv)
@@ -523,6 +540,7 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("internal-hostname", hostname),
     Scenario("internal-smbv1", smbv1, allow_smb1=True),
     Scenario("internal-external-scan", external_scan, internet=True),
+    Scenario("internal-quiet-recon", quiet_recon),
 )
 SCENARIO_BY_NAME = {s.name: s for s in SCENARIOS}
 

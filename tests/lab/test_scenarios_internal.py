@@ -53,6 +53,7 @@ FIRES_TODAY: dict[str, dict[str, frozenset[str]]] = {
     "internal-hostname": {WS1: frozenset({"Unusual Activity / Unusual Hostname for IP"})},
     "internal-smbv1": {WS2: frozenset({"Compromise / Suspicious SMB Activity"})},
     "internal-external-scan": {ATTACKER_IP: frozenset({"Device / External Network Scan"})},
+    "internal-quiet-recon": {WS2: frozenset({"Unusual Activity / Significant Anomaly"})},
 }
 
 
