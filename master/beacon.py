@@ -178,6 +178,7 @@ def beacon_breach(
     t: float,
     uid: str,
     extra: str = "",
+    peer: str = "",
 ) -> alert_pb2.ModelBreach:
     b = stats.score()
     score = min(100, round(45 + 50 * b)) if model != HTTP_C2 else min(100, round(60 + 35 * b))
@@ -204,4 +205,5 @@ def beacon_breach(
         evidence=evidence,
         techniques=("T1071.001", "T1573") if model != FLOW_BEACON else ("T1071", "T1029"),
         uids=[uid] if uid else [],
+        peer=peer,
     )

@@ -8,10 +8,20 @@ import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from master.catalog import FEATURE_BY_NAME, INTERNAL_DESTINATIONS, MAX_EXPLAINED, CountDetector, severity
+from master.catalog import (
+    FEATURE_BY_NAME,
+    INTERNAL_DESTINATIONS,
+    MAX_EXPLAINED,
+    VPN_RARE,
+    CountDetector,
+    severity,
+)
 from master.features import Window
 from master.models.scan import ScanScore
 from vigil.alert.v1 import alert_pb2
+
+# Set features whose members are remote endpoints ("ip:port"): a single member is the breach's peer.
+ENDPOINT_SETS = frozenset({VPN_RARE})
 
 
 def breach_id(model: str, device_id: str, window: int) -> str:
@@ -52,8 +62,13 @@ def make_breach(
     evidence: list[alert_pb2.Evidence],
     techniques: tuple[str, ...],
     uids: list[str],
+    peer: str = "",
 ) -> alert_pb2.ModelBreach:
+    """``peer``: "ip:port" (or "ip") of the one remote endpoint the behaviour is about, if there is one."""
+    peer_ip, _, peer_port = peer.rpartition(":") if peer.count(":") == 1 else (peer, "", "")
     return alert_pb2.ModelBreach(
+        peer_ip=peer_ip,
+        peer_port=int(peer_port) if peer_port.isdigit() else 0,
         breach_id=breach_id(model, device.device_id, key),
         model=model,
         model_id=model_id(model),
@@ -68,6 +83,18 @@ def make_breach(
         window_start=timestamp(window[0]),
         window_end=timestamp(window[1]),
     )
+
+
+def _peer(detector: CountDetector, window: Window) -> str:
+    """The one remote endpoint behind a breach: the only member of an endpoint set, or the largest
+    contributor to a volume."""
+    for feature, _ in detector.triggers:
+        if feature in window.top:
+            return str(window.top[feature][1])
+        members = window.distinct.get(feature, set())
+        if feature in ENDPOINT_SETS and len(members) == 1:
+            return next(iter(members))
+    return ""
 
 
 def count_breach(
@@ -117,4 +144,5 @@ def count_breach(
         evidence=evidence,
         techniques=detector.techniques,
         uids=uids,
+        peer=_peer(detector, window),
     )

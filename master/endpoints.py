@@ -107,4 +107,5 @@ def rare_external_breach(
         ],
         techniques=("T1071",),
         uids=[uid] if uid else [],
+        peer=f"{rarity.endpoint}:{port}",
     )

@@ -106,6 +106,8 @@ class Window:
     uids: dict[str, list[str]] = field(default_factory=dict)
     # Detectors that already breached on this window: at most one breach per model, device and window.
     breached: set[str] = field(default_factory=set)
+    # Per count feature, the remote endpoint that contributed most: [amount, "ip:port"].
+    top: dict[str, list[Any]] = field(default_factory=dict)
     # Changed since it was last scored.
     dirty: bool = False
 
@@ -130,12 +132,16 @@ class Window:
         """Every catalog feature, zero where the device did none of it (an active window teaches zeros)."""
         return {name: float(self.value(name)) for name in FEATURE_NAMES}
 
-    def observe(self, feature: str, member: str | None, example: str, uid: str, amount: int = 1) -> bool:
+    def observe(
+        self, feature: str, member: str | None, example: str, uid: str, amount: int = 1, peer: str = ""
+    ) -> bool:
         """Count ``amount`` events (``member`` None) or one member of a set feature; True if it changed."""
         if member is None:
             if amount <= 0:
                 return False
             self.counts[feature] = self.counts.get(feature, 0) + amount
+            if peer and amount > self.top.get(feature, [0, ""])[0]:
+                self.top[feature] = [amount, peer]
         else:
             members = self.distinct.setdefault(feature, set())
             if member in members:
@@ -163,6 +169,7 @@ class Window:
             "uids": self.uids,
             "breached": sorted(self.breached),
             "dirty": self.dirty,
+            "top": self.top,
         }
 
     @classmethod
@@ -176,6 +183,7 @@ class Window:
             uids={k: list(v) for k, v in d["uids"].items()},
             breached=set(d["breached"]),
             dirty=bool(d["dirty"]),
+            top={k: list(v) for k, v in d.get("top", {}).items()},
         )
 
     @classmethod

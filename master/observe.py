@@ -41,7 +41,9 @@ from master.signatures import is_admin_account, tool_fingerprint
 from vigil.flow.v1 import flow_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
-Item = tuple[str, str | None, str, int]
+# (feature, member, example, amount) or, when one remote endpoint is what a response would block,
+# (feature, member, example, amount, "ip:port").
+Item = tuple[str, str | None, str, int] | tuple[str, str | None, str, int, str]
 
 DNS_PTR = 12
 # A DNS name whose subdomain part is at least this long and this random carries data, not a host name.
@@ -79,9 +81,14 @@ class HttpObs:
 
     host: str
     resp_ip: str
+    resp_port: int
     user_agent: str
     octet_stream: bool
     response_bytes: int
+
+    @property
+    def peer(self) -> str:
+        return f"{self.resp_ip}:{self.resp_port}"
 
     @property
     def browser(self) -> bool:
@@ -148,9 +155,8 @@ def flow_items(f: FlowObs) -> tuple[Item, ...]:
         if f.failed:
             items.append((FAILED_EXTERNAL, target, target, 1))
         if f.orig_bytes >= 1024:
-            items.append(
-                (EXTERNAL_UPLOAD, None, f"{f.orig_bytes / 1e6:.1f} MB to {target}", f.orig_bytes // 1024)
-            )
+            sent = f"{f.orig_bytes / 1e6:.1f} MB to {target}"
+            items.append((EXTERNAL_UPLOAD, None, sent, f.orig_bytes // 1024, f"{f.resp_ip}:{f.resp_port}"))
     if f.failed:
         items.append((FAILED, None, target, 1))
     if f.half_open:
@@ -225,6 +231,7 @@ def http_obs(record: sensor_pb2.Record, resp_ip: str) -> HttpObs:
     return HttpObs(
         host=(http.host or resp_ip).lower(),
         resp_ip=resp_ip,
+        resp_port=record.resp.port,
         user_agent=http.user_agent,
         octet_stream=any(m.startswith("application/octet-stream") for m in mimes),
         response_bytes=int(http.response_body_len),

@@ -438,14 +438,16 @@ class _BatchRun:
                 target = (
                     f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
                 )
-                items.append((VPN_RARE, f.resp_ip, f"{target}; {rarity.text()}", 1))
+                items.append((VPN_RARE, f"{f.resp_ip}:{f.resp_port}", f"{target}; {rarity.text()}", 1))
             stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
             stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
             if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):
                 stats.mark(FLOW_BEACON, act.t)
                 ref = self.context.ref(device_id, act.ip)
                 endpoint = f"{f.resp_ip}:{f.resp_port}"
-                self.breaches.append(beacon_breach(FLOW_BEACON, ref, endpoint, stats, rarity, act.t, f.uid))
+                self.breaches.append(
+                    beacon_breach(FLOW_BEACON, ref, endpoint, stats, rarity, act.t, f.uid, peer=endpoint)
+                )
             self.endpoints.contact(f.resp_ip, device_id, act.t)
         return items
 
@@ -462,14 +464,16 @@ class _BatchRun:
             stats.mark(HTTP_BEACON, act.t)
             ref = self.context.ref(device_id, act.ip)
             self.breaches.append(
-                beacon_breach(HTTP_BEACON, ref, f"http://{h.host}", stats, rarity, act.t, act.uid)
+                beacon_breach(
+                    HTTP_BEACON, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, peer=h.peer
+                )
             )
         if http_c2(stats, rarity) and stats.due(HTTP_C2, act.t):
             stats.mark(HTTP_C2, act.t)
             ref = ref or self.context.ref(device_id, act.ip)
             extra = f", {stats.octet} application/octet-stream responses to user agent {h.user_agent[:60]!r}"
             self.breaches.append(
-                beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra)
+                beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra, h.peer)
             )
 
     def _score(self, device_id: str, window: Window) -> None:
@@ -588,8 +592,9 @@ class _BatchRun:
                 self.context.smb_dialect(device_id, act.ip, *act.smb, act.t, act.uid)
             window = state.window_for(act.t)
             if window is not None:
-                for feature, member, example, amount in items:
-                    window.observe(feature, member, example, act.uid, amount)
+                for item in items:
+                    peer = item[4] if len(item) > 4 else ""
+                    window.observe(item[0], item[1], item[2], act.uid, item[3], peer)
         for h in ex.hostnames:
             device_id = self.inventory.lookup(h.ip)
             if h.kind == "hostname":

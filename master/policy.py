@@ -1,5 +1,18 @@
 """Breach → the smallest bounded action that stops it, or a documented reason for doing nothing.
 
+Playbook (by catalog model):
+
+* scanning and attack tooling (Network Scan and its siblings, Anomalous Nmap Activity, Attack and Recon
+  Tools, New Device with Attack Tools, Multiple Lateral Movement) → stop the device's outgoing connections;
+* SMB Session Brute Force → block the device's SMB ports (445, 139), nothing else;
+* beacons, HTTP command and control, a VPN to a rare endpoint, an unusual external transfer → block the
+  device's connections to that one remote endpoint (the breach's ``peer_ip``);
+* everything else (new devices, hostnames, rare endpoints, DNS tunnels, reverse sweeps, LDAP enumeration,
+  significant anomalies, breach counts) → no automatic action: an analyst decides.
+
+A device already under an action that covers a new one (same or wider, not expired) gets no second one
+(reason ``already_acting``), so one scan that breaches six models is one block.
+
 Network Scan → block the device's new outgoing connections. The proportionate action is to cut the scanner
 off from the *internal* networks only (it can still reach the internet and keep its users working), which
 in the responder contract means ``ACTION_KIND_BLOCK_CONNECTION`` with one scope per internal network. The
@@ -24,12 +37,40 @@ from dataclasses import dataclass
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from master.features import Networks
-from master.models.scan import NAME as SCAN_MODEL
 from master.store import ActionRecord
 from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
 _STATE_BY_MODE = {"autonomous": "pending", "confirm": "proposed", "observe": "observed"}
+
+STOP_OUTGOING = frozenset(
+    {
+        "Device / Network Scan",
+        "Device / Network Range Scan",
+        "Device / Suspicious Network Scan Activity",
+        "Device / Suspicious SMB Scanning Activity",
+        "Device / RDP Scan",
+        "Device / UDP Enumeration",
+        "Device / External Network Scan",
+        "Device / Anomalous Nmap Activity",
+        "Device / Attack and Recon Tools",
+        "Device / New Device with Attack Tools",
+        "Device / Multiple Lateral Movement Model Breaches",
+    }
+)
+BLOCK_SMB = frozenset(
+    {"Device / SMB Session Brute Force (Non-Admin)", "Device / SMB Session Brute Force (Admin)"}
+)
+BLOCK_PEER = frozenset(
+    {
+        "Compromise / Beaconing Activity To External Rare",
+        "Compromise / HTTP Beaconing to Rare Destination",
+        "Compromise / Possible HTTP Command and Control",
+        "Anomalous Connection / Outbound VPN to Rare Endpoint",
+        "Unusual Activity / Unusual External Data Transfer",
+    }
+)
+SMB_PORTS = (445, 139)
 
 
 def action_id(breach_id: str, kind: int) -> str:
@@ -88,6 +129,8 @@ class Policy:
         self.internal_networks = [str(ipaddress.ip_network(n, strict=False)) for n in internal_networks]
         self.narrow_scope = narrow_scope
         self.limiter = RateLimiter(max_actions_per_minute)
+        # Actions decided and not yet expired: (target, kind, scopes) -> expiry on the policy's clock.
+        self._active: dict[tuple[str, int, tuple[tuple[str, int, int], ...]], float] = {}
 
     def _is_protected(self, ip: str) -> bool:
         try:
@@ -96,22 +139,57 @@ class Policy:
             # An address we cannot parse is not one we can safely act on.
             return True
 
+    def _playbook(
+        self, breach: alert_pb2.ModelBreach
+    ) -> tuple[responder_pb2.ActionKind.ValueType, list[responder_pb2.Scope]] | None:
+        if breach.model in STOP_OUTGOING:
+            if self.narrow_scope:
+                scopes = [responder_pb2.Scope(peer_ip=net) for net in self.internal_networks]
+                return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, scopes
+            return responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING, []
+        if breach.model in BLOCK_SMB:
+            tcp = responder_pb2.IP_PROTOCOL_TCP
+            return responder_pb2.ACTION_KIND_BLOCK_PORT, [
+                responder_pb2.Scope(port=p, protocol=tcp) for p in SMB_PORTS
+            ]
+        if breach.model in BLOCK_PEER and breach.peer_ip:
+            return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, [responder_pb2.Scope(peer_ip=breach.peer_ip)]
+        return None
+
+    def _covered(self, target: str, kind: int, scopes: list[responder_pb2.Scope], now: float) -> bool:
+        """An unexpired action on ``target`` already blocks at least this much."""
+        wanted = {(s.peer_ip, s.port, s.protocol) for s in scopes}
+        for (ip, active_kind, active_scopes), expires in list(self._active.items()):
+            if expires <= now:
+                del self._active[(ip, active_kind, active_scopes)]
+                continue
+            if ip != target:
+                continue
+            if active_kind == responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING:
+                return True
+            if active_kind == kind and wanted <= set(active_scopes):
+                return True
+        return False
+
     def decide(self, breach: alert_pb2.ModelBreach, now: float) -> Decision:
-        if breach.model != SCAN_MODEL:
+        playbook = self._playbook(breach)
+        if playbook is None:
             return Decision(None, "no_playbook")
+        kind, scopes = playbook
         if breach.score < self.action_min_score:
             return Decision(None, "below_min_score")
         target = breach.device.ip
         if not target or self._is_protected(target):
             return Decision(None, "protected")
+        if any(s.peer_ip and "/" not in s.peer_ip and self._is_protected(s.peer_ip) for s in scopes):
+            # Never cut a device off from a protected asset (its DNS server, its domain controller).
+            return Decision(None, "protected")
+        if self._covered(target, kind, scopes, now):
+            return Decision(None, "already_acting")
         if not self.limiter.allow(now):
             return Decision(None, "rate_limited")
-        if self.narrow_scope:
-            kind = responder_pb2.ACTION_KIND_BLOCK_CONNECTION
-            scopes = [responder_pb2.Scope(peer_ip=net) for net in self.internal_networks]
-        else:
-            kind = responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING
-            scopes = []
+        key = tuple(sorted((s.peer_ip, s.port, s.protocol) for s in scopes))
+        self._active[(target, kind, key)] = now + self.block_duration_s
         action = responder_pb2.Action(
             action_id=action_id(breach.breach_id, kind),
             kind=kind,

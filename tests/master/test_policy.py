@@ -9,13 +9,20 @@ from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
 
-def _breach(ip: str = "10.0.1.5", score: int = 90, breach_id: str = "brc-1") -> alert_pb2.ModelBreach:
+def _breach(
+    ip: str = "10.0.1.5",
+    score: int = 90,
+    breach_id: str = "brc-1",
+    model: str = "Device / Network Scan",
+    peer: str = "",
+) -> alert_pb2.ModelBreach:
     return alert_pb2.ModelBreach(
         breach_id=breach_id,
-        model="Device / Network Scan",
+        model=model,
         score=score,
         device=alert_pb2.DeviceRef(device_id="dev-1", ip=ip),
         explanation="10.0.1.5 contacted 212 distinct internal hosts in 60 s",
+        peer_ip=peer,
     )
 
 
@@ -65,9 +72,11 @@ def test_guards() -> None:
 
 def test_rate_limit_per_minute_of_the_policy_clock() -> None:
     policy = _policy(max_actions_per_minute=2)
-    reasons = [policy.decide(_breach(breach_id=f"b{i}"), now=100.0 + i).reason for i in range(4)]
+    reasons = [
+        policy.decide(_breach(f"10.0.1.{i}", breach_id=f"b{i}"), now=100.0 + i).reason for i in range(4)
+    ]
     assert reasons == ["decided", "decided", "rate_limited", "rate_limited"]
-    assert policy.decide(_breach(breach_id="later"), now=161.0).reason == "decided"
+    assert policy.decide(_breach("10.0.1.9", breach_id="later"), now=161.0).reason == "decided"
 
 
 def test_narrow_scope_blocks_only_internal_networks() -> None:
@@ -82,3 +91,34 @@ def test_rate_limiter_window() -> None:
     assert limiter.allow(0.0)
     assert not limiter.allow(9.9)
     assert limiter.allow(10.0)
+
+
+def test_playbook_is_proportionate_to_the_model() -> None:
+    policy = _policy(max_actions_per_minute=100)
+    brute = policy.decide(_breach("10.0.1.6", model="Device / SMB Session Brute Force (Admin)"), 0.0).record
+    assert brute is not None
+    assert brute.action.kind == responder_pb2.ACTION_KIND_BLOCK_PORT
+    assert sorted(s.port for s in brute.action.scopes) == [139, 445]
+    beacon = policy.decide(
+        _breach("10.0.1.7", model="Compromise / Beaconing Activity To External Rare", peer="203.0.113.9"), 0.0
+    ).record
+    assert beacon is not None
+    assert beacon.action.kind == responder_pb2.ACTION_KIND_BLOCK_CONNECTION
+    assert [s.peer_ip for s in beacon.action.scopes] == ["203.0.113.9"]
+    # Without a peer there is nothing connection-sized to block: no action rather than a bigger one.
+    no_peer = _breach("10.0.1.8", model="Compromise / HTTP Beaconing to Rare Destination")
+    assert policy.decide(no_peer, 0.0).reason == "no_playbook"
+    for model in ("Device / New Device", "Compromise / DNS Tunnel", "Unusual Activity / Significant Anomaly"):
+        assert policy.decide(_breach("10.0.1.9", model=model, score=100), 0.0).reason == "no_playbook"
+
+
+def test_one_scan_breaching_several_models_is_one_block() -> None:
+    policy = _policy(max_actions_per_minute=100)
+    models = ["Device / Network Scan", "Device / RDP Scan", "Device / Suspicious SMB Scanning Activity"]
+    reasons = [policy.decide(_breach(model=m, breach_id=m), 10.0 + i).reason for i, m in enumerate(models)]
+    assert reasons == ["decided", "already_acting", "already_acting"]
+    # ...and a brute force by the same device is covered by its outgoing block too.
+    brute = _breach(model="Device / SMB Session Brute Force (Non-Admin)", breach_id="bf")
+    assert policy.decide(brute, 20.0).reason == "already_acting"
+    # Once the block expires, the device can be acted on again.
+    assert policy.decide(_breach(breach_id="next"), 10.0 + 3600.0).reason == "decided"

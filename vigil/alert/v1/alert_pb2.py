@@ -25,23 +25,23 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avigil/alert/v1/alert.proto\x12\x0evigil.alert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\tDeviceRef\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\"~\n\x08\x45vidence\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x10\n\x08observed\x18\x02 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x01\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x06 \x03(\t\"\x82\x03\n\x0bModelBreach\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12)\n\x06\x64\x65vice\x18\x03 \x01(\x0b\x32\x19.vigil.alert.v1.DeviceRef\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x05 \x01(\r\x12*\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x18.vigil.alert.v1.Evidence\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x18\n\x10mitre_techniques\x18\x08 \x03(\t\x12\x0c\n\x04uids\x18\t \x03(\t\x12\x10\n\x08model_id\x18\n \x01(\t\x12\x10\n\x08severity\x18\x0b \x01(\t\x12\x30\n\x0cwindow_start\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Z\n\rTimelineEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tbreach_id\x18\x03 \x01(\t\"\xeb\x02\n\x08Incident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12*\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x19.vigil.alert.v1.DeviceRef\x12\x0e\n\x06phases\x18\x03 \x03(\t\x12\x18\n\x10mitre_techniques\x18\x04 \x03(\t\x12\x12\n\nbreach_ids\x18\x05 \x03(\t\x12/\n\x08timeline\x18\x06 \x03(\x0b\x32\x1d.vigil.alert.v1.TimelineEntry\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.vigil.alert.v1.IncidentStatus\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x0b \x01(\r*\x89\x01\n\x0eIncidentStatus\x12\x1f\n\x1bINCIDENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INCIDENT_STATUS_OPEN\x10\x01\x12 \n\x1cINCIDENT_STATUS_ACKNOWLEDGED\x10\x02\x12\x1a\n\x16INCIDENT_STATUS_CLOSED\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1avigil/alert/v1/alert.proto\x12\x0evigil.alert.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"W\n\tDeviceRef\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x0c\n\x04tags\x18\x05 \x03(\t\"~\n\x08\x45vidence\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x10\n\x08observed\x18\x02 \x01(\x01\x12\x10\n\x08\x65xpected\x18\x03 \x01(\x01\x12\x13\n\x0bprobability\x18\x04 \x01(\x01\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01\x12\x10\n\x08\x65xamples\x18\x06 \x03(\t\"\xa6\x03\n\x0bModelBreach\x12\x11\n\tbreach_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12)\n\x06\x64\x65vice\x18\x03 \x01(\x0b\x32\x19.vigil.alert.v1.DeviceRef\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x05 \x01(\r\x12*\n\x08\x65vidence\x18\x06 \x03(\x0b\x32\x18.vigil.alert.v1.Evidence\x12\x13\n\x0b\x65xplanation\x18\x07 \x01(\t\x12\x18\n\x10mitre_techniques\x18\x08 \x03(\t\x12\x0c\n\x04uids\x18\t \x03(\t\x12\x10\n\x08model_id\x18\n \x01(\t\x12\x10\n\x08severity\x18\x0b \x01(\t\x12\x30\n\x0cwindow_start\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07peer_ip\x18\x0e \x01(\t\x12\x11\n\tpeer_port\x18\x0f \x01(\r\"Z\n\rTimelineEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x11\n\tbreach_id\x18\x03 \x01(\t\"\xeb\x02\n\x08Incident\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12*\n\x07\x64\x65vices\x18\x02 \x03(\x0b\x32\x19.vigil.alert.v1.DeviceRef\x12\x0e\n\x06phases\x18\x03 \x03(\t\x12\x18\n\x10mitre_techniques\x18\x04 \x03(\t\x12\x12\n\nbreach_ids\x18\x05 \x03(\t\x12/\n\x08timeline\x18\x06 \x03(\x0b\x32\x1d.vigil.alert.v1.TimelineEntry\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12.\n\x06status\x18\x08 \x01(\x0e\x32\x1e.vigil.alert.v1.IncidentStatus\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05score\x18\x0b \x01(\r*\x89\x01\n\x0eIncidentStatus\x12\x1f\n\x1bINCIDENT_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14INCIDENT_STATUS_OPEN\x10\x01\x12 \n\x1cINCIDENT_STATUS_ACKNOWLEDGED\x10\x02\x12\x1a\n\x16INCIDENT_STATUS_CLOSED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.alert.v1.alert_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INCIDENTSTATUS']._serialized_start=1144
-  _globals['_INCIDENTSTATUS']._serialized_end=1281
+  _globals['_INCIDENTSTATUS']._serialized_start=1180
+  _globals['_INCIDENTSTATUS']._serialized_end=1317
   _globals['_DEVICEREF']._serialized_start=79
   _globals['_DEVICEREF']._serialized_end=166
   _globals['_EVIDENCE']._serialized_start=168
   _globals['_EVIDENCE']._serialized_end=294
   _globals['_MODELBREACH']._serialized_start=297
-  _globals['_MODELBREACH']._serialized_end=683
-  _globals['_TIMELINEENTRY']._serialized_start=685
-  _globals['_TIMELINEENTRY']._serialized_end=775
-  _globals['_INCIDENT']._serialized_start=778
-  _globals['_INCIDENT']._serialized_end=1141
+  _globals['_MODELBREACH']._serialized_end=719
+  _globals['_TIMELINEENTRY']._serialized_start=721
+  _globals['_TIMELINEENTRY']._serialized_end=811
+  _globals['_INCIDENT']._serialized_start=814
+  _globals['_INCIDENT']._serialized_end=1177
 # @@protoc_insertion_point(module_scope)

@@ -140,6 +140,8 @@ class ModelBreach(_message.Message):
     SEVERITY_FIELD_NUMBER: _builtins.int
     WINDOW_START_FIELD_NUMBER: _builtins.int
     WINDOW_END_FIELD_NUMBER: _builtins.int
+    PEER_IP_FIELD_NUMBER: _builtins.int
+    PEER_PORT_FIELD_NUMBER: _builtins.int
     breach_id: _builtins.str
     model: _builtins.str
     """Catalog name, e.g. "Device / Network Scan"."""
@@ -151,6 +153,11 @@ class ModelBreach(_message.Message):
     """Stable identifier of the catalog model, e.g. "device-network-scan" (the name may be reworded)."""
     severity: _builtins.str
     """From the score: "low" (< 40), "medium" (< 60), "high" (< 80) or "critical"."""
+    peer_ip: _builtins.str
+    """The one remote endpoint the behaviour is about, where there is one (a beacon's server, a VPN peer);
+    empty otherwise. What a connection-level response blocks.
+    """
+    peer_port: _builtins.int
     @_builtins.property
     def device(self) -> Global___DeviceRef: ...
     @_builtins.property
@@ -189,10 +196,12 @@ class ModelBreach(_message.Message):
         severity: _builtins.str = ...,
         window_start: _timestamp_pb2.Timestamp | None = ...,
         window_end: _timestamp_pb2.Timestamp | None = ...,
+        peer_ip: _builtins.str = ...,
+        peer_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "time", b"time", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "device", b"device", "evidence", b"evidence", "explanation", b"explanation", "mitre_techniques", b"mitre_techniques", "model", b"model", "model_id", b"model_id", "score", b"score", "severity", b"severity", "time", b"time", "uids", b"uids", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "device", b"device", "evidence", b"evidence", "explanation", b"explanation", "mitre_techniques", b"mitre_techniques", "model", b"model", "model_id", b"model_id", "peer_ip", b"peer_ip", "peer_port", b"peer_port", "score", b"score", "severity", b"severity", "time", b"time", "uids", b"uids", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
