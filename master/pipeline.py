@@ -8,6 +8,7 @@ the breaches. Both drivers therefore learn and score identically.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections import Counter
@@ -345,6 +346,7 @@ def _names(record: sensor_pb2.Record, kind: str, ip: str, t: float, internal: Ne
     return out
 
 
+@functools.lru_cache(maxsize=65536)
 def subnet_group(ip: str) -> str:
     """A newcomer's peers until it has a behaviour of its own: the devices of its /24 (IPv6: /64)."""
     net = ipaddress.ip_network(f"{ip}/{24 if ':' not in ip else 64}", strict=False)
