@@ -70,6 +70,11 @@ all: fmt lint test ## Format, lint and test
 clean: ## Remove caches and run state (keeps .venv)
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache bench/*.pcap bench/work
 
+.PHONY: eval
+eval: install ## Recall, precision, time to detect, false positives: the lab scenarios after a 5-day baseline
+	rm -rf var/eval && $(PY) -m tests.lab.compose var/eval --stage --days 5
+	$(VIGIL) eval var/eval
+
 .PHONY: golden
 golden: ## Print agreement with Zeek's reference logs per log type
 	$(PY) -m tests.sensor.golden_report

@@ -320,14 +320,27 @@ def parse_time(text: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("out", type=Path)
-    parser.add_argument("sessions", type=Path, nargs="+")
-    parser.add_argument("--start", required=True, help="e.g. 2026-11-02T08:00:00Z")
+    parser.add_argument("sessions", type=Path, nargs="*")
+    parser.add_argument("--start", help="e.g. 2026-11-02T08:00:00Z")
+    parser.add_argument(
+        "--stage",
+        action="store_true",
+        help="OUT is a directory: lay out every scenario of tests/data/scenarios for `vigil eval OUT`",
+    )
     parser.add_argument("--days", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--slots", type=int, default=5, help="slots per working day")
     parser.add_argument("--day-hours", type=float, default=10.0)
     parser.add_argument("--shift", action="store_true", help="only move one capture to --start")
     args = parser.parse_args(argv)
+    if args.stage:
+        truths = sorted((BENIGN_DIR.parent).glob("*.truth.yaml"))
+        start_at = parse_time(args.start) if args.start else None
+        staged = stage_scenarios(truths, args.out, days=args.days, start=start_at, seed=args.seed)
+        print(f"staged {len(staged)} scenarios and a {args.days}-day baseline in {args.out}", file=sys.stderr)
+        return 0
+    if args.start is None or not args.sessions:
+        parser.error("--start and at least one capture are required (or --stage)")
     start = parse_time(args.start)
     if args.shift:
         if len(args.sessions) != 1:
