@@ -332,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--slots", type=int, default=5, help="slots per working day")
     parser.add_argument("--day-hours", type=float, default=10.0)
     parser.add_argument("--shift", action="store_true", help="only move one capture to --start")
-    args = parser.parse_args(argv)
+    # Intermixed: the captures may follow the options (positional "*" would otherwise end early).
+    args = parser.parse_intermixed_args(argv)
     if args.stage:
         truths = sorted((BENIGN_DIR.parent).glob("*.truth.yaml"))
         start_at = parse_time(args.start) if args.start else None
