@@ -5,9 +5,12 @@ intervals with regular sizes, for long. Batch tools score a day of connections a
 connection updates, in O(1) state, an exponentially weighted mean and variance of the inter-arrival time and
 of the size, so the score is current after each connection and old behaviour fades.
 
-Beacon score ``b`` in [0, 1]: ``0.5 * r_interval + 0.25 * r_size + 0.25 * c`` where
-``r = 1 - min(1, CV)`` (coefficient of variation; exponential, i.e. random, arrivals have CV = 1) and
-``c = min(1, n / 30)``. Models (once per device and endpoint per ``REFIRE_S``):
+Beacon score ``b`` in [0, 1]: ``0.4 * r_interval + 0.2 * r_size + 0.2 * c + 0.1 * d + 0.1 * h`` where
+``r = 1 - min(1, CV)`` (coefficient of variation; exponential, i.e. random, arrivals have CV = 1),
+``c = min(1, n / 30)``, ``d = min(1, span / 6 h)`` (how long it has gone on) and ``h`` the share of the 24
+hours of the day it has been seen in (a person works some hours; a timer works all of them).
+
+Models (once per device and endpoint per ``REFIRE_S``):
 
 * ``Compromise / Beaconing Activity To External Rare``: any protocol (flows), ``n >= 10`` intervals of at
   least 1 s, interval CV ``<= 0.25`` and size CV ``<= 0.5``, to an endpoint rare for the network.
@@ -51,6 +54,8 @@ class PairStats:
     octet: int = 0
     browser: bool = False
     fired: dict[str, float] | None = None
+    # Bit i set: seen in hour i (UTC) of the day.
+    hours: int = 0
 
     @property
     def intervals(self) -> int:
@@ -64,6 +69,7 @@ class PairStats:
 
     def add(self, t: float, size: float) -> None:
         """One connection/request at event time ``t``; an out-of-order one counts but moves no interval."""
+        self.hours |= 1 << (int(t // 3600) % 24)
         if self.n == 0:
             self.first = self.last = t
             self.mean_s = size
@@ -91,7 +97,9 @@ class PairStats:
         r_i = 1.0 - min(1.0, self.cv_interval())
         r_s = 1.0 - min(1.0, self.cv_size())
         c = min(1.0, self.intervals / 30.0)
-        return 0.5 * r_i + 0.25 * r_s + 0.25 * c
+        d = min(1.0, (self.last - self.first) / (6 * 3600.0))
+        h = bin(self.hours).count("1") / 24.0
+        return 0.4 * r_i + 0.2 * r_s + 0.2 * c + 0.1 * d + 0.1 * h
 
     def due(self, model: str, t: float) -> bool:
         last = (self.fired or {}).get(model)
@@ -112,13 +120,14 @@ class PairStats:
             self.octet,
             self.browser,
             self.fired or {},
+            self.hours,
         ]
 
     @classmethod
     def from_list(cls, v: list[Any]) -> PairStats:
         return cls(
             int(v[0]), float(v[1]), float(v[2]), float(v[3]), float(v[4]), float(v[5]), float(v[6]),
-            int(v[7]), bool(v[8]), dict(v[9]) or None,
+            int(v[7]), bool(v[8]), dict(v[9]) or None, int(v[10]) if len(v) > 10 else 0,
         )  # fmt: skip
 
 
@@ -186,7 +195,8 @@ def beacon_breach(
         f"{device.ip} reached {endpoint} {stats.n} times over {(t - stats.first) / 60:.1f} min, every "
         f"{stats.mean_i:.1f} s ± {math.sqrt(stats.var_i):.2f} s (interval CV {stats.cv_interval():.2f}; "
         f"random arrivals have CV 1), {stats.mean_s:.0f} ± {math.sqrt(stats.var_s):.0f} B each "
-        f"(size CV {stats.cv_size():.2f}){extra}; {rarity.text()}; beacon score {b:.2f}; score {score}"
+        f"(size CV {stats.cv_size():.2f}){extra}, in {bin(stats.hours).count('1')} hours of the day; "
+        f"{rarity.text()}; beacon score {b:.2f}; score {score}"
     )
     evidence = [
         alert_pb2.Evidence(feature="connections", observed=float(stats.n), examples=[endpoint]),
