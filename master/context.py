@@ -80,6 +80,7 @@ class ContextModels:
         self.window_s = window_s
         self.actors: dict[str, float] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
+        self.raised: set[tuple[str, str, int]] = set()
         self.network: dict[str, Any] = dict(ws.get(keys.network) or {"schema": SCHEMA, "first_seen": None})
 
     def known_devices(self) -> int:
@@ -123,6 +124,78 @@ class ContextModels:
         doc["hostname_source"] = source
         self.inventory.put_doc(device_id, doc)
 
+    def user_workstation(
+        self, user: str, workstation: str, device_id: str, ip: str, t: float, source: str
+    ) -> None:
+        """The workstation a user logged on from, judged against the ones that user has used."""
+        key = self.keys.user(user)
+        doc: dict[str, Any] = dict(self.ws.get(key) or {"schema": SCHEMA, "names": {}})
+        model = CategoryModel(CATEGORY_HALF_LIFE_S, alpha=1.0, max_categories=MAX_HOSTNAMES)
+        if "model" in doc:
+            model.load_dict(doc["model"])
+        name = workstation.lower()
+        p = model.prob(name, t, uniform_unseen(1.0))
+        sightings = model.total(t)
+        names: dict[str, Any] = dict(doc["names"])
+        if model.count(name) == 0 and sightings >= MIN_HOSTNAME_SIGHTINGS:
+            known = sorted(names.values(), key=lambda v: -int(v["count"]))
+            score = min(79, round(40 + 10 * math.log10(sightings + 1)))
+            explanation = (
+                f"{user} logged on from {workstation!r} ({ip}) in {source.upper()}, but has used "
+                + ", ".join(f"{v['name']!r} ({v['count']} times)" for v in known[:3])
+                + f"; a new workstation after {sightings:.0f} (decayed) logons has P={p:.2g}; score {score}"
+            )
+            self._raise(
+                UNUSUAL_HOSTNAME,
+                device_id,
+                ip,
+                t,
+                score,
+                explanation,
+                [alert_pb2.Evidence(feature="workstation_for_user", observed=1.0, expected=p, probability=p,
+                                    examples=[workstation, user])],
+                float(known[0]["first"]) if known else t,
+            )  # fmt: skip
+        model.learn_one(name, t)
+        entry = names.setdefault(name, {"name": workstation, "first": t, "last": t, "count": 0})
+        entry["count"] += 1
+        entry["last"] = max(entry["last"], t)
+        if len(names) > MAX_HOSTNAMES:
+            del names[min(names, key=lambda k: names[k]["last"])]
+        doc["names"], doc["model"] = names, model.to_dict()
+        self.ws.put(key, doc)
+
+    def _raise(
+        self,
+        model: str,
+        device_id: str,
+        ip: str,
+        t: float,
+        score: int,
+        explanation: str,
+        evidence: list[alert_pb2.Evidence],
+        since: float,
+    ) -> None:
+        """One hostname breach per device and window, whichever view (the address's or the user's) saw it."""
+        window = math.floor(t / self.window_s)
+        if (model, device_id, window) in self.raised:
+            return
+        self.raised.add((model, device_id, window))
+        self.breaches.append(
+            make_breach(
+                model,
+                self.ref(device_id, ip),
+                key=window,
+                score=score,
+                when=t,
+                window=(since, t),
+                explanation=explanation,
+                evidence=evidence,
+                techniques=("T1036", "T1078"),
+                uids=[],
+            )
+        )
+
     def _unusual_hostname(
         self,
         device_id: str,
@@ -151,20 +224,7 @@ class ContextModels:
                 examples=[name, usual["name"]],
             )
         ]
-        self.breaches.append(
-            make_breach(
-                UNUSUAL_HOSTNAME,
-                self.ref(device_id, ip),
-                key=math.floor(t / self.window_s),
-                score=score,
-                when=t,
-                window=(float(usual["first"]), t),
-                explanation=explanation,
-                evidence=evidence,
-                techniques=("T1036", "T1078"),
-                uids=[],
-            )
-        )
+        self._raise(UNUSUAL_HOSTNAME, device_id, ip, t, score, explanation, evidence, float(usual["first"]))
 
     def smb_dialect(self, device_id: str, ip: str, family: str, dialect: str, t: float, uid: str) -> None:
         """Score, then learn, the SMB dialect family a device negotiated (Dirichlet, network as base)."""

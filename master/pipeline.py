@@ -94,6 +94,8 @@ class HostnameObs:
     hostname: str
     source: str
     kind: str = "hostname"
+    # For a user: the workstation name it logged on from, when the protocol says.
+    workstation: str = ""
 
 
 @dataclass
@@ -263,6 +265,7 @@ class Pipeline:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
         keys += [self.keys.device_breaches(d) for d in inventory.device_ids(ex.ips(), ex.macs())]
         keys += [self.keys.scan_population, self.keys.network]
+        keys += [self.keys.user(h.hostname) for h in ex.hostnames if h.kind == "user" and h.workstation]
         return sorted(set(keys))
 
     def group_keys(self, ex: Extracted, ws: WorkingSet) -> list[str]:
@@ -328,7 +331,7 @@ def _names(record: sensor_pb2.Record, kind: str, ip: str, t: float, internal: Ne
                 if record.ntlm.domain
                 else record.ntlm.username
             )
-            out.append(HostnameObs(t, ip, user, "ntlm", kind="user"))
+            out.append(HostnameObs(t, ip, user, "ntlm", kind="user", workstation=record.ntlm.hostname))
     elif kind == "kerberos" and record.kerberos.client:
         principal = record.kerberos.client.split("/", 1)[0]
         name = principal.split("@", 1)[0]
@@ -602,6 +605,8 @@ class _BatchRun:
             if h.kind == "hostname":
                 self.context.hostname(device_id, h.ip, h.hostname, h.t, h.source)
             else:
+                if h.kind == "user" and h.workstation:
+                    self.context.user_workstation(h.hostname, h.workstation, device_id, h.ip, h.t, h.source)
                 self.inventory.bind(device_id, "users" if h.kind == "user" else "dns_names", h.hostname, h.t)
         # Evaluate every window that grew, open ones included: a scan is caught while it is going on.
         for device_id, state in self.windows.items():

@@ -69,6 +69,10 @@ class Keys:
     def mac(self, mac: str) -> str:
         return f"{self.prefix}:mac:{mac}"
 
+    def user(self, user: str) -> str:
+        """An account seen logging on: the workstations it uses."""
+        return f"{self.prefix}:user:{user.lower()}"
+
     def cloud(self, cloud_id: str) -> str:
         """A cloud instance or interface ("aws:i-0abc...") -> its device."""
         return f"{self.prefix}:cloud:{cloud_id}"

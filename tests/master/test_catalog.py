@@ -300,3 +300,18 @@ def test_newcomers_borrow_their_peers_belief() -> None:
     breaches = master.process(sorted([*office(START - 5, 2, devices=20, seed=12), *fanout], key=_t)).breaches
     scanned = {b.device.ip for b in breaches if b.model == "Device / Network Scan"}
     assert scanned == {"10.0.1.77"}
+
+
+def test_a_user_on_a_workstation_it_never_used(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """user5 always logged on from WS5 (10.0.1.5); now it logs on from LAPTOP-X on another address, whose
+    own name history says nothing yet: the user's history does."""
+    records, _ = learned
+    attack = [
+        flow(START, "10.0.1.30", "10.0.0.4", 445),
+        ntlm(START + 1, "user5", True, "LAPTOP-X", "10.0.1.30"),
+    ]
+    fired = [b for b in run(attack, records) if b.model == "Unusual Activity / Unusual Hostname for IP"]
+    assert [b.device.ip for b in fired] == ["10.0.1.30"]
+    assert "CORP\\user5 logged on from 'LAPTOP-X'" in fired[0].explanation and "'WS5'" in fired[0].explanation
