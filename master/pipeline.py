@@ -331,7 +331,10 @@ def _names(record: sensor_pb2.Record, kind: str, ip: str, t: float, internal: Ne
                 if record.ntlm.domain
                 else record.ntlm.username
             )
-            out.append(HostnameObs(t, ip, user, "ntlm", kind="user", workstation=record.ntlm.hostname))
+            # Only a logon that succeeded says the user works from that machine (failures are guesses).
+            succeeded = record.ntlm.HasField("success") and record.ntlm.success
+            workstation = record.ntlm.hostname if succeeded else ""
+            out.append(HostnameObs(t, ip, user, "ntlm", kind="user", workstation=workstation))
     elif kind == "kerberos" and record.kerberos.client:
         principal = record.kerberos.client.split("/", 1)[0]
         name = principal.split("@", 1)[0]
