@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import struct
+from binascii import b2a_base64
+from hashlib import sha1
 
 # ICMP request/reply pairs (type -> counterpart); messages not listed are one-way.
 _ICMP4 = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
 _ICMP6 = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130: 131, 131: 130, 144: 145, 145: 144}
+# Transports whose ports are part of the hash input.
+_PORTED = frozenset({1, 6, 17, 58, 132})
+_PORTS_TAIL = struct.Struct("!BxHH")
+_SEED = struct.Struct("!H")
 
 
 def community_id(
@@ -29,9 +33,7 @@ def community_id(
             one_way = True
     if not one_way and (src, sport) > (dst, dport):
         src, dst, sport, dport = dst, src, dport, sport
-    if proto in (1, 6, 17, 58, 132):
-        tail = struct.pack("!BxHH", proto, sport, dport)
-    else:
-        tail = struct.pack("!Bx", proto)
-    digest = hashlib.sha1(struct.pack("!H", seed) + src + dst + tail).digest()
-    return "1:" + base64.b64encode(digest).decode("ascii")
+    tail = _PORTS_TAIL.pack(proto, sport, dport) if proto in _PORTED else struct.pack("!Bx", proto)
+    digest = sha1(b"".join((_SEED.pack(seed), src, dst, tail))).digest()
+    # b2a_base64 without the newline is exactly base64.b64encode, minus a Python-level wrapper.
+    return "1:" + b2a_base64(digest, newline=False).decode("ascii")

@@ -29,16 +29,23 @@ def addr_bytes(family: int, hi: int, lo: int) -> bytes:
 _STATE_VALUE = {name[len("CONN_STATE_") :]: value for name, value in flow_pb2.ConnState.items()}
 
 
+_ICMP_PROTOS = frozenset({PROTO_ICMP, PROTO_ICMPV6})
+_NS_MAX = 999_999_999
+
+
 def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
     # Field-by-field assignment into the parent message: about 3x faster than keyword construction
-    # of nested messages with the upb backend, and this runs once per connection.
+    # of nested messages with the upb backend, and this runs once per connection. Every connection
+    # attribute is read once: at ~6 us per record, repeated lookups show.
     o_ip = addr_bytes(conn.family, *conn.o_addr)
     r_ip = addr_bytes(conn.family, *conn.r_addr)
     proto = conn.proto
-    if proto in (PROTO_ICMP, PROTO_ICMPV6):
-        cid = community_id(o_ip, r_ip, proto, conn.o_port, conn.r_port, icmp_code=conn.icmp_code)
+    o_port = conn.o_port
+    r_port = conn.r_port
+    if proto in _ICMP_PROTOS:
+        cid = community_id(o_ip, r_ip, proto, o_port, r_port, icmp_code=conn.icmp_code)
     else:
-        cid = community_id(o_ip, r_ip, proto, conn.o_port, conn.r_port)
+        cid = community_id(o_ip, r_ip, proto, o_port, r_port)
     orig, resp = conn.orig, conn.resp
     if proto == PROTO_TCP:
         o_bytes = max(orig.tcp_size() - orig.size_base, 0)
@@ -50,16 +57,17 @@ def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
         o_bytes, r_bytes = orig.payload, resp.payload
     flow.uid = conn.uid
     flow.community_id = cid
+    o_mac, r_mac, with_macs = conn.macs
     ep = flow.orig
     ep.ip = o_ip
-    ep.port = conn.o_port
-    if conn.macs[2]:
-        ep.mac = conn.macs[0].to_bytes(6, "big")
+    ep.port = o_port
+    if with_macs:
+        ep.mac = o_mac.to_bytes(6, "big")
     ep = flow.resp
     ep.ip = r_ip
-    ep.port = conn.r_port
-    if conn.macs[2]:
-        ep.mac = conn.macs[1].to_bytes(6, "big")
+    ep.port = r_port
+    if with_macs:
+        ep.mac = r_mac.to_bytes(6, "big")
     flow.transport = _TRANSPORT.get(proto, flow_pb2.TRANSPORT_OTHER)
     flow.ip_proto = proto
     flow.orig_bytes = o_bytes
@@ -82,15 +90,18 @@ def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
         flow.direction_guessed = True
     start, last = conn.rec_start, conn.last
     sec = int(start)
-    flow.start_time.seconds = sec
-    flow.start_time.nanos = min(int((start - sec) * 1e9 + 0.5), 999_999_999)
+    ts = flow.start_time
+    ts.seconds = sec
+    ts.nanos = min(int((start - sec) * 1e9 + 0.5), _NS_MAX)
     sec = int(last)
-    flow.end_time.seconds = sec
-    flow.end_time.nanos = min(int((last - sec) * 1e9 + 0.5), 999_999_999)
+    ts = flow.end_time
+    ts.seconds = sec
+    ts.nanos = min(int((last - sec) * 1e9 + 0.5), _NS_MAX)
     dur = max(last - start, 0.0)
     sec = int(dur)
-    flow.duration.seconds = sec
-    flow.duration.nanos = min(int((dur - sec) * 1e9 + 0.5), 999_999_999)
+    span = flow.duration
+    span.seconds = sec
+    span.nanos = min(int((dur - sec) * 1e9 + 0.5), _NS_MAX)
 
 
 def conn_to_flow(conn: Conn, partial: bool = False) -> flow_pb2.Flow:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import random
 import socket
 from collections.abc import Callable
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -48,7 +50,6 @@ from sensor.protocols.base import ConnContext, ParseError, Session
 from sensor.reassembly import M32, StreamReassembler, seq_diff
 from sensor.registry import Analyzer, Registry
 from vigil.config import SensorConfig
-from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 Arr = npt.NDArray[Any]
@@ -74,6 +75,8 @@ _BIT_OF = {
 }
 
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+# Sort key of a queued history letter (position, letter): the position alone.
+_position = itemgetter(0)
 
 # A packet payload handed to analyzers, and a (protocol, reason) error counter.
 ErrorCounter = Callable[[str, str], None]
@@ -227,13 +230,16 @@ class Conn:
         self.pending.append((pos, letter if is_orig else letter.lower()))
 
     def commit_history(self) -> None:
-        if self.pending:
-            self.pending.sort(key=lambda e: e[0])
+        pending = self.pending
+        if pending:
+            if len(pending) > 1:
+                # By position only (stable): two letters of one packet keep the order they were queued in.
+                pending.sort(key=_position)
             # Repeated SYN/FIN/RST letters are unbounded in Zeek; a cap keeps a flood on one 5-tuple
             # from growing one connection's history without limit.
             room = MAX_HISTORY - len(self.hist)
             if room > 0:
-                self.hist.extend(letter for _, letter in self.pending[:room])
+                self.hist.extend([letter for _, letter in pending[:room]])
             self.pending = []
 
     # -- Zeek TCP state machine, one packet --------------------------------------------------------
@@ -524,12 +530,16 @@ def _new_uid(rng: random.Random) -> str:
     return "C" + rng.randbytes(17).translate(_UID_TABLE).decode("ascii")
 
 
+# Hosts recur across connections far more than they change: each analyzer session's context needs
+# both endpoints as text, and a cache hit costs a third of formatting them again.
+@lru_cache(maxsize=1 << 16)
 def _addr_text(family: int, hi: int, lo: int) -> str:
     if family == 4:
         return socket.inet_ntop(socket.AF_INET, (lo & 0xFFFFFFFF).to_bytes(4, "big"))
     return socket.inet_ntop(socket.AF_INET6, ((hi << 64) | lo).to_bytes(16, "big"))
 
 
+@lru_cache(maxsize=1 << 16)
 def _mac_text(mac: int) -> str:
     return mac.to_bytes(6, "big").hex(":")
 
@@ -629,7 +639,6 @@ class FlowTable:
         idle = (tss[1:] - tss[:-1]) > timeout[1:]
         new_seg = np.concatenate(([True], brk | idle))
         starts = np.flatnonzero(new_seg)
-        nseg = starts.size
         seg_of = np.cumsum(new_seg) - 1
         first_of_key = np.concatenate(([True], brk))[starts]
         fp = order[starts]  # first packet (block-local valid index) of each segment
@@ -645,7 +654,7 @@ class FlowTable:
         lru = self._lru
         attempts = self._attempts
         seg_conn: list[Conn] = []
-        seg_aorig = np.empty(nseg, dtype=np.bool_)
+        seg_aorig: list[bool] = []
         ended: list[Conn] = []
         key_rows = zip(
             a_hi[fp].tolist(),
@@ -655,38 +664,33 @@ class FlowTable:
             ports[fp].tolist(),
             strict=True,
         )
-        first_ts = tss[starts].tolist()
         fp_from_a = from_a[starts].tolist()
         fp_flags = flags_s[starts].tolist()
-        first_key = first_of_key.tolist()
         fi = idx[fp]
-        seg_info = list(
-            zip(
-                dec.family[fi].tolist(),
-                dec.vlan[fi].tolist(),
-                dec.inner_vlan[fi].tolist(),
-                dec.has_mac[fi].tolist(),
-                dec.src_mac[fi].tolist(),
-                dec.dst_mac[fi].tolist(),
-                dec.icmp_code[fi].tolist(),
-                strict=True,
-            )
+        # Per-segment first-packet details, only read when a segment starts a new connection.
+        info_cols = (dec.family, dec.vlan, dec.inner_vlan, dec.has_mac, dec.src_mac, dec.dst_mac)
+        fam_l, vlan_l, ivlan_l, hasmac_l, smac_l, dmac_l, icode_l = (
+            col[fi].tolist() for col in (*info_cols, dec.icmp_code)
         )
-        for s, key in enumerate(key_rows):
+        timeouts = self._timeouts
+        linger = self.config.close_linger_s
+        attempt_timeout = self._attempt_timeout
+        closing = self._closing
+        first_rows = zip(key_rows, tss[starts].tolist(), first_of_key.tolist(), strict=True)
+        for s, (key, t0, first) in enumerate(first_rows):
             conn = conns.get(key)
-            t0 = first_ts[s]
             if conn is not None:
                 tcls = conn.tclass
                 if (
-                    not first_key[s]
-                    or t0 - conn.last > self._timeouts[tcls]
-                    or (conn.closed_at is not None and t0 > conn.closed_at + self.config.close_linger_s)
-                    or (key in attempts and t0 - conn.last > self._attempt_timeout)
+                    not first
+                    or t0 - conn.last > timeouts[tcls]
+                    or (conn.closed_at is not None and t0 > conn.closed_at + linger)
+                    or (key in attempts and t0 - conn.last > attempt_timeout)
                 ):
                     ended.append(conn)
                     del conns[key]
                     lru[tcls].pop(key, None)
-                    self._closing.pop(key, None)
+                    closing.pop(key, None)
                     attempts.pop(key, None)
                     conn = None
                 else:
@@ -694,13 +698,14 @@ class FlowTable:
                     del d[key]
                     d[key] = conn
             if conn is None:
-                conn = self._create(key, t0, fp_from_a[s], fp_flags[s], seg_info[s])
+                info = (fam_l[s], vlan_l[s], ivlan_l[s], hasmac_l[s], smac_l[s], dmac_l[s], icode_l[s])
+                conn = self._create(key, t0, fp_from_a[s], fp_flags[s], info)
                 conns[key] = conn
                 lru[conn.tclass][key] = conn
             seg_conn.append(conn)
-            seg_aorig[s] = conn.a_is_orig
+            seg_aorig.append(conn.a_is_orig)
 
-        is_orig = from_a == seg_aorig[seg_of]
+        is_orig = from_a == np.array(seg_aorig, dtype=np.bool_)[seg_of]
         # ---- 5. TCP: state machine on the packets that can change it (may flip roles in place)
         tcp_s = prs == PROTO_TCP
         seg_is_tcp = tcp_s[starts]
@@ -725,27 +730,31 @@ class FlowTable:
         ipo_l, ipt_l, pyo_l, pyt_l = ipb_o.tolist(), ipb_t.tolist(), pay_o.tolist(), pay_t.tolist()
         last_l, fo_l, fr_l, tcp_l = last_ts.tolist(), first_o.tolist(), first_r.tolist(), seg_is_tcp.tolist()
         active = self.config.active_timeout_s
-        for s, conn in enumerate(seg_conn):
-            o = op_l[s]
-            r = sl_l[s] - o
-            conn.orig.pkts += o
-            conn.resp.pkts += r
-            conn.orig.ip_bytes += ipo_l[s]
-            conn.resp.ip_bytes += ipt_l[s] - ipo_l[s]
-            conn.orig.payload += pyo_l[s]
-            conn.resp.payload += pyt_l[s] - pyo_l[s]
-            conn.last = max(conn.last, last_l[s])
-            if not tcp_l[s] and conn.proto == PROTO_UDP:
+        closing = self._closing
+        for conn, o, sl, ipo, ipt, pyo, pyt, last, fo, fr, is_tcp in zip(
+            seg_conn, op_l, sl_l, ipo_l, ipt_l, pyo_l, pyt_l, last_l, fo_l, fr_l, tcp_l, strict=True
+        ):
+            r = sl - o
+            orig, resp = conn.orig, conn.resp
+            orig.pkts += o
+            resp.pkts += r
+            orig.ip_bytes += ipo
+            resp.ip_bytes += ipt - ipo
+            orig.payload += pyo
+            resp.payload += pyt - pyo
+            conn.last = max(conn.last, last)
+            if not is_tcp and conn.proto == PROTO_UDP:
                 if o:
-                    conn.check_history(True, "D", fo_l[s])
+                    conn.check_history(True, "D", fo)
                 if r:
-                    conn.check_history(False, "D", fr_l[s])
-            conn.commit_history()
-            if conn.closed_at is not None and conn.key in conns and conn.key not in self._closing:
-                self._closing[conn.key] = conn
-            if tcp_l[s]:
+                    conn.check_history(False, "D", fr)
+            if conn.pending:
+                conn.commit_history()
+            if conn.closed_at is not None and conn.key in conns and conn.key not in closing:
+                closing[conn.key] = conn
+            if is_tcp:
                 ckey = conn.key
-                if conn.resp.pkts == 0 and conn.orig.state == SYN_SENT and conn.resp.state == INACTIVE:
+                if resp.pkts == 0 and orig.state == SYN_SENT and resp.state == INACTIVE:
                     # Still an attempt: (re)queue at the young end, keeping the dict ordered by last packet.
                     attempts.pop(ckey, None)
                     if ckey in conns:
@@ -825,39 +834,45 @@ class FlowTable:
         return conn
 
     def _context(self, conn: Conn) -> ConnContext:
+        o_mac, r_mac, with_macs = conn.macs
+        # Positional: a frozen dataclass's keyword call costs a third more, once per session.
         return ConnContext(
-            uid=conn.uid,
-            orig_ip=_addr_text(conn.family, *conn.o_addr),
-            orig_port=conn.o_port,
-            resp_ip=_addr_text(conn.family, *conn.r_addr),
-            resp_port=conn.r_port,
-            transport="tcp" if conn.proto == PROTO_TCP else "udp",
-            orig_mac=_mac_text(conn.macs[0]) if conn.macs[2] else "",
-            resp_mac=_mac_text(conn.macs[1]) if conn.macs[2] else "",
+            conn.uid,
+            _addr_text(conn.family, *conn.o_addr),
+            conn.o_port,
+            _addr_text(conn.family, *conn.r_addr),
+            conn.r_port,
+            "tcp" if conn.proto == PROTO_TCP else "udp",
+            _mac_text(o_mac) if with_macs else "",
+            _mac_text(r_mac) if with_macs else "",
         )
 
     def _emitter_for(self, conn: Conn) -> Callable[[sensor_pb2.Record], None]:
         """An emit function that stamps the connection's endpoints on each application record.
 
         DHCP sessions emit records about other exchanges too; a record that already names its endpoints
-        keeps them."""
-        with_macs = conn.macs[2]
-        orig = flow_pb2.Endpoint(
-            ip=addr_bytes(conn.family, *conn.o_addr),
-            port=conn.o_port,
-            mac=conn.macs[0].to_bytes(6, "big") if with_macs else b"",
-        )
-        resp = flow_pb2.Endpoint(
-            ip=addr_bytes(conn.family, *conn.r_addr),
-            port=conn.r_port,
-            mac=conn.macs[1].to_bytes(6, "big") if with_macs else b"",
-        )
+        keeps them. The endpoints are captured now (a later flip must not change them) and written
+        field by field, so sessions that never emit cost no protobuf work."""
+        o_mac, r_mac, with_macs = conn.macs
+        o_ip = addr_bytes(conn.family, *conn.o_addr)
+        r_ip = addr_bytes(conn.family, *conn.r_addr)
+        o_port, r_port = conn.o_port, conn.r_port
+        o_mac_b = o_mac.to_bytes(6, "big") if with_macs else b""
+        r_mac_b = r_mac.to_bytes(6, "big") if with_macs else b""
         out = self._emit_record
 
         def emit(record: sensor_pb2.Record) -> None:
             if not record.HasField("orig"):
-                record.orig.CopyFrom(orig)
-                record.resp.CopyFrom(resp)
+                ep = record.orig
+                ep.ip = o_ip
+                ep.port = o_port
+                ep.mac = o_mac_b
+                ep = record.resp
+                if record.HasField("resp"):
+                    ep.Clear()  # replaced whole, as CopyFrom would
+                ep.ip = r_ip
+                ep.port = r_port
+                ep.mac = r_mac_b
             out(record)
 
         return emit
@@ -904,16 +919,20 @@ class FlowTable:
         code = (seg_of * 2 + is_orig) * 2 + (plen_s > 0)
         cand = np.flatnonzero(plain)
         _, firsts = np.unique(code[cand], return_index=True)
-        ev = np.union1d(np.flatnonzero(ctl), cand[firsts])
+        # Sorted, distinct positions of both kinds (a mask instead of union1d's sort).
+        is_ev = ctl.copy()
+        is_ev[cand[firsts]] = True
+        ev = np.flatnonzero(is_ev)
         # Snapshot the pre-block byte-coverage per endpoint for the vectorised span pass below.
         nseg = starts.size
         prev_o = np.zeros(nseg, dtype=np.int64)
         prev_r = np.zeros(nseg, dtype=np.int64)
         seg_tcp = tcp_s[starts]
-        for s in np.flatnonzero(seg_tcp).tolist():
-            c = seg_conn[s]
-            prev_o[s] = c.orig.max_end if c.orig.start is not None else 0
-            prev_r[s] = c.resp.max_end if c.resp.start is not None else 0
+        tcp_segs = np.flatnonzero(seg_tcp)
+        tcp_conns = [seg_conn[s] for s in tcp_segs.tolist()]
+        # Filled from Python lists in one assignment each: item-by-item numpy stores cost ~10x more.
+        prev_o[tcp_segs] = [c.orig.max_end if c.orig.start is not None else 0 for c in tcp_conns]
+        prev_r[tcp_segs] = [c.resp.max_end if c.resp.start is not None else 0 for c in tcp_conns]
         ev_seg = seg_of[ev].tolist()
         ev_io = is_orig[ev].tolist()
         ev_fl = flags_s[ev].tolist()
@@ -926,31 +945,35 @@ class FlowTable:
         ctl_bits = TH_SYN | TH_FIN | TH_RST
         fast_mask = ctl_bits | TH_ACK
         fast_paths = self._fast_paths
-        for k in range(len(ev_pos)):
-            s = ev_seg[k]
+        for s, io_a, fl, sq, ak, pl, t, p in zip(
+            ev_seg, ev_io, ev_fl, ev_seq, ev_ack, ev_pl, ev_ts, ev_pos, strict=True
+        ):
             c = seg_conn[s]
             # A flip inside this block changes which side is the originator for later packets.
-            io = ev_io[k] if c.a_is_orig == flips_before[s] else not ev_io[k]
-            fl = ev_fl[k]
+            io = io_a if c.a_is_orig == flips_before[s] else not io_a
             if not fl & ctl_bits:
                 ep, peer = (c.orig, c.resp) if io else (c.resp, c.orig)
                 if INACTIVE not in (ep.state, peer.state):
                     # Neither side's state can change on a plain packet now; only its history letter
-                    # is new. Sequence spans come from the vectorised pass below.
-                    if ev_pl[k]:
+                    # is new (check_history, inlined: this runs for most connections). Sequence spans
+                    # come from the vectorised pass below.
+                    if pl:
                         bit, letter = H_DATA, "D"
                     elif fl & TH_ACK:
                         bit, letter = H_ACK, "A"
                     else:
                         continue
-                    if not (c.hist_seen_o if io else c.hist_seen_r) & bit:
-                        c.check_history(io, letter, ev_pos[k])
+                    if io:
+                        if not c.hist_seen_o & bit:
+                            c.hist_seen_o |= bit
+                            c.pending.append((p, letter))
+                    elif not c.hist_seen_r & bit:
+                        c.hist_seen_r |= bit
+                        c.pending.append((p, letter.lower()))
                     continue
-            elif fast_paths and _clean_event(
-                c, io, fl & fast_mask, ev_seq[k], ev_ack[k], ev_pl[k], ev_ts[k], ev_pos[k]
-            ):
+            elif fast_paths and _clean_event(c, io, fl & fast_mask, sq, ak, pl, t, p):
                 continue
-            c.tcp_packet(io, fl, ev_seq[k], ev_ack[k], ev_pl[k], ev_ts[k], ev_pos[k])
+            c.tcp_packet(io, fl, sq, ak, pl, t, p)
         if any(c.a_is_orig != f for c, f in zip(seg_conn, flips_before, strict=True)):
             for s, c in enumerate(seg_conn):
                 if c.a_is_orig != flips_before[s]:
@@ -961,12 +984,8 @@ class FlowTable:
         # ---- vectorised sequence-span pass over every TCP packet
         start_o = np.full(nseg, -1, dtype=np.int64)
         start_r = np.full(nseg, -1, dtype=np.int64)
-        for s in np.flatnonzero(seg_tcp).tolist():
-            c = seg_conn[s]
-            if c.orig.start is not None:
-                start_o[s] = c.orig.start
-            if c.resp.start is not None:
-                start_r[s] = c.resp.start
+        start_o[tcp_segs] = [-1 if c.orig.start is None else c.orig.start for c in tcp_conns]
+        start_r[tcp_segs] = [-1 if c.resp.start is None else c.resp.start for c in tcp_conns]
         my_start = np.where(is_orig, start_o[seg_of], start_r[seg_of])
         peer_start = np.where(is_orig, start_r[seg_of], start_o[seg_of])
         rst = (flags_s & TH_RST) != 0
@@ -1006,19 +1025,19 @@ class FlowTable:
         max_end = np.maximum.reduceat(np.where(plain[o2], de2, 0), gstart)
         max_ack_peer = np.maximum.reduceat(ack_v[o2], gstart)
         rx_pos = np.minimum.reduceat(np.where(rxmit, o2, n + 1), gstart)
-        g_seg = (g2[gstart] // 2).tolist()
-        g_orig = (g2[gstart] % 2 == 0).tolist()
+        # Only TCP segments' groups carry spans (UDP packets are in the same arrays, with d_ok False).
+        g_first = g2[gstart]
+        keep = seg_tcp[g_first // 2]
+        g_first = g_first[keep]
         for seg, go, sb, me, ma, rp in zip(
-            g_seg,
-            g_orig,
-            seen.tolist(),
-            max_end.tolist(),
-            max_ack_peer.tolist(),
-            rx_pos.tolist(),
+            (g_first // 2).tolist(),
+            (g_first % 2 == 0).tolist(),
+            seen[keep].tolist(),
+            max_end[keep].tolist(),
+            max_ack_peer[keep].tolist(),
+            rx_pos[keep].tolist(),
             strict=True,
         ):
-            if not seg_tcp[seg]:
-                continue
             c = seg_conn[seg]
             ep, peer = (c.orig, c.resp) if go else (c.resp, c.orig)
             ep.seen_bytes += sb
@@ -1059,22 +1078,25 @@ class FlowTable:
         # analyzers that pair messages across 5-tuples (DHCP broadcast then unicast) need time order.
         where = where[np.argsort(pk_all[where], kind="stable")]
         pk = pk_all[where]
-        segs = seg_of[where].tolist()
-        offs = dec.payload_off[pk].tolist()
-        caps = cap_all[where].tolist()
-        fl = dec.tcp_flags[pk].tolist()
-        sq = dec.seq[pk].tolist()
-        tl = block.ts[pk].tolist()
-        io_l = is_orig[where].tolist()
+        off_a = dec.payload_off[pk]
         data = block.data
-        for k in range(len(segs)):
-            conn = seg_conn[segs[k]]
-            io = io_l[k]
+        no_stream = TH_SYN | TH_RST
+        for seg, io, start, end, flags, seq, ts in zip(
+            seg_of[where].tolist(),
+            is_orig[where].tolist(),
+            off_a.tolist(),
+            (off_a + cap_all[where]).tolist(),
+            dec.tcp_flags[pk].tolist(),
+            dec.seq[pk].tolist(),
+            block.ts[pk].tolist(),
+            strict=True,
+        ):
+            conn = seg_conn[seg]
             session = conn.session
             if session is None:
-                if conn.heuristic_tries <= 0 or not caps[k]:
+                if conn.heuristic_tries <= 0 or start == end:
                     continue
-                payload = data[offs[k] : offs[k] + caps[k]]
+                payload = data[start:end]
                 conn.heuristic_tries -= 1
                 transport = "tcp" if conn.proto == PROTO_TCP else "udp"
                 analyzer = self.registry.match_payload(transport, payload, io)
@@ -1087,17 +1109,17 @@ class FlowTable:
             elif session.done:
                 continue
             else:
-                payload = data[offs[k] : offs[k] + caps[k]]
+                payload = data[start:end]
             try:
                 if conn.proto == PROTO_UDP:
                     if payload:
-                        session.data(io, tl[k], payload)
+                        session.data(io, ts, payload)
                 else:
                     reasm = (conn.orig if io else conn.resp).reasm
-                    if reasm is not None and not fl[k] & (TH_SYN | TH_RST):
-                        reasm.segment(tl[k], sq[k], payload)
+                    if reasm is not None and not flags & no_stream:
+                        reasm.segment(ts, seq, payload)
                     else:
-                        self._tcp_deliver(conn, session, io, fl[k], sq[k], tl[k], payload)
+                        self._tcp_deliver(conn, session, io, flags, seq, ts, payload)
             except ParseError as exc:
                 self.count_error(exc.protocol, exc.reason)
             except Exception:  # an analyzer bug must not stop the sensor; count and detach it

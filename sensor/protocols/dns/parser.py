@@ -71,7 +71,9 @@ class ResourceRecord:
     rendered: str
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: its section lists are filled after construction (so it was never hashable or deeply
+# immutable), and a frozen __init__ pays an object.__setattr__ per field on every DNS packet.
+@dataclass(slots=True)
 class Message:
     trans_id: int
     is_response: bool
@@ -215,9 +217,9 @@ def render_rdata(msg: bytes, rtype: int, start: int, length: int) -> str:
 
 def _read_question(msg: bytes, off: int) -> tuple[Question, int]:
     name, off = read_name(msg, off)
-    qtype = _u16(msg, off)
-    qclass = _u16(msg, off + 2)
-    return Question(name, qtype, qclass), off + 4
+    if off + 4 > len(msg):
+        raise _fail("truncated")
+    return Question(name, (msg[off] << 8) | msg[off + 1], (msg[off + 2] << 8) | msg[off + 3]), off + 4
 
 
 _RR_FIXED = struct.Struct("!HHIH")
@@ -242,8 +244,8 @@ def parse_message(msg: bytes) -> Message:
     """Parse one DNS message (no TCP length prefix)."""
     if len(msg) < HEADER_LEN:
         raise _fail("short_header")
-    trans_id, flags, *counts = _HEADER.unpack_from(msg)
-    if sum(counts) > MAX_RECORDS:
+    trans_id, flags, qdcount, ancount, nscount, arcount = _HEADER.unpack_from(msg)
+    if qdcount + ancount + nscount + arcount > MAX_RECORDS:
         raise _fail("too_many_records")
     out = Message(
         trans_id=trans_id,
@@ -257,10 +259,10 @@ def parse_message(msg: bytes) -> Message:
         rcode=flags & 0xF,
     )
     off = HEADER_LEN
-    for _ in range(counts[0]):
+    for _ in range(qdcount):
         q, off = _read_question(msg, off)
         out.questions.append(q)
-    for count, section in zip(counts[1:], (out.answers, out.authority, out.additional), strict=True):
+    for count, section in ((ancount, out.answers), (nscount, out.authority), (arcount, out.additional)):
         for _ in range(count):
             rr, off = _read_rr(msg, off)
             section.append(rr)

@@ -48,30 +48,82 @@ def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
 
 
+# Memos of the start-line tokens (methods, "HTTP/x.y"): a network uses a handful of each, and a hit
+# skips a regex match, a decode and some formatting. Bounded against hostile input, like _NAME_CACHE.
+_METHOD_CACHE: dict[bytes, str] = {}
+_VERSION_CACHE: dict[bytes, str | None] = {}
+_TOKEN_CACHE_MAX = 1024
+
+
+def _method_text(raw: bytes) -> str:
+    method = _METHOD_CACHE.get(raw)
+    if method is None:
+        if not _TOKEN.match(raw):
+            raise _fail("bad_request_line")
+        method = _text(raw)
+        if len(_METHOD_CACHE) >= _TOKEN_CACHE_MAX:
+            _METHOD_CACHE.clear()
+        _METHOD_CACHE[raw] = method
+    return method
+
+
+def _version_text(raw: bytes) -> str | None:
+    """``"1.1"`` for ``b"HTTP/1.1"``; None unless ``raw`` is exactly ``HTTP/<digit>.<digit>``."""
+    if raw in _VERSION_CACHE:
+        return _VERSION_CACHE[raw]
+    version = _VERSION.match(raw)
+    text = f"{_text(version[1])}.{_text(version[2])}" if version else None
+    if len(_VERSION_CACHE) >= _TOKEN_CACHE_MAX:
+        _VERSION_CACHE.clear()
+    _VERSION_CACHE[raw] = text
+    return text
+
+
 def parse_request_line(line: bytes) -> RequestLine:
     parts = line.split(b" ")
-    if len(parts) < 2 or not _TOKEN.match(parts[0]):
+    if len(parts) < 2:
         raise _fail("bad_request_line")
+    method = _method_text(parts[0])
     if len(parts) == 2 and not parts[1].startswith(b"HTTP/"):
-        return RequestLine(_text(parts[0]), _text(parts[1]), "0.9")
+        return RequestLine(method, _text(parts[1]), "0.9")
     if not parts[-1].startswith(b"HTTP/"):
         raise _fail("bad_request_version")
     # A garbled version ("HTTP/1.") leaves the version to the response, as Zeek does.
-    version = _VERSION.match(parts[-1])
+    version = _version_text(parts[-1])
     # Unencoded spaces inside the target are malformed but common; keep them rather than drop the request.
-    uri = b" ".join(parts[1:-1])
-    return RequestLine(
-        _text(parts[0]), _text(uri), f"{_text(version[1])}.{_text(version[2])}" if version else ""
-    )
+    uri = parts[1] if len(parts) == 3 else b" ".join(parts[1:-1])
+    return RequestLine(method, _text(uri), version or "")
 
 
 def parse_status_line(line: bytes) -> StatusLine:
     parts = line.split(b" ", 2)
-    version = _VERSION.match(parts[0])
+    version = _version_text(parts[0])
     if version is None or len(parts) < 2 or not parts[1].isdigit() or len(parts[1]) != 3:
         raise _fail("bad_status_line")
     reason = _text(parts[2]) if len(parts) == 3 else ""
-    return StatusLine(f"{_text(version[1])}.{_text(version[2])}", int(parts[1]), reason)
+    return StatusLine(version, int(parts[1]), reason)
+
+
+# Header names seen so far (raw text -> lower-cased name): a network repeats a few dozen names, so
+# most fields skip the strip, the token check and the lower-casing. Bounded against hostile input.
+_NAME_CACHE: dict[str, str] = {}
+_NAME_CACHE_MAX = 4096
+# What bytes.strip() removes (ASCII whitespace), for the same stripping on latin-1 text.
+_WS = " \t\n\r\x0b\x0c"
+_TOKEN_TEXT = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+def _field_name(raw: str) -> str:
+    name = _NAME_CACHE.get(raw)
+    if name is None:
+        stripped = raw.strip(_WS)
+        if not raw or not _TOKEN_TEXT.match(stripped):
+            raise _fail("bad_header_field")
+        name = stripped.lower()
+        if len(_NAME_CACHE) >= _NAME_CACHE_MAX:
+            _NAME_CACHE.clear()
+        _NAME_CACHE[raw] = name
+    return name
 
 
 def split_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
@@ -79,21 +131,25 @@ def split_head(head: bytes) -> tuple[bytes, list[tuple[str, str]]]:
 
     Field names are lower-cased; obsolete line folding is joined with a space.
     """
-    lines = head.replace(b"\r\n", b"\n").split(b"\n")
-    start = lines[0].rstrip(b"\r")
+    nl = head.find(b"\n")
+    if nl < 0:
+        return head.rstrip(b"\r"), []
+    start = head[:nl].rstrip(b"\r")
     fields: list[tuple[str, str]] = []
-    for raw in lines[1:]:
-        line = raw.rstrip(b"\r")
+    # Decoded once (latin-1 maps byte for byte) and split on LF; a CR before each LF is dropped by the
+    # rstrip, so this equals normalising CRLF first.
+    for raw in head[nl + 1 :].decode("latin-1").split("\n"):
+        line = raw.rstrip("\r")
         if not line:
             continue
-        if line[:1] in (b" ", b"\t") and fields:
+        if line[0] in " \t" and fields:
             prev_name, prev_value = fields[-1]
-            fields[-1] = (prev_name, prev_value + " " + _text(line.strip()))
+            fields[-1] = (prev_name, prev_value + " " + line.strip(_WS))
             continue
-        raw_name, sep, raw_value = line.partition(b":")
-        if not sep or not raw_name or not _TOKEN.match(raw_name.strip()):
+        raw_name, sep, raw_value = line.partition(":")
+        if not sep:
             raise _fail("bad_header_field")
-        fields.append((_text(raw_name.strip()).lower(), _text(raw_value.strip())))
+        fields.append((_field_name(raw_name), raw_value.strip(_WS)))
     return start, fields
 
 
@@ -152,6 +208,11 @@ _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"RIFF", 0, "application/x-riff"),
     (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", 0, "application/vnd.ms-office"),
 )
+# The same magics grouped by offset, for one startswith() per offset before the ordered scan.
+_MAGIC_BY_OFFSET = tuple(
+    (at, tuple(magic for magic, offset, _ in _MAGIC if offset == at))
+    for at in sorted({offset for _, offset, _ in _MAGIC})
+)
 _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<title", b"<script", b"<iframe", b"<h1",
                  b"<div", b"<table", b"<a href", b"<meta", b"<style", b"<br")  # fmt: skip
 
@@ -163,9 +224,14 @@ def sniff_mime(data: bytes) -> str:
     """Best-effort content type of a body from its first bytes; "" when unknown."""
     if not data:
         return ""
-    for magic, offset, mime in _MAGIC:
-        if data[offset : offset + len(magic)] == magic:
-            return mime
+    # One C-level prefix test rules out every magic for most bodies; the ordered loop only decides
+    # between candidates.
+    for at, magics in _MAGIC_BY_OFFSET:
+        if data.startswith(magics, at):
+            for magic, offset, mime in _MAGIC:
+                if data[offset : offset + len(magic)] == magic:
+                    return mime
+            break
     head = data[:512].lstrip().lower()
     if head.startswith(b"<?xml"):
         return "text/html" if b"<html" in head else "application/xml"

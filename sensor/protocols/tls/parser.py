@@ -195,11 +195,21 @@ def _u16_list(data: bytes, what: str) -> tuple[int, ...]:
 def _extensions(r: _Reader) -> tuple[Extension, ...]:
     if r.left == 0:
         return ()
-    block = _Reader(r.vec(2), "extensions")
+    block = r.vec(2)
+    size = len(block)
     out = []
-    while block.left:
-        etype = block.u16()
-        out.append(Extension(etype, block.vec(2)))
+    pos = 0
+    # Type and length read by index rather than through a _Reader: a hello has a dozen or more
+    # extensions, and any overrun is the one "extensions_truncated" error either way.
+    while pos < size:
+        body = pos + 4
+        if body > size:
+            raise ParseError(PROTOCOL, "extensions_truncated")
+        end = body + ((block[pos + 2] << 8) | block[pos + 3])
+        if end > size:
+            raise ParseError(PROTOCOL, "extensions_truncated")
+        out.append(Extension((block[pos] << 8) | block[pos + 1], block[body:end]))
+        pos = end
     return tuple(out)
 
 
@@ -217,9 +227,12 @@ def split_handshakes(data: bytes) -> tuple[list[Handshake], int]:
 
 
 def parse_client_hello(body: bytes) -> ClientHello:
+    # legacy_version and random: fixed-size, read by index (any shortfall is the same truncation).
+    if len(body) < 34:
+        raise ParseError(PROTOCOL, "client_hello_truncated")
+    version = (body[0] << 8) | body[1]
     r = _Reader(body, "client_hello")
-    version = r.u16()
-    r.take(32)
+    r.pos = 34
     session_id = r.vec(1)
     ciphers = _u16_list(r.vec(2), "ciphers")
     r.vec(1)  # compression methods
@@ -231,24 +244,25 @@ def parse_client_hello(body: bytes) -> ClientHello:
     alpn: list[str] = []
     versions: tuple[int, ...] = ()
     for ext in exts:
-        if ext.type == EXT_SERVER_NAME and ext.data:
-            names = _Reader(_Reader(ext.data, "sni").vec(2), "sni")
+        etype, data = ext.type, ext.data
+        if etype == EXT_SERVER_NAME and data:
+            names = _Reader(_Reader(data, "sni").vec(2), "sni")
             while names.left:
                 kind, name = names.u8(), names.vec(2)
                 if kind == 0 and not sni:
                     sni = name.decode("latin-1")
-        elif ext.type == EXT_SUPPORTED_GROUPS:
-            groups = _u16_list(_Reader(ext.data, "groups").vec(2), "groups")
-        elif ext.type == EXT_EC_POINT_FORMATS:
-            formats = tuple(_Reader(ext.data, "point_formats").vec(1))
-        elif ext.type == EXT_SIGNATURE_ALGORITHMS:
-            sigs = _u16_list(_Reader(ext.data, "sigalgs").vec(2), "sigalgs")
-        elif ext.type == EXT_ALPN:
-            protos = _Reader(_Reader(ext.data, "alpn").vec(2), "alpn")
+        elif etype == EXT_SUPPORTED_GROUPS:
+            groups = _u16_list(_Reader(data, "groups").vec(2), "groups")
+        elif etype == EXT_EC_POINT_FORMATS:
+            formats = tuple(_Reader(data, "point_formats").vec(1))
+        elif etype == EXT_SIGNATURE_ALGORITHMS:
+            sigs = _u16_list(_Reader(data, "sigalgs").vec(2), "sigalgs")
+        elif etype == EXT_ALPN:
+            protos = _Reader(_Reader(data, "alpn").vec(2), "alpn")
             while protos.left:
                 alpn.append(protos.vec(1).decode("latin-1"))
-        elif ext.type == EXT_SUPPORTED_VERSIONS:
-            versions = _u16_list(_Reader(ext.data, "versions").vec(1), "versions")
+        elif etype == EXT_SUPPORTED_VERSIONS:
+            versions = _u16_list(_Reader(data, "versions").vec(1), "versions")
     return ClientHello(version, session_id, ciphers, exts, sni, groups, formats, sigs, tuple(alpn), versions)
 
 
@@ -318,7 +332,24 @@ def ja3(hello: ClientHello) -> tuple[str, str]:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest(), text
 
 
+# Bound of each fingerprint memo: a flood of distinct hellos cannot grow it without limit.
+_FP_CACHE_MAX = 4096
+_JA3S_CACHE: dict[tuple[object, ...], tuple[str, str]] = {}
+
+
 def ja3s(hello: ServerHello) -> tuple[str, str]:
+    """(ja3s, ja3s_string), memoised like :func:`fingerprints`: servers answer with few distinct hellos."""
+    key = (hello.legacy_version, hello.cipher, tuple(e.type for e in hello.extensions))
+    hit = _JA3S_CACHE.get(key)
+    if hit is None:
+        hit = _ja3s(hello)
+        if len(_JA3S_CACHE) >= _FP_CACHE_MAX:
+            _JA3S_CACHE.clear()
+        _JA3S_CACHE[key] = hit
+    return hit
+
+
+def _ja3s(hello: ServerHello) -> tuple[str, str]:
     text = ",".join((
         str(hello.legacy_version),
         str(hello.cipher),
@@ -363,7 +394,6 @@ def ja4(hello: ClientHello, transport: str = "t") -> tuple[str, str]:
 
 
 _FP_CACHE: dict[tuple[object, ...], tuple[str, str, str]] = {}
-_FP_CACHE_MAX = 4096
 
 
 def fingerprints(hello: ClientHello, transport: str = "t") -> tuple[str, str, str]:

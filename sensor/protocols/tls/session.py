@@ -112,11 +112,18 @@ class TlsSession:
             self._appdata[is_orig] = True
         elif ctype == parser.CONTENT_HANDSHAKE and not self._ccs[is_orig] and not self._encrypted(is_orig):
             hs = self._handshake[is_orig]
-            hs += body
-            if len(hs) > MAX_HANDSHAKE_BUFFER:
-                raise ParseError(PROTOCOL, "handshake_too_large")
-            messages, used = parser.split_handshakes(bytes(hs))
-            del hs[:used]
+            if hs:
+                hs += body
+                if len(hs) > MAX_HANDSHAKE_BUFFER:
+                    raise ParseError(PROTOCOL, "handshake_too_large")
+                messages, used = parser.split_handshakes(bytes(hs))
+                del hs[:used]
+            else:
+                # The usual case: whole messages in one record, split straight from its body.
+                if len(body) > MAX_HANDSHAKE_BUFFER:
+                    raise ParseError(PROTOCOL, "handshake_too_large")
+                messages, used = parser.split_handshakes(body)
+                hs += body[used:]
             for msg in messages:
                 self._handshake_message(is_orig, msg)
         self._check_done()
