@@ -12,16 +12,12 @@ from master.catalog import (
     FEATURE_BY_NAME,
     INTERNAL_DESTINATIONS,
     MAX_EXPLAINED,
-    VPN_RARE,
     CountDetector,
     severity,
 )
 from master.features import Window
 from master.models.scan import ScanScore
 from vigil.alert.v1 import alert_pb2
-
-# Set features whose members are remote endpoints ("ip:port"): a single member is the breach's peer.
-ENDPOINT_SETS = frozenset({VPN_RARE})
 
 
 def breach_id(model: str, device_id: str, window: int) -> str:
@@ -86,14 +82,15 @@ def make_breach(
 
 
 def _peer(detector: CountDetector, window: Window) -> str:
-    """The one remote endpoint behind a breach: the only member of an endpoint set, or the largest
-    contributor to a volume."""
+    """The one remote endpoint behind a breach: the largest contributor to a volume, or the endpoint of a
+    set that has exactly one (several endpoints: no single peer to name)."""
     for feature, _ in detector.triggers:
-        if feature in window.top:
-            return str(window.top[feature][1])
-        members = window.distinct.get(feature, set())
-        if feature in ENDPOINT_SETS and len(members) == 1:
-            return next(iter(members))
+        top = window.top.get(feature)
+        if top is None:
+            continue
+        if feature in window.distinct and len(window.distinct[feature]) != 1:
+            continue
+        return str(top[1])
     return ""
 
 
@@ -110,7 +107,7 @@ def count_breach(
     uids: list[str] = []
     for fs in score.features[:MAX_EXPLAINED]:
         spec = FEATURE_BY_NAME[fs.feature]
-        at_least = "at least " if fs.feature in window.saturated else ""
+        at_least = "about " if fs.feature in window.sketched else ""
         evidence.append(
             alert_pb2.Evidence(
                 feature=fs.feature,

@@ -9,6 +9,7 @@ and dropped from the features (never from the inventory).
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import socket
@@ -26,11 +27,11 @@ from master.catalog import (
 )
 from vigil.flow.v1 import flow_pb2
 
-SCHEMA = 2
+SCHEMA = 3
 
-# Bounds on what one window remembers. The count stays exact up to MAX_DESTINATIONS and then saturates,
-# which is already hundreds of decades past any breach threshold.
-MAX_DESTINATIONS = 2048
+# Distinct sets are exact up to SKETCH_K members, then estimated (see Window).
+SKETCH_K = 64
+# Bounds on what one window remembers besides its sets.
 MAX_EXAMPLES = 5
 MAX_UIDS = 20
 _MAX_KNOWN_ADDRESSES = 65536
@@ -93,15 +94,29 @@ class Networks:
         return inside
 
 
+def member_hash(member: str) -> int:
+    """A stable 64-bit hash of a set member (Python's own hash() changes from process to process)."""
+    return int.from_bytes(hashlib.blake2b(member.encode(), digest_size=8).digest(), "big")
+
+
+_HASH_SPACE = float(1 << 64)
+
+
 @dataclass
 class Window:
-    """What one device did in one window: a count or a bounded set of distinct members per feature."""
+    """What one device did in one window: a count or a set of distinct members per feature.
+
+    Sets hold 64-bit hashes of their members: exact up to ``SKETCH_K`` members; beyond that a set keeps
+    only its ``SKETCH_K`` smallest hashes (a k-minimum-values sketch) and its size is estimated as
+    ``(k - 1) / (largest kept hash / 2^64)`` (relative error about 1/sqrt(k)), so a window stays small
+    however much a device scans.
+    """
 
     index: int
     counts: dict[str, int] = field(default_factory=dict)
-    distinct: dict[str, set[str]] = field(default_factory=dict)
-    # Set features that reached MAX_DESTINATIONS: their count is a lower bound from there on.
-    saturated: set[str] = field(default_factory=set)
+    distinct: dict[str, set[int]] = field(default_factory=dict)
+    # Set features past SKETCH_K members: their value is an estimate from there on.
+    sketched: set[str] = field(default_factory=set)
     examples: dict[str, list[str]] = field(default_factory=dict)
     uids: dict[str, list[str]] = field(default_factory=dict)
     # Detectors that already breached on this window: at most one breach per model, device and window.
@@ -111,17 +126,27 @@ class Window:
     # Changed since it was last scored.
     dirty: bool = False
 
+    def _size(self, feature: str, members: set[int]) -> int:
+        if feature not in self.sketched:
+            return len(members)
+        return round((SKETCH_K - 1) / (max(members) / _HASH_SPACE))
+
     def value(self, feature: str) -> int:
         members = self.distinct.get(feature)
         if members is None:
             return self.counts.get(feature, 0)
         if feature == UNANSWERED_DESTINATIONS:
-            # Addresses none of whose attempts were answered in this window (a dead range, not a closed port).
-            return len(members - self.distinct.get(ANSWERED_DESTINATIONS, set()))
-        return len(members)
+            # Addresses none of whose attempts were answered in this window (a dead range, not a closed
+            # port): the share of the kept unanswered hashes that were never answered, scaled to the size.
+            answered = self.distinct.get(ANSWERED_DESTINATIONS, set())
+            if feature not in self.sketched:
+                return len(members - answered)
+            never = sum(1 for h in members if h not in answered) / len(members)
+            return round(self._size(feature, members) * never)
+        return self._size(feature, members)
 
     @property
-    def destinations(self) -> set[str]:
+    def destinations(self) -> set[int]:
         return self.distinct.get(INTERNAL_DESTINATIONS, set())
 
     @property
@@ -144,12 +169,20 @@ class Window:
                 self.top[feature] = [amount, peer]
         else:
             members = self.distinct.setdefault(feature, set())
-            if member in members:
+            h = member_hash(member)
+            if h in members:
                 return False
-            if len(members) >= MAX_DESTINATIONS:
-                self.saturated.add(feature)
-                return False
-            members.add(member)
+            if feature in self.sketched:
+                largest = max(members)
+                if h > largest:
+                    return False  # not among the k smallest: the estimate does not move
+                members.discard(largest)
+            members.add(h)
+            if len(members) > SKETCH_K:
+                self.sketched.add(feature)
+                members.discard(max(members))
+            if peer:
+                self.top.setdefault(feature, [1, peer])
         shown = self.examples.setdefault(feature, [])
         if example and len(shown) < MAX_EXAMPLES and example not in shown:
             shown.append(example)
@@ -164,7 +197,7 @@ class Window:
             "index": self.index,
             "counts": self.counts,
             "distinct": {k: sorted(v) for k, v in self.distinct.items()},
-            "saturated": sorted(self.saturated),
+            "sketched": sorted(self.sketched),
             "examples": self.examples,
             "uids": self.uids,
             "breached": sorted(self.breached),
@@ -177,8 +210,8 @@ class Window:
         return cls(
             index=int(d["index"]),
             counts={k: int(v) for k, v in d["counts"].items()},
-            distinct={k: set(v) for k, v in d["distinct"].items()},
-            saturated=set(d["saturated"]),
+            distinct={k: {int(h) for h in v} for k, v in d["distinct"].items()},
+            sketched=set(d["sketched"]),
             examples={k: list(v) for k, v in d["examples"].items()},
             uids={k: list(v) for k, v in d["uids"].items()},
             breached=set(d["breached"]),
@@ -187,18 +220,39 @@ class Window:
         )
 
     @classmethod
+    def from_v2(cls, d: dict[str, Any]) -> Window:
+        """A window stored by schema 2 (member strings): converted to hashes, sketched where large."""
+        window = cls(
+            index=int(d["index"]),
+            counts={k: int(v) for k, v in d["counts"].items()},
+            examples={k: list(v) for k, v in d["examples"].items()},
+            uids={k: list(v) for k, v in d["uids"].items()},
+            breached=set(d["breached"]),
+            dirty=bool(d["dirty"]),
+            top={k: list(v) for k, v in d.get("top", {}).items()},
+        )
+        for feature, members in d["distinct"].items():
+            window.distinct[feature] = set()
+            for member in members:
+                window.observe(feature, str(member), "", "")
+        window.dirty = bool(d["dirty"])
+        return window
+
+    @classmethod
     def from_v1(cls, d: dict[str, Any]) -> Window:
         """A window stored by schema 1 (scan features only)."""
-        return cls(
-            index=int(d["index"]),
-            counts={FAILED: int(d["failed"])} if d["failed"] else {},
-            distinct={INTERNAL_DESTINATIONS: set(d["destinations"])},
-            saturated={INTERNAL_DESTINATIONS} if d["saturated"] else set(),
-            examples={INTERNAL_DESTINATIONS: list(d["examples"])},
-            uids={INTERNAL_DESTINATIONS: list(d["uids"])},
-            breached={NETWORK_SCAN} if d["breached"] else set(),
-            dirty=bool(d["dirty"]),
+        window = cls.from_v2(
+            {
+                "index": d["index"],
+                "counts": {FAILED: int(d["failed"])} if d["failed"] else {},
+                "distinct": {INTERNAL_DESTINATIONS: d["destinations"]},
+                "examples": {INTERNAL_DESTINATIONS: list(d["examples"])},
+                "uids": {INTERNAL_DESTINATIONS: list(d["uids"])},
+                "breached": [NETWORK_SCAN] if d["breached"] else [],
+                "dirty": d["dirty"],
+            }
         )
+        return window
 
 
 class DeviceWindows:
@@ -251,12 +305,12 @@ class DeviceWindows:
     @classmethod
     def from_dict(cls, d: dict[str, Any], window_s: float, allowed_lateness_s: float) -> DeviceWindows:
         schema = d.get("schema")
-        if schema not in (1, SCHEMA):
+        if schema not in (1, 2, SCHEMA):
             raise ValueError(f"unsupported feature window schema {schema!r}")
         state = cls(window_s, allowed_lateness_s)
         state.watermark = d["watermark"]
         state.closed_through = d["closed_through"]
         state.late_records = int(d.get("late_records", 0))
-        load = Window.from_v1 if schema == 1 else Window.from_dict
+        load = {1: Window.from_v1, 2: Window.from_v2}.get(schema, Window.from_dict)
         state.windows = {w.index: w for w in (load(x) for x in d["windows"])}
         return state

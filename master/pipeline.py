@@ -446,7 +446,8 @@ class _BatchRun:
                 target = (
                     f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
                 )
-                items.append((VPN_RARE, f"{f.resp_ip}:{f.resp_port}", f"{target}; {rarity.text()}", 1))
+                endpoint = f"{f.resp_ip}:{f.resp_port}"
+                items.append((VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
             stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
             stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
             if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from master.catalog import FAILED, INTERNAL_DESTINATIONS
-from master.features import MAX_DESTINATIONS, DeviceWindows, Networks, Window, is_failed
+from master.catalog import ANSWERED_DESTINATIONS, FAILED, INTERNAL_DESTINATIONS, UNANSWERED_DESTINATIONS
+from master.features import SKETCH_K, DeviceWindows, Networks, Window, is_failed
 from tests.master.traffic import CS, flow
 
 
@@ -55,14 +57,39 @@ def test_windows_close_after_lateness_and_drop_late_records() -> None:
     assert restored.to_dict() == w.to_dict()
 
 
-def test_destination_set_is_bounded() -> None:
+def test_sets_are_exact_then_sketched_and_bounded() -> None:
     w = DeviceWindows(60.0, 0.0)
-    for i in range(MAX_DESTINATIONS + 10):
+    for i in range(SKETCH_K):
         _add(w, 1.0, f"10.1.{i // 256}.{i % 256}", 22, True, f"u{i}")
     window = w.windows[0]
-    assert len(window.destinations) == MAX_DESTINATIONS and INTERNAL_DESTINATIONS in window.saturated
-    assert window.failed == MAX_DESTINATIONS + 10
+    assert window.value(INTERNAL_DESTINATIONS) == SKETCH_K and not window.sketched
+    start = SKETCH_K
+    for n in (1_000, 20_000):
+        for i in range(start, n):
+            _add(w, 1.0, f"10.{i // 65536}.{i // 256 % 256}.{i % 256}", 22, True, f"u{i}")
+        estimate = window.value(INTERNAL_DESTINATIONS)
+        # k-minimum-values with k = 64: within ~3 standard errors (1/sqrt(k) = 12.5 %).
+        assert abs(estimate - n) / n < 0.4, (n, estimate)
+        start = n
+    assert len(window.destinations) == SKETCH_K and INTERNAL_DESTINATIONS in window.sketched
+    assert window.failed == 20_000
     assert len(window.examples[INTERNAL_DESTINATIONS]) == 5 and len(window.uids[FAILED]) == 20
+    # The state stays small however large the scan.
+    assert len(json.dumps(w.to_dict())) < 4 * SKETCH_K * 21
+    restored = DeviceWindows.from_dict(json.loads(json.dumps(w.to_dict())), 60.0, 0.0)
+    assert restored.windows[0].value(INTERNAL_DESTINATIONS) == window.value(INTERNAL_DESTINATIONS)
+
+
+def test_unanswered_addresses_exclude_those_that_answered() -> None:
+    w = DeviceWindows(60.0, 0.0)
+    window = w.window_for(1.0)
+    assert window is not None
+    for i in range(200):
+        ip = f"10.2.0.{i}"
+        window.observe(UNANSWERED_DESTINATIONS, ip, ip, "")
+        if i % 4 == 0:
+            window.observe(ANSWERED_DESTINATIONS, ip, "", "")  # the same address answered another probe
+    assert abs(window.value(UNANSWERED_DESTINATIONS) - 150) / 150 < 0.4
 
 
 def test_schema_1_windows_load_as_catalog_windows() -> None:
