@@ -21,7 +21,9 @@ which covers the child and the descendants it reaped — belongs to it alone):
   ``master.records_per_s_memory``: the same over :class:`master.store.MemoryStore`.
   ``master.redis_round_trips_per_batch``: requests the batch path waits for per batch (dedup check, the
   three loads, WATCH/EXISTS/EXEC of the commit). ``master.state_bytes_per_device``: every key under the
-  prefix after the run, divided by the devices.
+  prefix after the run, divided by the devices; ``master.model_state_bytes_per_device``: only what was
+  learned (beliefs, bindings, endpoint rarity, beacon series; LEARNED_STATE_KINDS);
+  ``master.window_state_bytes_per_device``: the feature windows still open at the end.
 
 Why CPU time: the machine is shared and noisy, and wall time charges whatever else ran to the tool being
 measured. Wall-clock figures are recorded next to the CPU ones (``*_wall``) for reference. Ratios are always
@@ -394,6 +396,15 @@ async def _drive(processor: Any, records: Sequence[Any]) -> tuple[float, int]:
     return time.perf_counter() - started, batches
 
 
+# What the master has learned about devices and the network (beliefs, bindings, rarity, beacon series, the
+# meta-models' recent breaches), as opposed to open feature windows, the breach stream, actions and batch
+# markers.
+LEARNED_STATE_KINDS = (
+    "model", "device", "ip", "mac", "cloud", "user", "endpoint", "beacons", "network", "breach_log",
+    "devices",
+)  # fmt: skip
+
+
 async def _state_bytes(client: Any, prefix: str) -> tuple[int, dict[str, int]]:
     total = 0
     by_kind: dict[str, int] = {}
@@ -405,7 +416,9 @@ async def _state_bytes(client: Any, prefix: str) -> tuple[int, dict[str, int]]:
                 pipe.memory_usage(key, samples=0)  # SAMPLES 0: every element of sets/streams, not 5
             sizes = await pipe.execute()
         for key, size in zip(chunk, sizes, strict=True):
-            kind = key.decode()[len(prefix) + 1 :].split(":", 1)[0]
+            parts = key.decode()[len(prefix) + 1 :].split(":", 2)
+            # A device's recent-breach log (the meta-models' state) is not the breach stream.
+            kind = "breach_log" if parts[:2] == ["breaches", "device"] else parts[0]
             total += int(size or 0)
             by_kind[kind] = by_kind.get(kind, 0) + int(size or 0)
     return total, by_kind
@@ -604,7 +617,12 @@ def run_all(packets: int, skip: set[str]) -> Json:
             res["master.state_bytes"] = int(redis["state_bytes"])
             res["master.state_bytes_by_kind"] = redis["state_bytes_by_kind"]
             if redis["devices"]:
-                res["master.state_bytes_per_device"] = rounded(redis["state_bytes"] / redis["devices"])
+                devices = redis["devices"]
+                kinds = redis["state_bytes_by_kind"]
+                res["master.state_bytes_per_device"] = rounded(redis["state_bytes"] / devices)
+                learned = sum(kinds.get(k, 0) for k in LEARNED_STATE_KINDS)
+                res["master.model_state_bytes_per_device"] = rounded(learned / devices)
+                res["master.window_state_bytes_per_device"] = rounded(kinds.get("features", 0) / devices)
             res["master.peak_rss_mb"] = rounded(rrun.peak_rss_mb)
             res["master.peak_rss_mb_memory"] = rounded(mrun.peak_rss_mb)
     if notes:
@@ -673,7 +691,8 @@ def table(res: Json) -> str:
     lines.append(
         f"{res['sensor.packets']:,} packets, {res['sensor.capture_bytes'] / 1e6:.0f} MB capture; "
         f"master: {num(res.get('master.records'), ',')} records, {num(res['master.devices'], ',')} devices, "
-        f"{num(res['master.state_bytes_per_device'], ',.0f')} B state/device, "
+        f"{num(res.get('master.model_state_bytes_per_device'), ',.0f')} B learned state/device "
+        f"({num(res['master.state_bytes_per_device'], ',.0f')} B with windows and breaches), "
         f"{num(res.get('master.redis_round_trips_per_batch'), '.1f')} Redis round trips/batch; "
         f"commit {res['commit'][:12]}"
     )
