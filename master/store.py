@@ -31,12 +31,12 @@ There are two implementations of one interface: :class:`RedisStore` (the service
 from __future__ import annotations
 
 import base64
-import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -183,14 +183,18 @@ def _raw(value: bytes | str) -> bytes:
 
 
 def encode(doc: Doc) -> bytes:
-    # Compact, key-sorted JSON: the same state always serialises to the same bytes.
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+    # Compact, key-sorted JSON: the same state always serialises to the same bytes. orjson: the master
+    # spends a third of its time here with the standard library's encoder.
+    return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
 
 
 def decode(raw: bytes | str | None) -> Doc | None:
     if raw is None:
         return None
-    value = json.loads(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"state document is not JSON: {exc}") from exc
     if not isinstance(value, dict):
         raise ValueError("state document is not a JSON object")
     return value
