@@ -24,7 +24,7 @@ default threshold 1e-4, 60 ~ P 6e-8 and 75 = P 1e-12.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -123,30 +123,65 @@ def score_from_surprise(surprise: float, breach_probability: float) -> int:
     return int(min(100, max(0, round(value))))
 
 
+class _LazyCounts(Mapping[str, CountModel]):
+    """One CountModel per feature, built from its stored state only when first used.
+
+    A batch loads every touched device's model but scores only the detectors a window could trip and
+    learns only when a window closes: most features of most devices are never looked at in a batch, and
+    their stored state is written back as it was read.
+    """
+
+    def __init__(self, make: Callable[[], CountModel], stored: Mapping[str, Any] | None = None) -> None:
+        self._make = make
+        self._stored = dict(stored or {})
+        self._built: dict[str, CountModel] = {}
+
+    def __getitem__(self, feature: str) -> CountModel:
+        model = self._built.get(feature)
+        if model is None:
+            if feature not in FEATURE_BY_NAME:
+                raise KeyError(feature)
+            model = self._make()
+            sub = self._stored.get(feature)
+            if sub is not None:
+                model.load_dict(sub)
+            self._built[feature] = model
+        return model
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(FEATURES)
+
+    def __len__(self) -> int:
+        return len(FEATURES)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f: sub for f, sub in self._stored.items() if f in FEATURE_BY_NAME}
+        out.update({f: m.to_dict() for f, m in self._built.items()})
+        return out
+
+
 class _CountsState:
     """Serialised state shared by the device and population models: one CountModel per feature."""
 
     kind = "scan model"
 
-    def __init__(self, params: ScanParams) -> None:
+    def __init__(self, params: ScanParams, stored: Mapping[str, Any] | None = None) -> None:
         self.params = params
-        self.counts = {f: self._count_model(params) for f in FEATURES}
+        self.counts = _LazyCounts(lambda: self._count_model(params), stored)
 
     @staticmethod
     def _count_model(params: ScanParams) -> CountModel:
         return CountModel(params.half_life_windows, params.max_idle_windows)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "counts": {f: m.to_dict() for f, m in self.counts.items()}}
+        return {"schema": SCHEMA, "counts": self.counts.to_dict()}
 
     @classmethod
     def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
         if state.get("schema") != SCHEMA:
             raise ValueError(f"unsupported {cls.kind} schema {state.get('schema')!r}")
         model = cls(params)
-        for feature, sub in state["counts"].items():
-            if feature in model.counts:
-                model.counts[feature].load_dict(sub)
+        model.counts = _LazyCounts(lambda: model._count_model(params), state["counts"])
         return model
 
 
