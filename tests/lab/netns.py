@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -261,3 +262,62 @@ def tcp_listener(host: Host, port: int) -> subprocess.Popen[bytes]:
         "    c.close()\n"
     )
     return host.spawn("python3", "-c", code)
+
+
+_PRIVATE_NETNS = "VIGIL_LAB_PRIVATE_NETNS"
+
+
+def in_private_netns_names(module: str, argv: Sequence[str], timeout_s: float | None = None) -> int | None:
+    """Re-run ``python -m module argv`` in a private mount namespace with its own ``/run/netns``.
+
+    A fixed lab id means fixed namespace names (``vg5ca1-*``); another recording with the same layout
+    running at the same time would collide. With a private tmpfs on /run/netns the names are visible
+    only to this run. Returns the child's exit code, or None when already running privately (go on).
+    """
+    if os.environ.get(_PRIVATE_NETNS) == "1" or shutil.which("unshare") is None:
+        return None
+    script = 'mkdir -p /run/netns && mount -t tmpfs -o size=1m vigil-netns /run/netns && exec "$@"'
+    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+    return subprocess.run(
+        [*unshare, sys.executable, "-m", module, *argv],
+        env={**os.environ, _PRIVATE_NETNS: "1"},
+        timeout=timeout_s,
+    ).returncode
+
+
+@contextlib.contextmanager
+def bridge_capture(
+    built: Lab, out: Path, snaplen: int = 0, bridge: str = "br-a", settle_s: float = 1.5
+) -> Iterator[Path]:
+    """tcpdump on ``bridge`` in the gateway (IPv4 only, ``snaplen`` 0 = whole packets) for the duration of
+    the block; the capture ends at ``out``. ``settle_s`` before and after lets the capture start and the
+    last replies and FINs cross the bridge."""
+    pcap = Path("/tmp") / f"vigil-capture-{built.lab_id}-{secrets.token_hex(3)}.pcap"
+    dump = built.gateway_spawn(
+        "tcpdump",
+        "-i",
+        bridge,
+        "-w",
+        str(pcap),
+        "-U",
+        "-s",
+        str(snaplen),
+        "-n",
+        "not arp and not ip6",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not pcap.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(settle_s)
+    try:
+        yield out
+        time.sleep(settle_s)
+    finally:
+        dump.terminate()
+        dump.wait(timeout=10)
+        if pcap.exists():
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pcap, out)
+            pcap.unlink()

@@ -8,12 +8,10 @@ Needs root, iproute2, tcpdump, curl and nmap (all installed by `make install`).
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.lab.netns import http_server, lab, tcp_listener
+from tests.lab.netns import bridge_capture, http_server, lab, tcp_listener
 from tests.lab.traffic import benign, nmap_scan
 
 
@@ -24,34 +22,15 @@ def record(out: Path, baseline_s: float) -> None:
         tcp_listener(files, 445)
         built.wait_reachable("ws1", web.ip, 80)
         built.wait_reachable("ws1", files.ip, 445)
-        pcap = Path("/tmp") / f"vigil-record-{built.lab_id}.pcap"
-        dump = built.gateway_spawn(
-            "tcpdump",
-            "-i",
-            "br-a",
-            "-w",
-            str(pcap),
-            "-U",
-            "-s",
-            "512",
-            "-n",
-            "not arp and not ip6",
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(1.0)
-        servers = [(web.ip, 80), (files.ip, 445)]
-        made = benign(built, ["ws1", "ws2", "pi"], servers, duration_s=baseline_s, interval_s=3.0)
-        print(f"benign: {made} requests over {baseline_s:.0f}s", file=sys.stderr)
-        scan = nmap_scan(built.hosts["pi"], [f"{web.ip[:-3]}.1-40"], ports="21-25,80,135,139,443,445,3389")
-        print(scan.stdout.splitlines()[-1] if scan.stdout else scan.stderr, file=sys.stderr)
-        benign(built, ["ws1", "ws2"], servers, duration_s=10, interval_s=3.0)
-        time.sleep(1.0)
-        dump.terminate()
-        dump.wait(timeout=10)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_bytes(pcap.read_bytes())
-        pcap.unlink()
+        with bridge_capture(built, out, snaplen=512, settle_s=1.0):
+            servers = [(web.ip, 80), (files.ip, 445)]
+            made = benign(built, ["ws1", "ws2", "pi"], servers, duration_s=baseline_s, interval_s=3.0)
+            print(f"benign: {made} requests over {baseline_s:.0f}s", file=sys.stderr)
+            scan = nmap_scan(
+                built.hosts["pi"], [f"{web.ip[:-3]}.1-40"], ports="21-25,80,135,139,443,445,3389"
+            )
+            print(scan.stdout.splitlines()[-1] if scan.stdout else scan.stderr, file=sys.stderr)
+            benign(built, ["ws1", "ws2"], servers, duration_s=10, interval_s=3.0)
     print(f"wrote {out} ({out.stat().st_size} bytes)", file=sys.stderr)
 
 

@@ -23,10 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import random
-import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +33,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.netns import Host, HostSpec, Lab, http_server, lab
+from tests.lab.netns import Host, HostSpec, Lab, bridge_capture, http_server, in_private_netns_names, lab
 
 LAB_ID = "5ca1"
 LAN_A_HOSTS: list[HostSpec] = ["ws1", "ws2", ("pi", "dc:a6:32:5c:a1:0c")]
@@ -123,26 +120,6 @@ class Office:
 
     def host(self, name: str) -> Host:
         return self.lab.hosts[name]
-
-
-_PRIVATE_NETNS = "VIGIL_LAB_PRIVATE_NETNS"
-
-
-def in_private_netns_names(module: str, argv: Sequence[str]) -> int | None:
-    """Re-run ``python -m module argv`` in a private mount namespace with its own ``/run/netns``.
-
-    The fixed lab id means fixed namespace names (``vg5ca1-*``); another recording with the same layout
-    running at the same time would collide. With a private tmpfs on /run/netns the names are visible
-    only to this run. Returns the child's exit code, or None when already running privately (go on).
-    """
-    if os.environ.get(_PRIVATE_NETNS) == "1" or shutil.which("unshare") is None:
-        return None
-    script = 'mkdir -p /run/netns && mount -t tmpfs -o size=1m vigil-netns /run/netns && exec "$@"'
-    unshare = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
-    return subprocess.run(
-        [*unshare, sys.executable, "-m", module, *argv],
-        env={**os.environ, _PRIVATE_NETNS: "1"},
-    ).returncode
 
 
 def wait_lab_free(lab_id: str = LAB_ID, timeout_s: float = 900) -> None:
@@ -421,32 +398,8 @@ def office(dns_extra: Sequence[str] = (), lab_id: str = LAB_ID) -> Iterator[Offi
 @contextlib.contextmanager
 def capture(built: Lab, out: Path, snaplen: int = 0) -> Iterator[Path]:
     """tcpdump on br-a in the gateway namespace for the duration of the block; the pcap ends at ``out``."""
-    pcap = Path("/tmp") / f"vigil-scenario-{built.lab_id}-{secrets.token_hex(3)}.pcap"
-    dump = built.gateway_spawn(
-        "tcpdump",
-        "-i",
-        "br-a",
-        "-w",
-        str(pcap),
-        "-U",
-        "-s",
-        str(snaplen),
-        "-n",
-        "not arp and not ip6",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.5)
-    try:
+    with bridge_capture(built, out, snaplen=snaplen):
         yield out
-    finally:
-        time.sleep(1.5)
-        dump.terminate()
-        dump.wait(timeout=10)
-        if pcap.exists():
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pcap, out)
-            pcap.unlink()
     print(f"wrote {out} ({out.stat().st_size} bytes)", file=sys.stderr)
 
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tests.lab.netns import in_private_netns_names
 from tests.lab.scenarios_benign import (
     DC_IP,
     DOMAIN,
@@ -41,7 +42,6 @@ from tests.lab.scenarios_benign import (
     capture,
     curl,
     dig,
-    in_private_netns_names,
     office,
     terminate_cleanly,
 )

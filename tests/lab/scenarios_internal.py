@@ -21,7 +21,6 @@ fixed namespace names cannot collide with another recording. Needs root, iproute
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +31,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.lab.netns import Host, HostSpec, Lab, http_server, lab, tcp_listener
+from tests.lab.netns import (
+    Host,
+    HostSpec,
+    Lab,
+    bridge_capture,
+    http_server,
+    in_private_netns_names,
+    lab,
+    tcp_listener,
+)
 
 LAB_ID = "5ca1"
 PI_MAC = "dc:a6:32:5c:a1:0c"
@@ -258,35 +266,8 @@ def servers(built: Lab, allow_smb1: bool = False) -> Iterator[Servers]:
 @contextmanager
 def capture(built: Lab, out: Path) -> Iterator[None]:
     """tcpdump on br-a in the gateway (full packets, IPv4 only) for the duration of the block."""
-    pcap = Path("/tmp") / f"vigil-scenario-{built.lab_id}-{out.stem}.pcap"
-    pcap.unlink(missing_ok=True)
-    dump = built.gateway_spawn(
-        "tcpdump",
-        "-i",
-        "br-a",
-        "-w",
-        str(pcap),
-        "-U",
-        "-s",
-        "0",
-        "-n",
-        "not arp and not ip6",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while not pcap.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    time.sleep(1.0)
-    try:
+    with bridge_capture(built, out):
         yield
-        time.sleep(1.5)  # let the last replies and FINs cross the bridge
-    finally:
-        dump.terminate()
-        dump.wait(timeout=10)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(pcap.read_bytes())
-    pcap.unlink()
     if out.stat().st_size > MAX_CAPTURE_BYTES:
         raise RuntimeError(f"{out}: {out.stat().st_size} bytes, more than {MAX_CAPTURE_BYTES}")
 
@@ -571,24 +552,6 @@ def record(scenario: Scenario, out: Path, lab_id: str | None = LAB_ID, align: bo
     return out
 
 
-_PRIVATE = "VIGIL_SCENARIOS_PRIVATE_NETNS"
-
-
-def rerun_with_private_netns_names(argv: Sequence[str]) -> int | None:
-    """Re-run this recorder in a private mount namespace with its own ``/run/netns``: the fixed lab id
-    means fixed namespace names (``vg5ca1-*``), which another recording of the same layout may hold right
-    now. Returns the child's exit code, or None when already private (or ``unshare`` is missing)."""
-    if os.environ.get(_PRIVATE) == "1" or shutil.which("unshare") is None:
-        return None
-    script = 'mkdir -p /run/netns && mount -t tmpfs -o size=1m vigil-netns /run/netns && exec "$@"'
-    unshare = ("unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh")
-    return subprocess.run(
-        [*unshare, sys.executable, "-m", "tests.lab.scenarios_internal", *argv],
-        env={**os.environ, _PRIVATE: "1"},
-        timeout=MAX_SCENARIO_S * (len(SCENARIOS) + 1),
-    ).returncode
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -596,7 +559,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("outdir", type=Path)
     parser.add_argument("--only", choices=sorted(SCENARIO_BY_NAME), action="append")
     args = parser.parse_args(argv)
-    if (code := rerun_with_private_netns_names(sys.argv[1:] if argv is None else argv)) is not None:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    timeout = MAX_SCENARIO_S * (len(SCENARIOS) + 1)
+    if (code := in_private_netns_names("tests.lab.scenarios_internal", args_list, timeout)) is not None:
         return code
     for scenario in SCENARIOS:
         if args.only and scenario.name not in args.only:
