@@ -1,0 +1,88 @@
+"""`vigil eval`: truth files, scoring of detections and false positives, exit codes, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from vigil import cli
+
+LAB_CAPTURE = Path(__file__).resolve().parent / "data" / "lab-scan.pcap"
+SCANNER = "10.231.1.12"
+
+
+def _dir(tmp_path: Path, truth: str) -> Path:
+    shutil.copy(LAB_CAPTURE, tmp_path / "lab-scan.pcap")
+    (tmp_path / "scan.truth.yaml").write_text(truth)
+    return tmp_path
+
+
+def test_a_met_truth_exits_0_with_recall_and_precision_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = [
+        "Device / Network Scan",
+        "Device / Network Range Scan",
+        "Device / Suspicious Network Scan Activity",
+        "Device / Suspicious SMB Scanning Activity",
+        "Device / RDP Scan",
+        "Device / Multiple Lateral Movement Model Breaches",
+        "Device / Large Number of Model Breaches",
+    ]
+    truth = f"captures: [lab-scan.pcap]\nexpect:\n  - device: {SCANNER}\n    models: {json.dumps(models)}\n"
+    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["recall"] == 1.0 and result["precision"] == 1.0 and result["false_positives"] == 0
+    assert result["device_days"] >= 3  # the office's workstations and the Pi, on one day
+    ttd = result["scenarios"][0]["time_to_detect_s"]
+    assert all(0 <= v < 600 for v in ttd.values())
+
+
+def test_a_missed_model_and_an_unexpected_breach_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truth = (
+        "captures: [lab-scan.pcap]\nexpect:\n"
+        f"  - device: {SCANNER}\n    models: ['Device / Network Scan', 'Compromise / DNS Tunnel']\n"
+    )
+    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == 1
+    result = json.loads(capsys.readouterr().out)
+    scenario = result["scenarios"][0]
+    assert scenario["missed"] == [f"{SCANNER} Compromise / DNS Tunnel"]
+    assert result["recall"] == 0.5
+    # The scan's other models were not named: each one above low is a false positive.
+    assert {fp["model"] for fp in scenario["false_positives"]} >= {"Device / RDP Scan"}
+    assert 0 < result["precision"] < 1
+
+
+@pytest.mark.parametrize(
+    ("truth", "message"),
+    [
+        ("captures: [missing.pcap]\n", "no such file"),
+        ("captures: [lab-scan.pcap]\nquiet_above: loud\n", "quiet_above must be one of"),
+        ("captures: [lab-scan.pcap]\nexpect:\n  - device: 10.0.0.1\n", "needs device and models"),
+        ("captures: [lab-scan.pcap]\nsurprise: 1\n", "unknown keys"),
+        ("- just a list\n", "expected a mapping"),
+        (
+            "captures: [lab-scan.pcap]\nexpect:\n"
+            "  - device: 10.0.0.1\n    models: [x]\n    start: yesterday\n",
+            "not an RFC 3339 time",
+        ),
+    ],
+)
+def test_unusable_truth_files_are_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], truth: str, message: str
+) -> None:
+    assert cli.main(["eval", str(_dir(tmp_path, truth))]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "scan.truth.yaml" in err
+
+
+def test_no_directory_or_no_truth_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["eval", str(tmp_path / "nope")]) == 2
+    assert cli.main(["eval", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no such directory" in err and "no *.truth.yaml" in err
