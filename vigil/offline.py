@@ -49,6 +49,14 @@ def action_json(record: ActionRecord) -> dict[str, Any]:
     }
 
 
+def _scope_text(record: ActionRecord) -> str:
+    """ " [198.51.100.31:*]": what a scoped action is limited to (peers and ports; * = any)."""
+    scopes = record.action.scopes
+    if not scopes:
+        return ""
+    return " [" + ", ".join(f"{s.peer_ip or '*'}:{s.port or '*'}" for s in scopes) + "]"
+
+
 def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) -> dict[str, Any]:
     return {
         "model": breach.model,
@@ -140,7 +148,9 @@ def analyze_captures(
         for act in actions:
             a = action_json(act)
             print(
-                f"    action ({a['mode']}): {a['kind']} {a['target_ip']} until {a['expire_time']}", file=out
+                f"    action ({a['mode']}): {a['kind']} {a['target_ip']}{_scope_text(act)} "
+                f"until {a['expire_time']}",
+                file=out,
             )
     summary = (
         f"vigil analyze: {source.packets} packets, {result.records} records, "
