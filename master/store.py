@@ -59,9 +59,27 @@ class StoreUnavailable(Exception):
     """The store cannot be reached; the caller retries later (the batch stays unacknowledged)."""
 
 
+# How long state that only matters while it is fresh outlives its last write (Redis EXPIRE, refreshed on
+# every write): an external endpoint nobody has contacted for longer than the rarity window, a beacon
+# series or an account gone quiet, a finished breach log. Devices, their models and the network's beliefs
+# never expire.
+_TTL_BY_KIND = {
+    "endpoint": 8 * 24 * 3600,
+    "beacons": 30 * 24 * 3600,
+    "user": 90 * 24 * 3600,
+    "breaches": 2 * 3600,  # per-device recent-breach log (the stream has its own MAXLEN)
+    "features": 7 * 24 * 3600,  # open windows of a device that went silent
+}
+
+
 class Keys:
     def __init__(self, prefix: str = "vigil:v1") -> None:
         self.prefix = prefix.rstrip(":")
+
+    def ttl_s(self, key: str) -> int | None:
+        """Seconds a written document lives without being written again; None = for ever."""
+        kind = key[len(self.prefix) + 1 :].split(":", 1)[0]
+        return _TTL_BY_KIND.get(kind)
 
     def ip(self, ip: str) -> str:
         return f"{self.prefix}:ip:{ip}"
@@ -275,7 +293,7 @@ class RedisStore:
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
                 pipe.set(marker, str(time.time()), ex=self._marker_ttl_s)
                 for key, doc in commit.writes.items():
-                    pipe.set(key, encode(doc))
+                    pipe.set(key, encode(doc), ex=self.keys.ttl_s(key))
                 if commit.new_devices:
                     pipe.sadd(self.keys.devices, *sorted(commit.new_devices))
                 for breach in commit.breaches:

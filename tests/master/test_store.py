@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from master.store import ActionRecord, Commit, RedisStore, Store, StoreUnavailable
+from vigil import embedded
 from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
@@ -86,3 +87,26 @@ async def test_unreachable_redis_is_reported_as_unavailable(short_tmp: object) -
         await store.commit(Commit("b-1"))
     assert not await store.ping()
     await store.close()
+
+
+async def test_fresh_only_state_expires_and_learned_state_does_not(
+    redis_server: embedded.EmbeddedRedis,
+) -> None:
+    store = RedisStore(redis_server.url)
+    k = store.keys
+    writes = {
+        k.endpoint("203.0.113.9"): {"schema": 1},
+        k.beacons("dev-a"): {"schema": 1},
+        k.device_breaches("dev-a"): {"schema": 1},
+        k.device("dev-a"): {"schema": 1},
+        k.scan_model("dev-a"): {"schema": 1},
+    }
+    try:
+        assert await store.commit(Commit("b-ttl", writes=writes))
+        ttl = {key: await store.client.ttl(key) for key in writes}
+    finally:
+        await store.close()
+    assert 7 * 86400 < ttl[k.endpoint("203.0.113.9")] <= 8 * 86400
+    assert 0 < ttl[k.device_breaches("dev-a")] <= 2 * 3600
+    assert ttl[k.beacons("dev-a")] > 0
+    assert ttl[k.device("dev-a")] == -1 and ttl[k.scan_model("dev-a")] == -1  # no expiry
