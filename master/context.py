@@ -2,8 +2,8 @@
 that do not fit an address, and the meta-models that read a device's own recent breaches.
 
 * ``Device / New Device``: a device that starts acting (originates traffic or asks DHCP for an address)
-  after the network has been learned for ``new_device_grace_s``; tagged with its MAC vendor from the IEEE
-  OUI registry. Low severity, medium for vendors an office rarely buys (single-board computers).
+  after the network has been learned for ``master.new_device_grace_s``; tagged with its MAC vendor from
+  the IEEE OUI registry. Low severity, medium for vendors an office rarely buys (single-board computers).
 * ``Unusual Activity / Unusual Hostname for IP``: a protocol (NTLM workstation, DHCP host name) names the
   device differently from every name learned for it. With ``n`` earlier sightings of other names, a
   Dirichlet belief with one pseudo-count gives the new name probability ``1 / (n + 1)``; it breaches once
@@ -45,7 +45,6 @@ SMB_HYPER_BASE = fixed({"SMBv1": 0.01, "SMBv2": 0.49, "SMBv3": 0.5}, 0.0)
 SMB_NETWORK_ALPHA = 10.0
 SMB_DEVICE_ALPHA = 5.0
 SMB_BREACH_P = 0.02
-NEW_DEVICE_GRACE_S = 3600.0
 NEW_DEVICE_RECENT_S = 24 * 3600.0
 TRAILING_S = 3600.0
 LARGE_NUMBER = 5
@@ -73,7 +72,10 @@ def _t(breach: alert_pb2.ModelBreach) -> float:
 class ContextModels:
     """The context and meta models over one batch's working set."""
 
-    def __init__(self, ws: WorkingSet, keys: Keys, inventory: Inventory, window_s: float) -> None:
+    def __init__(
+        self, ws: WorkingSet, keys: Keys, inventory: Inventory, window_s: float, grace_s: float = 3600.0
+    ) -> None:
+        self.grace_s = grace_s
         self.ws = ws
         self.keys = keys
         self.inventory = inventory
@@ -316,7 +318,7 @@ class ContextModels:
 
     def _new_device(self, device_id: str, t: float, first: float | None) -> None:
         learned = self._learned_for(t, first)
-        if learned < NEW_DEVICE_GRACE_S:
+        if learned < self.grace_s:
             return
         ref = self.ref(device_id)
         vendors = [tag.split(":", 1)[1] for tag in ref.tags if tag.startswith("vendor:")]
@@ -417,7 +419,7 @@ class ContextModels:
         if b.model in ATTACK_TOOL_MODELS and due(NEW_DEVICE_WITH_TOOLS, NEW_DEVICE_RECENT_S):
             doc = self.inventory.doc(device_id) or {}
             seen = float(doc.get("first_seen", now))
-            if now - seen <= NEW_DEVICE_RECENT_S and self._learned_for(seen, first) >= NEW_DEVICE_GRACE_S:
+            if now - seen <= NEW_DEVICE_RECENT_S and self._learned_for(seen, first) >= self.grace_s:
                 fired[NEW_DEVICE_WITH_TOOLS] = now
                 out.append(
                     self._meta_breach(

@@ -26,7 +26,7 @@ from master.beacon import (
 )
 from master.breaches import count_breach
 from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
-from master.context import NEW_DEVICE_GRACE_S, ContextModels
+from master.context import ContextModels
 from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
@@ -377,7 +377,9 @@ class _BatchRun:
         self.last_ip: dict[str, str] = {}
         self.late_at_load: dict[str, int] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
-        self.context = ContextModels(ws, self.keys, self.inventory, pipeline.params.window_s)
+        self.context = ContextModels(
+            ws, self.keys, self.inventory, pipeline.params.window_s, pipeline.params.new_device_grace_s
+        )
         self.endpoints = Endpoints(ws, self.keys)
         self.beacons: dict[str, DeviceBeacons] = {}
         self.groups: dict[str, PopulationScanModel] = {}
@@ -439,7 +441,7 @@ class _BatchRun:
         rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
         learned = self.context.learned(act.t)
         if f.answered:
-            if rarity.new and learned >= NEW_DEVICE_GRACE_S:
+            if rarity.new and learned >= self.p.params.new_device_grace_s:
                 ref = self.context.ref(device_id, act.ip)
                 self.breaches.append(rare_external_breach(ref, rarity, act.t, f.resp_port, learned, f.uid))
             if rarity.rare and is_vpn(f):

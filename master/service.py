@@ -37,6 +37,7 @@ def scan_params(cfg: MasterConfig) -> ScanParams:
         window_s=cfg.scan_window_s,
         breach_probability=cfg.scan_breach_probability,
         half_life_s=cfg.scan_half_life_s,
+        new_device_grace_s=cfg.new_device_grace_s,
     )
 
 

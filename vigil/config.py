@@ -213,6 +213,9 @@ class MasterConfig(_Section):
     scan_breach_probability: float = Field(default=1e-4, gt=0, lt=1)
     # Half-life of the model's memory, in event-time seconds: old windows weigh less.
     scan_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # Event time the network must have been learned before a device (or an external endpoint) seen for the
+    # first time raises "New Device" ("Rare External Endpoint"): everything is new on the first day.
+    new_device_grace_s: float = Field(default=3600.0, ge=0)
     # Breach score at or above which policy acts.
     action_min_score: int = Field(default=60, ge=0, le=100)
     # "autonomous" acts, "confirm" proposes, "observe" only records.

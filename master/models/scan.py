@@ -64,6 +64,8 @@ class ScanParams:
     min_destinations: int = 10
     # Windows of pooled evidence a peer group needs before its belief replaces the network's.
     min_group_evidence: float = 30.0
+    # How long the network must have been learned before a device or an external endpoint counts as new.
+    new_device_grace_s: float = 3600.0
     # Weak hyper-prior for a network with no history at all: about one event per window.
     hyper_alpha: float = 1.0
     hyper_beta: float = 1.0
