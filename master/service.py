@@ -38,6 +38,7 @@ def scan_params(cfg: MasterConfig) -> ScanParams:
         breach_probability=cfg.scan_breach_probability,
         half_life_s=cfg.scan_half_life_s,
         new_device_grace_s=cfg.new_device_grace_s,
+        timezone=cfg.timezone,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -216,6 +217,18 @@ class MasterConfig(_Section):
     # Event time the network must have been learned before a device (or an external endpoint) seen for the
     # first time raises "New Device" ("Rare External Endpoint"): everything is new on the first day.
     new_device_grace_s: float = Field(default=3600.0, ge=0)
+    # IANA time zone of the monitored site (e.g. "Europe/Berlin"): hour-of-week seasonality follows it.
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
     # Breach score at or above which policy acts.
     action_min_score: int = Field(default=60, ge=0, le=100)
     # "autonomous" acts, "confirm" proposes, "observe" only records.

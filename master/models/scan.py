@@ -23,7 +23,10 @@ default threshold 1e-4, 60 ~ P 6e-8 and 75 = P 1e-12.
 
 from __future__ import annotations
 
+import datetime
+import functools
 import math
+import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Self
@@ -66,6 +69,8 @@ class ScanParams:
     min_group_evidence: float = 30.0
     # How long the network must have been learned before a device or an external endpoint counts as new.
     new_device_grace_s: float = 3600.0
+    # IANA time zone of the site: the hour-of-week rhythm is the office's, not UTC's.
+    timezone: str = "UTC"
     # Weak hyper-prior for a network with no history at all: about one event per window.
     hyper_alpha: float = 1.0
     hyper_beta: float = 1.0
@@ -197,8 +202,13 @@ SEASON_MIN_HOURS = 2.0
 SEASON_FACTOR_RANGE = (0.1, 10.0)
 
 
-def hour_of_week(window: int, window_s: float) -> int:
-    return (math.floor(window * window_s / 3600.0) + _EPOCH_WEEK_OFFSET_H) % HOURS_PER_WEEK
+@functools.lru_cache(maxsize=4096)
+def hour_of_week(window: int, window_s: float, timezone: str = "UTC") -> int:
+    """Hour of the week (Monday 00:00 = 0) of a window's start, in the site's time zone (DST included)."""
+    if timezone == "UTC":
+        return (math.floor(window * window_s / 3600.0) + _EPOCH_WEEK_OFFSET_H) % HOURS_PER_WEEK
+    local = datetime.datetime.fromtimestamp(window * window_s, zoneinfo.ZoneInfo(timezone))
+    return local.weekday() * 24 + local.hour
 
 
 class Seasonality:
@@ -268,7 +278,8 @@ class PopulationScanModel(_CountsState):
         return model
 
     def season_factor(self, feature: str, window: int) -> float:
-        return self.season.factor(_family(feature), hour_of_week(window, self.params.window_s))
+        hour = hour_of_week(window, self.params.window_s, self.params.timezone)
+        return self.season.factor(_family(feature), hour)
 
     @staticmethod
     def _count_model(params: ScanParams) -> CountModel:
@@ -291,7 +302,7 @@ class PopulationScanModel(_CountsState):
                 families[family] = families.get(family, 0.0) + x[feature]
         if not seasonal:
             return
-        hour = hour_of_week(window, self.params.window_s)
+        hour = hour_of_week(window, self.params.window_s, self.params.timezone)
         for family, value in families.items():
             self.season.learn(family, value, hour)
 

@@ -143,3 +143,16 @@ def test_hour_of_week_seasonality_expects_the_busy_hour() -> None:
     assert restored.season_factor(DESTINATIONS, busy_week_later) == population.season_factor(
         DESTINATIONS, busy_week_later
     )
+
+
+def test_hour_of_week_follows_the_site_time_zone() -> None:
+    from master.models.scan import hour_of_week
+
+    # 2026-07-06 07:00 UTC is a Monday, 09:00 in Berlin (summer time) and 03:00 in New York.
+    window = 1783321200 // 60
+    assert hour_of_week(window, 60.0) == 7
+    assert hour_of_week(window, 60.0, "Europe/Berlin") == 9
+    assert hour_of_week(window, 60.0, "America/New_York") == 3
+    # In January Berlin is UTC+1: the same UTC hour is an hour earlier locally.
+    january = 1767596400 // 60  # 2026-01-05 07:00 UTC, a Monday
+    assert hour_of_week(january, 60.0, "Europe/Berlin") == 8
