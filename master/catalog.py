@@ -205,3 +205,68 @@ def severity(score: int) -> str:
     if score >= 40:
         return "medium"
     return "low"
+
+
+# What each model that is not a count detector is made of, and its ATT&CK ids (for `vigil models`).
+CONTEXT_MODELS: dict[str, tuple[str, str]] = {
+    NEW_DEVICE: (
+        "a device starts acting after the network has been learned (master.new_device_grace_s); MAC "
+        "vendor tag, medium for single-board computers",
+        "T1200 (single-board computers)",
+    ),
+    NEW_DEVICE_WITH_TOOLS: (
+        "a device first seen within a day breaches a scan or attack-tool model",
+        "as the cause",
+    ),
+    UNUSUAL_HOSTNAME: (
+        "a workstation name (NTLM, Kerberos, DHCP) new for the address or for the user after 5 sightings "
+        "of others (Dirichlet, P = 1/(n+1))",
+        "T1036, T1078",
+    ),
+    SIGNIFICANT_ANOMALY: (
+        "3 behaviour families each P < 0.01, jointly 8 decades, and no specific model fired",
+        "T1078",
+    ),
+    SUSPICIOUS_SMB: (
+        "SMBv1 negotiated where the device's and the network's dialect belief gives P < 0.02",
+        "T1210, T1021.002",
+    ),
+    LARGE_NUMBER_OF_BREACHES: ("5 or more breaches of a device in an hour", "as the causes"),
+    MULTIPLE_LATERAL: (
+        "3 or more distinct reconnaissance / lateral-movement models of a device in an hour",
+        "as the causes",
+    ),
+    "Compromise / Beaconing Activity To External Rare": (
+        "10+ intervals >= 1 s with interval CV <= 0.25 and size CV <= 0.5 to a rare external endpoint, "
+        "any protocol",
+        "T1071, T1029",
+    ),
+    "Compromise / HTTP Beaconing to Rare Destination": (
+        "10+ HTTP requests to one rare host, intervals >= 1 s with CV <= 0.25, sizes with CV <= 0.5",
+        "T1071.001, T1573",
+    ),
+    "Compromise / Possible HTTP Command and Control": (
+        "5+ regular requests (interval CV <= 0.35) by a non-browser agent to a rare host, with 3+ "
+        "application/octet-stream responses",
+        "T1071.001, T1573",
+    ),
+    "Anomalous Connection / Rare External Endpoint": (
+        "the first connection any device makes to an external address, once the network has been learned",
+        "T1071",
+    ),
+}
+
+
+def catalog_rows() -> list[dict[str, str]]:
+    """Every model of the catalog: name, id, what makes it breach, ATT&CK ids (for `vigil models`)."""
+    rows = []
+    for d in DETECTORS:
+        rule = " or ".join(f"{FEATURE_BY_NAME[f].unit} >= {n} and improbable" for f, n in d.triggers)
+        if d.support:
+            rule += "; adds " + ", ".join(FEATURE_BY_NAME[f].unit for f in d.support)
+        rows.append({"model": d.name, "breaches_when": rule, "techniques": ", ".join(d.techniques)})
+    rows += [
+        {"model": name, "breaches_when": rule, "techniques": techniques}
+        for name, (rule, techniques) in CONTEXT_MODELS.items()
+    ]
+    return sorted(rows, key=lambda r: r["model"])

@@ -73,6 +73,17 @@ BLOCK_PEER = frozenset(
 SMB_PORTS = (445, 139)
 
 
+def playbook_text(model: str) -> str:
+    """The response a model's breach gets (above master.action_min_score), in words."""
+    if model in STOP_OUTGOING:
+        return "block the device's outgoing connections"
+    if model in BLOCK_SMB:
+        return "block the device's SMB ports (445, 139)"
+    if model in BLOCK_PEER:
+        return "block the device's connections to that endpoint"
+    return "none (an analyst decides)"
+
+
 def action_id(breach_id: str, kind: int) -> str:
     return "act-" + hashlib.sha256(f"{breach_id}|{kind}".encode()).hexdigest()[:20]
 

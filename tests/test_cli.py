@@ -137,3 +137,14 @@ def test_help_lists_every_command() -> None:
     parser.print_help(buf)
     for command in ("up", "sensor", "master", "responder", "analyze"):
         assert command in buf.getvalue()
+
+
+def test_models_lists_the_whole_catalog_with_its_response(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["models", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 27 and len({r["model_id"] for r in rows}) == 27
+    by_name = {r["model"]: r for r in rows}
+    assert by_name["Device / Network Scan"]["response"] == "block the device's outgoing connections"
+    assert "445" in by_name["Device / SMB Session Brute Force (Admin)"]["response"]
+    assert by_name["Device / New Device"]["response"].startswith("none")
+    assert all(r["breaches_when"] for r in rows)

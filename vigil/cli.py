@@ -6,6 +6,7 @@ vigil sensor read CAPTURE --format zeek-json|jsonl --out DIR
 vigil master    the master service
 vigil responder the responder service
 vigil analyze   offline: captures -> breaches and the actions policy would take
+vigil models    the model catalog: what makes each model breach, and the response
 vigil eval      offline: scenario captures + truth files -> recall, precision, time to detect, false positives
 """
 
@@ -105,6 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn from this capture first, without reporting it (repeatable: --learn A --learn B)",
     )
 
+    models = sub.add_parser(
+        "models", help="the model catalog: what makes each model breach, and the response"
+    )
+    models.add_argument("--json", action="store_true", help="one JSON object per model")
+
     evaluate = sub.add_parser(
         "eval", help="recall, precision, time to detect, false positives per device-day"
     )
@@ -141,6 +147,26 @@ def _config(args: argparse.Namespace) -> VigilConfig:
     return load(path, overrides=overrides)
 
 
+def _models(as_json: bool) -> int:
+    import json
+
+    from master.breaches import model_id
+    from master.catalog import catalog_rows
+    from master.policy import playbook_text
+
+    for base in catalog_rows():
+        row = {"model_id": model_id(base["model"]), **base, "response": playbook_text(base["model"])}
+        if as_json:
+            print(json.dumps(row, sort_keys=True))
+            continue
+        print(row["model"])
+        print(f"    breaches when: {row['breaches_when']}")
+        if row["techniques"]:
+            print(f"    ATT&CK: {row['techniques']}")
+        print(f"    response: {row['response']}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -165,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(wiring.responder(cfg))
         if args.command == "analyze":
             return wiring.analyze(cfg, args.captures, as_json=args.json, learn=args.learn)
+        if args.command == "models":
+            try:
+                return _models(as_json=args.json)
+            except BrokenPipeError:  # `vigil models | head`
+                sys.stderr.close()
+                return 0
         if args.command == "eval":
             return wiring.evaluate(cfg, args.directory, as_json=args.json)
     except KeyboardInterrupt:
