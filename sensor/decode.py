@@ -120,6 +120,10 @@ class DecodedBlock:
     has_mac: B
     src_mac: U64
     dst_mac: U64
+    # Where the IP header starts, and which packets are IPv4 fragments (first ones included): with
+    # ``hold_fragments`` these are all set aside (reason "fragment") for the reassembler.
+    l3: I64
+    frag4: B
 
     @property
     def ok(self) -> B:
@@ -165,7 +169,9 @@ def _u128(data: npt.NDArray[np.uint8], idx: I64) -> tuple[U64, U64]:
     return raw[:, 0], raw[:, 1]
 
 
-def decode(block: PacketBlock, verify_ip_checksums: bool = True) -> DecodedBlock:
+def decode(
+    block: PacketBlock, verify_ip_checksums: bool = True, hold_fragments: bool = False
+) -> DecodedBlock:
     n = len(block)
     data = np.frombuffer(block.data, dtype=np.uint8)
     if data.shape[0] == 0:
@@ -260,6 +266,7 @@ def decode(block: PacketBlock, verify_ip_checksums: bool = True) -> DecodedBlock
     ip_len = zeros.copy()
     ip_span = zeros.copy()  # bytes of the IP packet on the wire, used to bound the payload
     nonfirst_frag = np.zeros(n, dtype=np.bool_)
+    frag4 = np.zeros(n, dtype=np.bool_)
 
     # ---- IPv4
     if is4.any():
@@ -283,6 +290,10 @@ def decode(block: PacketBlock, verify_ip_checksums: bool = True) -> DecodedBlock
             is4 &= ~bad_sum
         frag = _u16(data, l3 + 6)
         nonfirst_frag |= is4 & ((frag & 0x1FFF) != 0)
+        # More-fragments set or an offset: a piece of a datagram, the first piece included.
+        frag4 = is4 & ((frag & 0x3FFF) != 0)
+        if hold_fragments:
+            nonfirst_frag |= frag4
         family[is4] = 4
         proto = np.where(is4, _gather(data, l3 + 9), proto)
         ip_len = np.where(is4, total_hdr, ip_len)
@@ -416,6 +427,8 @@ def decode(block: PacketBlock, verify_ip_checksums: bool = True) -> DecodedBlock
         has_mac=has_mac,
         src_mac=src_mac,
         dst_mac=dst_mac,
+        l3=l3,
+        frag4=frag4,
     )
 
 

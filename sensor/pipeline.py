@@ -5,11 +5,13 @@ from __future__ import annotations
 import gc
 
 import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sensor.capture import PacketBlock
-from sensor.decode import REASONS, decode
+from sensor.decode import R_FRAGMENT, REASONS, DecodedBlock, decode
 from sensor.flows import FlowTable
+from sensor.fragments import Reassembler
 from sensor.registry import Registry
 from vigil.config import SensorConfig
 from vigil.sensor.v1 import sensor_pb2
@@ -57,11 +59,34 @@ class SensorMetrics:
             ["protocol", "reason"],
             registry=registry,
         )
+        self.fragments = Counter(
+            "vigil_sensor_ipv4_fragments",
+            "IPv4 fragmented datagrams by outcome (reassembled, overlap, timeout, too_large, table_full, "
+            "malformed)",
+            ["outcome"],
+            registry=registry,
+        )
         # Children are created once: labels() is a dict lookup plus a lock on every call.
         self._reason_children = {r: self.decode_errors.labels(reason=r) for r in REASONS[1:]}
 
     def decode_error(self, reason_index: int, count: int) -> None:
         self._reason_children[REASONS[reason_index]].inc(count)
+
+
+def packet_block(packets: list[tuple[float, bytes, int]]) -> PacketBlock:
+    """A block of whole packets made here (timestamp, bytes, link type), e.g. reassembled datagrams."""
+    sizes = np.array([len(p) for _, p, _ in packets], dtype=np.int64)
+    offsets = np.zeros(len(packets), dtype=np.int64)
+    if len(packets) > 1:
+        offsets[1:] = np.cumsum(sizes[:-1])
+    return PacketBlock(
+        ts=np.array([t for t, _, _ in packets], dtype=np.float64),
+        caplen=sizes,
+        wirelen=sizes.copy(),
+        offset=offsets,
+        linktype=np.array([lt for _, _, lt in packets], dtype=np.int32),
+        data=b"".join(p for _, p, _ in packets),
+    )
 
 
 class SensorPipeline:
@@ -81,6 +106,8 @@ class SensorPipeline:
         self.table = FlowTable(config, analyzers or Registry(), error_counter=self._parse_error, seed=seed)
         self._error_children: dict[tuple[str, str], Counter] = {}
         self._flows_counted = 0  # table.flows_emitted already added to the flows metric
+        self.fragments = Reassembler(config.fragment_timeout_s) if config.reassemble_fragments else None
+        self._fragment_counts: dict[str, int] = {}
         self.now = 0.0  # event time: the newest packet timestamp seen
 
     def _parse_error(self, protocol: str, reason: str) -> None:
@@ -96,16 +123,52 @@ class SensorPipeline:
             return []
         self.metrics.packets.inc(n)
         self.metrics.bytes.inc(int(block.wirelen.sum()))
-        dec = decode(block, self.config.verify_ip_checksums)
+        dec = decode(block, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None)
+        held = np.flatnonzero((dec.reason == R_FRAGMENT) & dec.frag4) if self.fragments is not None else None
         counts = np.bincount(dec.reason, minlength=len(REASONS))
+        if held is not None and held.size:
+            counts[R_FRAGMENT] -= held.size  # not errors: they go to the reassembler
         for i in np.flatnonzero(counts[1:]).tolist():
             self.metrics.decode_error(i + 1, int(counts[i + 1]))
-        records = self.table.process(block, dec)
         newest = float(block.ts.max())
+        if held is not None and held.size:
+            block, dec = self._reassemble(block, dec, held)
+        records = self.table.process(block, dec) if len(block) else []
         self.now = max(self.now, newest)
+        if self.fragments is not None:
+            self.fragments.expire(self.now)
+            self._account_fragments()
         records.extend(self.table.expire(self.now))
         self._account()
         return records
+
+    def _reassemble(
+        self, block: PacketBlock, dec: DecodedBlock, held: npt.NDArray[np.int64]
+    ) -> tuple[PacketBlock, DecodedBlock]:
+        """The block as the receiving host sees it: each datagram whole, where its last fragment was
+        (so the flow table sees a fragmented SYN before the SYN-ACK), pieces still waiting left out."""
+        assert self.fragments is not None
+        whole: dict[int, bytes] = {}
+        for i in held.tolist():
+            done = self.fragments.add(float(block.ts[i]), block.packet(i), int(dec.l3[i] - block.offset[i]))
+            if done is not None:
+                whole[i] = done
+        pieces = set(held.tolist())
+        packets = [
+            (float(block.ts[i]), whole.get(i) or block.packet(i), int(block.linktype[i]))
+            for i in range(len(block))
+            if i not in pieces or i in whole
+        ]
+        rebuilt = packet_block(packets)
+        return rebuilt, decode(rebuilt, self.config.verify_ip_checksums)
+
+    def _account_fragments(self) -> None:
+        assert self.fragments is not None
+        for outcome, total in self.fragments.counts.items():
+            seen = self._fragment_counts.get(outcome, 0)
+            if total > seen:
+                self.metrics.fragments.labels(outcome=outcome).inc(total - seen)
+                self._fragment_counts[outcome] = total
 
     def expire(self, now: float) -> list[sensor_pb2.Record]:
         """Advance event time (e.g. a live source that went quiet) and emit what timed out."""

@@ -181,6 +181,10 @@ class SensorConfig(_Section):
     # Drop IPv4 packets whose header checksum is wrong, as the receiving host (and Zeek without -C)
     # would; turn off for captures taken on a host with checksum offload that left headers unfilled.
     verify_ip_checksums: bool = True
+    # Reassemble IPv4 fragments before analysis (fragmentation is an old way past a sensor); a datagram
+    # whose pieces do not all arrive within the timeout is dropped and counted.
+    reassemble_fragments: bool = True
+    fragment_timeout_s: float = Field(default=30.0, gt=0)
     batch_max_records: int = Field(default=500, gt=0)
     batch_max_delay_s: float = Field(default=1.0, gt=0)
     spool_dir: Path = Path("var/spool")

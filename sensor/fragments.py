@@ -1,0 +1,133 @@
+"""IPv4 fragment reassembly: the sensor sees the datagram the receiving host will see.
+
+Splitting a packet into fragments (``nmap -f``, ``fragroute``) is the oldest way to walk past a sensor that
+reads packets one at a time: the TCP header, an HTTP request line or an SMB negotiate may sit in no single
+packet. Fragments are held here, keyed as the receiver keys them (source, destination, identification,
+protocol), and a whole datagram is handed back once its pieces cover it without a hole: the first fragment's
+link-layer and IP headers, the flags and offset cleared, the length and checksum rewritten, the payload
+joined.
+
+Where pieces overlap, the piece that starts earlier wins (BSD's policy; stacks differ, and Linux now drops
+such datagrams) and the overlap is counted: a sender that overlaps fragments is usually trying to show the
+sensor something else than the host. Bounded: datagrams of at most 65,535 bytes, at most ``max_pending``
+waiting, each for at most ``timeout_s`` after its first piece; whatever is dropped is counted by reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+MAX_DATAGRAM = 65535
+_MF = 0x2000
+_DF = 0x4000
+
+
+@dataclass
+class _Pending:
+    first_ts: float
+    last_ts: float
+    # Link-layer bytes and IP header of the fragment at offset 0 (None until it arrives).
+    head: bytes | None = None
+    ihl: int = 0
+    total: int | None = None  # payload length, known once the last fragment (MF clear) arrives
+    pieces: dict[int, bytes] = field(default_factory=dict)  # payload offset -> bytes
+    covered: int = 0
+
+
+def _checksum(header: bytes) -> int:
+    total: int = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _coverage(pieces: dict[int, bytes]) -> tuple[int, bool]:
+    """Bytes covered from 0 without a hole, and whether any two pieces overlap."""
+    end = 0
+    overlap = False
+    for start in sorted(pieces):
+        if start > end:
+            break
+        if start < end:
+            overlap = True
+        end = max(end, start + len(pieces[start]))
+    return end, overlap
+
+
+class Reassembler:
+    def __init__(self, timeout_s: float = 30.0, max_pending: int = 4096) -> None:
+        self.timeout_s = timeout_s
+        self.max_pending = max_pending
+        self._pending: dict[tuple[bytes, bytes, int, int], _Pending] = {}
+        # reassembled, overlap, timeout, too_large, table_full, malformed
+        self.counts: Counter[str] = Counter()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, ts: float, packet: bytes, l3: int) -> bytes | None:
+        """One fragment (``packet`` from its link-layer header, IP header at ``l3``); the whole packet
+        when this fragment completes its datagram, else None."""
+        if len(packet) < l3 + 20:
+            self.counts["malformed"] += 1
+            return None
+        ihl = (packet[l3] & 0x0F) * 4
+        total_len, ident, frag, proto = struct.unpack_from("!H H H x B", packet, l3 + 2)
+        if ihl < 20 or total_len < ihl or len(packet) < l3 + total_len:
+            self.counts["malformed"] += 1
+            return None
+        key = (packet[l3 + 12 : l3 + 16], packet[l3 + 16 : l3 + 20], ident, proto)
+        offset = (frag & 0x1FFF) * 8
+        payload = packet[l3 + ihl : l3 + total_len]
+        if offset + len(payload) > MAX_DATAGRAM - ihl:
+            self.counts["too_large"] += 1
+            self._pending.pop(key, None)
+            return None
+        entry = self._pending.get(key)
+        if entry is None:
+            if len(self._pending) >= self.max_pending:
+                self.counts["table_full"] += 1
+                return None
+            entry = self._pending[key] = _Pending(first_ts=ts, last_ts=ts)
+        entry.last_ts = ts
+        if offset == 0 and entry.head is None:
+            entry.head, entry.ihl = packet[: l3 + ihl], ihl
+        if not frag & _MF:
+            entry.total = offset + len(payload)
+        if offset not in entry.pieces or len(entry.pieces[offset]) < len(payload):
+            # A repeat of a piece at the same offset only adds what it has beyond the piece held.
+            old = entry.pieces.get(offset, b"")
+            entry.pieces[offset] = old + payload[len(old) :]
+        covered, overlap = _coverage(entry.pieces)
+        if entry.total is None or entry.head is None or covered < entry.total:
+            return None
+        del self._pending[key]
+        if overlap:
+            self.counts["overlap"] += 1
+        self.counts["reassembled"] += 1
+        return self._datagram(entry, l3)
+
+    @staticmethod
+    def _datagram(entry: _Pending, l3: int) -> bytes:
+        assert entry.head is not None and entry.total is not None
+        data = bytearray(entry.total)
+        for start in sorted(entry.pieces, reverse=True):  # earlier pieces written last: they win
+            piece = entry.pieces[start][: max(entry.total - start, 0)]
+            data[start : start + len(piece)] = piece
+        header = bytearray(entry.head[l3:])
+        struct.pack_into("!H", header, 2, len(header) + entry.total)
+        flags = struct.unpack_from("!H", header, 6)[0]
+        struct.pack_into("!H", header, 6, flags & _DF)
+        struct.pack_into("!H", header, 10, 0)
+        struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+        return entry.head[:l3] + bytes(header) + bytes(data)
+
+    def expire(self, now: float) -> int:
+        """Drop datagrams whose first piece is older than the timeout; returns how many."""
+        old = [k for k, e in self._pending.items() if now - e.first_ts > self.timeout_s]
+        for key in old:
+            del self._pending[key]
+        self.counts["timeout"] += len(old)
+        return len(old)
