@@ -8,11 +8,12 @@ import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from sensor.capture import PacketBlock
-from sensor.decode import R_FRAGMENT, REASONS, DecodedBlock, decode
+from sensor.capture import LINKTYPE_ETHERNET, PacketBlock
+from sensor.decode import PROTO_UDP, R_FRAGMENT, REASONS, DecodedBlock, decode
 from sensor.flows import FlowTable
 from sensor.fragments import Reassembler
 from sensor.registry import Registry
+from sensor.tunnels import geneve_inner, vxlan_inner
 from vigil.config import SensorConfig
 from vigil.sensor.v1 import sensor_pb2
 
@@ -57,6 +58,12 @@ class SensorMetrics:
             "vigil_sensor_parse_errors",
             "Protocol analyzer parse errors",
             ["protocol", "reason"],
+            registry=registry,
+        )
+        self.decapsulated = Counter(
+            "vigil_sensor_decapsulated_packets",
+            "Tunnelled packets (VXLAN, Geneve) replaced by the frames they carry",
+            ["tunnel"],
             registry=registry,
         )
         self.fragments = Counter(
@@ -108,6 +115,10 @@ class SensorPipeline:
         self._flows_counted = 0  # table.flows_emitted already added to the flows metric
         self.fragments = Reassembler(config.fragment_timeout_s) if config.reassemble_fragments else None
         self._fragment_counts: dict[str, int] = {}
+        # UDP destination port -> tunnel carried there.
+        self._tunnel_ports: dict[int, str] = {p: "vxlan" for p in config.vxlan_ports} | {
+            p: "geneve" for p in config.geneve_ports
+        }
         self.now = 0.0  # event time: the newest packet timestamp seen
 
     def _parse_error(self, protocol: str, reason: str) -> None:
@@ -124,6 +135,8 @@ class SensorPipeline:
         self.metrics.packets.inc(n)
         self.metrics.bytes.inc(int(block.wirelen.sum()))
         dec = decode(block, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None)
+        if self._tunnel_ports:
+            block, dec = self._decapsulate(block, dec)
         held = np.flatnonzero((dec.reason == R_FRAGMENT) & dec.frag4) if self.fragments is not None else None
         counts = np.bincount(dec.reason, minlength=len(REASONS))
         if held is not None and held.size:
@@ -141,6 +154,35 @@ class SensorPipeline:
         records.extend(self.table.expire(self.now))
         self._account()
         return records
+
+    def _decapsulate(self, block: PacketBlock, dec: DecodedBlock) -> tuple[PacketBlock, DecodedBlock]:
+        """VXLAN / Geneve packets replaced, in place, by the frames they carry (one level of nesting)."""
+        ports = np.array(sorted(self._tunnel_ports), dtype=np.int64)
+        candidates = np.flatnonzero(dec.ok & (dec.proto == PROTO_UDP) & np.isin(dec.dport, ports))
+        if not candidates.size:
+            return block, dec
+        inner: dict[int, bytes] = {}
+        data = block.data
+        for i in candidates.tolist():
+            start = int(dec.payload_off[i])
+            payload = data[start : start + int(dec.payload_cap[i])]
+            kind = self._tunnel_ports[int(dec.dport[i])]
+            frame = vxlan_inner(payload) if kind == "vxlan" else geneve_inner(payload)
+            if frame is not None:
+                inner[i] = frame
+                self.metrics.decapsulated.labels(tunnel=kind).inc()
+        if not inner:
+            return block, dec
+        packets = [
+            (float(block.ts[i]), inner[i], LINKTYPE_ETHERNET)
+            if i in inner
+            else (float(block.ts[i]), block.packet(i), int(block.linktype[i]))
+            for i in range(len(block))
+        ]
+        rebuilt = packet_block(packets)
+        return rebuilt, decode(
+            rebuilt, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None
+        )
 
     def _reassemble(
         self, block: PacketBlock, dec: DecodedBlock, held: npt.NDArray[np.int64]

@@ -185,6 +185,10 @@ class SensorConfig(_Section):
     # whose pieces do not all arrive within the timeout is dropped and counted.
     reassemble_fragments: bool = True
     fragment_timeout_s: float = Field(default=30.0, gt=0)
+    # UDP ports whose packets are tunnels to open (cloud traffic mirroring sends VXLAN to 4789); the
+    # frames inside are analysed instead. An empty list leaves that tunnel as ordinary UDP.
+    vxlan_ports: list[int] = Field(default_factory=lambda: [4789])
+    geneve_ports: list[int] = Field(default_factory=lambda: [6081])
     batch_max_records: int = Field(default=500, gt=0)
     batch_max_delay_s: float = Field(default=1.0, gt=0)
     spool_dir: Path = Path("var/spool")
