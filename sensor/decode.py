@@ -120,10 +120,12 @@ class DecodedBlock:
     has_mac: B
     src_mac: U64
     dst_mac: U64
-    # Where the IP header starts, and which packets are IPv4 fragments (first ones included): with
-    # ``hold_fragments`` these are all set aside (reason "fragment") for the reassembler.
+    # Where the IP header starts, and which packets are IPv4 fragments, or IPv6 fragments whose
+    # fragment header follows the fixed header (first ones included): with ``hold_fragments`` these are
+    # all set aside (reason "fragment") for the reassembler.
     l3: I64
     frag4: B
+    frag6: B
 
     @property
     def ok(self) -> B:
@@ -267,6 +269,7 @@ def decode(
     ip_span = zeros.copy()  # bytes of the IP packet on the wire, used to bound the payload
     nonfirst_frag = np.zeros(n, dtype=np.bool_)
     frag4 = np.zeros(n, dtype=np.bool_)
+    frag6 = np.zeros(n, dtype=np.bool_)
 
     # ---- IPv4
     if is4.any():
@@ -315,6 +318,11 @@ def decode(
         d_hi, d_lo = _u128(data, l3[idx6] + 24)
         src_hi[idx6], src_lo[idx6], dst_hi[idx6], dst_lo[idx6] = s_hi, s_lo, d_hi, d_lo
         nh = np.where(is6, _gather(data, l3 + 6), -1)
+        # A fragment header right after the fixed header (the usual place): held for the reassembler.
+        first_is_frag = is6 & (nh == 44) & (end >= l3 + 48)
+        frag6 = first_is_frag & ((_u16(data, l3 + 42) & 0xFFF9) != 0)
+        if hold_fragments:
+            nonfirst_frag |= frag6
         l4 = np.where(is6, l3 + 40, l4)
         for _ in range(4):
             opt = is6 & ((nh == 0) | (nh == 43) | (nh == 60))
@@ -429,6 +437,7 @@ def decode(
         dst_mac=dst_mac,
         l3=l3,
         frag4=frag4,
+        frag6=frag6,
     )
 
 

@@ -1,11 +1,12 @@
-"""IPv4 fragment reassembly: the sensor sees the datagram the receiving host will see.
+"""IP fragment reassembly: the sensor sees the datagram the receiving host will see.
 
 Splitting a packet into fragments (``nmap -f``, ``fragroute``) is the oldest way to walk past a sensor that
 reads packets one at a time: the TCP header, an HTTP request line or an SMB negotiate may sit in no single
 packet. Fragments are held here, keyed as the receiver keys them (source, destination, identification,
 protocol), and a whole datagram is handed back once its pieces cover it without a hole: the first fragment's
 link-layer and IP headers, the flags and offset cleared, the length and checksum rewritten, the payload
-joined.
+joined. IPv6 fragments are reassembled where the fragment header follows the fixed header (the usual
+place); the result carries the fragment header's next header and no fragment header.
 
 Where pieces overlap, the piece that starts earlier wins (BSD's policy; stacks differ, and Linux now drops
 such datagrams) and the overlap is counted: a sender that overlaps fragments is usually trying to show the
@@ -25,12 +26,27 @@ _DF = 0x4000
 
 
 @dataclass
+class _Piece:
+    """What one fragment says: its datagram's key, where its payload goes, and the header to rebuild."""
+
+    key: tuple[bytes, bytes, int, int]
+    offset: int
+    more: bool
+    payload: bytes
+    # Link-layer bytes plus the IP header the whole datagram will carry (IPv6: fixed header only).
+    head: bytes
+    version: int
+    next_header: int = 0
+
+
+@dataclass
 class _Pending:
     first_ts: float
     last_ts: float
     # Link-layer bytes and IP header of the fragment at offset 0 (None until it arrives).
     head: bytes | None = None
-    ihl: int = 0
+    version: int = 4
+    next_header: int = 0
     total: int | None = None  # payload length, known once the last fragment (MF clear) arrives
     pieces: dict[int, bytes] = field(default_factory=dict)  # payload offset -> bytes
     covered: int = 0
@@ -70,59 +86,37 @@ class Reassembler:
     def add(self, ts: float, packet: bytes, l3: int) -> bytes | None:
         """One fragment (``packet`` from its link-layer header, IP header at ``l3``); the whole packet
         when this fragment completes its datagram, else None."""
-        if len(packet) < l3 + 20:
+        piece = _parse(packet, l3)
+        if piece is None:
             self.counts["malformed"] += 1
             return None
-        ihl = (packet[l3] & 0x0F) * 4
-        total_len, ident, frag, proto = struct.unpack_from("!H H H x B", packet, l3 + 2)
-        if ihl < 20 or total_len < ihl or len(packet) < l3 + total_len:
-            self.counts["malformed"] += 1
-            return None
-        key = (packet[l3 + 12 : l3 + 16], packet[l3 + 16 : l3 + 20], ident, proto)
-        offset = (frag & 0x1FFF) * 8
-        payload = packet[l3 + ihl : l3 + total_len]
-        if offset + len(payload) > MAX_DATAGRAM - ihl:
+        if piece.offset + len(piece.payload) > MAX_DATAGRAM - (len(piece.head) - l3):
             self.counts["too_large"] += 1
-            self._pending.pop(key, None)
+            self._pending.pop(piece.key, None)
             return None
-        entry = self._pending.get(key)
+        entry = self._pending.get(piece.key)
         if entry is None:
             if len(self._pending) >= self.max_pending:
                 self.counts["table_full"] += 1
                 return None
-            entry = self._pending[key] = _Pending(first_ts=ts, last_ts=ts)
+            entry = self._pending[piece.key] = _Pending(first_ts=ts, last_ts=ts)
         entry.last_ts = ts
-        if offset == 0 and entry.head is None:
-            entry.head, entry.ihl = packet[: l3 + ihl], ihl
-        if not frag & _MF:
-            entry.total = offset + len(payload)
-        if offset not in entry.pieces or len(entry.pieces[offset]) < len(payload):
+        if piece.offset == 0 and entry.head is None:
+            entry.head, entry.version, entry.next_header = piece.head, piece.version, piece.next_header
+        if not piece.more:
+            entry.total = piece.offset + len(piece.payload)
+        held = entry.pieces.get(piece.offset, b"")
+        if len(held) < len(piece.payload):
             # A repeat of a piece at the same offset only adds what it has beyond the piece held.
-            old = entry.pieces.get(offset, b"")
-            entry.pieces[offset] = old + payload[len(old) :]
+            entry.pieces[piece.offset] = held + piece.payload[len(held) :]
         covered, overlap = _coverage(entry.pieces)
         if entry.total is None or entry.head is None or covered < entry.total:
             return None
-        del self._pending[key]
+        del self._pending[piece.key]
         if overlap:
             self.counts["overlap"] += 1
         self.counts["reassembled"] += 1
-        return self._datagram(entry, l3)
-
-    @staticmethod
-    def _datagram(entry: _Pending, l3: int) -> bytes:
-        assert entry.head is not None and entry.total is not None
-        data = bytearray(entry.total)
-        for start in sorted(entry.pieces, reverse=True):  # earlier pieces written last: they win
-            piece = entry.pieces[start][: max(entry.total - start, 0)]
-            data[start : start + len(piece)] = piece
-        header = bytearray(entry.head[l3:])
-        struct.pack_into("!H", header, 2, len(header) + entry.total)
-        flags = struct.unpack_from("!H", header, 6)[0]
-        struct.pack_into("!H", header, 6, flags & _DF)
-        struct.pack_into("!H", header, 10, 0)
-        struct.pack_into("!H", header, 10, _checksum(bytes(header)))
-        return entry.head[:l3] + bytes(header) + bytes(data)
+        return _datagram(entry, l3)
 
     def expire(self, now: float) -> int:
         """Drop datagrams whose first piece is older than the timeout; returns how many."""
@@ -131,3 +125,48 @@ class Reassembler:
             del self._pending[key]
         self.counts["timeout"] += len(old)
         return len(old)
+
+
+def _parse(packet: bytes, l3: int) -> _Piece | None:
+    if len(packet) < l3 + 20:
+        return None
+    version = packet[l3] >> 4
+    if version == 4:
+        ihl = (packet[l3] & 0x0F) * 4
+        total_len, ident, frag, proto = struct.unpack_from("!H H H x B", packet, l3 + 2)
+        if ihl < 20 or total_len < ihl or len(packet) < l3 + total_len:
+            return None
+        key = (packet[l3 + 12 : l3 + 16], packet[l3 + 16 : l3 + 20], ident, proto)
+        payload = packet[l3 + ihl : l3 + total_len]
+        return _Piece(key, (frag & 0x1FFF) * 8, bool(frag & _MF), payload, packet[: l3 + ihl], 4)
+    if version == 6 and len(packet) >= l3 + 48 and packet[l3 + 6] == 44:
+        payload_len = struct.unpack_from("!H", packet, l3 + 4)[0]
+        next_header = packet[l3 + 40]
+        field_, ident = struct.unpack_from("!H I", packet, l3 + 42)
+        end = l3 + 40 + payload_len
+        if payload_len < 8 or len(packet) < end:
+            return None
+        # Keyed apart from IPv4 (the protocol slot holds 256 + next header).
+        key = (packet[l3 + 8 : l3 + 24], packet[l3 + 24 : l3 + 40], ident, 256 + next_header)
+        payload = packet[l3 + 48 : end]
+        return _Piece(key, field_ & 0xFFF8, bool(field_ & 1), payload, packet[: l3 + 40], 6, next_header)
+    return None
+
+
+def _datagram(entry: _Pending, l3: int) -> bytes:
+    assert entry.head is not None and entry.total is not None
+    data = bytearray(entry.total)
+    for start in sorted(entry.pieces, reverse=True):  # pieces that start earlier are written last: they win
+        piece = entry.pieces[start][: max(entry.total - start, 0)]
+        data[start : start + len(piece)] = piece
+    header = bytearray(entry.head[l3:])
+    if entry.version == 6:
+        struct.pack_into("!H", header, 4, entry.total)
+        header[6] = entry.next_header
+        return entry.head[:l3] + bytes(header) + bytes(data)
+    struct.pack_into("!H", header, 2, len(header) + entry.total)
+    flags = struct.unpack_from("!H", header, 6)[0]
+    struct.pack_into("!H", header, 6, flags & _DF)
+    struct.pack_into("!H", header, 10, 0)
+    struct.pack_into("!H", header, 10, _checksum(bytes(header)))
+    return entry.head[:l3] + bytes(header) + bytes(data)

@@ -67,8 +67,8 @@ class SensorMetrics:
             registry=registry,
         )
         self.fragments = Counter(
-            "vigil_sensor_ipv4_fragments",
-            "IPv4 fragmented datagrams by outcome (reassembled, overlap, timeout, too_large, table_full, "
+            "vigil_sensor_ip_fragments",
+            "Fragmented IP datagrams by outcome (reassembled, overlap, timeout, too_large, table_full, "
             "malformed)",
             ["outcome"],
             registry=registry,
@@ -137,7 +137,11 @@ class SensorPipeline:
         dec = decode(block, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None)
         if self._tunnel_ports:
             block, dec = self._decapsulate(block, dec)
-        held = np.flatnonzero((dec.reason == R_FRAGMENT) & dec.frag4) if self.fragments is not None else None
+        held = (
+            np.flatnonzero((dec.reason == R_FRAGMENT) & (dec.frag4 | dec.frag6))
+            if self.fragments is not None
+            else None
+        )
         counts = np.bincount(dec.reason, minlength=len(REASONS))
         if held is not None and held.size:
             counts[R_FRAGMENT] -= held.size  # not errors: they go to the reassembler

@@ -1,16 +1,17 @@
-"""IPv4 fragments are reassembled before analysis: a scan or a request split into 8-byte pieces (as
+"""IP fragments are reassembled before analysis: a scan or a request split into 8-byte pieces (as
 ``nmap -f`` sends them) is seen as the receiving host sees it."""
 
 from __future__ import annotations
 
 import random
+import struct
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from sensor.fragments import Reassembler
 from sensor.logwriter import pipeline_records
-from tests.sensor.packets import MAC_A, MAC_B, ether, ipv4, pcap_bytes, tcp
+from tests.sensor.packets import MAC_A, MAC_B, ether, ipv4, ipv6, pcap_bytes, tcp
 from vigil.config import SensorConfig
 from vigil.flow.v1 import flow_pb2
 
@@ -105,7 +106,7 @@ def test_a_fragmented_handshake_and_request_are_analysed(tmp_path: Path) -> None
     assert flows[0].history == "ShADdFf" and flows[0].conn_state == flow_pb2.CONN_STATE_SF
     https = [r.http for r in records if r.WhichOneof("kind") == "http"]
     assert [(h.uri, h.user_agent, h.status_code) for h in https] == [("/admin", "frag-test", 200)]
-    assert registry.get_sample_value("vigil_sensor_ipv4_fragments_total", {"outcome": "reassembled"}) == 2
+    assert registry.get_sample_value("vigil_sensor_ip_fragments_total", {"outcome": "reassembled"}) == 2
     assert not registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": "fragment"})
 
 
@@ -121,3 +122,26 @@ def test_without_reassembly_the_fragmented_syn_is_invisible(tmp_path: Path) -> N
         return registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": reason})
 
     assert errors("fragment") == 2 and errors("truncated_l4") == 1
+
+
+def fragments6(src: str, dst: str, proto: int, payload: bytes, size: int, ident: int) -> list[bytes]:
+    """IPv6 fragments of ``payload``: a fragment header right after the fixed header, as senders emit."""
+    out = []
+    for off in range(0, len(payload), size):
+        piece = payload[off : off + size]
+        more = 1 if off + size < len(payload) else 0
+        header = struct.pack("!BBHI", proto, 0, off | more, ident)
+        out.append(ether(MAC_A, MAC_B, ipv6(src, dst, proto, piece, ext=header, ext_nh=44), ethertype=0x86DD))
+    return out
+
+
+def test_ipv6_fragments_are_reassembled_too(tmp_path: Path) -> None:
+    a6, b6 = "fd00::5", "fd00::9"
+    syn = tcp(40000, 445, 100, 0, "S")
+    frames = fragments6(a6, b6, 6, syn, 8, ident=77)
+    frames.append(ether(MAC_B, MAC_A, ipv6(b6, a6, 6, tcp(445, 40000, 500, 101, "R", b"")), ethertype=0x86DD))
+    registry = CollectorRegistry()
+    records = list(pipeline_records(SensorConfig(), [_capture(tmp_path, frames)], metrics_registry=registry))
+    flows = [r.flow for r in records if r.WhichOneof("kind") == "flow"]
+    assert [(f.orig.port, f.resp.port, f.history) for f in flows] == [(40000, 445, "Sr")]
+    assert registry.get_sample_value("vigil_sensor_ip_fragments_total", {"outcome": "reassembled"}) == 1
