@@ -123,7 +123,8 @@ class LiveView:
         self.breaches += 1
         self.line(
             "breach",
-            f"{breach.device.ip:<15} {breach.model}  score {breach.score}  at {_ts(breach.time)}\n"
+            f"{breach.device.ip:<15} {breach.model}  score {breach.score} ({breach.severity or 'n/a'})"
+            f"  at {_ts(breach.time)}\n"
             f"{'':18}{breach.explanation}",
         )
 
