@@ -92,7 +92,10 @@ class Inventory:
 
     def observe(self, ip: str, t: float, mac: str | None = None, flows: int = 1) -> str:
         """A flow endpoint at event time ``t``; returns its device id."""
-        device_id = self.lookup(ip)
+        # Called for every flow: the address document is read once (lookup and _bind_ip, inlined).
+        ip_key = self.keys.ip(ip)
+        bound = self.ws.get(ip_key)
+        device_id = str(bound["device_id"]) if bound else device_id_for("ip", ip)
         doc = self._doc(device_id, t)
         doc["first_seen"] = min(doc["first_seen"], t)
         doc["last_seen"] = max(doc["last_seen"], t)
@@ -101,7 +104,8 @@ class Inventory:
             _touch(doc["macs"], mac, t)
         doc["flows"] += flows
         self.ws.put(self.keys.device(device_id), doc)
-        self._bind_ip(ip, device_id)
+        if bound is None or bound["device_id"] != device_id:
+            self.ws.put(ip_key, {"schema": SCHEMA, "device_id": device_id})
         return device_id
 
     def observe_dhcp(self, mac: str, ip: str | None, t: float, hostname: str = "") -> str:

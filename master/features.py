@@ -9,6 +9,7 @@ and dropped from the features (never from the inventory).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import math
@@ -71,7 +72,7 @@ def ip_text(raw: bytes) -> str | None:
 def mac_text(raw: bytes) -> str | None:
     if len(raw) != 6:
         return None
-    return ":".join(f"{b:02x}" for b in raw)
+    return raw.hex(":")  # "aa:bb:cc:dd:ee:ff", lower case
 
 
 class Networks:
@@ -94,8 +95,11 @@ class Networks:
         return inside
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def member_hash(member: str) -> int:
-    """A stable 64-bit hash of a set member (Python's own hash() changes from process to process)."""
+    """A stable 64-bit hash of a set member (Python's own hash() changes from process to process).
+
+    Cached: the same destinations and targets recur in window after window and batch after batch."""
     return int.from_bytes(hashlib.blake2b(member.encode(), digest_size=8).digest(), "big")
 
 
@@ -155,7 +159,16 @@ class Window:
 
     def features(self) -> dict[str, float]:
         """Every catalog feature, zero where the device did none of it (an active window teaches zeros)."""
-        return {name: float(self.value(name)) for name in FEATURE_NAMES}
+        # Most features are zero in any one window: fill in only those the window has.
+        x = dict.fromkeys(FEATURE_NAMES, 0.0)
+        for name, count in self.counts.items():
+            if name in x:
+                x[name] = float(count)
+        # A set feature's value comes from its set even if it somehow also has a count (as value() does).
+        for name in self.distinct:
+            if name in x:
+                x[name] = float(self.value(name))
+        return x
 
     def observe(
         self, feature: str, member: str | None, example: str, uid: str, amount: int = 1, peer: str = ""
@@ -210,7 +223,7 @@ class Window:
         return cls(
             index=int(d["index"]),
             counts={k: int(v) for k, v in d["counts"].items()},
-            distinct={k: {int(h) for h in v} for k, v in d["distinct"].items()},
+            distinct={k: set(map(int, v)) for k, v in d["distinct"].items()},
             sketched=set(d["sketched"]),
             examples={k: list(v) for k, v in d["examples"].items()},
             uids={k: list(v) for k, v in d["uids"].items()},
@@ -256,7 +269,13 @@ class Window:
 
 
 class DeviceWindows:
-    """The open windows of one device and the newest flow time it has produced (its watermark)."""
+    """The open windows of one device and the newest flow time it has produced (its watermark).
+
+    A batch usually touches one or two of a device's open windows, so windows loaded by :meth:`from_dict`
+    stay in their stored (JSON-shaped) form until used: decoding and re-encoding the others would cost
+    more than everything the batch does with them. Stored windows are never dirty (every dirty window is
+    scored before the state is written), so leaving them undecoded changes nothing.
+    """
 
     def __init__(self, window_s: float, allowed_lateness_s: float) -> None:
         self.window_s = window_s
@@ -264,8 +283,30 @@ class DeviceWindows:
         self.watermark: float | None = None
         # Windows up to and including this index are closed (learned).
         self.closed_through: int | None = None
-        self.windows: dict[int, Window] = {}
+        # Decoded windows, and stored ones not decoded yet (each index in exactly one of the two).
+        self._live: dict[int, Window] = {}
+        self._stored: dict[int, dict[str, Any]] = {}
         self.late_records = 0
+
+    @property
+    def windows(self) -> dict[int, Window]:
+        """Every open window by index (decodes any still in stored form)."""
+        for index in list(self._stored):
+            self._decode(index)
+        return self._live
+
+    @windows.setter
+    def windows(self, windows: dict[int, Window]) -> None:
+        self._live = windows
+        self._stored = {}
+
+    def _decode(self, index: int) -> Window:
+        window = self._live[index] = Window.from_dict(self._stored.pop(index))
+        return window
+
+    def dirty_windows(self) -> list[Window]:
+        """The decoded windows changed since they were last scored, oldest first (stored ones never are)."""
+        return [w for _, w in sorted(self._live.items()) if w.dirty]
 
     def index_of(self, t: float) -> int:
         return math.floor(t / self.window_s)
@@ -277,10 +318,15 @@ class DeviceWindows:
         self.watermark = t
         # Window i is closed once the watermark passes its end plus the allowed lateness.
         last_closed = math.floor((t - self.allowed_lateness_s) / self.window_s) - 1
-        closing = sorted(i for i in self.windows if i <= last_closed)
         if self.closed_through is None or last_closed > self.closed_through:
             self.closed_through = last_closed
-        return [self.windows.pop(i) for i in closing]
+        if not self._live and not self._stored:
+            return []
+        closing = sorted(i for i in (*self._live, *self._stored) if i <= last_closed)
+        return [self._live.pop(i) if i in self._live else self._decode_closed(i) for i in closing]
+
+    def _decode_closed(self, index: int) -> Window:
+        return Window.from_dict(self._stored.pop(index))
 
     def window_for(self, t: float) -> Window | None:
         """The open window of event time ``t`` (created if new); None when it has already been closed."""
@@ -288,18 +334,23 @@ class DeviceWindows:
         if self.closed_through is not None and index <= self.closed_through:
             self.late_records += 1
             return None
-        window = self.windows.get(index)
+        window = self._live.get(index)
         if window is None:
-            window = self.windows[index] = Window(index)
+            window = self._decode(index) if index in self._stored else Window(index)
+            self._live[index] = window
         return window
 
     def to_dict(self) -> dict[str, Any]:
+        # Windows still in stored form go back as they came: Window.from_dict(d).to_dict() == d for every
+        # document to_dict wrote (see _keep_stored).
+        windows = [(i, w.to_dict()) for i, w in self._live.items()] + list(self._stored.items())
+        windows.sort(key=lambda iw: iw[0])
         return {
             "schema": SCHEMA,
             "watermark": self.watermark,
             "closed_through": self.closed_through,
             "late_records": self.late_records,
-            "windows": [w.to_dict() for w in sorted(self.windows.values(), key=lambda w: w.index)],
+            "windows": [w for _, w in windows],
         }
 
     @classmethod
@@ -311,6 +362,25 @@ class DeviceWindows:
         state.watermark = d["watermark"]
         state.closed_through = d["closed_through"]
         state.late_records = int(d.get("late_records", 0))
-        load = {1: Window.from_v1, 2: Window.from_v2}.get(schema, Window.from_dict)
-        state.windows = {w.index: w for w in (load(x) for x in d["windows"])}
+        if schema != SCHEMA:
+            load = {1: Window.from_v1, 2: Window.from_v2}[schema]
+            state._live = {w.index: w for w in (load(x) for x in d["windows"])}
+            return state
+        for x in d["windows"]:
+            if _keep_stored(x):
+                state._stored[int(x["index"])] = x
+            else:
+                window = Window.from_dict(x)
+                state._live[window.index] = window
         return state
+
+
+_WINDOW_KEYS = frozenset(
+    {"index", "counts", "distinct", "sketched", "examples", "uids", "breached", "dirty", "top"}
+)
+
+
+def _keep_stored(d: dict[str, Any]) -> bool:
+    """A stored window that may stay undecoded: clean and with exactly the fields Window.to_dict writes
+    (anything else is decoded now, so that it is written back normalised as before)."""
+    return d.keys() == _WINDOW_KEYS and d["dirty"] is False and type(d["index"]) is int

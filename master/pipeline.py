@@ -30,6 +30,7 @@ from master.context import ContextModels
 from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
+from master.gcpause import gc_paused
 from master.models.scan import (
     FeatureScore,
     NetworkScanModel,
@@ -153,6 +154,7 @@ class Pipeline:
         self.keys = keys
         self.allowed_lateness_s = allowed_lateness_s
 
+    @gc_paused
     def extract(self, records: Sequence[sensor_pb2.Record]) -> Extracted:
         out = Extracted()
         apps: list[tuple[sensor_pb2.Record, str]] = []
@@ -187,17 +189,20 @@ class Pipeline:
         return out
 
     def _flow(self, flow: flow_pb2.Flow) -> FlowObs | None:
-        orig, resp = ip_text(flow.orig.ip), ip_text(flow.resp.ip)
+        # Every protobuf attribute read builds a new wrapper object: read each sub-message once.
+        o, r = flow.orig, flow.resp
+        orig, resp = ip_text(o.ip), ip_text(r.ip)
         if orig is None or resp is None:
             return None
+        start = flow.start_time
         return FlowObs(
-            t=_seconds(flow.start_time),
+            t=float(start.seconds) + float(start.nanos) / 1e9,
             uid=flow.uid,
             orig_ip=orig,
-            orig_mac=mac_text(flow.orig.mac),
+            orig_mac=mac_text(o.mac),
             resp_ip=resp,
-            resp_mac=mac_text(flow.resp.mac),
-            resp_port=flow.resp.port,
+            resp_mac=mac_text(r.mac),
+            resp_port=r.port,
             transport=flow.transport,
             ip_proto=flow.ip_proto,
             orig_bytes=flow.orig_bytes,
@@ -282,6 +287,7 @@ class Pipeline:
             groups.update(peer_group(doc, f.cloud_ip) for f in ex.flows if f.cloud_id == cloud_id)
         return sorted(self.keys.peer_group(g) for g in groups)
 
+    @gc_paused
     def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
         return _BatchRun(self, ws).run(ex)
 
@@ -616,21 +622,22 @@ class _BatchRun:
                 self.inventory.bind(device_id, "users" if h.kind == "user" else "dns_names", h.hostname, h.t)
         # Evaluate every window that grew, open ones included: a scan is caught while it is going on.
         for device_id, state in self.windows.items():
-            for window in sorted(state.windows.values(), key=lambda w: w.index):
-                if window.dirty:
-                    self._score(device_id, window)
+            for window in state.dirty_windows():
+                self._score(device_id, window)
         self.breaches += self.context.finish(self.breaches)
         late = 0
         for device_id, state in self.windows.items():
             late += state.late_records - self.late_at_load[device_id]
             self.ws.put(self.keys.scan_features(device_id), state.to_dict())
-            self.ws.put(self.keys.scan_model(device_id), self.models[device_id].to_dict())
-        if self.windows:
+            # Models only change when a window closes: the others would be written back byte for byte.
+            if self.models[device_id].unsaved:
+                self.ws.put(self.keys.scan_model(device_id), self.models[device_id].to_dict())
+        if self.windows and self.population.unsaved:
             self.ws.put(self.keys.scan_population, self.population.to_dict())
         for device_id, beacons in self.beacons.items():
             self.ws.put(self.keys.beacons(device_id), beacons.to_dict())
         for name, group in self.groups.items():
-            if name not in self.unloaded_groups:
+            if name not in self.unloaded_groups and group.unsaved:
                 self.ws.put(self.keys.peer_group(name), group.to_dict())
         refs = [self.context.ref(d) for d in sorted(self.inventory.new_devices)]
         return Outcome(self.breaches, set(self.inventory.new_devices), ex.kinds, late, refs)

@@ -42,6 +42,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import WatchError
 
+from master.gcpause import gc_paused
 from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
@@ -218,6 +219,16 @@ def decode(raw: bytes | str | None) -> Doc | None:
     return value
 
 
+@gc_paused
+def _decode_all(keys: Sequence[str], values: Sequence[bytes | str | None]) -> dict[str, Doc | None]:
+    return {k: decode(v) for k, v in zip(keys, values, strict=True)}
+
+
+@gc_paused
+def _encode_all(docs: Mapping[str, Doc]) -> dict[str, bytes]:
+    return {key: encode(doc) for key, doc in docs.items()}
+
+
 class Store(Protocol):
     keys: Keys
 
@@ -279,7 +290,7 @@ class RedisStore:
             values = await self._redis.mget(list(keys))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
-        return {k: decode(v) for k, v in zip(keys, values, strict=True)}
+        return _decode_all(keys, values)
 
     async def commit(self, commit: Commit) -> bool:
         marker = self.keys.batch(commit.batch_id)
@@ -292,8 +303,8 @@ class RedisStore:
                     return False  # leaving the pipeline context unwatches
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
                 pipe.set(marker, str(time.time()), ex=self._marker_ttl_s)
-                for key, doc in commit.writes.items():
-                    pipe.set(key, encode(doc), ex=self.keys.ttl_s(key))
+                for key, raw in _encode_all(commit.writes).items():
+                    pipe.set(key, raw, ex=self.keys.ttl_s(key))
                 if commit.new_devices:
                     pipe.sadd(self.keys.devices, *sorted(commit.new_devices))
                 for breach in commit.breaches:
@@ -397,9 +408,11 @@ class MemoryStore:
 
     # Synchronous core, used directly by the offline driver.
 
+    @gc_paused
     def load_sync(self, keys: Iterable[str]) -> dict[str, Doc | None]:
         return {k: decode(self._docs.get(k)) for k in keys}
 
+    @gc_paused
     def commit_sync(self, commit: Commit) -> bool:
         if commit.batch_id in self._processed:
             return False

@@ -142,6 +142,9 @@ class _LazyCounts(Mapping[str, CountModel]):
         self._make = make
         self._stored = dict(stored or {})
         self._built: dict[str, CountModel] = {}
+        # to_dict would differ from what was stored even without learning: a feature built that was not
+        # stored (it gains a blank entry), or a stored one the catalog no longer has (it is dropped).
+        self.reshaped = any(f not in FEATURE_BY_NAME for f in self._stored)
 
     def __getitem__(self, feature: str) -> CountModel:
         model = self._built.get(feature)
@@ -152,6 +155,8 @@ class _LazyCounts(Mapping[str, CountModel]):
             sub = self._stored.get(feature)
             if sub is not None:
                 model.load_dict(sub)
+            else:
+                self.reshaped = True
             self._built[feature] = model
         return model
 
@@ -171,10 +176,20 @@ class _CountsState:
     """Serialised state shared by the device and population models: one CountModel per feature."""
 
     kind = "scan model"
+    # The top-level fields to_dict writes.
+    _fields = frozenset({"schema", "counts"})
 
     def __init__(self, params: ScanParams, stored: Mapping[str, Any] | None = None) -> None:
         self.params = params
         self.counts = _LazyCounts(lambda: self._count_model(params), stored)
+        # New, or learned since it was loaded (see unsaved).
+        self._changed = True
+
+    @property
+    def unsaved(self) -> bool:
+        """to_dict differs from the stored document. Scoring only reads a model, so a batch need not
+        write back (re-encode) the models it merely scored with: they would be written byte for byte."""
+        return self._changed or self.counts.reshaped
 
     @staticmethod
     def _count_model(params: ScanParams) -> CountModel:
@@ -189,6 +204,8 @@ class _CountsState:
             raise ValueError(f"unsupported {cls.kind} schema {state.get('schema')!r}")
         model = cls(params)
         model.counts = _LazyCounts(lambda: model._count_model(params), state["counts"])
+        # A document of another shape (written by an older version) is rewritten as to_dict shapes it.
+        model._changed = state.keys() != cls._fields
         return model
 
 
@@ -263,6 +280,7 @@ class PopulationScanModel(_CountsState):
     """The network-wide belief per feature, pooled from every device's closed windows; its seasonality."""
 
     kind = "population model"
+    _fields = frozenset({"schema", "counts", "season"})
 
     def __init__(self, params: ScanParams) -> None:
         super().__init__(params)
@@ -274,7 +292,10 @@ class PopulationScanModel(_CountsState):
     @classmethod
     def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
         model = super().from_dict(state, params)
-        model.season.load_dict(state.get("season", {}))
+        season = state.get("season", {})
+        model.season.load_dict(season)
+        if season.keys() != {"sums", "windows"}:
+            model._changed = True
         return model
 
     def season_factor(self, feature: str, window: int) -> float:
@@ -294,6 +315,7 @@ class PopulationScanModel(_CountsState):
         zeros: Mapping[str, int] | None = None,
         seasonal: bool = True,
     ) -> None:
+        self._changed = True
         families: dict[str, float] = {}
         for feature, model in self.counts.items():
             if feature in x:
@@ -430,6 +452,7 @@ class NetworkScanModel(_CountsState):
 
     def learn_one(self, x: Mapping[str, float], *, window: int) -> dict[str, int]:
         """Learn one closed window; returns the empty windows counted as zeros per feature (for pooling)."""
+        self._changed = True
         zeros: dict[str, int] = {}
         for feature, model in self.counts.items():
             if feature in x:
