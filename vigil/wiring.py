@@ -48,8 +48,13 @@ async def sensor(cfg: VigilConfig) -> int:
 
 
 async def master(cfg: VigilConfig) -> int:
+    import gc
+
     from master.service import serve
 
+    # The process is the master's: everything imported so far lives for ever, so take it out of the
+    # collector's full scans (the batch path pauses the collector around its steps; see master/gcpause.py).
+    gc.freeze()
     await serve(cfg)
     return 0
 
