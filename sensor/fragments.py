@@ -11,7 +11,9 @@ place); the result carries the fragment header's next header and no fragment hea
 Where pieces overlap, the piece that starts earlier wins (BSD's policy; stacks differ, and Linux now drops
 such datagrams) and the overlap is counted: a sender that overlaps fragments is usually trying to show the
 sensor something else than the host. Bounded: datagrams of at most 65,535 bytes, at most ``max_pending``
-waiting, each for at most ``timeout_s`` after its first piece; whatever is dropped is counted by reason.
+waiting and ``max_bytes`` held in all (a flood of first pieces that never complete must not take the
+sensor's memory: the oldest waiting datagram goes first), each for at most ``timeout_s`` after its first
+piece; whatever is dropped is counted by reason.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class _Pending:
     next_header: int = 0
     total: int | None = None  # payload length, known once the last fragment (MF clear) arrives
     pieces: dict[int, bytes] = field(default_factory=dict)  # payload offset -> bytes
-    covered: int = 0
+    size: int = 0  # bytes held in pieces
 
 
 def _checksum(header: bytes) -> int:
@@ -73,9 +75,11 @@ def _coverage(pieces: dict[int, bytes]) -> tuple[int, bool]:
 
 
 class Reassembler:
-    def __init__(self, timeout_s: float = 30.0, max_pending: int = 4096) -> None:
+    def __init__(self, timeout_s: float = 30.0, max_pending: int = 4096, max_bytes: int = 32 << 20) -> None:
         self.timeout_s = timeout_s
         self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self._held = 0
         self._pending: dict[tuple[bytes, bytes, int, int], _Pending] = {}
         # reassembled, overlap, timeout, too_large, table_full, malformed
         self.counts: Counter[str] = Counter()
@@ -92,7 +96,8 @@ class Reassembler:
             return None
         if piece.offset + len(piece.payload) > MAX_DATAGRAM - (len(piece.head) - l3):
             self.counts["too_large"] += 1
-            self._pending.pop(piece.key, None)
+            if piece.key in self._pending:
+                self._drop(piece.key)
             return None
         entry = self._pending.get(piece.key)
         if entry is None:
@@ -109,20 +114,43 @@ class Reassembler:
         if len(held) < len(piece.payload):
             # A repeat of a piece at the same offset only adds what it has beyond the piece held.
             entry.pieces[piece.offset] = held + piece.payload[len(held) :]
+            entry.size += len(piece.payload) - len(held)
+            self._held += len(piece.payload) - len(held)
+            self._make_room(piece.key)
+            if piece.key not in self._pending:
+                return None
         covered, overlap = _coverage(entry.pieces)
         if entry.total is None or entry.head is None or covered < entry.total:
             return None
-        del self._pending[piece.key]
+        self._drop(piece.key)
         if overlap:
             self.counts["overlap"] += 1
         self.counts["reassembled"] += 1
         return _datagram(entry, l3)
 
+    def _drop(self, key: tuple[bytes, bytes, int, int]) -> None:
+        entry = self._pending.pop(key)
+        self._held -= entry.size
+
+    def _make_room(self, keep: tuple[bytes, bytes, int, int]) -> None:
+        """Over the byte budget: drop the oldest waiting datagrams (the one being added last of all)."""
+        while self._held > self.max_bytes and self._pending:
+            oldest = next(iter(self._pending))  # insertion order = order of first pieces
+            if oldest == keep and len(self._pending) > 1:
+                self._pending[keep] = self._pending.pop(keep)  # move it to the end, drop the next
+                continue
+            self._drop(oldest)
+            self.counts["memory"] += 1
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
     def expire(self, now: float) -> int:
         """Drop datagrams whose first piece is older than the timeout; returns how many."""
         old = [k for k, e in self._pending.items() if now - e.first_ts > self.timeout_s]
         for key in old:
-            del self._pending[key]
+            self._drop(key)
         self.counts["timeout"] += len(old)
         return len(old)
 

@@ -69,7 +69,7 @@ class SensorMetrics:
         self.fragments = Counter(
             "vigil_sensor_ip_fragments",
             "Fragmented IP datagrams by outcome (reassembled, overlap, timeout, too_large, table_full, "
-            "malformed)",
+            "memory, malformed)",
             ["outcome"],
             registry=registry,
         )

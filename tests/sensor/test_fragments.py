@@ -186,3 +186,16 @@ def test_hostile_fragment_sequences_are_bounded(spec: list[tuple[int, bool, byte
             total = struct.unpack_from("!H", out, 16)[0]
             assert total == len(out) - 14 <= 65535
     assert len(r) <= 4
+
+
+def test_a_flood_of_first_pieces_cannot_take_the_memory() -> None:
+    """Thousands of datagrams that never complete: the bytes held stay under the budget, the oldest go."""
+    r = Reassembler(max_pending=100_000, max_bytes=64 * 1024)
+    for ident in range(2000):
+        frame = ether(MAC_A, MAC_B, ipv4(A, B, 17, b"p" * 1400, ident=ident % 65536, frag=MF))
+        assert r.add(float(ident), frame, 14) is None
+        assert r.held_bytes <= 64 * 1024
+    assert r.counts["memory"] >= 1900 and len(r) <= 47
+    # A datagram that does complete still comes back whole.
+    frames = fragments(A, B, 6, tcp(1, 2, 3, 4, "S", b"k" * 100), 64, ident=60000)
+    assert [r.add(1e4, f, 14) is not None for f in frames][-1]
