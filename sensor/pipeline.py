@@ -9,12 +9,13 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sensor.capture import LINKTYPE_ETHERNET, PacketBlock
-from sensor.decode import PROTO_UDP, R_FRAGMENT, REASONS, DecodedBlock, decode
+from sensor.decode import PROTO_TCP, PROTO_UDP, R_BAD_L4_CHECKSUM, R_FRAGMENT, REASONS, DecodedBlock, decode
 from sensor.flows import FlowTable
 from sensor.fragments import Reassembler
 from sensor.registry import Registry
 from sensor.tunnels import geneve_inner, vxlan_inner
 from vigil.config import SensorConfig
+from vigil.log import get
 from vigil.sensor.v1 import sensor_pb2
 
 
@@ -80,6 +81,14 @@ class SensorMetrics:
         self._reason_children[REASONS[reason_index]].inc(count)
 
 
+# "auto" TCP/UDP checksum verification: segments sampled, and the share failing above which the capture is
+# taken to come from a host with checksum offload (verification then off).
+L4_AUTO_SAMPLE = 1000
+L4_AUTO_MAX_BAD = 0.05
+
+log = get("sensor.pipeline")
+
+
 def packet_block(packets: list[tuple[float, bytes, int]]) -> PacketBlock:
     """A block of whole packets made here (timestamp, bytes, link type), e.g. reassembled datagrams."""
     sizes = np.array([len(p) for _, p, _ in packets], dtype=np.int64)
@@ -115,6 +124,10 @@ class SensorPipeline:
         self._flows_counted = 0  # table.flows_emitted already added to the flows metric
         self.fragments = Reassembler(config.fragment_timeout_s) if config.reassemble_fragments else None
         self._fragment_counts: dict[str, int] = {}
+        # None: "auto" still sampling; then True (drop bad segments) or False (do not check).
+        self._l4_verify: bool | None = {"on": True, "off": False}.get(config.verify_l4_checksums)
+        self._l4_seen = 0
+        self._l4_failed = 0
         # UDP destination port -> tunnel carried there.
         self._tunnel_ports: dict[int, str] = {p: "vxlan" for p in config.vxlan_ports} | {
             p: "geneve" for p in config.geneve_ports
@@ -134,9 +147,10 @@ class SensorPipeline:
             return []
         self.metrics.packets.inc(n)
         self.metrics.bytes.inc(int(block.wirelen.sum()))
-        dec = decode(block, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None)
+        dec = self._decode(block, hold_fragments=self.fragments is not None)
         if self._tunnel_ports:
             block, dec = self._decapsulate(block, dec)
+        self._judge_l4_checksums(dec)
         held = (
             np.flatnonzero((dec.reason == R_FRAGMENT) & (dec.frag4 | dec.frag6))
             if self.fragments is not None
@@ -158,6 +172,37 @@ class SensorPipeline:
         records.extend(self.table.expire(self.now))
         self._account()
         return records
+
+    def _decode(self, block: PacketBlock, hold_fragments: bool) -> DecodedBlock:
+        return decode(
+            block,
+            self.config.verify_ip_checksums,
+            hold_fragments=hold_fragments,
+            check_l4_checksums=self._l4_verify is not False,
+        )
+
+    def _judge_l4_checksums(self, dec: DecodedBlock) -> None:
+        """Drop segments whose checksum fails (when verifying); in "auto", decide from the first ones."""
+        if self._l4_verify is None:
+            checkable = dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP))
+            self._l4_seen += int(checkable.sum())
+            self._l4_failed += int(dec.l4_bad.sum())
+            if self._l4_seen < L4_AUTO_SAMPLE:
+                return
+            share = self._l4_failed / self._l4_seen
+            self._l4_verify = share <= L4_AUTO_MAX_BAD
+            log.info(
+                "l4_checksums",
+                verifying=self._l4_verify,
+                failed_share=round(share, 3),
+                reason="looks like checksum offload on the capturing host" if not self._l4_verify else "",
+            )
+        # From the block that decided on: segments sampled earlier were analysed as they came.
+        self._drop_bad_l4(dec)
+
+    def _drop_bad_l4(self, dec: DecodedBlock) -> None:
+        if self._l4_verify:
+            dec.reason[dec.l4_bad & dec.ok] = R_BAD_L4_CHECKSUM
 
     def _decapsulate(self, block: PacketBlock, dec: DecodedBlock) -> tuple[PacketBlock, DecodedBlock]:
         """VXLAN / Geneve packets replaced, in place, by the frames they carry (one level of nesting)."""
@@ -206,7 +251,9 @@ class SensorPipeline:
             if i not in pieces or i in whole
         ]
         rebuilt = packet_block(packets)
-        return rebuilt, decode(rebuilt, self.config.verify_ip_checksums)
+        dec = self._decode(rebuilt, hold_fragments=False)
+        self._drop_bad_l4(dec)  # a reassembled segment is checked like any other
+        return rebuilt, dec
 
     def _account_fragments(self) -> None:
         assert self.fragments is not None

@@ -181,6 +181,10 @@ class SensorConfig(_Section):
     # Drop IPv4 packets whose header checksum is wrong, as the receiving host (and Zeek without -C)
     # would; turn off for captures taken on a host with checksum offload that left headers unfilled.
     verify_ip_checksums: bool = True
+    # TCP/UDP checksums: a host drops a segment whose checksum is wrong, so the sensor must too (or an
+    # attacker "inserts" data the target never accepted). Captures taken on a sending host carry unfilled
+    # checksums (offload); "auto" verifies unless more than 5 % of the first 1,000 segments fail.
+    verify_l4_checksums: Literal["auto", "on", "off"] = "auto"
     # Reassemble IPv4 fragments before analysis (fragmentation is an old way past a sensor); a datagram
     # whose pieces do not all arrive within the timeout is dropped and counted.
     reassemble_fragments: bool = True

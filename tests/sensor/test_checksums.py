@@ -1,0 +1,119 @@
+"""TCP/UDP checksums: a segment the host would drop is dropped by the sensor too (no "insertion" of data
+the target never accepted); captures from hosts with checksum offload are recognised in "auto"."""
+
+from __future__ import annotations
+
+import struct
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from sensor.capture import read_capture
+from sensor.decode import PROTO_TCP, decode
+from sensor.logwriter import pipeline_records
+from tests.sensor.packets import MAC_A, MAC_B, ether, ip_bytes, ipv4, ipv6, pcap_bytes, tcp, udp
+from vigil.config import SensorConfig
+
+A, B = "10.1.0.5", "10.1.0.9"
+A6, B6 = "fd00::5", "fd00::9"
+
+
+def rfc1071(data: bytes) -> int:
+    """The reference: one's-complement sum of 16-bit words, complemented."""
+    if len(data) % 2:
+        data += b"\x00"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def with_checksum(src: str, dst: str, proto: int, segment: bytes) -> bytes:
+    """``segment`` (TCP or UDP) with its checksum filled in over the pseudo-header, as a host sends it."""
+    length = len(segment)
+    if ":" in src:
+        pseudo = ip_bytes(src) + ip_bytes(dst) + struct.pack("!IxxxB", length, proto)
+    else:
+        pseudo = ip_bytes(src) + ip_bytes(dst) + struct.pack("!xBH", proto, length)
+    at = 16 if proto == PROTO_TCP else 6
+    blank = segment[:at] + b"\x00\x00" + segment[at + 2 :]
+    value = rfc1071(pseudo + blank) or (0xFFFF if proto == 17 else 0)
+    return blank[:at] + struct.pack("!H", value) + blank[at + 2 :]
+
+
+def _frame(src: str, dst: str, proto: int, segment: bytes) -> bytes:
+    if ":" in src:
+        return ether(MAC_A, MAC_B, ipv6(src, dst, proto, segment), ethertype=0x86DD)
+    return ether(MAC_A, MAC_B, ipv4(src, dst, proto, segment))
+
+
+def _bad(tmp_path: Path, frames: list[bytes]) -> list[bool]:
+    path = tmp_path / "c.pcap"
+    path.write_bytes(pcap_bytes([(1.0 + i, f) for i, f in enumerate(frames)]))
+    out: list[bool] = []
+    for block in read_capture(path):
+        out += decode(block, check_l4_checksums=True).l4_bad.tolist()
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.binary(max_size=101), st.integers(0, 2**32 - 1)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_vectorised_checksum_agrees_with_the_rfc(packets: list[tuple[bool, bool, bytes, int]]) -> None:
+    """IPv4 and IPv6, TCP and UDP, odd and even lengths, packets at odd and even buffer offsets."""
+    frames, expect = [], []
+    for v6, is_tcp, payload, seq in packets:
+        src, dst = (A6, B6) if v6 else (A, B)
+        proto = 6 if is_tcp else 17
+        segment = tcp(40000, 80, seq, 0, "PA", payload) if is_tcp else udp(5353, 53, payload)
+        good = with_checksum(src, dst, proto, segment)
+        broken = good[:-1] + bytes([good[-1] ^ 0x5A]) if len(good) > (20 if is_tcp else 8) else None
+        frames.append(_frame(src, dst, proto, good))
+        expect.append(False)
+        if broken is not None:
+            frames.append(_frame(src, dst, proto, broken))
+            expect.append(True)
+    with tempfile.TemporaryDirectory() as tmp:
+        assert _bad(Path(tmp), frames) == expect
+
+
+def _run(tmp_path: Path, frames: list[bytes], mode: str) -> tuple[list[object], CollectorRegistry]:
+    path = tmp_path / f"{mode}.pcap"
+    path.write_bytes(pcap_bytes([(1_700_000_000.0 + i * 0.001, f) for i, f in enumerate(frames)]))
+    registry = CollectorRegistry()
+    config = SensorConfig(verify_l4_checksums=mode)  # type: ignore[arg-type]
+    records = [
+        r.flow for r in pipeline_records(config, [path], metrics_registry=registry) if r.HasField("flow")
+    ]
+    return list(records), registry
+
+
+def test_a_syn_with_a_bad_checksum_is_not_a_connection_when_verifying(tmp_path: Path) -> None:
+    syn = with_checksum(A, B, 6, tcp(40000, 445, 1, 0, "S"))
+    forged = syn[:16] + bytes([syn[16] ^ 0xFF]) + syn[17:]
+    assert len(_run(tmp_path, [_frame(A, B, 6, forged)], "on")[0]) == 0
+    assert len(_run(tmp_path, [_frame(A, B, 6, forged)], "off")[0]) == 1
+    assert len(_run(tmp_path, [_frame(A, B, 6, syn)], "on")[0]) == 1
+
+
+def test_auto_verifies_clean_captures_and_not_offloaded_ones(tmp_path: Path) -> None:
+    clean = [
+        _frame(A, B, 17, with_checksum(A, B, 17, udp(20000 + i, 53, b"q" * (i % 7)))) for i in range(1100)
+    ]
+    forged = _frame(A, B, 17, udp(30000, 53, b"zz")[:6] + b"\x12\x34" + b"zz")
+    flows, registry = _run(tmp_path, [*clean, forged], "auto")
+    assert len(flows) == 1100  # the forged datagram, after the sample, was dropped
+    dropped = registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": "bad_l4_checksum"})
+    assert dropped == 1
+    offloaded = [_frame(A, B, 17, udp(20000 + i, 53, b"q")[:6] + b"\xab\xcd" + b"q") for i in range(1100)]
+    flows, registry = _run(tmp_path, [*offloaded, forged], "auto")
+    assert len(flows) == 1101  # a host with checksum offload: nothing is dropped
+    assert not registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": "bad_l4_checksum"})
