@@ -204,6 +204,7 @@ def generator_version() -> str:
     parts = [str(getattr(ss, "GENERATOR_VERSION", ""))]
     for name in (
         "_ip4",
+        "_with_l4_checksum",
         "_Gen",
         "MAC_C",
         "MAC_S",

@@ -48,6 +48,23 @@ def _with_ip_checksum(header: bytes) -> bytes:
     return header[:10] + struct.pack("!H", ~total & 0xFFFF) + header[12:]
 
 
+def _with_l4_checksum(src: int, dst: int, proto: int, l4: bytes) -> bytes:
+    """TCP/UDP with its checksum filled in, as a real sender's NIC writes it (so the sensor, verifying
+    checksums as it does on a tap, pays for that here too). RFC 1071's sum is byte-order independent:
+    summed as native words, the result is stored as a native word."""
+    at = {6: 16, 17: 6}.get(proto)
+    if at is None:
+        return l4
+    data = _ip4(src) + _ip4(dst) + struct.pack("!xBH", proto, len(l4)) + l4
+    if len(data) % 2:
+        data += b"\x00"
+    total = sum(memoryview(data).cast("H"))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    value = (~total & 0xFFFF) or (0xFFFF if proto == 17 else 0)
+    return l4[:at] + struct.pack("=H", value) + l4[at + 2 :]
+
+
 def _ip4(a: int) -> bytes:
     return a.to_bytes(4, "big")
 
@@ -65,6 +82,7 @@ class _Gen:
 
     @staticmethod
     def frame(src: int, dst: int, proto: int, l4: bytes, smac: bytes, dmac: bytes) -> bytes:
+        l4 = _with_l4_checksum(src, dst, proto, l4)
         ip = _with_ip_checksum(
             struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(l4), 0, 0x4000, 64, proto, 0, _ip4(src), _ip4(dst))
         )

@@ -189,18 +189,19 @@ def l4_checksum_bad(
     for lo in range(0, idx.size, _CHECKSUM_CHUNK):
         part = idx[lo : lo + _CHECKSUM_CHUNK]
         base = int(l4[part].min())
-        top = int(end[part].max())
-        region = data[base:top].astype(np.int64)
-        parity = (np.arange(base, top) & 1).astype(np.int64)
-        # Weight 256 where the byte is the high byte of a word counted from an even (resp. odd) start.
-        even = np.concatenate(([0], np.cumsum(region * np.where(parity == 0, 256, 1))))
-        odd = np.concatenate(([0], np.cumsum(region * np.where(parity == 1, 256, 1))))
+        region = data[base : int(end[part].max())]
+        # Prefix sums of all bytes, and of the bytes at even absolute offsets: a word's high byte is the
+        # even-offset one when the segment starts on an even offset, the odd-offset one otherwise.
+        first_even = base & 1
+        every = np.concatenate(([0], np.cumsum(region, dtype=np.int64)))
+        evens = np.concatenate(([0], np.cumsum(region[first_even::2], dtype=np.int64)))
         a = l4[part] - base
         b = end[part] - base
-        starts_even = (l4[part] & 1) == 0
-        seg = np.where(starts_even, even[b] - even[a], odd[b] - odd[a])
-        total = _fold(seg + pseudo[part])
-        bad[part] = total != 0xFFFF
+        total = every[b] - every[a]
+        even = evens[np.maximum(b - first_even + 1, 0) // 2] - evens[np.maximum(a - first_even + 1, 0) // 2]
+        high = np.where((l4[part] & 1) == 0, even, total - even)
+        seg = high * 256 + (total - high)
+        bad[part] = _fold(seg + pseudo[part]) != 0xFFFF
     return bad
 
 
