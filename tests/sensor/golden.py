@@ -388,7 +388,11 @@ def run(capture: Path, dhcp_limits: tuple[int, int] | None = None) -> Run:
     metrics = CollectorRegistry()
     records = list(
         pipeline_records(
-            SensorConfig(verify_ip_checksums=capture.name in ZEEK_VERIFIED_CHECKSUMS),
+            SensorConfig(
+                verify_ip_checksums=capture.name in ZEEK_VERIFIED_CHECKSUMS,
+                # Zeek verifies TCP/UDP checksums exactly when it verifies IP ones (no -C).
+                verify_l4_checksums="on" if capture.name in ZEEK_VERIFIED_CHECKSUMS else "off",
+            ),
             [capture],
             registry(dhcp_limits),
             seed=1,
