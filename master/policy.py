@@ -13,12 +13,11 @@ Playbook (by catalog model):
 A device already under an action that covers a new one (same or wider, not expired) gets no second one
 (reason ``already_acting``), so one scan that breaches six models is one block.
 
-Network Scan → block the device's new outgoing connections. The proportionate action is to cut the scanner
-off from the *internal* networks only (it can still reach the internet and keep its users working), which
-in the responder contract means ``ACTION_KIND_BLOCK_CONNECTION`` with one scope per internal network. The
-contract's ``Scope.peer_ip`` is defined as an address, not a network, so until it accepts a CIDR the policy
-emits ``ACTION_KIND_BLOCK_ALL_OUTGOING`` (``narrow_scope=False``, the default): the bounded expiry keeps that
-proportionate. Either way the scanner's next connections fail and every other host is untouched.
+Scanning → by default (``master.scan_response: block_internal``) cut the device off from the *internal*
+networks only — ``ACTION_KIND_BLOCK_CONNECTION`` with one network scope per internal network of its
+address family — so it can no longer reach what it was mapping but its user keeps the internet;
+``block_all_outgoing`` stops everything it originates. Either way the scanner's next connections to the
+inside fail and every other host is untouched.
 
 Guards, in order: model handled, score at or above ``action_min_score``, target not a protected asset,
 at most ``max_actions_per_minute`` (the cap counts decisions in every mode, so "observe" shows exactly
@@ -73,10 +72,17 @@ BLOCK_PEER = frozenset(
 SMB_PORTS = (445, 139)
 
 
+def _version(ip: str) -> int | None:
+    try:
+        return ipaddress.ip_address(ip).version
+    except ValueError:
+        return None
+
+
 def playbook_text(model: str) -> str:
     """The response a model's breach gets (above master.action_min_score), in words."""
     if model in STOP_OUTGOING:
-        return "block the device's outgoing connections"
+        return "cut the device off from the internal networks (or all its outgoing connections)"
     if model in BLOCK_SMB:
         return "block the device's SMB ports (445, 139)"
     if model in BLOCK_PEER:
@@ -155,8 +161,14 @@ class Policy:
     ) -> tuple[responder_pb2.ActionKind.ValueType, list[responder_pb2.Scope]] | None:
         if breach.model in STOP_OUTGOING:
             if self.narrow_scope:
-                scopes = [responder_pb2.Scope(peer_ip=net) for net in self.internal_networks]
-                return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, scopes
+                version = _version(breach.device.ip)
+                scopes = [
+                    responder_pb2.Scope(peer_ip=net)
+                    for net in self.internal_networks
+                    if ipaddress.ip_network(net).version == version
+                ]
+                if scopes:
+                    return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, scopes
             return responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING, []
         if breach.model in BLOCK_SMB:
             tcp = responder_pb2.IP_PROTOCOL_TCP

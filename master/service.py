@@ -50,6 +50,7 @@ def build_policy(cfg: MasterConfig) -> Policy:
         max_actions_per_minute=cfg.max_actions_per_minute,
         protected_networks=cfg.protected.networks,
         internal_networks=cfg.internal_networks,
+        narrow_scope=cfg.scan_response == "block_internal",
     )
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from responder.protected import IPAddress, normalize_ip
 from vigil.responder.v1 import responder_pb2 as pb
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
 TCP = 6
 UDP = 17
 _PROTOCOLS = {pb.IP_PROTOCOL_TCP: TCP, pb.IP_PROTOCOL_UDP: UDP}
@@ -41,7 +43,8 @@ class InvalidAction(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class ScopeSpec:
-    peer: IPAddress | None  # None = any peer
+    # None = any peer; a network (block_connection only) = every address in it.
+    peer: IPAddress | IPNetwork | None
     port: int  # 0 = any port
     protocol: int | None  # IP protocol number; None = any
 
@@ -57,6 +60,24 @@ class ActiveAction:
     @property
     def kind_name(self) -> str:
         return KIND_NAMES.get(self.kind, "unspecified")
+
+
+def _parse_peer(raw: str, kind: int) -> IPAddress | IPNetwork:
+    """A scope's peer: an address, or for block_connection a network in CIDR notation ("10.0.0.0/8")."""
+    if "/" not in raw:
+        return _parse_ip(raw, "scope peer_ip")
+    if kind != pb.ACTION_KIND_BLOCK_CONNECTION:
+        raise InvalidAction(f"scope peer_ip {raw!r}: a network is only allowed for block_connection")
+    try:
+        net = ipaddress.ip_network(raw.strip(), strict=False)
+    except ValueError:
+        raise InvalidAction(f"scope peer_ip {raw!r} is neither an address nor a network") from None
+    if net.prefixlen == 0:
+        raise InvalidAction(f"scope peer_ip {raw}: a /0 is every peer (use block_all_outgoing)")
+    if net.prefixlen == net.max_prefixlen:
+        # A one-address network is that address (and nftables lists it as one).
+        return _parse_ip(str(net.network_address), "scope peer_ip")
+    return net
 
 
 def _parse_ip(raw: str, what: str) -> IPAddress:
@@ -108,7 +129,7 @@ def parse_action(action: pb.Action, now: float, max_duration_s: float) -> Active
 
 
 def _parse_scope(kind: int, target: IPAddress, scope: pb.Scope) -> ScopeSpec:
-    peer = _parse_ip(scope.peer_ip, "scope peer_ip") if scope.peer_ip else None
+    peer = _parse_peer(scope.peer_ip, kind) if scope.peer_ip else None
     if peer is not None and peer.version != target.version:
         raise InvalidAction(f"scope peer {peer} and target {target} are different address families")
     if scope.port > 65535:

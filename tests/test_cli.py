@@ -127,7 +127,9 @@ def test_up_replays_the_shipped_capture_to_a_breach_and_an_action(short_tmp: Pat
     out = proc.stdout
     assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", out), out
     assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan\s+score \d+", out), out
-    assert re.search(rf"action\s+{re.escape(SCANNER)}\s+block_all_outgoing active via dryrun", out), out
+    assert re.search(
+        rf"action\s+{re.escape(SCANNER)}\s+block_connection \[10\.0\.0\.0/8:\*.*active via dryrun", out
+    ), out
     assert re.search(r"\d+ breaches, 1 actions", out), out
 
 
@@ -144,7 +146,7 @@ def test_models_lists_the_whole_catalog_with_its_response(capsys: pytest.Capture
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 27 and len({r["model_id"] for r in rows}) == 27
     by_name = {r["model"]: r for r in rows}
-    assert by_name["Device / Network Scan"]["response"] == "block the device's outgoing connections"
+    assert by_name["Device / Network Scan"]["response"].startswith("cut the device off from the internal")
     assert "445" in by_name["Device / SMB Session Brute Force (Admin)"]["response"]
     assert by_name["Device / New Device"]["response"].startswith("none")
     assert all(r["breaches_when"] for r in rows)

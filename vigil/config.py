@@ -246,6 +246,9 @@ class MasterConfig(_Section):
     # "autonomous" acts, "confirm" proposes, "observe" only records.
     response_mode: Literal["autonomous", "confirm", "observe"] = "autonomous"
     block_duration_s: float = Field(default=3600.0, gt=0)
+    # What a scanning or attack-tool breach gets: "block_internal" cuts the device off from the internal
+    # networks only (its user keeps the internet), "block_all_outgoing" stops everything it originates.
+    scan_response: Literal["block_internal", "block_all_outgoing"] = "block_internal"
     max_actions_per_minute: int = Field(default=10, gt=0)
     responder_address: str | None = "127.0.0.1:50051"
     # Client side of the mutual-TLS link to the responder; off (plaintext) when no file is set.

@@ -76,6 +76,12 @@ def _spec_type(spec: SetSpec) -> str:
     return " . ".join(_TYPES[spec.family][f] for f in spec.fields)
 
 
+def _spec_flags(spec: SetSpec) -> list[str]:
+    """Every set expires its elements; a set keyed on the peer also holds networks (block_connection to
+    "10.0.0.0/8": cut a scanner off from the internal networks only), which needs interval matching."""
+    return ["interval", "timeout"] if "dst" in spec.fields else ["timeout"]
+
+
 def _rules() -> list[tuple[str, str]]:
     """(chain, rule text) in evaluation order, without comments."""
     rules: list[tuple[str, str]] = [(chain, f"jump {ENFORCE_CHAIN}") for chain, _ in HOOK_CHAINS]
@@ -101,7 +107,7 @@ def _rules() -> list[tuple[str, str]]:
 
 
 def _layout_digest() -> str:
-    text = "\n".join(f"{s.name}:{_spec_type(s)}" for s in set_specs())
+    text = "\n".join(f"{s.name}:{_spec_type(s)}:{','.join(_spec_flags(s))}" for s in set_specs())
     text += "\n" + "\n".join(f"{c}:{r}" for c, r in _rules())
     text += f"\n{HOOK_CHAINS}:{HOOK_PRIORITY}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -125,10 +131,10 @@ def _timeout_s(expire_at: float, now: float) -> int:
 
 def layout_script(table: str) -> list[str]:
     """Commands that create the table's sets, chains and rules (the table itself must exist)."""
-    lines = [
-        f"add set inet {table} {spec.name} {{ type {_spec_type(spec)}; flags timeout; }}"
-        for spec in set_specs()
-    ]
+    lines = []
+    for spec in set_specs():
+        flags = ",".join(_spec_flags(spec))
+        lines.append(f"add set inet {table} {spec.name} {{ type {_spec_type(spec)}; flags {flags}; }}")
     lines.append(f"add chain inet {table} {ENFORCE_CHAIN}")
     lines += [
         f"add chain inet {table} {chain} "
@@ -144,6 +150,9 @@ def layout_script(table: str) -> list[str]:
 
 def _normalize_value(field: Field, raw: Any) -> KeyValue:
     if field in ("src", "dst"):
+        if isinstance(raw, dict) and "prefix" in raw:
+            prefix = raw["prefix"]
+            return str(ipaddress.ip_network(f"{prefix['addr']}/{prefix['len']}", strict=False))
         return str(ipaddress.ip_address(str(raw)))
     if isinstance(raw, int):
         return raw
@@ -179,7 +188,11 @@ def parse_table(listing: dict[str, Any]) -> tuple[bool, dict[Element, float | No
         want_type: Any = [_TYPES[spec.family][f] for f in spec.fields]
         if len(want_type) == 1:
             want_type = want_type[0]
-        if found is None or found.get("type") != want_type or "timeout" not in found.get("flags", []):
+        if (
+            found is None
+            or found.get("type") != want_type
+            or set(found.get("flags", [])) != set(_spec_flags(spec))
+        ):
             intact = False
     for chain, hook in HOOK_CHAINS:
         found = chains.get(chain)

@@ -64,7 +64,12 @@ async def test_scan_is_blocked_by_the_responder(
             await asyncio.sleep(0.1)
             active = [s for s in await client.list() if s.state == responder_pb2.ACTION_STATE_ACTIVE]
         assert [s.action.target_ip for s in active] == ["10.0.1.4"]
-        assert active[0].action.kind == responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING
+        assert active[0].action.kind == responder_pb2.ACTION_KIND_BLOCK_CONNECTION
+        assert {s.peer_ip for s in active[0].action.scopes} == {
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+        }
         assert active[0].action.breach_id.startswith("brc-")
     finally:
         await client.close()

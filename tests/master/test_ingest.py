@@ -209,7 +209,7 @@ async def test_breaches_are_published_live_and_stored(
         )
     # confirm mode: the action is recorded as proposed, not sent.
     assert (
-        _metric(registry, "vigil_master_actions_total", kind="ACTION_KIND_BLOCK_ALL_OUTGOING", mode="confirm")
+        _metric(registry, "vigil_master_actions_total", kind="ACTION_KIND_BLOCK_CONNECTION", mode="confirm")
         == 1
     )
     keys = [k async for k in r.scan_iter("vigil:v1:action:*")]

@@ -24,6 +24,7 @@ def _processor(store: Store, **policy: object) -> BatchProcessor:
         "max_actions_per_minute": 10,
         "protected_networks": [],
         "internal_networks": INTERNAL,
+        "narrow_scope": True,  # as master.scan_response's default (block_internal) builds it
     }
     options.update(policy)
     return BatchProcessor(
@@ -75,7 +76,9 @@ async def test_baseline_then_scan_breaches_once_with_an_action(store: Store) -> 
     actions = [a for r in results for a in r.actions]
     assert [a.action.target_ip for a in actions] == ["10.0.1.5"]
     action = actions[0].action
-    assert action.kind == responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING
+    # Cut off from the internal networks only (master.scan_response: block_internal).
+    assert action.kind == responder_pb2.ACTION_KIND_BLOCK_CONNECTION
+    assert [s.peer_ip for s in action.scopes] == ["10.0.0.0/8"]
     assert action.breach_id == breach.breach_id
     assert action.expire_time.ToSeconds() - action.create_time.ToSeconds() == 600
     assert actions[0].state == "pending"

@@ -206,6 +206,14 @@ CASES = {
         ("a", GA4, OPEN),
         [("a", GA4, CLOSED), ("a", B4, OPEN), ("b", GB4, OPEN)],
     ),
+    # A scanner cut off from one network (the internal one) and nothing else.
+    "block_connection_network_v4": (
+        pb.ACTION_KIND_BLOCK_CONNECTION,
+        A4,
+        [pb.Scope(peer_ip="10.77.2.0/24")],
+        ("a", B4, OPEN),
+        [("a", GA4, OPEN), ("a", B6, OPEN), ("b", GB4, OPEN)],
+    ),
     "block_port_forwarded_v6": (
         pb.ACTION_KIND_BLOCK_PORT,
         A6,

@@ -63,6 +63,9 @@ def test_protected_contains_networks_and_mapped_addresses() -> None:
         assets.contains("not-an-ip")
 
 
+BLOCK_CONN = pb.ACTION_KIND_BLOCK_CONNECTION
+
+
 @pytest.mark.parametrize(
     ("action", "message"),
     [
@@ -99,6 +102,39 @@ def test_protected_contains_networks_and_mapped_addresses() -> None:
         (
             make_action("x", pb.ACTION_KIND_QUARANTINE, "10.0.0.1", 60, scopes=[pb.Scope(port=80)], now=NOW),
             "takes no scopes",
+        ),
+        (
+            make_action(
+                "x",
+                pb.ACTION_KIND_BLOCK_CONNECTION,
+                "10.0.0.1",
+                60,
+                scopes=[pb.Scope(peer_ip="0.0.0.0/0")],
+                now=NOW,
+            ),
+            "use block_all_outgoing",
+        ),
+        (
+            make_action(
+                "x",
+                pb.ACTION_KIND_ENFORCE_PATTERN_OF_LIFE,
+                "10.0.0.1",
+                60,
+                scopes=[pb.Scope(peer_ip="10.0.0.0/8")],
+                now=NOW,
+            ),
+            "only allowed for block_connection",
+        ),
+        (
+            make_action(
+                "x",
+                pb.ACTION_KIND_BLOCK_CONNECTION,
+                "10.0.0.1",
+                60,
+                scopes=[pb.Scope(peer_ip="10.0.0/8")],
+                now=NOW,
+            ),
+            "neither an address nor a network",
         ),
     ],
 )
@@ -320,3 +356,33 @@ def test_state_file_round_trip_reapplies_unexpired(tmp_path: Path) -> None:
     guarded, _ = store(clock, state_file=path, protected=["10.0.0.5/32"])
     assert guarded.load() == 0
     assert guarded.get("keep").state == pb.ACTION_STATE_REFUSED  # type: ignore[union-attr]
+
+
+NET24 = {"prefix": {"addr": "10.77.2.0", "len": 24}}
+
+
+def test_networks_as_peers_compile_to_prefix_elements() -> None:
+    scopes = [pb.Scope(peer_ip="10.77.2.7/24"), pb.Scope(peer_ip="192.168.4.9/32")]
+    act = parse_action(
+        make_action("n", pb.ACTION_KIND_BLOCK_CONNECTION, "10.0.0.1", 60, scopes=scopes, now=NOW), NOW, 600
+    )
+    keys = {e.key for e in compile_actions([act])}
+    # Host bits dropped; a /32 is the address itself (as nftables lists it back).
+    assert keys == {("10.0.0.1", "10.77.2.0/24"), ("10.0.0.1", "192.168.4.9")}
+    listing = {
+        "nftables": [
+            {
+                "set": {
+                    "name": "block_src_dst_v4",
+                    "type": ["ipv4_addr", "ipv4_addr"],
+                    "flags": ["interval", "timeout"],
+                    "elem": [
+                        {"elem": {"val": {"concat": ["10.0.0.1", NET24]}, "expires": 50}},
+                        {"elem": {"val": {"concat": ["10.0.0.1", "192.168.4.9"]}, "expires": 50}},
+                    ],
+                }
+            }
+        ]
+    }  # fmt: skip
+    _, elements = parse_table(listing)
+    assert {e.key for e in elements} == keys

@@ -111,7 +111,7 @@ class Scope(_message.Message):
     PORT_FIELD_NUMBER: _builtins.int
     PROTOCOL_FIELD_NUMBER: _builtins.int
     peer_ip: _builtins.str
-    """Peer address; empty = any."""
+    """Peer address, or for block_connection a network in CIDR notation ("10.0.0.0/8"); empty = any."""
     port: _builtins.int
     """Destination port; 0 = any."""
     protocol: Global___IpProtocol.ValueType
