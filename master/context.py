@@ -103,7 +103,11 @@ class ContextModels:
     def hostname(self, device_id: str, ip: str, name: str, t: float, source: str) -> None:
         doc = self.inventory.doc(device_id)
         if doc is None:
-            return
+            # The device introduced itself before any of its flows reached us: it exists all the same.
+            device_id = self.inventory.observe(ip, t, flows=0)
+            doc = self.inventory.doc(device_id)
+            if doc is None:
+                return
         names: dict[str, Any] = doc.setdefault("hostnames", {})
         key = name.lower()
         model = CategoryModel(CATEGORY_HALF_LIFE_S, alpha=1.0, max_categories=MAX_HOSTNAMES)

@@ -4,7 +4,8 @@ Identity. On a tap every routed packet carries the router's MAC, so a MAC seen i
 about which device sent it; flows therefore resolve devices by IP address. A device first seen in a flow
 gets ``dev-`` + a short hash of that IP. DHCP is the authority on MAC↔IP: a DHCP exchange binds the MAC to
 a device (``dev-`` + hash of the MAC when new) and moves the assigned address to it, so a renumbered laptop
-stays one device. Hostnames arrive from DHCP or NTLM (workstation name) through :meth:`set_hostname`.
+stays one device. Hostnames (DHCP, NTLM and Kerberos workstation names) are judged and recorded by
+:meth:`master.context.ContextModels.hostname`; users and DNS names are bound through :meth:`Inventory.bind`.
 
 All times are event times (seconds since the epoch, from the records), never wall-clock.
 """
@@ -153,16 +154,6 @@ class Inventory:
         self._bind_ip(ip, device_id)
         if self.ws.get(self.keys.cloud(cloud_id)) is None:
             self.ws.put(self.keys.cloud(cloud_id), {"schema": SCHEMA, "device_id": device_id})
-        return device_id
-
-    def set_hostname(self, ip: str, hostname: str, t: float, source: str) -> str:
-        """A protocol named the device behind ``ip`` (NTLM workstation, DHCP host name, ...)."""
-        device_id = self.lookup(ip)
-        doc = self._doc(device_id, t)
-        doc["hostname"] = hostname
-        doc["hostname_source"] = source
-        self.ws.put(self.keys.device(device_id), doc)
-        self._bind_ip(ip, device_id)
         return device_id
 
     def bind(self, device_id: str, what: str, value: str, t: float) -> None:
