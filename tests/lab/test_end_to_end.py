@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.lab.netns import http_server, lab, tcp_listener, unavailable_reason
+from tests.lab.netns import Host, Lab, http_server, lab, tcp_listener, unavailable_reason
 from tests.lab.traffic import benign, nmap_scan
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
@@ -33,6 +34,17 @@ WINDOW_S = 5
 def _need_lab() -> None:
     if reason := unavailable_reason(("nft", "nmap", "curl")):
         pytest.skip(reason)
+
+
+def _check_blocked(built: Lab, attacker: Host, victim: Host, web: Host, ws1: Host) -> None:
+    """The attacker's next connections fail; the other office hosts are untouched."""
+    table = built.gateway_run("nft", "list", "ruleset").stdout
+    assert attacker.ip in table, table
+    assert not attacker.can_connect(victim.ip, 22)
+    assert not attacker.can_connect(victim.ip, 445)
+    assert ws1.can_connect(victim.ip, 22)
+    assert ws1.can_connect(web.ip, 80)
+    assert built.hosts["ws2"].can_connect(victim.ip, 445)
 
 
 def _wait_for_line(log: Path, pattern: str, timeout_s: float) -> str:
@@ -85,24 +97,20 @@ def test_scan_is_detected_blocked_and_block_expires(short_tmp: Path) -> None:
             )
             assert attacker.can_connect(victim.ip, 22), "before the scan the attacker reaches the victim"
 
-            scan = nmap_scan(attacker, [victim.ip, f"{web.ip[:-3]}.30-60"], ports="1-200", timeout_s=30)
+            # The scan runs in the background: the block lands while it is still going on (nmap waits out
+            # its timeouts on the probes the block drops), and must be checked before it expires.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                scanning = pool.submit(
+                    nmap_scan, attacker, [victim.ip, f"{web.ip[:-3]}.30-60"], ports="1-200", timeout_s=30
+                )
+                breach = _wait_for_line(out, r"breach\s+10\.231\.1\.\d+\s+Device / Network Scan", 60)
+                assert attacker.ip in breach
+                action = _wait_for_line(out, rf"action\s+{re.escape(attacker.ip)}\s.*active via nftables", 60)
+                assert "block" in action
+                blocked_at = time.monotonic()
+                _check_blocked(built, attacker, victim, web, ws1)
+                scan = scanning.result(timeout=120)
             assert "Nmap done" in scan.stdout, scan.stdout + scan.stderr
-
-            breach = _wait_for_line(out, r"breach\s+10\.231\.1\.\d+\s+Device / Network Scan", 60)
-            assert attacker.ip in breach
-            action = _wait_for_line(out, rf"action\s+{re.escape(attacker.ip)}\s.*active via nftables", 60)
-            assert "block" in action
-            blocked_at = time.monotonic()
-
-            table = built.gateway_run("nft", "list", "ruleset").stdout
-            assert attacker.ip in table, table
-
-            # The attacker's next connections fail; the other office hosts are untouched.
-            assert not attacker.can_connect(victim.ip, 22)
-            assert not attacker.can_connect(victim.ip, 445)
-            assert ws1.can_connect(victim.ip, 22)
-            assert ws1.can_connect(web.ip, 80)
-            assert built.hosts["ws2"].can_connect(victim.ip, 445)
 
             # The block lifts itself at expiry (kernel set-element timeout), with no one revoking it.
             deadline = blocked_at + BLOCK_S + 30
