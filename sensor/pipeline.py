@@ -222,16 +222,7 @@ class SensorPipeline:
                 self.metrics.decapsulated.labels(tunnel=kind).inc()
         if not inner:
             return block, dec
-        packets = [
-            (float(block.ts[i]), inner[i], LINKTYPE_ETHERNET)
-            if i in inner
-            else (float(block.ts[i]), block.packet(i), int(block.linktype[i]))
-            for i in range(len(block))
-        ]
-        rebuilt = packet_block(packets)
-        return rebuilt, decode(
-            rebuilt, self.config.verify_ip_checksums, hold_fragments=self.fragments is not None
-        )
+        return self._rebuilt(block, {i: (frame, LINKTYPE_ETHERNET) for i, frame in inner.items()}, set())
 
     def _reassemble(
         self, block: PacketBlock, dec: DecodedBlock, held: npt.NDArray[np.int64]
@@ -239,21 +230,34 @@ class SensorPipeline:
         """The block as the receiving host sees it: each datagram whole, where its last fragment was
         (so the flow table sees a fragmented SYN before the SYN-ACK), pieces still waiting left out."""
         assert self.fragments is not None
-        whole: dict[int, bytes] = {}
+        whole: dict[int, tuple[bytes, int]] = {}
         for i in held.tolist():
             done = self.fragments.add(float(block.ts[i]), block.packet(i), int(dec.l3[i] - block.offset[i]))
             if done is not None:
-                whole[i] = done
-        pieces = set(held.tolist())
-        packets = [
-            (float(block.ts[i]), whole.get(i) or block.packet(i), int(block.linktype[i]))
-            for i in range(len(block))
-            if i not in pieces or i in whole
-        ]
-        rebuilt = packet_block(packets)
-        dec = self._decode(rebuilt, hold_fragments=False)
+                whole[i] = (done, int(block.linktype[i]))
+        rebuilt, dec = self._rebuilt(block, whole, set(held.tolist()), hold_fragments=False)
         self._drop_bad_l4(dec)  # a reassembled segment is checked like any other
         return rebuilt, dec
+
+    def _rebuilt(
+        self,
+        block: PacketBlock,
+        replace: dict[int, tuple[bytes, int]],
+        drop: set[int],
+        hold_fragments: bool | None = None,
+    ) -> tuple[PacketBlock, DecodedBlock]:
+        """The block with some packets replaced (bytes, link type) in their places and others left out,
+        decoded again (the way every block is: fragments held unless told, checksums as configured)."""
+        packets = [
+            (float(block.ts[i]), *replace[i])
+            if i in replace
+            else (float(block.ts[i]), block.packet(i), int(block.linktype[i]))
+            for i in range(len(block))
+            if i in replace or i not in drop
+        ]
+        rebuilt = packet_block(packets)
+        hold = self.fragments is not None if hold_fragments is None else hold_fragments
+        return rebuilt, self._decode(rebuilt, hold_fragments=hold)
 
     def _account_fragments(self) -> None:
         assert self.fragments is not None

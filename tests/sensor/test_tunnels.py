@@ -76,3 +76,15 @@ def test_decapsulation_off_leaves_the_outer_udp(tmp_path: Path) -> None:
     frames = [_outer(_vxlan(f), 4789) for f in _conversation()]
     flows = _read(tmp_path, frames, SensorConfig(vxlan_ports=[], geneve_ports=[]), CollectorRegistry())
     assert [(f.resp.port, f.orig_pkts) for f in flows] == [(4789, 6)]
+
+
+def test_inner_segments_are_checksum_verified_like_any_other(tmp_path: Path) -> None:
+    """A forged segment inside a tunnel is dropped as it would be outside one."""
+    from tests.sensor.test_checksums import with_checksum
+
+    syn = tcp(40000, 22, 100, 0, "S")
+    good = ether(MAC_A, MAC_B, ipv4(A, B, 6, with_checksum(A, B, 6, syn)))
+    forged = ether(MAC_A, MAC_B, ipv4(A, B, 6, syn))  # checksum left 0: wrong
+    on = SensorConfig(verify_l4_checksums="on")
+    assert len(_read(tmp_path, [_outer(_vxlan(good), 4789)], on, CollectorRegistry())) == 1
+    assert _read(tmp_path, [_outer(_vxlan(forged), 4789)], on, CollectorRegistry()) == []
