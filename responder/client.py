@@ -15,6 +15,12 @@ from vigil.responder.v1 import responder_pb2_grpc as pb_grpc
 from vigil.tls import channel_credentials, channel_options
 
 
+def scope_text(scopes: Iterable[pb.Scope]) -> str:
+    """ " [198.51.100.31:*, *:445]": what a scoped action is limited to (peer:port, * = any); "" if none."""
+    parts = [f"{s.peer_ip or '*'}:{s.port or '*'}" for s in scopes]
+    return f" [{', '.join(parts)}]" if parts else ""
+
+
 def make_action(
     action_id: str,
     kind: int,

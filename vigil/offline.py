@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from master.offline import OfflineMaster
 from master.store import ActionRecord
+from responder.client import scope_text
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError
 from sensor.pipeline import SensorPipeline, tune_gc
@@ -47,14 +48,6 @@ def action_json(record: ActionRecord) -> dict[str, Any]:
         "state": record.state,
         "reason": act.reason,
     }
-
-
-def _scope_text(record: ActionRecord) -> str:
-    """ " [198.51.100.31:*]": what a scoped action is limited to (peers and ports; * = any)."""
-    scopes = record.action.scopes
-    if not scopes:
-        return ""
-    return " [" + ", ".join(f"{s.peer_ip or '*'}:{s.port or '*'}" for s in scopes) + "]"
 
 
 def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) -> dict[str, Any]:
@@ -148,7 +141,7 @@ def analyze_captures(
         for act in actions:
             a = action_json(act)
             print(
-                f"    action ({a['mode']}): {a['kind']} {a['target_ip']}{_scope_text(act)} "
+                f"    action ({a['mode']}): {a['kind']} {a['target_ip']}{scope_text(act.action.scopes)} "
                 f"until {a['expire_time']}",
                 file=out,
             )

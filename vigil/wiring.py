@@ -21,7 +21,7 @@ import grpc
 import yaml
 from nats.aio.msg import Msg
 
-from responder.client import ResponderClient
+from responder.client import ResponderClient, scope_text
 from vigil import bus, embedded
 from vigil.alert.v1 import alert_pb2
 from vigil.config import TlsConfig, VigilConfig
@@ -140,10 +140,9 @@ class LiveView:
             return
         self.actions[act.action_id] = state
         kind = responder_pb2.ActionKind.Name(act.kind).removeprefix("ACTION_KIND_").lower()
-        scope = ", ".join(f"{s.peer_ip or '*'}:{s.port or '*'}" for s in act.scopes)
         self.line(
             "action",
-            f"{act.target_ip:<15} {kind}{' [' + scope + ']' if scope else ''} {state} via {status.backend}"
+            f"{act.target_ip:<15} {kind}{scope_text(act.scopes)} {state} via {status.backend}"
             f" until {_ts(act.expire_time)}{'  (' + status.detail + ')' if status.detail else ''}",
         )
 
