@@ -40,6 +40,11 @@ def _n(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
+def seconds(ts: Timestamp) -> float:
+    """Event time of a protobuf Timestamp, as the master counts it (seconds since the epoch)."""
+    return float(ts.seconds) + float(ts.nanos) / 1e9
+
+
 def timestamp(t: float) -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(int(t * 1e9))

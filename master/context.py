@@ -22,7 +22,7 @@ from typing import Any
 
 from netaddr import EUI, AddrFormatError, NotRegisteredError
 
-from master.breaches import make_breach
+from master.breaches import make_breach, seconds
 from master.catalog import (
     ATTACK_TOOL_MODELS,
     LARGE_NUMBER_OF_BREACHES,
@@ -63,10 +63,6 @@ def vendor_of(mac: str) -> str | None:
         return str(EUI(mac).oui.registration()["org"])
     except (NotRegisteredError, AddrFormatError, ValueError, IndexError):
         return None
-
-
-def _t(breach: alert_pb2.ModelBreach) -> float:
-    return float(breach.time.ToNanoseconds()) / 1e9
 
 
 class ContextModels:
@@ -360,8 +356,8 @@ class ContextModels:
             doc = dict(self.ws.get(key) or {"schema": SCHEMA, "recent": [], "fired": {}})
             recent: list[list[Any]] = list(doc["recent"])
             fired: dict[str, float] = dict(doc["fired"])
-            for b in sorted(new, key=_t):
-                now = _t(b)
+            for b in sorted(new, key=lambda b: seconds(b.time)):
+                now = seconds(b.time)
                 recent.append([now, b.model, int(b.score)])
                 recent = [r for r in recent if now - float(r[0]) <= TRAILING_S][-MAX_RECENT:]
                 out += self._meta_for(b, now, recent, fired, first)

@@ -24,7 +24,7 @@ from master.beacon import (
     flow_beacon,
     http_c2,
 )
-from master.breaches import count_breach
+from master.breaches import count_breach, seconds
 from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
 from master.context import ContextModels
 from master.endpoints import Endpoints, rare_external_breach
@@ -65,12 +65,6 @@ SIGNIFICANT_SURPRISE = 8.0
 # Default allowance for flows that arrive after their window's end: a failed TCP attempt is emitted only
 # when the sensor's idle timeout (300 s by default) fires, plus batching delay.
 DEFAULT_ALLOWED_LATENESS_S = 360.0
-
-
-def _seconds(ts: object) -> float:
-    seconds = getattr(ts, "seconds", 0)
-    nanos = getattr(ts, "nanos", 0)
-    return float(seconds) + float(nanos) / 1e9
 
 
 @dataclass(frozen=True)
@@ -181,7 +175,7 @@ class Pipeline:
                 ip = ip_text(dhcp.assigned_addr) or ip_text(dhcp.client_addr)
                 if ip is not None and ip not in self.internal:
                     ip = None
-                out.dhcp.append(DhcpObs(_seconds(dhcp.time), mac, ip, dhcp.host_name))
+                out.dhcp.append(DhcpObs(seconds(dhcp.time), mac, ip, dhcp.host_name))
             else:
                 apps.append((record, kind))
         if apps:
@@ -194,9 +188,8 @@ class Pipeline:
         orig, resp = ip_text(o.ip), ip_text(r.ip)
         if orig is None or resp is None:
             return None
-        start = flow.start_time
         return FlowObs(
-            t=float(start.seconds) + float(start.nanos) / 1e9,
+            t=seconds(flow.start_time),
             uid=flow.uid,
             orig_ip=orig,
             orig_mac=mac_text(o.mac),
@@ -227,7 +220,7 @@ class Pipeline:
                 ip = flow.orig_ip if flow is not None else None
             if ip is None or ip not in self.internal:
                 continue
-            t = _seconds(body.time)
+            t = seconds(body.time)
             out.hostnames += _names(record, kind, ip, t, self.internal)
             items = app_items(record, kind)
             resp = ip_text(record.resp.ip) if record.HasField("resp") else None

@@ -38,6 +38,7 @@ from typing import Any, TextIO
 
 import yaml
 
+from master.breaches import seconds
 from master.catalog import severity
 from master.features import Networks, ip_text
 from master.offline import OfflineMaster
@@ -143,9 +144,9 @@ class _Activity:
         for record in records:
             if record.WhichOneof("kind") == "flow":
                 flow = record.flow
-                t = flow.start_time.seconds + flow.start_time.nanos / 1e9
+                t = seconds(flow.start_time)
                 self.first = t if self.first is None else min(self.first, t)
-                end = flow.end_time.seconds + flow.end_time.nanos / 1e9
+                end = seconds(flow.end_time)
                 self.last = end if self.last is None else max(self.last, end)
                 ip = ip_text(flow.orig.ip)
                 if ip is not None and ip in self.internal:
@@ -184,13 +185,9 @@ class ScenarioResult:
         return len(self.false_positives) / self.device_days if self.device_days else 0.0
 
 
-def _t(breach: alert_pb2.ModelBreach) -> float:
-    return breach.time.seconds + breach.time.nanos / 1e9
-
-
 def _matches(breach: alert_pb2.ModelBreach, exp: Expectation, start: float, end: float) -> bool:
     who = {breach.device.ip.lower(), breach.device.mac.lower()}
-    return exp.device in who and breach.model in exp.models and start <= _t(breach) <= end
+    return exp.device in who and breach.model in exp.models and start <= seconds(breach.time) <= end
 
 
 def _above(breach: alert_pb2.ModelBreach, quiet: str) -> bool:
@@ -228,7 +225,9 @@ def run_scenario(cfg: VigilConfig, truth: Truth, learned_from: Learned | None = 
         start = exp.start if exp.start is not None else first
         end = exp.end if exp.end is not None else last
         for model in exp.models:
-            hits = sorted(_t(b) for b in breaches if b.model == model and _matches(b, exp, start, end))
+            hits = sorted(
+                seconds(b.time) for b in breaches if b.model == model and _matches(b, exp, start, end)
+            )
             matched.update(b.breach_id for b in breaches if _matches(b, exp, start, end))
             detections.append(Detection(exp.device, model, bool(hits), hits[0] - start if hits else None))
     false_positives = [
