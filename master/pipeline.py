@@ -491,9 +491,7 @@ class _BatchRun:
         x = window.features()
         model = self.models[device_id]
         for detector in DETECTORS:
-            if detector.name in window.breached or not _may_breach(
-                detector, x, model.params.min_destinations
-            ):
+            if detector.name in window.breached or not model.may_breach(detector, x):
                 continue
             result = model.score_detector(
                 detector, x, window=window.index, population=self.population, group=self._group(device_id)
@@ -634,12 +632,3 @@ class _BatchRun:
                 self.ws.put(self.keys.peer_group(name), group.to_dict())
         refs = [self.context.ref(d) for d in sorted(self.inventory.new_devices)]
         return Outcome(self.breaches, set(self.inventory.new_devices), ex.kinds, late, refs)
-
-
-def _may_breach(detector: CountDetector, x: dict[str, float], min_destinations: int) -> bool:
-    """Cheap pre-check: no trigger reaches its floor, so no probability can make it breach."""
-    for feature, minimum in detector.triggers:
-        floor = min_destinations if feature == "distinct_internal_destinations" else minimum
-        if x.get(feature, 0.0) >= min(floor, minimum):
-            return True
-    return False

@@ -423,6 +423,10 @@ class NetworkScanModel(_CountsState):
             tuple(scores), surprise, score_from_surprise(surprise, self.params.breach_probability), breach
         )
 
+    def may_breach(self, detector: CountDetector, x: Mapping[str, float]) -> bool:
+        """Cheap pre-check before scoring: no trigger reaches its floor, so no probability can breach."""
+        return any(x.get(f, 0.0) >= self._minimum(detector, f, m) for f, m in detector.triggers)
+
     def _minimum(self, detector: CountDetector, feature: str, minimum: int) -> int:
         # The Network Scan's host floor is configurable (master.scan_min_destinations).
         if detector.name == NAME and feature == DESTINATIONS:
