@@ -14,15 +14,20 @@ which covers the child and the descendants it reaped — belongs to it alone):
   and dissector start-up are not charged to throughput — Vigil's in-process timing excludes them too.
 - ``sensor.prev_commit_pps``: HEAD~1's own ``bench/sensor_speed.py`` on the same file, in a throw-away
   ``git worktree`` under bench/work/, run with the current venv.
-- ``master.records_per_s``: the records Vigil's sensor produced from the capture, in batches of 500,
-  through :class:`master.ingest.BatchProcessor` + :class:`master.store.RedisStore` on a real Valkey, per
-  CPU-second of client *plus* server (the batch loop is strictly sequential, so on an idle machine that sum
+- ``master.records_per_s``: the records Vigil's sensor produced from the capture, in batches of 500, all
+  waiting at once (a throughput test is a backlog), processed as the consumer does then: consecutive batches
+  as units of work of up to ``master.unit_max_records`` records (:func:`master.ingest.work_units`), through
+  :class:`master.ingest.BatchProcessor` + :class:`master.store.RedisStore` on a real Valkey, per
+  CPU-second of client *plus* server (the loop is strictly sequential, so on an idle machine that sum
   is the wall time minus socket latency, while on a shared one it does not count other people's work).
   ``master.records_per_s_memory``: the same over :class:`master.store.MemoryStore`.
-  ``master.redis_round_trips_per_batch``: requests the batch path waits for per batch (dedup check, the
-  three loads, WATCH/EXISTS/EXEC of the commit). ``master.state_bytes_per_device``: every key under the
-  prefix after the run, divided by the devices; ``master.model_state_bytes_per_device``: only what was
-  learned (beliefs, bindings, endpoint rarity, beacon series; LEARNED_STATE_KINDS);
+  ``master.records_per_s_per_batch``: Valkey again, one 500-record batch per unit (a stream that never
+  backs up: each batch is processed as it arrives). ``master.redis_round_trips_per_unit`` and
+  ``master.redis_round_trips_per_batch``: requests the batch path waits for (dedup check, the three loads,
+  WATCH/EXISTS/EXEC of the commit) per unit of the backlog run and per batch of the one-batch run.
+  ``master.state_bytes_per_device``: every key under the prefix after the run, divided by the devices;
+  ``master.model_state_bytes_per_device``: only what was learned (beliefs, bindings, endpoint rarity,
+  beacon series; LEARNED_STATE_KINDS);
   ``master.window_state_bytes_per_device``: the feature windows still open at the end.
 
 Why CPU time: the machine is shared and noisy, and wall time charges whatever else ran to the tool being
@@ -385,16 +390,23 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _drive(processor: Any, records: Sequence[Any]) -> tuple[float, int]:
-    """Feed the batches the way the service's consumer does: one at a time, each committed before the next."""
+async def _drive(processor: Any, records: Sequence[Any], unit_records: int) -> tuple[float, int]:
+    """Feed the batches the way the service's consumer does with all of them waiting: in units of
+    consecutive batches of at most ``unit_records`` records, each unit committed before the next."""
+    from master.ingest import work_units
+
+    batches = [
+        (f"bench-{i // BATCH_RECORDS}", records[i : i + BATCH_RECORDS])
+        for i in range(0, len(records), BATCH_RECORDS)
+    ]
     started = time.perf_counter()
-    batches = 0
-    for i in range(0, len(records), BATCH_RECORDS):
-        result = await processor.process(f"bench-{i // BATCH_RECORDS}", records[i : i + BATCH_RECORDS])
-        if result.duplicate:
+    units = 0
+    for part in work_units([len(b) for _, b in batches], unit_records):
+        result = await processor.process_unit(batches[part])
+        if result.duplicate or result.duplicates:
             raise RuntimeError("a bench batch was treated as a duplicate")
-        batches += 1
-    return time.perf_counter() - started, batches
+        units += 1
+    return time.perf_counter() - started, units
 
 
 # What the master has learned about devices and the network (beliefs, bindings, rarity, beacon series, the
@@ -425,7 +437,7 @@ async def _state_bytes(client: Any, prefix: str) -> tuple[int, dict[str, int]]:
     return total, by_kind
 
 
-async def child_master(records_path: Path, store_kind: str) -> Json:
+async def child_master(records_path: Path, store_kind: str, unit_records: int | None) -> Json:
     from prometheus_client import CollectorRegistry
 
     from master.ingest import BatchProcessor, MasterMetrics
@@ -443,7 +455,8 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
         kinds[kind] = kinds.get(kind, 0) + 1
     cfg = VigilConfig()
     prefix = cfg.redis.key_prefix
-    out: Json = {"records": len(records), "record_kinds": kinds}
+    unit_records = unit_records or cfg.master.unit_max_records
+    out: Json = {"records": len(records), "record_kinds": kinds, "unit_records": unit_records}
     with tempfile.TemporaryDirectory(prefix="vg-bench-", dir="/tmp") as tmp:  # short: unix socket path
         server = embedded.start_redis(Path(tmp) / "valkey") if store_kind == "redis" else None
         try:
@@ -461,7 +474,7 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
             )
             server_cpu0 = _proc_cpu_s(server.proc.pid) if server is not None else 0.0
             cpu0 = time.process_time()
-            wall, batches = await _drive(processor, records)
+            wall, units = await _drive(processor, records, unit_records)
             client_cpu = time.process_time() - cpu0
             server_cpu = (_proc_cpu_s(server.proc.pid) - server_cpu0) if server is not None else 0.0
             out |= {
@@ -469,7 +482,7 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
                 "client_cpu_s": client_cpu,
                 "server_cpu_s": server_cpu,
                 "devices": await store.device_count(),
-                "batches": batches,
+                "units": units,
                 "round_trips": getattr(store, "round_trips", None),
                 "breaches": len(await store.breaches(limit=1_000_000)),
             }
@@ -483,8 +496,13 @@ async def child_master(records_path: Path, store_kind: str) -> Json:
     return out
 
 
-def measure_master(records_path: Path, store_kind: str) -> tuple[Json, ChildRun]:
-    run = run_child(child_cmd("master", str(records_path), "--store", store_kind), env=child_env())
+def measure_master(
+    records_path: Path, store_kind: str, unit_records: int | None = None
+) -> tuple[Json, ChildRun]:
+    args = ["master", str(records_path), "--store", store_kind]
+    if unit_records is not None:
+        args += ["--unit-records", str(unit_records)]
+    run = run_child(child_cmd(*args), env=child_env())
     return run.result(), run
 
 
@@ -599,6 +617,8 @@ def run_all(packets: int, skip: set[str]) -> Json:
             redis, rrun = measure_master(records_path, "redis")
             log("master over MemoryStore")
             memory, mrun = measure_master(records_path, "memory")
+            log("master over Valkey, one batch at a time")
+            single, _ = measure_master(records_path, "redis", BATCH_RECORDS)
             records = int(redis["records"])
             res["master.records"] = records
             res["master.record_kinds"] = redis["record_kinds"]
@@ -606,14 +626,19 @@ def run_all(packets: int, skip: set[str]) -> Json:
             res["master.records_per_s_wall"] = rounded(records / redis["wall_s"])
             res["master.records_per_s_memory"] = rounded(records / memory["client_cpu_s"])
             res["master.records_per_s_memory_wall"] = rounded(records / memory["wall_s"])
+            res["master.unit_max_records"] = int(redis["unit_records"])
+            res["master.records_per_s_per_batch"] = rounded(
+                records / (single["client_cpu_s"] + single["server_cpu_s"])
+            )
+            res["master.ratio_units_vs_per_batch"] = ratio(
+                res["master.records_per_s"], res["master.records_per_s_per_batch"]
+            )
             res["master.ratio_redis_vs_memory"] = ratio(
                 res["master.records_per_s"], res["master.records_per_s_memory"]
             )
             res["master.devices"] = int(redis["devices"])
-            if redis.get("round_trips") is not None and redis["batches"]:
-                res["master.redis_round_trips_per_batch"] = rounded(
-                    redis["round_trips"] / redis["batches"], 2
-                )
+            res["master.redis_round_trips_per_unit"] = rounded(redis["round_trips"] / redis["units"], 2)
+            res["master.redis_round_trips_per_batch"] = rounded(single["round_trips"] / single["units"], 2)
             res["master.breaches"] = int(redis["breaches"])
             res["master.state_bytes"] = int(redis["state_bytes"])
             res["master.state_bytes_by_kind"] = redis["state_bytes_by_kind"]
@@ -672,6 +697,7 @@ def table(res: Json) -> str:
             res.get("sensor.prev_commit_peak_rss_mb"),
         ),
         ("master, Valkey store", res["master.records_per_s"], "rec/s", None, res.get("master.peak_rss_mb")),
+        ("master, Valkey, batch by batch", res.get("master.records_per_s_per_batch"), "rec/s", None, None),
         (
             "master, memory store",
             res["master.records_per_s_memory"],
@@ -694,7 +720,9 @@ def table(res: Json) -> str:
         f"master: {num(res.get('master.records'), ',')} records, {num(res['master.devices'], ',')} devices, "
         f"{num(res.get('master.model_state_bytes_per_device'), ',.0f')} B learned state/device "
         f"({num(res['master.state_bytes_per_device'], ',.0f')} B with windows and breaches), "
-        f"{num(res.get('master.redis_round_trips_per_batch'), '.1f')} Redis round trips/batch; "
+        f"{num(res.get('master.redis_round_trips_per_unit'), '.1f')} Redis round trips/unit of "
+        f"{num(res.get('master.unit_max_records'), ',')} records, "
+        f"{num(res.get('master.redis_round_trips_per_batch'), '.1f')}/batch batch by batch; "
         f"commit {res['commit'][:12]}"
     )
     return "\n".join(lines)
@@ -714,6 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--records-out", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--store", choices=("redis", "memory"), default="redis", help=argparse.SUPPRESS)
+    ap.add_argument("--unit-records", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
 
     if args.child is not None:
@@ -724,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.child == "nfstream":
             out = child_nfstream(args.target)
         else:
-            out = asyncio.run(child_master(args.target, args.store))
+            out = asyncio.run(child_master(args.target, args.store, args.unit_records))
         print(json.dumps(out, sort_keys=True))
         return 0
 

@@ -1,10 +1,15 @@
-"""Telemetry in: the durable JetStream consumer and the per-batch unit of work.
+"""Telemetry in: the durable JetStream consumer and its unit of work.
 
-Per message: bound its size, decode the Batch (garbage is terminated and counted, never fatal), skip it if
-its batch id was already committed (a redelivery after a crash between commit and ack), run the pipeline
-over state loaded from the store, decide actions, commit state + breaches + actions + the processed marker
-in one transaction, and only then ack. If the store is down the message is nak'ed with a delay and the
-consumer keeps running; it catches up when the store returns.
+Per message: bound its size and decode the Batch (garbage is terminated and counted, never fatal). The
+batches of one fetch are then processed in units of work: one batch when the stream is quiet, several
+consecutive ones (up to ``master.unit_max_records`` records) when a backlog has built up, because the
+per-device cost of a unit (load, decode, score the open windows, encode, commit) is paid once per unit
+rather than once per batch. Per unit: skip the batches whose id was already committed (redeliveries after a
+crash between commit and ack), run the pipeline over state loaded from the store, decide actions, commit
+state + breaches + actions + the processed markers in one transaction, and only then ack. If the store is
+down the messages are nak'ed with a delay and the consumer keeps running; it catches up when the store
+returns. A unit that fails for another reason is split into its batches so that one poison batch cannot
+hold the others back.
 """
 
 from __future__ import annotations
@@ -86,9 +91,15 @@ class MasterMetrics:
         for reason in ("oversized", "undecodable", "missing_batch_id", "processing_error"):
             self.rejected.labels(reason=reason)
         self.devices = Gauge("vigil_master_devices", "Devices in the inventory.", registry=registry)
+        self.unit_batches = Histogram(
+            "vigil_master_unit_batches",
+            "Batches processed together as one unit of work (more than one when a backlog has built up).",
+            registry=registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
         self.commit_duration = Histogram(
             "vigil_master_commit_duration_seconds",
-            "Time to commit one batch's state.",
+            "Time to commit one unit of work's state.",
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
         )
@@ -96,10 +107,28 @@ class MasterMetrics:
 
 @dataclass
 class BatchResult:
+    # Every batch of the unit had already been committed: nothing was done.
     duplicate: bool
     breaches: list[alert_pb2.ModelBreach] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
     new_devices: list[alert_pb2.DeviceRef] = field(default_factory=list)
+    # The batch ids skipped because they had already been committed.
+    duplicates: list[str] = field(default_factory=list)
+
+
+def work_units(sizes: Sequence[int], max_records: int) -> list[slice]:
+    """Consecutive runs of batches (given their record counts) of at most ``max_records`` records each;
+    a batch larger than that on its own is a unit of its own. Order is kept: event time matters per device."""
+    units: list[slice] = []
+    start, total = 0, 0
+    for i, n in enumerate(sizes):
+        if i > start and total + n > max_records:
+            units.append(slice(start, i))
+            start, total = i, 0
+        total += n
+    if start < len(sizes):
+        units.append(slice(start, len(sizes)))
+    return units
 
 
 class BatchProcessor:
@@ -124,10 +153,32 @@ class BatchProcessor:
         self.action_clock = action_clock or (lambda _breach: time.time())
 
     async def process(self, batch_id: str, records: Sequence[sensor_pb2.Record]) -> BatchResult:
-        if await self.store.is_processed(batch_id):
-            if self.metrics:
-                self.metrics.duplicates.inc()
-            return BatchResult(duplicate=True)
+        return await self.process_unit([(batch_id, records)])
+
+    async def process_unit(self, batches: Sequence[tuple[str, Sequence[sensor_pb2.Record]]]) -> BatchResult:
+        """Process consecutive batches as one unit of work, committed atomically with their markers."""
+        skipped: list[str] = []
+        # Each pass either commits or finds that another consumer committed one of these batches meanwhile
+        # (nothing of ours was written then): start again without it. The bound is for safety only.
+        for _ in range(len(batches) + 1):
+            done = await self.store.processed([batch_id for batch_id, _ in batches])
+            if done:
+                skipped += [batch_id for batch_id, _ in batches if batch_id in done]
+                batches = [(batch_id, records) for batch_id, records in batches if batch_id not in done]
+                if self.metrics:
+                    self.metrics.duplicates.inc(len(done))
+            if not batches:
+                return BatchResult(duplicate=True, duplicates=skipped)
+            result = await self._attempt(batches)
+            if result is not None:
+                result.duplicates = skipped
+                return result
+        raise RuntimeError("the unit's batches kept being committed concurrently")
+
+    async def _attempt(
+        self, batches: Sequence[tuple[str, Sequence[sensor_pb2.Record]]]
+    ) -> BatchResult | None:
+        records = [r for _, batch in batches for r in batch] if len(batches) > 1 else batches[0][1]
         ex = self.pipeline.extract(records)
         ws = WorkingSet(await self.store.load(self.pipeline.address_keys(ex)))
         ws.add(await self.store.load(ws.missing(self.pipeline.state_keys(ex, ws))))
@@ -142,19 +193,23 @@ class BatchProcessor:
             else:
                 skipped.append(decision.reason)
         commit = Commit(
-            batch_id, ws.writes(), outcome.new_devices, outcome.breaches, actions, due_time=time.time()
+            tuple(batch_id for batch_id, _ in batches),
+            ws.writes(),
+            outcome.new_devices,
+            outcome.breaches,
+            actions,
+            due_time=time.time(),
         )
         started = time.perf_counter()
         committed = await self.store.commit(commit)
         if self.metrics:
             self.metrics.commit_duration.observe(time.perf_counter() - started)
         if not committed:
-            if self.metrics:
-                self.metrics.duplicates.inc()
-            return BatchResult(duplicate=True)
+            return None
         if self.metrics:
             m = self.metrics
-            m.batches.inc()
+            m.batches.inc(len(batches))
+            m.unit_batches.observe(len(batches))
             for kind, n in outcome.kinds.items():
                 m.records.labels(kind=kind).inc(n)
             for breach in outcome.breaches:
@@ -187,8 +242,11 @@ def consumer_config(durable: str, max_ack_pending: int, ack_wait_s: float) -> Co
     )
 
 
+Unit = list[tuple[Msg, sensor_pb2.Batch]]
+
+
 class Consumer:
-    """Fetch → handle one message at a time (event-time order matters per device) → ack."""
+    """Fetch → decode → handle in units of consecutive batches (event-time order matters per device) → ack."""
 
     def __init__(
         self,
@@ -200,6 +258,7 @@ class Consumer:
         stream: str,
         durable: str,
         fetch_batch: int,
+        unit_max_records: int = 32768,
         ack_wait_s: float = 30.0,
         on_actions: Callable[[], None] | None = None,
         on_store_health: Callable[[bool], None] | None = None,
@@ -211,6 +270,7 @@ class Consumer:
         self.stream = stream
         self.durable = durable
         self.fetch_batch = fetch_batch
+        self.unit_max_records = unit_max_records
         self.ack_wait_s = ack_wait_s
         self.on_actions = on_actions or (lambda: None)
         self.on_store_health = on_store_health or (lambda _ok: None)
@@ -226,32 +286,55 @@ class Consumer:
         self.metrics.rejected.labels(reason=reason).inc()
         log.warning("batch_rejected", reason=reason)
 
-    async def handle(self, msg: Msg) -> str:
-        """Handle one message; returns what happened (for logs and tests)."""
+    async def decode(self, msg: Msg) -> sensor_pb2.Batch | None:
+        """The message's batch, or None once a message that cannot be one has been terminated and counted."""
         if len(msg.data) > MAX_BATCH_BYTES:
             await msg.term()
             self._reject("oversized")
-            return "rejected"
+            return None
         try:
             batch = sensor_pb2.Batch.FromString(msg.data)
         except Exception:  # untrusted bytes: any decode failure is the message's fault, not ours
             await msg.term()
             self._reject("undecodable")
-            return "rejected"
+            return None
         if not batch.batch_id:
             await msg.term()
             self._reject("missing_batch_id")
+            return None
+        return batch
+
+    async def handle(self, msg: Msg) -> str:
+        """Handle one message on its own; returns what happened (for logs and tests)."""
+        batch = await self.decode(msg)
+        if batch is None:
             return "rejected"
+        return await self.handle_unit([(msg, batch)])
+
+    async def handle_unit(self, unit: Unit) -> str:
+        """Process decoded messages as one unit of work, then ack them all; returns what happened."""
+        ids = [batch.batch_id for _, batch in unit]
         try:
-            result = await self.processor.process(batch.batch_id, batch.records)
+            result = await self.processor.process_unit([(batch.batch_id, batch.records) for _, batch in unit])
         except StoreUnavailable as exc:
             self.on_store_health(False)
-            log.warning("store_unavailable", batch_id=batch.batch_id, error=str(exc)[:200])
-            await msg.nak(delay=UNAVAILABLE_NAK_DELAY_S)
+            log.warning("store_unavailable", batch_ids=ids[:8], batches=len(ids), error=str(exc)[:200])
+            for msg, _ in unit:
+                await msg.nak(delay=UNAVAILABLE_NAK_DELAY_S)
             return "unavailable"
         except Exception:
+            if len(unit) > 1:
+                # One bad batch must not hold the others back: take them one at a time to find it.
+                log.warning("unit_failed_splitting", batch_ids=ids[:8], batches=len(ids))
+                for k in range(len(unit)):
+                    if await self.handle_unit(unit[k : k + 1]) == "unavailable":
+                        for msg, _ in unit[k + 1 :]:
+                            await msg.nak(delay=UNAVAILABLE_NAK_DELAY_S)
+                        return "unavailable"
+                return "processed"
+            msg = unit[0][0]
             attempts = msg.metadata.num_delivered if msg.metadata else 1
-            log.exception("batch_failed", batch_id=batch.batch_id, attempts=attempts)
+            log.exception("batch_failed", batch_id=ids[0], attempts=attempts)
             if attempts >= MAX_PROCESSING_ATTEMPTS:
                 await msg.term()
                 self._reject("processing_error")
@@ -259,9 +342,11 @@ class Consumer:
             await msg.nak(delay=UNAVAILABLE_NAK_DELAY_S)
             return "failed"
         self.on_store_health(True)
-        await msg.ack()
+        for msg, _ in unit:
+            await msg.ack()
+        for batch_id in result.duplicates:
+            log.info("batch_duplicate", batch_id=batch_id)
         if result.duplicate:
-            log.info("batch_duplicate", batch_id=batch.batch_id)
             return "duplicate"
         for breach in result.breaches:
             log.info(
@@ -285,7 +370,7 @@ class Consumer:
         return "processed"
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and handle until ``stop``; the message in hand is finished, the rest of a fetch released."""
+        """Fetch and handle until ``stop``; the unit in hand is finished, the rest of a fetch released."""
         if self._sub is None:
             await self.subscribe()
         while not stop.is_set():
@@ -298,13 +383,25 @@ class Consumer:
                 log.warning("fetch_failed", error=str(exc)[:200])
                 await asyncio.sleep(0.5)
                 continue
+            # fetch() returns whatever is waiting (up to fetch_batch) without lingering: one message when
+            # the stream is quiet, many when the master is behind.
+            decoded: Unit = []
+            for msg in msgs:
+                batch = await self.decode(msg)
+                if batch is not None:
+                    decoded.append((msg, batch))
+            units = [
+                decoded[part]
+                for part in work_units([len(b.records) for _, b in decoded], self.unit_max_records)
+            ]
             unavailable = False
-            for i, msg in enumerate(msgs):
+            for i, unit in enumerate(units):
                 if stop.is_set() or unavailable:
                     # Hand the rest back now rather than after ack_wait.
-                    for rest in msgs[i:]:
-                        await rest.nak(delay=UNAVAILABLE_NAK_DELAY_S if unavailable else None)
+                    for rest in units[i:]:
+                        for msg, _ in rest:
+                            await msg.nak(delay=UNAVAILABLE_NAK_DELAY_S if unavailable else None)
                     break
-                unavailable = await self.handle(msg) == "unavailable"
+                unavailable = await self.handle_unit(unit) == "unavailable"
             if unavailable:
                 await asyncio.sleep(UNAVAILABLE_NAK_DELAY_S / 2)

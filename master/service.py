@@ -129,6 +129,7 @@ class MasterService:
             stream=cfg.nats.stream,
             durable=cfg.master.consumer,
             fetch_batch=cfg.master.fetch_batch,
+            unit_max_records=cfg.master.unit_max_records,
             ack_wait_s=self.ack_wait_s,
             on_actions=wake.set,
             on_store_health=self._set_store_ok,

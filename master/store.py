@@ -1,9 +1,10 @@
-"""The master's state store: versioned JSON documents under namespaced keys, committed per batch.
+"""The master's state store: versioned JSON documents under namespaced keys, committed per unit of work.
 
-Everything one batch changes (inventory, features, model state, new breaches, decided actions) is written
-in one MULTI/EXEC transaction together with the marker "this batch id is processed". The consumer acks the
-message only after that transaction, so a crash at any point either leaves no trace of the batch (it is
-redelivered and processed from scratch) or leaves the marker (the redelivery is recognised and skipped).
+Everything one unit of work changes (inventory, features, model state, new breaches, decided actions) is
+written in one MULTI/EXEC transaction together with the markers "these batch ids are processed" (a unit is
+one telemetry batch, or several consecutive ones when the consumer has a backlog). The consumer acks the
+messages only after that transaction, so a crash at any point either leaves no trace of them (they are
+redelivered and processed from scratch) or leaves the markers (the redeliveries are recognised and skipped).
 
 Keys (prefix from config, ``vigil:v1`` by default):
 
@@ -182,9 +183,9 @@ class ActionRecord:
 
 @dataclass
 class Commit:
-    """Everything one batch changes, applied atomically with its processed marker."""
+    """Everything one unit of work changes, applied atomically with the processed markers of its batches."""
 
-    batch_id: str
+    batch_ids: tuple[str, ...]
     writes: dict[str, Doc] = field(default_factory=dict)
     new_devices: set[str] = field(default_factory=set)
     breaches: list[alert_pb2.ModelBreach] = field(default_factory=list)
@@ -232,12 +233,14 @@ def _encode_all(docs: Mapping[str, Doc]) -> dict[str, bytes]:
 class Store(Protocol):
     keys: Keys
 
-    async def is_processed(self, batch_id: str) -> bool: ...
+    async def processed(self, batch_ids: Sequence[str]) -> set[str]:
+        """Which of these batch ids were already committed."""
+        ...
 
     async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]: ...
 
     async def commit(self, commit: Commit) -> bool:
-        """Apply atomically; False (and nothing written) when the batch was already processed."""
+        """Apply atomically; False (and nothing written) when any of its batches was already processed."""
         ...
 
     async def device_count(self) -> int: ...
@@ -267,7 +270,7 @@ class RedisStore:
         self._marker_ttl_s = int(marker_ttl_s)
         # Short timeouts: a hung Redis must turn into a nak and a retry, not a stuck consumer.
         self._redis = aioredis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
-        # Requests sent and answered by the batch path (is_processed, load, commit): the bench reports the
+        # Requests sent and answered by the batch path (processed, load, commit): the bench reports the
         # mean per batch, since latency to Redis multiplies by it.
         self.round_trips = 0
 
@@ -275,12 +278,15 @@ class RedisStore:
     def client(self) -> aioredis.Redis:
         return self._redis
 
-    async def is_processed(self, batch_id: str) -> bool:
+    async def processed(self, batch_ids: Sequence[str]) -> set[str]:
+        if not batch_ids:
+            return set()
         self.round_trips += 1
         try:
-            return bool(await self._redis.exists(self.keys.batch(batch_id)))
+            found = await self._redis.mget([self.keys.batch(b) for b in batch_ids])
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+        return {b for b, marker in zip(batch_ids, found, strict=True) if marker is not None}
 
     async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]:
         if not keys:
@@ -293,16 +299,18 @@ class RedisStore:
         return _decode_all(keys, values)
 
     async def commit(self, commit: Commit) -> bool:
-        marker = self.keys.batch(commit.batch_id)
+        markers = [self.keys.batch(b) for b in commit.batch_ids]
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
-                # WATCH the marker: if another consumer commits the same batch meanwhile, EXEC aborts.
+                # WATCH the markers: if another consumer commits one of these batches meanwhile, EXEC aborts.
                 self.round_trips += 2
-                await pipe.watch(marker)
-                if await pipe.exists(marker):
+                await pipe.watch(*markers)
+                if await pipe.exists(*markers):
                     return False  # leaving the pipeline context unwatches
                 pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
-                pipe.set(marker, str(time.time()), ex=self._marker_ttl_s)
+                now = str(time.time())
+                for marker in markers:
+                    pipe.set(marker, now, ex=self._marker_ttl_s)
                 for key, raw in _encode_all(commit.writes).items():
                     pipe.set(key, raw, ex=self.keys.ttl_s(key))
                 if commit.new_devices:
@@ -414,12 +422,12 @@ class MemoryStore:
 
     @gc_paused
     def commit_sync(self, commit: Commit) -> bool:
-        if commit.batch_id in self._processed:
+        if not self._processed.isdisjoint(commit.batch_ids):
             return False
         # Encode everything before changing anything, so a failure leaves the store as it was.
         docs = {key: encode(doc) for key, doc in commit.writes.items()}
         actions = {r.action.action_id: (r, encode(r.to_doc())) for r in commit.actions}
-        self._processed.add(commit.batch_id)
+        self._processed.update(commit.batch_ids)
         self._docs.update(docs)
         self._devices.update(commit.new_devices)
         self._breaches.extend(commit.breaches)
@@ -439,8 +447,8 @@ class MemoryStore:
 
     # The Store interface.
 
-    async def is_processed(self, batch_id: str) -> bool:
-        return batch_id in self._processed
+    async def processed(self, batch_ids: Sequence[str]) -> set[str]:
+        return self._processed.intersection(batch_ids)
 
     async def load(self, keys: Sequence[str]) -> dict[str, Doc | None]:
         return self.load_sync(keys)

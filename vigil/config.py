@@ -254,6 +254,9 @@ class MasterConfig(_Section):
     # Client side of the mutual-TLS link to the responder; off (plaintext) when no file is set.
     responder_tls: TlsConfig = TlsConfig()
     fetch_batch: int = Field(default=64, gt=0)
+    # When a backlog has built up, consecutive batches are processed as one unit of work of up to this many
+    # records: each device's state is then loaded, scored and committed once per unit, not once per batch.
+    unit_max_records: int = Field(default=32768, gt=0)
     protected: ProtectedConfig = ProtectedConfig()
     http: HttpConfig = HttpConfig()
 

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
 from master.ingest import BREACH_SUBJECT, DEVICE_SUBJECT
+from master.pipeline import Pipeline
 from master.service import MasterService
 from tests.conftest import REPO
 from tests.master.traffic import T0, batches, flow, office, scan
@@ -132,6 +133,9 @@ async def test_every_batch_processed_exactly_once(
     assert await _markers(r) == 40
     assert await _total_flows(r) == 40 * 25
     assert _metric(registry, "vigil_master_batches_total") == 40
+    # All 40 were waiting when the master started: they went through in fewer, larger units of work.
+    assert _metric(registry, "vigil_master_unit_batches_sum") == 40
+    assert _metric(registry, "vigil_master_unit_batches_count") < 40
     assert _metric(registry, "vigil_master_records_total", kind="flow") == 1000
     assert _metric(registry, "vigil_master_devices") == 10
     info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
@@ -168,6 +172,40 @@ async def test_garbage_is_terminated_and_counted(
     # Random bytes occasionally decode as an (empty) protobuf; either way every one is refused.
     assert rejected == 21
     assert _metric(registry, "vigil_master_batches_total") == 2
+    info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_poison_batch_in_a_unit_does_not_hold_back_the_others(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch the pipeline fails on (a bug, simulated here: our own code raising on one record) is split
+    out of its unit: every other batch of the backlog is committed once, the poison one is retried and then
+    terminated and counted."""
+    cfg, js, r = env
+    extract = Pipeline.extract
+
+    def failing_extract(self: Pipeline, records: Any) -> Any:
+        if any(rec.flow.resp.port == 6666 for rec in records):
+            raise ValueError("simulated pipeline bug")
+        return extract(self, records)
+
+    monkeypatch.setattr(Pipeline, "extract", failing_extract)
+    good = _external_flows(10, 5, "ok")
+    poison = batches([flow(T0, "10.0.1.1", "93.184.216.34", 6666)], 1, "poison")
+    await _publish(js, good[:5] + poison + good[5:])
+    registry = CollectorRegistry()
+    running = Running(MasterService(cfg, registry))
+    await _until(
+        lambda: _ready(
+            lambda: _metric(registry, "vigil_master_batches_rejected_total", reason="processing_error") == 1
+        )
+    )
+    await running.close()
+    assert await _markers(r) == 10
+    assert await r.exists("vigil:v1:batch:poison-1") == 0
+    assert await _total_flows(r) == 50
+    assert _metric(registry, "vigil_master_batches_total") == 10
     info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
     assert info.num_ack_pending == 0 and info.num_pending == 0
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from master.entities import device_id_for
-from master.ingest import BatchProcessor
+from master.ingest import BatchProcessor, work_units
 from master.models.scan import ScanParams
 from master.pipeline import Pipeline
 from master.policy import Policy
@@ -112,6 +112,46 @@ async def test_redelivered_batch_changes_nothing(store: Store) -> None:
     assert await store.load([store.keys.device(device_id)]) == before
     doc = before[store.keys.device(device_id)]
     assert doc is not None and doc["flows"] == 10
+
+
+async def test_backlog_in_units_catches_the_scan_like_batch_by_batch(store: Store) -> None:
+    """The consumer's backlog mode: consecutive batches as units of work. The same scan is caught once,
+    with its action, and every record is counted once."""
+    processor = _processor(store)
+    todo = batches(list(office(T0, 120)), 300, "base") + batches(_scan_phase(), 300, "scan")
+    results = []
+    for part in work_units([len(b.records) for b in todo], 3000):
+        unit = todo[part]
+        assert len(unit) > 1 or part.stop == len(todo)
+        results.append(await processor.process_unit([(b.batch_id, b.records) for b in unit]))
+    breaches = [b for r in results for b in r.breaches]
+    scans = [b for b in breaches if b.device.ip == "10.0.1.5" and b.model == "Device / Network Scan"]
+    assert len(scans) == 1, [b.explanation for b in breaches]
+    assert [a.action.target_ip for r in results for a in r.actions] == ["10.0.1.5"]
+    assert await store.processed([b.batch_id for b in todo]) == {b.batch_id for b in todo}
+
+
+async def test_unit_with_a_redelivered_batch_processes_only_the_new_one(store: Store) -> None:
+    processor = _processor(store)
+    first, second = batches([flow(T0 + i, "10.0.1.1", "10.0.0.2") for i in range(20)], 10, "u")
+    assert not (await processor.process(first.batch_id, first.records)).duplicate
+    result = await processor.process_unit(
+        [(first.batch_id, first.records), (second.batch_id, second.records)]
+    )
+    assert not result.duplicate and result.duplicates == [first.batch_id]
+    device_id = device_id_for("ip", "10.0.1.1")
+    doc = (await store.load([store.keys.device(device_id)]))[store.keys.device(device_id)]
+    assert doc is not None and doc["flows"] == 20
+
+
+def test_work_units_keep_order_and_bound_records() -> None:
+    assert work_units([], 10) == []
+    assert work_units([4, 4, 4, 12, 1], 10) == [slice(0, 2), slice(2, 3), slice(3, 4), slice(4, 5)]
+    assert work_units([5, 5, 5], 10) == [slice(0, 2), slice(2, 3)]
+    sizes = [3, 7, 1, 9, 2, 2, 2, 20, 4]
+    units = work_units(sizes, 10)
+    assert [i for u in units for i in range(len(sizes))[u]] == list(range(len(sizes)))
+    assert all(sum(sizes[u]) <= 10 or u.stop - u.start == 1 for u in units)
 
 
 async def test_protected_and_rate_limited_devices_are_not_acted_on(store: Store) -> None:

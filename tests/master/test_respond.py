@@ -65,7 +65,7 @@ async def test_delivery_retry_and_expiry(store: Store, responder: tuple[Recorder
     link = ResponderClient(address, timeout_s=2.0)
     dispatcher = Dispatcher(store, link, on_result=outcomes.append, clock=lambda: now[0])
     commit = Commit(
-        "b",
+        ("b",),
         actions=[
             _action("act-a", "10.0.1.5", now[0] + 600),
             _action("act-b", "10.0.0.1", now[0] + 600),

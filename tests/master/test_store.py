@@ -12,27 +12,39 @@ from vigil.responder.v1 import responder_pb2
 
 async def test_commit_then_redelivery_is_refused(store: Store) -> None:
     k = store.keys
-    first = Commit("b-1", writes={k.device("dev-a"): {"schema": 1, "flows": 3}}, new_devices={"dev-a"})
-    assert not await store.is_processed("b-1")
+    first = Commit(("b-1",), writes={k.device("dev-a"): {"schema": 1, "flows": 3}}, new_devices={"dev-a"})
+    assert await store.processed(["b-1"]) == set()
     assert await store.commit(first)
-    assert await store.is_processed("b-1")
+    assert await store.processed(["b-1"]) == {"b-1"}
     # The same batch again (a redelivery after a crash before the ack) must change nothing.
-    again = Commit("b-1", writes={k.device("dev-a"): {"schema": 1, "flows": 6}})
+    again = Commit(("b-1",), writes={k.device("dev-a"): {"schema": 1, "flows": 6}})
     assert not await store.commit(again)
     loaded = await store.load([k.device("dev-a"), k.device("dev-missing")])
     assert loaded == {k.device("dev-a"): {"schema": 1, "flows": 3}, k.device("dev-missing"): None}
     assert await store.device_count() == 1
 
 
+async def test_unit_commits_all_markers_or_none(store: Store) -> None:
+    k = store.keys
+    assert await store.commit(Commit(("u-1", "u-2"), writes={k.device("dev-a"): {"schema": 1, "flows": 2}}))
+    assert await store.processed(["u-0", "u-1", "u-2", "u-3"]) == {"u-1", "u-2"}
+    # A unit holding one batch that is already committed is refused whole: nothing of it is written.
+    assert not await store.commit(
+        Commit(("u-3", "u-2"), writes={k.device("dev-a"): {"schema": 1, "flows": 9}})
+    )
+    assert await store.processed(["u-3"]) == set()
+    assert await store.load([k.device("dev-a")]) == {k.device("dev-a"): {"schema": 1, "flows": 2}}
+
+
 async def test_failed_commit_leaves_no_trace(store: Store) -> None:
     k = store.keys
     broken = Commit(
-        "b-2",
+        ("b-2",),
         writes={k.device("dev-a"): {"schema": 1}, k.device("dev-b"): {"schema": 1, "bad": {1, 2}}},
     )
     with pytest.raises(TypeError):
         await store.commit(broken)
-    assert not await store.is_processed("b-2")
+    assert await store.processed(["b-2"]) == set()
     assert await store.load([k.device("dev-a")]) == {k.device("dev-a"): None}
 
 
@@ -41,7 +53,7 @@ async def test_breaches_and_actions(store: Store) -> None:
     action = responder_pb2.Action(action_id="act-1", kind=responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING)
     proposed = responder_pb2.Action(action_id="act-2", kind=responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING)
     commit = Commit(
-        "b-3",
+        ("b-3",),
         breaches=[breach],
         actions=[
             ActionRecord(action, "pending", "autonomous"),
@@ -68,7 +80,7 @@ async def test_state_keys_are_namespaced_and_versioned(redis_server: object) -> 
     store = RedisStore(redis_server.url)  # type: ignore[attr-defined]
     try:
         k = store.keys
-        await store.commit(Commit("b-9", writes={k.scan_model("dev-x"): {"schema": 1, "counts": {}}}))
+        await store.commit(Commit(("b-9",), writes={k.scan_model("dev-x"): {"schema": 1, "counts": {}}}))
         keys = sorted(x.decode() if isinstance(x, bytes) else x for x in await store.client.keys("*"))
         assert keys == ["vigil:v1:batch:b-9", "vigil:v1:model:scan:dev-x"]
         raw = await store.client.get("vigil:v1:model:scan:dev-x")
@@ -82,9 +94,9 @@ async def test_state_keys_are_namespaced_and_versioned(redis_server: object) -> 
 async def test_unreachable_redis_is_reported_as_unavailable(short_tmp: object) -> None:
     store = RedisStore(f"unix://{short_tmp}/nothing.sock")
     with pytest.raises(StoreUnavailable):
-        await store.is_processed("b-1")
+        await store.processed(["b-1"])
     with pytest.raises(StoreUnavailable):
-        await store.commit(Commit("b-1"))
+        await store.commit(Commit(("b-1",)))
     assert not await store.ping()
     await store.close()
 
@@ -102,7 +114,7 @@ async def test_fresh_only_state_expires_and_learned_state_does_not(
         k.scan_model("dev-a"): {"schema": 1},
     }
     try:
-        assert await store.commit(Commit("b-ttl", writes=writes))
+        assert await store.commit(Commit(("b-ttl",), writes=writes))
         ttl = {key: await store.client.ttl(key) for key in writes}
     finally:
         await store.close()
