@@ -74,6 +74,11 @@ _BIT_OF = {
     "G": H_GAP,
 }
 
+# Zeek's scaled history entries ('T' retransmissions, 'W' zero windows): the letter is logged again at each
+# power of ten of the count, so a history shows how often without growing one letter per event.
+_SCALED_THRESHOLDS = np.array([10**k for k in range(10)], dtype=np.int64)
+_SCALED_COUNTS = frozenset(_SCALED_THRESHOLDS.tolist())
+
 _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Sort key of a queued history letter (position, letter): the position alone.
 _position = itemgetter(0)
@@ -107,10 +112,12 @@ class Endpoint:
         "pkts",
         "prev_state",
         "reasm",
+        "rxmits",
         "seen_bytes",
         "size_base",
         "start",
         "state",
+        "zero_windows",
     )
 
     def __init__(self) -> None:
@@ -128,6 +135,8 @@ class Endpoint:
         self.ip_bytes = 0
         self.payload = 0  # non-TCP payload bytes
         self.seen_bytes = 0  # TCP payload bytes actually captured (new, not retransmitted)
+        self.rxmits = 0  # retransmitted data packets (history 'T' at the 1st, 10th, 100th, ...)
+        self.zero_windows = 0  # zero-window advertisements (history 'W', scaled the same way)
         self.size_base = 0  # bytes already reported by earlier partial records
         self.reasm: StreamReassembler | None = None
 
@@ -192,7 +201,8 @@ class Conn:
         self.hist: list[str] = []
         self.hist_seen_o = 0
         self.hist_seen_r = 0
-        self.pending: list[tuple[int, str]] = []
+        # (position in the block, letter); a position may be fractional to follow the packet's other letters.
+        self.pending: list[tuple[float, str]] = []
         self.closed_at: float | None = None
         self.service: list[str] = []
         self.session: Session | None = None
@@ -226,7 +236,7 @@ class Conn:
             self.pending.append((pos, letter.lower()))
         return True
 
-    def add_history(self, is_orig: bool, letter: str, pos: int) -> None:
+    def add_history(self, is_orig: bool, letter: str, pos: float) -> None:
         self.pending.append((pos, letter if is_orig else letter.lower()))
 
     def commit_history(self) -> None:
@@ -241,6 +251,17 @@ class Conn:
             if room > 0:
                 self.hist.extend([letter for _, letter in pending[:room]])
             self.pending = []
+
+    def zero_window(self, is_orig: bool, pos: int) -> None:
+        """A zero-window advertisement, judged on the states before its packet (as Zeek's update_window,
+        which runs before the state machine): not after the sender reset, nor once the peer has closed
+        (no window matters then). Its 'W' follows the packet's other history letter."""
+        ep, peer = (self.orig, self.resp) if is_orig else (self.resp, self.orig)
+        if peer.state == CLOSED or ep.state == RESET:
+            return
+        ep.zero_windows += 1
+        if ep.zero_windows in _SCALED_COUNTS:
+            self.add_history(is_orig, "W", pos + 0.5)
 
     # -- Zeek TCP state machine, one packet --------------------------------------------------------
     def tcp_packet(
@@ -922,6 +943,15 @@ class FlowTable:
         # Sorted, distinct positions of both kinds (a mask instead of union1d's sort).
         is_ev = ctl.copy()
         is_ev[cand[firsts]] = True
+        # Zero-window advertisements (not on a RST) are events too, for history 'W'; those that are nothing
+        # else only have their letter considered. Rare: the set lookups below cost nothing otherwise.
+        zero_win = tcp_s & (dec.window[idx][order] == 0) & ((flags_s & TH_RST) == 0)
+        zero_win_at: set[int] = set()
+        only_zero_win: set[int] = set()
+        if zero_win.any():
+            zero_win_at = set(np.flatnonzero(zero_win).tolist())
+            only_zero_win = set(np.flatnonzero(zero_win & ~is_ev).tolist())
+            is_ev |= zero_win
         ev = np.flatnonzero(is_ev)
         # Snapshot the pre-block byte-coverage per endpoint for the vectorised span pass below.
         nseg = starts.size
@@ -951,6 +981,10 @@ class FlowTable:
             c = seg_conn[s]
             # A flip inside this block changes which side is the originator for later packets.
             io = io_a if c.a_is_orig == flips_before[s] else not io_a
+            if zero_win_at and p in zero_win_at:
+                c.zero_window(io, p)
+                if p in only_zero_win:
+                    continue
             if not fl & ctl_bits:
                 ep, peer = (c.orig, c.resp) if io else (c.resp, c.orig)
                 if INACTIVE not in (ep.state, peer.state):
@@ -1024,18 +1058,20 @@ class FlowTable:
         seen = np.add.reduceat(new_bytes, gstart)
         max_end = np.maximum.reduceat(np.where(plain[o2], de2, 0), gstart)
         max_ack_peer = np.maximum.reduceat(ack_v[o2], gstart)
-        rx_pos = np.minimum.reduceat(np.where(rxmit, o2, n + 1), gstart)
+        rx_count = np.add.reduceat(rxmit.astype(np.int64), gstart)
         # Only TCP segments' groups carry spans (UDP packets are in the same arrays, with d_ok False).
         g_first = g2[gstart]
         keep = seg_tcp[g_first // 2]
+        if rx_count[keep].any():
+            self._retransmit_history(seg_conn, rxmit, o2, g2, gstart, gid, keep)
         g_first = g_first[keep]
-        for seg, go, sb, me, ma, rp in zip(
+        for seg, go, sb, me, ma, rx in zip(
             (g_first // 2).tolist(),
             (g_first % 2 == 0).tolist(),
             seen[keep].tolist(),
             max_end[keep].tolist(),
             max_ack_peer[keep].tolist(),
-            rx_pos[keep].tolist(),
+            rx_count[keep].tolist(),
             strict=True,
         ):
             c = seg_conn[seg]
@@ -1044,9 +1080,29 @@ class FlowTable:
             if ep.state != RESET and me > ep.max_end:
                 ep.max_end = me
             peer.max_ack = max(peer.max_ack, ma)
-            if rp <= n:
-                c.check_history(go, "T", rp)
+            ep.rxmits += rx
         del end_plain
+
+    @staticmethod
+    def _retransmit_history(
+        seg_conn: list[Conn], rxmit: Arr, o2: Arr, g2: Arr, gstart: Arr, gid: Arr, keep: Arr
+    ) -> None:
+        """Zeek logs 'T' on a direction's 1st, 10th, 100th, ... retransmission (a scaled history entry),
+        counting across blocks; the letter sits at that packet's position. Run before the counters move."""
+        tcp_groups = np.flatnonzero(keep)
+        prior = np.zeros(len(gstart), dtype=np.int64)
+        prior[tcp_groups] = [
+            (c.orig if g % 2 == 0 else c.resp).rxmits
+            for c, g in ((seg_conn[g // 2], g) for g in g2[gstart[tcp_groups]].tolist())
+        ]
+        # Running count of retransmissions inside each (connection, direction) group, plus earlier blocks'.
+        cum = np.cumsum(rxmit.astype(np.int64))
+        before_group = np.concatenate(([0], cum[:-1]))[gstart]
+        total = cum - before_group[gid] + prior[gid]
+        hit = rxmit & keep[gid] & np.isin(total, _SCALED_THRESHOLDS)
+        for i in np.flatnonzero(hit).tolist():
+            g = int(g2[i])
+            seg_conn[g // 2].add_history(g % 2 == 0, "T", int(o2[i]))
 
     # ------------------------------------------------------------------------------------------
     def _feed_sessions(

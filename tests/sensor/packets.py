@@ -35,11 +35,13 @@ def ipv6(src: str, dst: str, nh: int, payload: bytes, ext: bytes = b"", ext_nh: 
     return struct.pack("!IHBB16s16s", 0x60000000, len(body), first, 64, ip_bytes(src), ip_bytes(dst)) + body
 
 
-def tcp(sport: int, dport: int, seq: int, ack: int, flags: str, payload: bytes = b"") -> bytes:
+def tcp(
+    sport: int, dport: int, seq: int, ack: int, flags: str, payload: bytes = b"", window: int = 65535
+) -> bytes:
     bits = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
     f = sum(bits[c] for c in flags)
     return (
-        struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, f, 65535, 0, 0)
+        struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, 5 << 4, f, window, 0, 0)
         + payload
     )
 
@@ -125,16 +127,22 @@ class TcpConv:
         self.frames: list[tuple[float, bytes]] = []
 
     def pkt(
-        self, from_client: bool, flags: str, payload: bytes = b"", seq: int | None = None, dt: float = 0.01
+        self,
+        from_client: bool,
+        flags: str,
+        payload: bytes = b"",
+        seq: int | None = None,
+        dt: float = 0.01,
+        window: int = 65535,
     ) -> None:
         self.ts += dt
         if from_client:
             s = self.cseq if seq is None else seq
-            seg = tcp(self.cp, self.sp, s, self.sseq, flags, payload)
+            seg = tcp(self.cp, self.sp, s, self.sseq, flags, payload, window)
             src, dst, smac, dmac = self.c, self.s, MAC_A, MAC_B
         else:
             s = self.sseq if seq is None else seq
-            seg = tcp(self.sp, self.cp, s, self.cseq, flags, payload)
+            seg = tcp(self.sp, self.cp, s, self.cseq, flags, payload, window)
             src, dst, smac, dmac = self.s, self.c, MAC_B, MAC_A
         if seq is None:
             adv = len(payload) + ("S" in flags) + ("F" in flags)

@@ -130,6 +130,39 @@ def test_retransmission_history_letter() -> None:
     assert f.orig_bytes == 10
 
 
+@pytest.mark.parametrize("blocks", [1, 4, 19])
+def test_retransmissions_are_logged_on_a_log_scale(blocks: int) -> None:
+    """Zeek's scaled history entry: 'T' at a direction's 1st, 10th, 100th, ... retransmission, counted
+    across blocks."""
+    c = TcpConv()
+    c.handshake()
+    c.pkt(True, "PA", b"a" * 10)
+    for _ in range(12):
+        c.pkt(True, "PA", b"a" * 10, seq=c.cseq - 10)
+    c.pkt(False, "A")
+    c.close()
+    (f,) = run(c.frames, blocks=blocks)
+    assert f.history == "ShADTTaFf"
+    assert f.orig_bytes == 10
+
+
+@pytest.mark.parametrize("blocks", [1, 4, 19])
+def test_zero_windows_are_logged_on_a_log_scale(blocks: int) -> None:
+    c = TcpConv()
+    c.handshake()
+    c.pkt(True, "PA", b"a" * 10)
+    for _ in range(10):
+        c.pkt(False, "A", window=0)  # the server's buffer is full
+    c.pkt(False, "A")
+    c.pkt(True, "FA")
+    # After the client has closed, a zero window no longer matters (Zeek ignores it).
+    c.pkt(False, "A", window=0)
+    c.pkt(False, "FA")
+    c.pkt(True, "A")
+    (f,) = run(c.frames, blocks=blocks)
+    assert f.history == "ShADawwFf"
+
+
 def test_udp_flow_bytes_and_states() -> None:
     frames = [
         (10.0, ether(MAC_A, MAC_B, ipv4("10.0.0.1", "10.0.0.53", 17, udp(5555, 53, b"q" * 30)))),
