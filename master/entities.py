@@ -35,8 +35,11 @@ def _touch(bindings: dict[str, Any], value: str, t: float) -> None:
             oldest = min(bindings, key=lambda k: bindings[k]["last"])
             del bindings[oldest]
     else:
-        seen["first"] = min(seen["first"], t)
-        seen["last"] = max(seen["last"], t)
+        # Comparisons rather than min()/max(): this runs for every flow.
+        if t < seen["first"]:  # noqa: PLR1730
+            seen["first"] = t
+        if t > seen["last"]:  # noqa: PLR1730
+            seen["last"] = t
 
 
 class Inventory:
@@ -98,8 +101,11 @@ class Inventory:
         bound = self.ws.get(ip_key)
         device_id = str(bound["device_id"]) if bound else device_id_for("ip", ip)
         doc = self._doc(device_id, t)
-        doc["first_seen"] = min(doc["first_seen"], t)
-        doc["last_seen"] = max(doc["last_seen"], t)
+        # Comparisons rather than min()/max(), as in _touch.
+        if t < doc["first_seen"]:  # noqa: PLR1730
+            doc["first_seen"] = t
+        if t > doc["last_seen"]:  # noqa: PLR1730
+            doc["last_seen"] = t
         _touch(doc["ips"], ip, t)
         if mac:
             _touch(doc["macs"], mac, t)

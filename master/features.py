@@ -40,6 +40,9 @@ _MAX_KNOWN_ADDRESSES = 65536
 _CS = flow_pb2.ConnState
 # Attempts that never became a conversation (Zeek conn_state semantics).
 _FAILED_STATES = frozenset({_CS.CONN_STATE_S0, _CS.CONN_STATE_REJ, _CS.CONN_STATE_RSTOS0, _CS.CONN_STATE_SH})
+# Read once: every enum attribute read goes through the protobuf wrapper's __getattr__, per flow.
+_RSTR, _OTH = _CS.CONN_STATE_RSTR, _CS.CONN_STATE_OTH
+_REJECTIONS = frozenset({_CS.CONN_STATE_REJ, _CS.CONN_STATE_RSTOS0})
 
 
 def is_failed(flow: flow_pb2.Flow) -> bool:
@@ -47,17 +50,17 @@ def is_failed(flow: flow_pb2.Flow) -> bool:
     state = flow.conn_state
     if state in _FAILED_STATES:
         return True
-    if state == _CS.CONN_STATE_RSTR:
+    if state == _RSTR:
         # Responder reset without ever sending SYN-ACK ('h'): a rejection, not an aborted session.
         return "h" not in flow.history
-    if state == _CS.CONN_STATE_OTH:
+    if state == _OTH:
         return flow.resp_pkts == 0
     return False
 
 
 def answered(flow: flow_pb2.Flow) -> bool:
     """The responder exists: it sent something other than a rejection."""
-    return flow.resp_pkts > 0 and flow.conn_state not in (_CS.CONN_STATE_REJ, _CS.CONN_STATE_RSTOS0)
+    return flow.resp_pkts > 0 and flow.conn_state not in _REJECTIONS
 
 
 def ip_text(raw: bytes) -> str | None:
@@ -174,14 +177,21 @@ class Window:
         self, feature: str, member: str | None, example: str, uid: str, amount: int = 1, peer: str = ""
     ) -> bool:
         """Count ``amount`` events (``member`` None) or one member of a set feature; True if it changed."""
+        # Runs for every feature item of every record: no throwaway containers (setdefault's default
+        # argument would build one per call).
         if member is None:
             if amount <= 0:
                 return False
-            self.counts[feature] = self.counts.get(feature, 0) + amount
-            if peer and amount > self.top.get(feature, [0, ""])[0]:
-                self.top[feature] = [amount, peer]
+            counts = self.counts
+            counts[feature] = counts.get(feature, 0) + amount
+            if peer:
+                top = self.top.get(feature)
+                if top is None or amount > top[0]:
+                    self.top[feature] = [amount, peer]
         else:
-            members = self.distinct.setdefault(feature, set())
+            members = self.distinct.get(feature)
+            if members is None:
+                members = self.distinct[feature] = set()
             h = member_hash(member)
             if h in members:
                 return False
@@ -194,14 +204,24 @@ class Window:
             if len(members) > SKETCH_K:
                 self.sketched.add(feature)
                 members.discard(max(members))
-            if peer:
-                self.top.setdefault(feature, [1, peer])
-        shown = self.examples.setdefault(feature, [])
-        if example and len(shown) < MAX_EXAMPLES and example not in shown:
-            shown.append(example)
-        ids = self.uids.setdefault(feature, [])
-        if uid and len(ids) < MAX_UIDS and uid not in ids:
-            ids.append(uid)
+            if peer and feature not in self.top:
+                self.top[feature] = [1, peer]
+        if example:
+            shown = self.examples.get(feature)
+            if shown is None:
+                self.examples[feature] = [example]
+            elif len(shown) < MAX_EXAMPLES and example not in shown:
+                shown.append(example)
+        elif feature not in self.examples:
+            self.examples[feature] = []
+        if uid:
+            ids = self.uids.get(feature)
+            if ids is None:
+                self.uids[feature] = [uid]
+            elif len(ids) < MAX_UIDS and uid not in ids:
+                ids.append(uid)
+        elif feature not in self.uids:
+            self.uids[feature] = []
         self.dirty = True
         return True
 

@@ -10,27 +10,38 @@ Results cannot depend on it: nothing in the master observes collection (no final
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import ParamSpec, TypeVar
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 
 
+@contextlib.contextmanager
+def gc_pause() -> Iterator[None]:
+    """The collector paused for the block, then restored, also on error; nested pauses leave it to the
+    outermost. Around a whole unit of work (awaits included: its store calls have timeouts, so the pause is
+    bounded) let the unit's objects die before it ends: resumed with them still alive, the collector's next
+    pass would walk every one of them."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def gc_paused(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Run ``fn`` (synchronous: its pause is bounded by the call) with the collector paused, then restore it,
-    also on error. Nested calls leave the pause to the outermost one."""
+    """Run ``fn`` (synchronous: its pause is bounded by the call) with the collector paused."""
 
     @functools.wraps(fn)
     def paused(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        if not gc.isenabled():
+        with gc_pause():
             return fn(*args, **kwargs)
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            gc.enable()
 
     return paused

@@ -27,6 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from master.gcpause import gc_pause
 from master.pipeline import Pipeline
 from master.policy import Policy
 from master.store import ActionRecord, Commit, Store, StoreUnavailable, WorkingSet
@@ -169,7 +170,10 @@ class BatchProcessor:
                     self.metrics.duplicates.inc(len(done))
             if not batches:
                 return BatchResult(duplicate=True, duplicates=skipped)
-            result = await self._attempt(batches)
+            # One pause for the whole unit: the collector would otherwise walk the unit's extracted
+            # records and working set between its steps (master/gcpause.py).
+            with gc_pause():
+                result = await self._attempt(batches)
             if result is not None:
                 result.duplicates = skipped
                 return result
