@@ -171,6 +171,16 @@ def _fold(total: I64) -> I64:
     return total
 
 
+def segment_sums(values: npt.NDArray[np.uint8], start: I64, stop: I64) -> I64:
+    """Sum of ``values[start[i]:stop[i]]`` for non-empty segments in order (``stop[i] <= start[i+1]``), the
+    last one ending at the end of ``values``."""
+    bounds = np.empty(2 * start.size - 1, dtype=np.int64)
+    bounds[0::2] = start
+    bounds[1::2] = stop[:-1]
+    # reduceat sums each run up to the next bound: the even runs are the segments, the odd ones the gaps.
+    return np.add.reduceat(values, bounds, dtype=np.int64)[0::2]
+
+
 def l4_checksum_bad(
     data: npt.NDArray[np.uint8],
     l4: I64,
@@ -190,15 +200,24 @@ def l4_checksum_bad(
         part = idx[lo : lo + _CHECKSUM_CHUNK]
         base = int(l4[part].min())
         region = data[base : int(end[part].max())]
-        # Prefix sums of all bytes, and of the bytes at even absolute offsets: a word's high byte is the
-        # even-offset one when the segment starts on an even offset, the odd-offset one otherwise.
+        # Sums of all bytes, and of the bytes at even absolute offsets, of each segment: a word's high byte
+        # is the even-offset one when the segment starts on an even offset, the odd-offset one otherwise.
         first_even = base & 1
-        every = np.concatenate(([0], np.cumsum(region, dtype=np.int64)))
-        evens = np.concatenate(([0], np.cumsum(region[first_even::2], dtype=np.int64)))
         a = l4[part] - base
         b = end[part] - base
-        total = every[b] - every[a]
-        even = evens[np.maximum(b - first_even + 1, 0) // 2] - evens[np.maximum(a - first_even + 1, 0) // 2]
+        ea = np.maximum(a - first_even + 1, 0) // 2
+        eb = np.maximum(b - first_even + 1, 0) // 2
+        in_order = bool(np.all(a[1:] >= b[:-1]))
+        if in_order:
+            # Segments laid out one after another (as a capture's frames are): one reduction over the
+            # bytes, with no prefix-sum array eight times the size of the data.
+            total = segment_sums(region, a, b)
+            even = segment_sums(region[first_even::2], ea, eb)
+        else:
+            every = np.concatenate(([0], np.cumsum(region, dtype=np.int64)))
+            evens = np.concatenate(([0], np.cumsum(region[first_even::2], dtype=np.int64)))
+            total = every[b] - every[a]
+            even = evens[eb] - evens[ea]
         high = np.where((l4[part] & 1) == 0, even, total - even)
         seg = high * 256 + (total - high)
         bad[part] = _fold(seg + pseudo[part]) != 0xFFFF

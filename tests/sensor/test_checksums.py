@@ -3,16 +3,18 @@ the target never accepted); captures from hosts with checksum offload are recogn
 
 from __future__ import annotations
 
+import itertools
 import struct
 import tempfile
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from sensor.capture import read_capture
-from sensor.decode import PROTO_TCP, decode
+from sensor.decode import PROTO_TCP, decode, segment_sums
 from sensor.logwriter import pipeline_records
 from tests.sensor.packets import MAC_A, MAC_B, ether, ip_bytes, ipv4, ipv6, pcap_bytes, tcp, udp
 from vigil.config import SensorConfig
@@ -117,3 +119,17 @@ def test_auto_verifies_clean_captures_and_not_offloaded_ones(tmp_path: Path) -> 
     flows, registry = _run(tmp_path, [*offloaded, forged], "auto")
     assert len(flows) == 1101  # a host with checksum offload: nothing is dropped
     assert not registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": "bad_l4_checksum"})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(min_size=1, max_size=300), st.data())
+def testsegment_sums_match_slices(buffer: bytes, data: st.DataObject) -> None:
+    """The one-pass segment sums used for frames laid out in order equal summing each slice."""
+    values = np.frombuffer(buffer, dtype=np.uint8)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(buffer) - 1), min_size=1, max_size=20)))
+    starts = np.array(cuts, dtype=np.int64)
+    # Each segment ends somewhere before the next one starts; the last at the end of the buffer.
+    stops = [data.draw(st.integers(s + 1, nxt)) for s, nxt in itertools.pairwise(cuts)]
+    stops.append(len(buffer))
+    got = segment_sums(values, starts, np.array(stops, dtype=np.int64))
+    assert got.tolist() == [sum(buffer[s:e]) for s, e in zip(cuts, stops, strict=True)]
