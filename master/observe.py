@@ -52,7 +52,9 @@ TUNNEL_MIN_ENTROPY_BITS = 3.3
 BROWSER_MARK = "mozilla/"
 
 
-@dataclass(frozen=True)
+# The per-record observations are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each
+# field through object.__setattr__, and these are built once per record. Nothing changes them after.
+@dataclass(slots=True)
 class FlowObs:
     t: float
     uid: str
@@ -75,7 +77,7 @@ class FlowObs:
     cloud_ip: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class HttpObs:
     """An HTTP request to an external server (for the beacon and command-and-control models)."""
 
@@ -95,7 +97,7 @@ class HttpObs:
         return BROWSER_MARK in self.user_agent.lower()
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Act:
     """One record's contribution to its device's window."""
 
