@@ -132,11 +132,20 @@ class Window:
     top: dict[str, list[Any]] = field(default_factory=dict)
     # Changed since it was last scored.
     dirty: bool = False
+    # Largest kept hash of each sketched set (derived, not stored): most members a sketch sees are larger
+    # and rejected, and finding that out must not scan the k kept ones each time.
+    _largest: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def _size(self, feature: str, members: set[int]) -> int:
         if feature not in self.sketched:
             return len(members)
-        return round((SKETCH_K - 1) / (max(members) / _HASH_SPACE))
+        return round((SKETCH_K - 1) / (self._sketch_max(feature, members) / _HASH_SPACE))
+
+    def _sketch_max(self, feature: str, members: set[int]) -> int:
+        largest = self._largest.get(feature)
+        if largest is None:
+            largest = self._largest[feature] = max(members)
+        return largest
 
     def value(self, feature: str) -> int:
         members = self.distinct.get(feature)
@@ -196,14 +205,18 @@ class Window:
             if h in members:
                 return False
             if feature in self.sketched:
-                largest = max(members)
+                largest = self._sketch_max(feature, members)
                 if h > largest:
                     return False  # not among the k smallest: the estimate does not move
                 members.discard(largest)
-            members.add(h)
-            if len(members) > SKETCH_K:
-                self.sketched.add(feature)
-                members.discard(max(members))
+                members.add(h)
+                self._largest[feature] = max(members)
+            else:
+                members.add(h)
+                if len(members) > SKETCH_K:
+                    self.sketched.add(feature)
+                    members.discard(max(members))
+                    self._largest[feature] = max(members)
             if peer and feature not in self.top:
                 self.top[feature] = [1, peer]
         if example:
