@@ -308,15 +308,9 @@ class Consumer:
             return None
         return batch
 
-    async def handle(self, msg: Msg) -> str:
-        """Handle one message on its own; returns what happened (for logs and tests)."""
-        batch = await self.decode(msg)
-        if batch is None:
-            return "rejected"
-        return await self.handle_unit([(msg, batch)])
-
     async def handle_unit(self, unit: Unit) -> str:
-        """Process decoded messages as one unit of work, then ack them all; returns what happened."""
+        """Process decoded messages as one unit of work, then ack them all; returns what happened (for logs
+        and tests)."""
         ids = [batch.batch_id for _, batch in unit]
         try:
             result = await self.processor.process_unit([(batch.batch_id, batch.records) for _, batch in unit])
