@@ -428,13 +428,8 @@ def decode(
         d_hi, d_lo = _u128(data, l3[idx6] + 24)
         src_hi[idx6], src_lo[idx6], dst_hi[idx6], dst_lo[idx6] = s_hi, s_lo, d_hi, d_lo
         nh = np.where(is6, _gather(data, l3 + 6), -1)
-        # A fragment header right after the fixed header (the usual place): held for the reassembler.
-        first_is_frag = is6 & (nh == 44) & (end >= l3 + 48)
-        frag6 = first_is_frag & ((_u16(data, l3 + 42) & 0xFFF9) != 0)
-        if hold_fragments:
-            nonfirst_frag |= frag6
         l4 = np.where(is6, l3 + 40, l4)
-        for _ in range(4):
+        for _ in range(8):  # extension headers walked (as many as the fragment reassembler walks)
             opt = is6 & ((nh == 0) | (nh == 43) | (nh == 60))
             fr = is6 & (nh == 44)
             if not (opt.any() or fr.any()):
@@ -445,6 +440,13 @@ def decode(
             opt &= ~short
             fr &= ~short
             next_nh = _gather(data, l4)
+            # A real fragment (offset or more-fragments set; an "atomic" one is a whole packet), wherever
+            # its header sits in the chain: held whole for the reassembler, or without it only the first
+            # piece is analysed (the rest carry no transport header).
+            fragment = fr & ((_u16(data, l4 + 2) & 0xFFF9) != 0)
+            frag6 |= fragment
+            if hold_fragments:
+                nonfirst_frag |= fragment
             nonfirst_frag |= fr & ((_u16(data, l4 + 2) >> 3) != 0)
             step = np.where(opt, (_gather(data, l4 + 1) + 1) * 8, np.where(fr, 8, 0))
             nh = np.where(opt | fr, next_nh, nh)

@@ -5,8 +5,10 @@ reads packets one at a time: the TCP header, an HTTP request line or an SMB nego
 packet. Fragments are held here, keyed as the receiver keys them (source, destination, identification,
 protocol), and a whole datagram is handed back once its pieces cover it without a hole: the first fragment's
 link-layer and IP headers, the flags and offset cleared, the length and checksum rewritten, the payload
-joined. IPv6 fragments are reassembled where the fragment header follows the fixed header (the usual
-place); the result carries the fragment header's next header and no fragment header.
+joined. IPv6 fragments are reassembled whatever extension headers precede the fragment header (the
+unfragmentable part, RFC 8200 section 4.5: hop-by-hop, destination options, routing): the datagram is the
+first fragment's unfragmentable part, its last next-header field set to the fragment header's, then the
+joined fragmentable parts. Putting options in front of the fragment header must not hide a datagram.
 
 Where pieces overlap, the piece that starts earlier wins (BSD's policy; stacks differ, and Linux now drops
 such datagrams) and the overlap is counted: a sender that overlaps fragments is usually trying to show the
@@ -35,10 +37,12 @@ class _Piece:
     offset: int
     more: bool
     payload: bytes
-    # Link-layer bytes plus the IP header the whole datagram will carry (IPv6: fixed header only).
+    # Link-layer bytes plus the IP header the whole datagram will carry (IPv6: the unfragmentable part).
     head: bytes
     version: int
     next_header: int = 0
+    # IPv6: where in ``head`` (from the IP header) the next-header field to rewrite sits.
+    next_header_at: int = 6
 
 
 @dataclass
@@ -49,6 +53,7 @@ class _Pending:
     head: bytes | None = None
     version: int = 4
     next_header: int = 0
+    next_header_at: int = 6
     total: int | None = None  # payload length, known once the last fragment (MF clear) arrives
     pieces: dict[int, bytes] = field(default_factory=dict)  # payload offset -> bytes
     size: int = 0  # bytes held in pieces
@@ -108,6 +113,7 @@ class Reassembler:
         entry.last_ts = ts
         if piece.offset == 0 and entry.head is None:
             entry.head, entry.version, entry.next_header = piece.head, piece.version, piece.next_header
+            entry.next_header_at = piece.next_header_at
         if not piece.more:
             entry.total = piece.offset + len(piece.payload)
         held = entry.pieces.get(piece.offset, b"")
@@ -167,17 +173,43 @@ def _parse(packet: bytes, l3: int) -> _Piece | None:
         key = (packet[l3 + 12 : l3 + 16], packet[l3 + 16 : l3 + 20], ident, proto)
         payload = packet[l3 + ihl : l3 + total_len]
         return _Piece(key, (frag & 0x1FFF) * 8, bool(frag & _MF), payload, packet[: l3 + ihl], 4)
-    if version == 6 and len(packet) >= l3 + 48 and packet[l3 + 6] == 44:
+    if version == 6 and len(packet) >= l3 + 48:
         payload_len = struct.unpack_from("!H", packet, l3 + 4)[0]
-        next_header = packet[l3 + 40]
-        field_, ident = struct.unpack_from("!H I", packet, l3 + 42)
         end = l3 + 40 + payload_len
-        if payload_len < 8 or len(packet) < end:
+        frag = _fragment_header6(packet, l3, end)
+        if frag is None:
             return None
+        at, nh_at = frag
+        next_header = packet[at]
+        field_, ident = struct.unpack_from("!H I", packet, at + 2)
         # Keyed apart from IPv4 (the protocol slot holds 256 + next header).
         key = (packet[l3 + 8 : l3 + 24], packet[l3 + 24 : l3 + 40], ident, 256 + next_header)
-        payload = packet[l3 + 48 : end]
-        return _Piece(key, field_ & 0xFFF8, bool(field_ & 1), payload, packet[: l3 + 40], 6, next_header)
+        payload = packet[at + 8 : end]
+        head = packet[:at]
+        return _Piece(key, field_ & 0xFFF8, bool(field_ & 1), payload, head, 6, next_header, nh_at - l3)
+    return None
+
+
+# Extension headers that may precede a fragment header (RFC 8200 section 4.1), and how many we walk.
+_UNFRAGMENTABLE6 = frozenset({0, 43, 60})
+_MAX_EXTENSIONS = 8
+
+
+def _fragment_header6(packet: bytes, l3: int, end: int) -> tuple[int, int] | None:
+    """Where the fragment header of an IPv6 packet starts, and where the next-header field that names
+    it sits (to be rewritten in the reassembled datagram); None if it has none or is malformed."""
+    if len(packet) < end:
+        return None
+    nh_at = l3 + 6
+    at = l3 + 40
+    for _ in range(_MAX_EXTENSIONS):
+        nh = packet[nh_at]
+        if nh == 44:
+            return (at, nh_at) if at + 8 <= end else None
+        if nh not in _UNFRAGMENTABLE6 or at + 8 > end:
+            return None
+        nh_at = at
+        at += (packet[at + 1] + 1) * 8
     return None
 
 
@@ -189,8 +221,8 @@ def _datagram(entry: _Pending, l3: int) -> bytes:
         data[start : start + len(piece)] = piece
     header = bytearray(entry.head[l3:])
     if entry.version == 6:
-        struct.pack_into("!H", header, 4, entry.total)
-        header[6] = entry.next_header
+        struct.pack_into("!H", header, 4, len(header) - 40 + entry.total)
+        header[entry.next_header_at] = entry.next_header
         return entry.head[:l3] + bytes(header) + bytes(data)
     struct.pack_into("!H", header, 2, len(header) + entry.total)
     flags = struct.unpack_from("!H", header, 6)[0]

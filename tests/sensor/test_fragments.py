@@ -7,6 +7,7 @@ import random
 import struct
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -127,27 +128,52 @@ def test_without_reassembly_the_fragmented_syn_is_invisible(tmp_path: Path) -> N
     assert errors("fragment") == 2 and errors("truncated_l4") == 1
 
 
-def fragments6(src: str, dst: str, proto: int, payload: bytes, size: int, ident: int) -> list[bytes]:
-    """IPv6 fragments of ``payload``: a fragment header right after the fixed header, as senders emit."""
+def fragments6(
+    src: str, dst: str, proto: int, payload: bytes, size: int, ident: int, before: list[int] | None = None
+) -> list[bytes]:
+    """IPv6 fragments of ``payload``: a fragment header right after the fixed header, as senders emit, or
+    after the ``before`` extension headers (8-byte option headers of those types: hop-by-hop 0,
+    destination options 60), as an evader would put them."""
+    chain = [*(before or []), 44]
     out = []
     for off in range(0, len(payload), size):
         piece = payload[off : off + size]
         more = 1 if off + size < len(payload) else 0
-        header = struct.pack("!BBHI", proto, 0, off | more, ident)
-        out.append(ether(MAC_A, MAC_B, ipv6(src, dst, proto, piece, ext=header, ext_nh=44), ethertype=0x86DD))
+        ext = b"".join(struct.pack("!BB6x", nxt, 0) for nxt in chain[1:])  # each names the next header
+        ext += struct.pack("!BBHI", proto, 0, off | more, ident)
+        frame = ether(MAC_A, MAC_B, ipv6(src, dst, proto, piece, ext=ext, ext_nh=chain[0]), ethertype=0x86DD)
+        out.append(frame)
     return out
 
 
-def test_ipv6_fragments_are_reassembled_too(tmp_path: Path) -> None:
+@pytest.mark.parametrize("before", [[], [0], [0, 60]], ids=["plain", "hop-by-hop", "hop-by-hop+dstopts"])
+def test_ipv6_fragments_are_reassembled_too(tmp_path: Path, before: list[int]) -> None:
+    """Also with extension headers in front of the fragment header: options must not hide a datagram."""
     a6, b6 = "fd00::5", "fd00::9"
     syn = tcp(40000, 445, 100, 0, "S")
-    frames = fragments6(a6, b6, 6, syn, 8, ident=77)
+    frames = fragments6(a6, b6, 6, syn, 8, ident=77, before=before)
     frames.append(ether(MAC_B, MAC_A, ipv6(b6, a6, 6, tcp(445, 40000, 500, 101, "R", b"")), ethertype=0x86DD))
     registry = CollectorRegistry()
     records = list(pipeline_records(SensorConfig(), [_capture(tmp_path, frames)], metrics_registry=registry))
     flows = [r.flow for r in records if r.WhichOneof("kind") == "flow"]
     assert [(f.orig.port, f.resp.port, f.history) for f in flows] == [(40000, 445, "Sr")]
     assert registry.get_sample_value("vigil_sensor_ip_fragments_total", {"outcome": "reassembled"}) == 1
+
+
+def test_reassembled_ipv6_datagram_keeps_its_unfragmentable_part() -> None:
+    """RFC 8200 4.5: the first fragment's headers before the fragment header, the last of them now naming
+    the transport, the payload length covering them and the joined data."""
+    syn = tcp(40000, 445, 100, 0, "S", b"x" * 20)
+    frames = fragments6("fd00::5", "fd00::9", 6, syn, 16, ident=5, before=[0, 60])
+    r = Reassembler()
+    whole = [r.add(1.0, frame, 14) for frame in frames]
+    assert whole[:-1] == [None] * (len(frames) - 1)
+    datagram = whole[-1]
+    assert datagram is not None
+    ip = datagram[14:]
+    assert struct.unpack_from("!H", ip, 4)[0] == 16 + len(syn)  # two option headers, then the segment
+    assert (ip[6], ip[40], ip[48]) == (0, 60, 6)  # hop-by-hop -> destination options -> TCP
+    assert ip[56:] == syn
 
 
 @settings(max_examples=300, deadline=None)
