@@ -1,7 +1,7 @@
 """``make bench``: Vigil's sensor and master against reference tools on one capture, same machine, same run.
 
     .venv/bin/python -m bench.run [--packets N | --quick] [--skip tshark,nfstream,prev,master]
-        [--out bench/results.json]
+        [--rounds N] [--out bench/results.json]
 
 What is measured (every tool in its own child process, so its peak RSS — ``ru_maxrss`` from ``os.wait4``,
 which covers the child and the descendants it reaped — belongs to it alone):
@@ -9,6 +9,9 @@ which covers the child and the descendants it reaped — belongs to it alone):
 - ``sensor.vigil_pps``: capture read + decode + flow table + every shipped analyzer, packets per CPU-second
   of the child, timed in-process by ``bench.sensor_speed.run`` after one untimed warm-up pass (the same
   protocol as ``bench/sensor_speed.py``). ``sensor.vigil_flows_only_pps``: the same without analyzers.
+  Vigil, tshark and NFStream run in ``--rounds`` interleaved rounds (``sensor.rounds``); each figure is the
+  median over the rounds and each ratio the median of the rounds' own ratios, so that the speed of a
+  shared machine drifting between one tool's turn and the next does not decide a comparison.
 - ``sensor.tshark_pps`` / ``sensor.nfstream_pps``: packets per CPU-second (user+sys from ``wait4``, NFStream's
   meter processes included) minus the CPU the same command spends on a one-packet capture, so interpreter
   and dissector start-up are not charged to throughput — Vigil's in-process timing excludes them too.
@@ -47,6 +50,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -63,6 +67,7 @@ WORK = ROOT / "bench" / "work"
 DEFAULT_OUT = ROOT / "bench" / "results.json"
 DEFAULT_PACKETS = 1_000_000
 QUICK_PACKETS = 100_000
+DEFAULT_ROUNDS = 3
 BATCH_RECORDS = 500  # what the master is fed per BatchProcessor.process call (as the brief for the service)
 SKIPPABLE = ("tshark", "nfstream", "prev", "master")
 
@@ -530,7 +535,12 @@ def rounded(x: float | None, digits: int = 1) -> float | None:
     return None if x is None else round(x, digits)
 
 
-def run_all(packets: int, skip: set[str]) -> Json:
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def run_all(packets: int, skip: set[str], rounds: int = DEFAULT_ROUNDS) -> Json:
     res: Json = {key: None for key in STABLE_KEYS}
     notes: list[str] = []
     res["commit"] = commit_id()
@@ -544,8 +554,8 @@ def run_all(packets: int, skip: set[str]) -> Json:
     res["method"] = (
         "pps = packets per CPU-second of the tool's process tree (vigil: timed in-process after a warm-up; "
         "tshark/nfstream: wait4 user+sys minus a one-packet start-up run); master records/s = records per "
-        "CPU-second of client + Valkey server; ratios = vigil / reference, same run; "
-        "peak RSS = wait4 ru_maxrss"
+        "CPU-second of client + Valkey server; ratios = vigil / reference, median over interleaved rounds "
+        "of the same run; peak RSS = wait4 ru_maxrss"
     )
     capture = ensure_capture(packets)
     res["sensor.capture_bytes"] = capture.stat().st_size
@@ -554,49 +564,65 @@ def run_all(packets: int, skip: set[str]) -> Json:
     with tempfile.TemporaryDirectory(prefix="run-", dir=WORK) as tmp_dir:
         tmp = Path(tmp_dir)
         records_path = tmp / "records.bin"
-        log("vigil sensor (flows + analyzers)")
-        vigil, vrun = measure_vigil(capture, True, records_path)
-        res["sensor.packets"] = int(vigil["packets"])
-        res["sensor.vigil_pps"] = rounded(vigil["pkts_per_cpu_s"])
-        res["sensor.vigil_pps_wall"] = rounded(vigil["pkts_per_s"])
-        res["sensor.vigil_records"] = int(vigil["records"])
-        res["sensor.vigil_peak_rss_mb"] = rounded(vrun.peak_rss_mb)
+        baseline = tmp / "one-packet.pcap"
+        head_capture(capture, baseline, 1)
+        # The machine is shared and its speed drifts over minutes: Vigil and the references run in
+        # interleaved rounds, and each ratio is the median of the rounds' own ratios, so a slow spell
+        # during one tool's turn does not decide the comparison.
+        per_round: list[Json] = []
+        for k in range(rounds):
+            row: Json = {}
+            log(f"round {k + 1}/{rounds}: vigil sensor (flows + analyzers)")
+            vigil, vrun = measure_vigil(capture, True, records_path if k == 0 else None)
+            row["vigil_pps"] = vigil["pkts_per_cpu_s"]
+            row["vigil_pps_wall"] = vigil["pkts_per_s"]
+            if k == 0:
+                res["sensor.packets"] = int(vigil["packets"])
+                res["sensor.vigil_records"] = int(vigil["records"])
+                res["sensor.vigil_peak_rss_mb"] = rounded(vrun.peak_rss_mb)
+            n = res["sensor.packets"]
+            if "tshark" not in skip:
+                log(f"round {k + 1}/{rounds}: tshark -T fields")
+                try:
+                    m = measure_external(tshark_cmd(capture), tshark_cmd(baseline), capture_stdout=False)
+                    run: ChildRun = m["run"]
+                    row["tshark_pps"] = n / m["net_cpu_s"]
+                    row["tshark_pps_wall"] = n / run.wall_s
+                    res["sensor.tshark_startup_cpu_s"] = rounded(m["startup_cpu_s"], 3)
+                    res["sensor.tshark_peak_rss_mb"] = rounded(run.peak_rss_mb)
+                except (OSError, RuntimeError) as exc:
+                    notes.append(f"tshark: {exc}")
+            if "nfstream" not in skip:
+                log(f"round {k + 1}/{rounds}: nfstream")
+                try:
+                    m = measure_external(
+                        child_cmd("nfstream", str(capture)),
+                        child_cmd("nfstream", str(baseline)),
+                        capture_stdout=True,
+                    )
+                    run = m["run"]
+                    row["nfstream_pps"] = n / m["net_cpu_s"]
+                    row["nfstream_pps_wall"] = n / run.wall_s
+                    res["sensor.nfstream_flows"] = int(run.result()["flows"])
+                    res["sensor.nfstream_startup_cpu_s"] = rounded(m["startup_cpu_s"], 3)
+                    res["sensor.nfstream_peak_rss_mb"] = rounded(run.peak_rss_mb)
+                except (OSError, RuntimeError) as exc:
+                    notes.append(f"nfstream: {exc}")
+            per_round.append(row)
+        res["sensor.rounds"] = [{key: rounded(v) for key, v in row.items()} for row in per_round]
+        for key in ("vigil_pps", "vigil_pps_wall", "tshark_pps", "tshark_pps_wall", "nfstream_pps",
+                    "nfstream_pps_wall"):  # fmt: skip
+            res[f"sensor.{key}"] = rounded(_median([row.get(key) for row in per_round]))
+        for ref in ("tshark", "nfstream"):
+            res[f"sensor.ratio_vs_{ref}"] = rounded(
+                _median([ratio(row.get("vigil_pps"), row.get(f"{ref}_pps")) for row in per_round]), 3
+            )
 
         log("vigil sensor (flows only)")
         flows, frun = measure_vigil(capture, False, None)
         res["sensor.vigil_flows_only_pps"] = rounded(flows["pkts_per_cpu_s"])
         res["sensor.vigil_flows_only_peak_rss_mb"] = rounded(frun.peak_rss_mb)
 
-        baseline = tmp / "one-packet.pcap"
-        head_capture(capture, baseline, 1)
-        n = res["sensor.packets"]
-        if "tshark" not in skip:
-            log("tshark -T fields")
-            try:
-                m = measure_external(tshark_cmd(capture), tshark_cmd(baseline), capture_stdout=False)
-                run: ChildRun = m["run"]
-                res["sensor.tshark_pps"] = rounded(n / m["net_cpu_s"])
-                res["sensor.tshark_pps_wall"] = rounded(n / run.wall_s)
-                res["sensor.tshark_startup_cpu_s"] = rounded(m["startup_cpu_s"], 3)
-                res["sensor.tshark_peak_rss_mb"] = rounded(run.peak_rss_mb)
-            except (OSError, RuntimeError) as exc:
-                notes.append(f"tshark: {exc}")
-        if "nfstream" not in skip:
-            log("nfstream")
-            try:
-                m = measure_external(
-                    child_cmd("nfstream", str(capture)),
-                    child_cmd("nfstream", str(baseline)),
-                    capture_stdout=True,
-                )
-                run = m["run"]
-                res["sensor.nfstream_pps"] = rounded(n / m["net_cpu_s"])
-                res["sensor.nfstream_pps_wall"] = rounded(n / run.wall_s)
-                res["sensor.nfstream_flows"] = int(run.result()["flows"])
-                res["sensor.nfstream_startup_cpu_s"] = rounded(m["startup_cpu_s"], 3)
-                res["sensor.nfstream_peak_rss_mb"] = rounded(run.peak_rss_mb)
-            except (OSError, RuntimeError) as exc:
-                notes.append(f"nfstream: {exc}")
         if "prev" not in skip:
             log("previous commit's sensor")
             try:
@@ -608,8 +634,6 @@ def run_all(packets: int, skip: set[str]) -> Json:
                 res["sensor.prev_commit_pps"] = rounded(prev["pps"])
                 res["sensor.prev_commit_peak_rss_mb"] = rounded(prev["peak_rss_mb"])
                 res["sensor.prev_commit"] = prev["commit"]
-        res["sensor.ratio_vs_tshark"] = ratio(res["sensor.vigil_pps"], res["sensor.tshark_pps"])
-        res["sensor.ratio_vs_nfstream"] = ratio(res["sensor.vigil_pps"], res["sensor.nfstream_pps"])
         res["sensor.ratio_vs_prev_commit"] = ratio(res["sensor.vigil_pps"], res["sensor.prev_commit_pps"])
 
         if "master" not in skip:
@@ -734,6 +758,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help=f"{QUICK_PACKETS:,} packets: a smoke test")
     ap.add_argument("--skip", default="", help=f"comma-separated, of: {','.join(SKIPPABLE)}")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON (default bench/results.json)")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        help=f"interleaved Vigil/tshark/NFStream rounds (default {DEFAULT_ROUNDS}; 1 with --quick)",
+    )
     # Internal: the measured work of one tool, in the child process run_child reaps.
     ap.add_argument("--child", choices=("vigil", "nfstream", "master"), help=argparse.SUPPRESS)
     ap.add_argument("target", nargs="?", type=Path, help=argparse.SUPPRESS)
@@ -762,7 +791,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         ap.error(f"--skip: unknown {', '.join(sorted(unknown))} (choose from {', '.join(SKIPPABLE)})")
     packets = args.packets or (QUICK_PACKETS if args.quick else DEFAULT_PACKETS)
-    res = run_all(packets, skip)
+    rounds = args.rounds or (1 if args.quick else DEFAULT_ROUNDS)
+    if rounds < 1:
+        ap.error("--rounds must be at least 1")
+    res = run_all(packets, skip, rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = args.out.with_name(f".{args.out.name}.tmp")
     tmp_out.write_text(json.dumps(res, indent=2, sort_keys=True) + "\n")
