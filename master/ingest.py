@@ -262,7 +262,7 @@ class Consumer:
         stream: str,
         durable: str,
         fetch_batch: int,
-        unit_max_records: int = 32768,
+        unit_max_records: int = 65536,
         ack_wait_s: float = 30.0,
         on_actions: Callable[[], None] | None = None,
         on_store_health: Callable[[bool], None] | None = None,

@@ -253,10 +253,12 @@ class MasterConfig(_Section):
     responder_address: str | None = "127.0.0.1:50051"
     # Client side of the mutual-TLS link to the responder; off (plaintext) when no file is set.
     responder_tls: TlsConfig = TlsConfig()
-    fetch_batch: int = Field(default=64, gt=0)
+    # Messages per fetch: with the sensor's 500-record batches, enough to fill a unit of work.
+    fetch_batch: int = Field(default=128, gt=0)
     # When a backlog has built up, consecutive batches are processed as one unit of work of up to this many
     # records: each device's state is then loaded, scored and committed once per unit, not once per batch.
-    unit_max_records: int = Field(default=32768, gt=0)
+    # Measured on the bench mix: 5.6x the records/s of batch-by-batch at 32k, +17 % more at 64k, flat beyond.
+    unit_max_records: int = Field(default=65536, gt=0)
     protected: ProtectedConfig = ProtectedConfig()
     http: HttpConfig = HttpConfig()
 
