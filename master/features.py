@@ -109,6 +109,16 @@ def member_hash(member: str) -> int:
 _HASH_SPACE = float(1 << 64)
 
 
+def _remember(kept: dict[str, list[str]], feature: str, value: str, limit: int) -> None:
+    """Keep ``value`` among the first ``limit`` distinct ones of ``feature`` (the list exists once the
+    feature has been observed, empty if nothing was worth keeping)."""
+    values = kept.get(feature)
+    if values is None:
+        kept[feature] = [value] if value else []
+    elif value and len(values) < limit and value not in values:
+        values.append(value)
+
+
 @dataclass
 class Window:
     """What one device did in one window: a count or a set of distinct members per feature.
@@ -219,22 +229,8 @@ class Window:
                     self._largest[feature] = max(members)
             if peer and feature not in self.top:
                 self.top[feature] = [1, peer]
-        if example:
-            shown = self.examples.get(feature)
-            if shown is None:
-                self.examples[feature] = [example]
-            elif len(shown) < MAX_EXAMPLES and example not in shown:
-                shown.append(example)
-        elif feature not in self.examples:
-            self.examples[feature] = []
-        if uid:
-            ids = self.uids.get(feature)
-            if ids is None:
-                self.uids[feature] = [uid]
-            elif len(ids) < MAX_UIDS and uid not in ids:
-                ids.append(uid)
-        elif feature not in self.uids:
-            self.uids[feature] = []
+        _remember(self.examples, feature, example, MAX_EXAMPLES)
+        _remember(self.uids, feature, uid, MAX_UIDS)
         self.dirty = True
         return True
 
