@@ -328,6 +328,10 @@ async def test_killed_master_resumes_without_loss_or_double_count(
         second = start()
         try:
             await _until(lambda: _aeq(_markers(r), n_batches), timeout_s=90)
+            # Batches the killed master committed but had not acked come back only after ack_wait, and the
+            # second master may have caught up on everything else before that: wait until it has seen them
+            # (as duplicates) too, so that nothing is left unacknowledged when it stops.
+            await _until(lambda: _settled(js, cfg), timeout_s=30)
             second.send_signal(signal.SIGTERM)
             assert second.wait(15) == 0
         finally:
@@ -349,6 +353,11 @@ async def test_killed_master_resumes_without_loss_or_double_count(
     assert population["counts"]["distinct_internal_destinations"]["beta"] > 0
     info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
     assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def _settled(js: JetStreamContext, cfg: VigilConfig) -> bool:
+    info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)
+    return bool(info.num_ack_pending == 0 and info.num_pending == 0)
 
 
 def _log_file(path: Path) -> BinaryIO:
