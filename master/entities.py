@@ -63,10 +63,6 @@ class Inventory:
             ids.add(str(bound["device_id"]) if bound else device_id_for("mac", mac))
         return ids
 
-    def device_keys(self, ips: set[str], macs: set[str]) -> list[str]:
-        """Device documents for every address, given the address keys are loaded."""
-        return [self.keys.device(d) for d in self.device_ids(ips, macs)]
-
     def lookup(self, ip: str) -> str:
         bound = self.ws.get(self.keys.ip(ip))
         return str(bound["device_id"]) if bound else device_id_for("ip", ip)

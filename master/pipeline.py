@@ -236,7 +236,8 @@ class Pipeline:
 
     def state_keys(self, ex: Extracted, ws: WorkingSet) -> list[str]:
         inventory = Inventory(ws, self.keys)
-        keys = inventory.device_keys(ex.ips(), ex.macs())
+        devices = inventory.device_ids(ex.ips(), ex.macs())
+        keys = [self.keys.device(d) for d in devices]
         keys += [inventory.cloud_device_key(c) for c in ex.clouds()]
         scanners = {inventory.lookup(a.ip) for a in ex.acts}
         # A DHCP record in the same batch may move an address to its MAC's device before the flows run:
@@ -261,7 +262,7 @@ class Pipeline:
                 keys.append(self.keys.endpoint(act.flow.resp_ip))
             elif act.http is not None:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
-        keys += [self.keys.device_breaches(d) for d in inventory.device_ids(ex.ips(), ex.macs())]
+        keys += [self.keys.device_breaches(d) for d in devices]
         keys += [self.keys.scan_population, self.keys.network]
         keys += [self.keys.user(h.hostname) for h in ex.hostnames if h.kind == "user" and h.workstation]
         return sorted(set(keys))
