@@ -32,6 +32,14 @@ which covers the child and the descendants it reaped — belongs to it alone):
   ``master.model_state_bytes_per_device``: only what was learned (beliefs, bindings, endpoint rarity,
   beacon series; LEARNED_STATE_KINDS);
   ``master.window_state_bytes_per_device``: the feature windows still open at the end.
+- Ceilings of the present design, for deciding where speed must come from: ``sensor.analyzer_share`` is the
+  share of one extra pass (first round) spent inside analyzer code, every session call timed
+  (:func:`bench.sensor_speed.analyzer_share`); ``sensor.ceiling_pps_analyzers_only`` = ``vigil_pps`` / that
+  share: the packets/s Vigil could not exceed with its Python analyzers even if reading, decoding, the flow
+  table and reassembly cost nothing. ``master.ceiling_records_per_s_decode_extract``: records per
+  CPU-second of decoding the protobuf records and extracting their observations alone
+  (:meth:`master.pipeline.Pipeline.extract`), before any entity, model or store work: the most a master
+  reading one protobuf record at a time could do.
 
 Why CPU time: the machine is shared and noisy, and wall time charges whatever else ran to the tool being
 measured. Wall-clock figures are recorded next to the CPU ones (``*_wall``) for reference. Ratios are always
@@ -120,6 +128,9 @@ STABLE_KEYS = (
     "master.records_per_s_memory",
     "master.state_bytes_per_device",
     "master.devices",
+    "sensor.analyzer_share",
+    "sensor.ceiling_pps_analyzers_only",
+    "master.ceiling_records_per_s_decode_extract",
 )
 
 Json = dict[str, Any]
@@ -271,8 +282,9 @@ def head_capture(src: Path, dst: Path, packets: int) -> None:
 # --- sensor measurements ------------------------------------------------------------------------------
 
 
-def child_vigil(capture: Path, analyzers: bool, records_out: Path | None) -> Json:
-    """In the child: warm up (and, with analyzers, dump the records for the master run), then time."""
+def child_vigil(capture: Path, analyzers: bool, records_out: Path | None, share: bool = False) -> Json:
+    """In the child: warm up (and, with analyzers, dump the records for the master run), then time;
+    with ``share``, one more pass with the analyzers timed (:func:`bench.sensor_speed.analyzer_share`)."""
     from bench import sensor_speed as ss
     from sensor.capture import read_capture
     from sensor.pipeline import SensorPipeline, tune_gc
@@ -296,13 +308,20 @@ def child_vigil(capture: Path, analyzers: bool, records_out: Path | None) -> Jso
             for block in read_capture(capture):
                 dump(pipe.feed(block))
             dump(pipe.flush())
-    return ss.run(capture, analyzers)
+    out: Json = ss.run(capture, analyzers)
+    if share:
+        out.update(ss.analyzer_share(capture))
+    return out
 
 
-def measure_vigil(capture: Path, analyzers: bool, records_out: Path | None) -> tuple[Json, ChildRun]:
+def measure_vigil(
+    capture: Path, analyzers: bool, records_out: Path | None, share: bool = False
+) -> tuple[Json, ChildRun]:
     args = [str(capture), "--analyzers" if analyzers else "--no-analyzers"]
     if records_out is not None:
         args += ["--records-out", str(records_out)]
+    if share:
+        args.append("--analyzer-share")
     run = run_child(child_cmd("vigil", *args), env=child_env())
     return run.result(), run
 
@@ -453,7 +472,11 @@ async def child_master(records_path: Path, store_kind: str, unit_records: int | 
     from vigil.config import VigilConfig
     from vigil.sensor.v1 import sensor_pb2
 
-    records = [sensor_pb2.Record.FromString(raw) for raw in read_records(records_path)]
+    raw_records = list(read_records(records_path))
+    parse0 = time.process_time()
+    records = [sensor_pb2.Record.FromString(raw) for raw in raw_records]
+    parse_cpu = time.process_time() - parse0
+    del raw_records
     kinds: dict[str, int] = {}
     for record in records:
         kind = record.WhichOneof("kind") or "none"
@@ -462,6 +485,14 @@ async def child_master(records_path: Path, store_kind: str, unit_records: int | 
     prefix = cfg.redis.key_prefix
     unit_records = unit_records or cfg.master.unit_max_records
     out: Json = {"records": len(records), "record_kinds": kinds, "unit_records": unit_records}
+    if store_kind == "memory":
+        # The floor of the per-record design: decoding each protobuf record and extracting its
+        # observations, before any entity, model or store work (Pipeline.extract, as a unit does).
+        extractor = Pipeline(scan_params(cfg.master), cfg.master.internal_networks, MemoryStore(prefix).keys)
+        extract0 = time.process_time()
+        for start in range(0, len(records), unit_records):
+            extractor.extract(records[start : start + unit_records])
+        out["floor_cpu_s"] = parse_cpu + time.process_time() - extract0
     with tempfile.TemporaryDirectory(prefix="vg-bench-", dir="/tmp") as tmp:  # short: unix socket path
         server = embedded.start_redis(Path(tmp) / "valkey") if store_kind == "redis" else None
         try:
@@ -573,10 +604,12 @@ def run_all(packets: int, skip: set[str], rounds: int = DEFAULT_ROUNDS) -> Json:
         for k in range(rounds):
             row: Json = {}
             log(f"round {k + 1}/{rounds}: vigil sensor (flows + analyzers)")
-            vigil, vrun = measure_vigil(capture, True, records_path if k == 0 else None)
+            first = k == 0
+            vigil, vrun = measure_vigil(capture, True, records_path if first else None, share=first)
             row["vigil_pps"] = vigil["pkts_per_cpu_s"]
             row["vigil_pps_wall"] = vigil["pkts_per_s"]
-            if k == 0:
+            if first:
+                res["sensor.analyzer_share"] = rounded(vigil["analyzer_share"], 3)
                 res["sensor.packets"] = int(vigil["packets"])
                 res["sensor.vigil_records"] = int(vigil["records"])
                 res["sensor.vigil_peak_rss_mb"] = rounded(vrun.peak_rss_mb)
@@ -618,6 +651,10 @@ def run_all(packets: int, skip: set[str], rounds: int = DEFAULT_ROUNDS) -> Json:
                 _median([ratio(row.get("vigil_pps"), row.get(f"{ref}_pps")) for row in per_round]), 3
             )
 
+        # Even if everything around the analyzers cost nothing, the Python parsing alone caps throughput.
+        res["sensor.ceiling_pps_analyzers_only"] = rounded(
+            res["sensor.vigil_pps"] / res["sensor.analyzer_share"]
+        )
         log("vigil sensor (flows only)")
         flows, frun = measure_vigil(capture, False, None)
         res["sensor.vigil_flows_only_pps"] = rounded(flows["pkts_per_cpu_s"])
@@ -650,6 +687,8 @@ def run_all(packets: int, skip: set[str], rounds: int = DEFAULT_ROUNDS) -> Json:
             res["master.records_per_s_wall"] = rounded(records / redis["wall_s"])
             res["master.records_per_s_memory"] = rounded(records / memory["client_cpu_s"])
             res["master.records_per_s_memory_wall"] = rounded(records / memory["wall_s"])
+            # Decoding plus extraction alone, no learning: the most a per-record Python master could reach.
+            res["master.ceiling_records_per_s_decode_extract"] = rounded(records / memory["floor_cpu_s"])
             res["master.unit_max_records"] = int(redis["unit_records"])
             res["master.records_per_s_per_batch"] = rounded(
                 records / (single["client_cpu_s"] + single["server_cpu_s"])
@@ -720,6 +759,13 @@ def table(res: Json) -> str:
             res["sensor.ratio_vs_prev_commit"],
             res.get("sensor.prev_commit_peak_rss_mb"),
         ),
+        (
+            "ceiling: analyzers alone",
+            res.get("sensor.ceiling_pps_analyzers_only"),
+            "pkt/s",
+            None,
+            None,
+        ),
         ("master, Valkey store", res["master.records_per_s"], "rec/s", None, res.get("master.peak_rss_mb")),
         ("master, Valkey, batch by batch", res.get("master.records_per_s_per_batch"), "rec/s", None, None),
         (
@@ -729,6 +775,13 @@ def table(res: Json) -> str:
             None,
             res.get("master.peak_rss_mb_memory"),
         ),
+        (
+            "ceiling: decode + extract alone",
+            res.get("master.ceiling_records_per_s_decode_extract"),
+            "rec/s",
+            None,
+            None,
+        ),
     ]
     lines = [
         f"{'tool':32} {'rate (per CPU-s)':>18} {'vigil ÷ it':>11} {'peak RSS':>10}",
@@ -736,7 +789,11 @@ def table(res: Json) -> str:
     ]
     for name, rate, unit, rat, rss in rows:
         rate_s = "—" if rate is None else f"{rate:,.0f} {unit}"
-        rat_s = "" if rat is None and name.startswith(("vigil sensor (", "master")) else num(rat, ".2f")
+        rat_s = (
+            ""
+            if rat is None and name.startswith(("vigil sensor (", "master", "ceiling"))
+            else num(rat, ".2f")
+        )
         rss_s = "—" if rss is None else f"{rss:,.0f} MB"
         lines.append(f"{name:32} {rate_s:>18} {rat_s:>11} {rss_s:>10}")
     lines.append(
@@ -770,6 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--analyzers", action=argparse.BooleanOptionalAction, default=True, help=argparse.SUPPRESS
     )
     ap.add_argument("--records-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--analyzer-share", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--store", choices=("redis", "memory"), default="redis", help=argparse.SUPPRESS)
     ap.add_argument("--unit-records", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -778,7 +836,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.target is None:
             ap.error("--child needs a target file")
         if args.child == "vigil":
-            out = child_vigil(args.target, args.analyzers, args.records_out)
+            out = child_vigil(args.target, args.analyzers, args.records_out, args.analyzer_share)
         elif args.child == "nfstream":
             out = child_nfstream(args.target)
         else:

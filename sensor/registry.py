@@ -11,7 +11,7 @@ and heuristics exist, :meth:`Registry.match_payload` on the first payload packet
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sensor.protocols.base import SessionFactory
 
@@ -138,6 +138,16 @@ class Registry:
             self._server_ports.setdefault(t, set()).update(
                 analyzer.ports if server_ports is None else (int(p) for p in server_ports)
             )
+
+    def wrapped(self, wrap: Callable[[SessionFactory], SessionFactory]) -> Registry:
+        """A copy whose analyzers build their sessions through ``wrap(factory)``; ports, server ports and
+        heuristics unchanged (the bench uses it to time or hollow out the shipped analyzers)."""
+        by_name = {a.name: replace(a, factory=wrap(a.factory)) for a in self.analyzers}
+        return Registry(
+            analyzers=list(by_name.values()),
+            _by_port={key: [by_name[a.name] for a in hits] for key, hits in self._by_port.items()},
+            _server_ports={k: set(v) for k, v in self._server_ports.items()},
+        )
 
     def match_ports(self, transport: str, resp_port: int, orig_port: int) -> Analyzer | None:
         """The analyzer registered for the responder port, else for the originator port."""

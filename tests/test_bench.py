@@ -14,6 +14,11 @@ from pathlib import Path
 import pytest
 
 from bench.run import STABLE_KEYS
+from bench.sensor_speed import AnalyzerClock, default_registry, timed_registry
+from sensor.capture import read_capture
+from sensor.pipeline import SensorPipeline
+from sensor.registry import Registry
+from vigil.config import SensorConfig
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,6 +33,8 @@ MEASURED = (
     "master.records_per_s_memory",
     "master.state_bytes_per_device",
     "master.devices",
+    "master.ceiling_records_per_s_decode_extract",
+    "sensor.ceiling_pps_analyzers_only",
 )
 SKIPPED = (
     "sensor.tshark_pps",
@@ -62,8 +69,30 @@ def test_quick_bench_writes_stable_keys(tmp_path: Path) -> None:
     for key in SKIPPED:
         assert res[key] is None, (key, res[key])
     assert res["sensor.packets"] == 100_000
+    # Analyzer code is part of the pass it was timed in, and the ceiling lies above what was reached.
+    assert 0 < res["sensor.analyzer_share"] < 1
+    assert res["sensor.ceiling_pps_analyzers_only"] > res["sensor.vigil_pps"]
     assert res["commit"] and res["date"].endswith("Z")
     assert res["machine"]["nproc"] >= 1
     # The table went to stdout and the file is the committed-friendly form (sorted keys, indent 2).
     assert "vigil sensor" in proc.stdout
     assert out.read_text() == json.dumps(res, indent=2, sort_keys=True) + "\n"
+
+
+def _records(capture: Path, registry: Registry) -> list[bytes]:
+    pipe = SensorPipeline(SensorConfig(), registry, seed=1)
+    out = [r for block in read_capture(capture) for r in pipe.feed(block)] + pipe.flush()
+    return [r.SerializeToString(deterministic=True) for r in out]
+
+
+@pytest.mark.parametrize("name", ["internal-recon.pcap", "external-c2.pcap"])
+def test_timing_the_analyzers_changes_none_of_their_records(name: str) -> None:
+    """The analyzer share is measured on the real analyzers: the timing proxies (built through
+    Registry.wrapped, which keeps ports, server ports and heuristics) must not change a single record."""
+    capture = REPO / "tests" / "data" / "scenarios" / name
+    clock = AnalyzerClock()
+    timed = _records(capture, timed_registry(clock))
+    plain = _records(capture, default_registry())
+    assert len(plain) > 10
+    assert timed == plain
+    assert clock.calls > 0 and clock.ns > 0

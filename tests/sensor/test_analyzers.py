@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -156,3 +157,33 @@ def test_register_rejects_unknown_transport() -> None:
 
     with pytest.raises(ValueError):
         Registry().register("x", ("sctp",), (1,), lambda c, e, n: None)  # type: ignore[arg-type,return-value]
+
+
+def test_wrapped_registry_keeps_ports_server_ports_and_heuristics() -> None:
+    built: list[str] = []
+
+    def factory(ctx: ConnContext, emit: Emit, count: ErrorCounter) -> Recorder:
+        return Recorder(ctx)
+
+    def wrap(inner: Any) -> Any:
+        def make(ctx: ConnContext, emit: Emit, count: ErrorCounter) -> Any:
+            built.append("wrapped")
+            return inner(ctx, emit, count)
+
+        return make
+
+    reg = Registry()
+    reg.register("dhcp", ("udp",), (67, 68), factory, server_ports=(67,))
+    reg.register("magic", ("tcp",), (7000,), factory, heuristic=lambda payload, is_orig: payload == b"MAGIC")
+    copy = reg.wrapped(wrap)
+    for transport, port in (("udp", 67), ("udp", 68), ("tcp", 7000), ("tcp", 80), ("tcp", 443)):
+        assert copy.is_server_port(transport, port) == reg.is_server_port(transport, port)
+    assert not copy.is_server_port("udp", 68)
+    dhcp = copy.match_ports("udp", 68, 67)
+    assert dhcp is not None and dhcp.name == "dhcp"
+    magic = copy.match_payload("tcp", b"MAGIC", True)
+    assert magic is not None and magic.name == "magic"
+    assert copy.match_ports("tcp", 7000, 5000) is magic  # the port table points at the wrapped analyzers
+    magic.factory(None, None, None)  # type: ignore[arg-type]
+    assert built == ["wrapped"]
+    assert all(a.factory is factory for a in reg.analyzers)  # the original is untouched
