@@ -17,6 +17,7 @@ CONTENT_CCS = 20
 CONTENT_ALERT = 21
 CONTENT_HANDSHAKE = 22
 CONTENT_APPDATA = 23
+CONTENT_HEARTBEAT = 24
 
 HS_CLIENT_HELLO = 1
 HS_SERVER_HELLO = 2
@@ -46,8 +47,46 @@ GROUP_NAMES = {
     19: "secp192r1", 20: "secp224k1", 21: "secp224r1", 22: "secp256k1", 23: "secp256r1", 24: "secp384r1",
     25: "secp521r1", 26: "brainpoolP256r1", 27: "brainpoolP384r1", 28: "brainpoolP512r1", 29: "x25519",
     30: "x448", 256: "ffdhe2048", 257: "ffdhe3072", 258: "ffdhe4096", 259: "ffdhe6144", 260: "ffdhe8192",
-    0x11EC: "X25519MLKEM768", 0x6399: "X25519Kyber768Draft00",
+    31: "brainpoolP256r1tls13", 32: "brainpoolP384r1tls13", 33: "brainpoolP512r1tls13", 34: "GC256A",
+    35: "GC256B", 36: "GC256C", 37: "GC256D", 38: "GC512A", 39: "GC512B", 40: "GC512C", 41: "curveSM2",
+    512: "MLKEM512", 513: "MLKEM768", 514: "MLKEM1024", 0x11EB: "SecP256r1MLKEM768", 0x11EC: "X25519MLKEM768",
+    0x11ED: "SecP384r1MLKEM1024", 0x11EE: "curveSM2MLKEM768", 0x4138: "CECPQ2",
+    0x6399: "X25519Kyber768Draft00", 0x639A: "SecP256r1Kyber768Draft00",
+    0xFF01: "arbitrary_explicit_prime_curves", 0xFF02: "arbitrary_explicit_char2_curves",
 }  # fmt: skip
+
+# Zeek's ssl_history letter for each handshake message type (lower case; the client's are capitalised).
+# A ServerHello carrying the HelloRetryRequest random is "j" too; unlisted types are "z".
+HISTORY_LETTERS = {
+    0: "h", 1: "c", 2: "s", 3: "v", 4: "t", 5: "e", 6: "j", 8: "o", 11: "x", 12: "k", 13: "r", 14: "n",
+    15: "y", 16: "g", 20: "f", 21: "w", 22: "u", 23: "a", 24: "p", 254: "m",
+}  # fmt: skip
+HISTORY_CCS = "i"
+HISTORY_ALERT = "l"
+HISTORY_HEARTBEAT = "b"
+HISTORY_FLIPPED = "^"
+MAX_HISTORY = 100  # as Zeek's SSL::max_ssl_history_length
+
+# RFC 8446 4.1.3: a ServerHello with this random is a HelloRetryRequest.
+HELLO_RETRY_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c")
+
+# TLS alert descriptions by code (RFC 5246 7.2, RFC 8446 6), named as Zeek's ssl.log last_alert does.
+ALERT_NAMES = {
+    0: "close_notify", 10: "unexpected_message", 20: "bad_record_mac", 21: "decryption_failed",
+    22: "record_overflow", 30: "decompression_failure", 40: "handshake_failure", 41: "no_certificate",
+    42: "bad_certificate", 43: "unsupported_certificate", 44: "certificate_revoked",
+    45: "certificate_expired", 46: "certificate_unknown", 47: "illegal_parameter", 48: "unknown_ca",
+    49: "access_denied", 50: "decode_error", 51: "decrypt_error", 60: "export_restriction",
+    70: "protocol_version", 71: "insufficient_security", 80: "internal_error", 86: "inappropriate_fallback",
+    90: "user_canceled", 100: "no_renegotiation", 110: "unsupported_extension",
+    111: "certificate_unobtainable", 112: "unrecognized_name", 113: "bad_certificate_status_response",
+    114: "bad_certificate_hash_value", 115: "unknown_psk_identity", 116: "certificate_required",
+    117: "general_error", 120: "no_application_protocol", 121: "ech_required",
+}  # fmt: skip
+
+
+def alert_name(code: int) -> str:
+    return ALERT_NAMES.get(code, f"unknown-{code}")
 
 CIPHER_NAMES = {
     0x0000: "TLS_NULL_WITH_NULL_NULL", 0x0004: "TLS_RSA_WITH_RC4_128_MD5", 0x0005: "TLS_RSA_WITH_RC4_128_SHA",
@@ -121,6 +160,7 @@ class ServerHello:
     alpn: str = ""
     key_share_group: int | None = None
     psk_accepted: bool = False
+    retry_request: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +309,7 @@ def parse_client_hello(body: bytes) -> ClientHello:
 def parse_server_hello(body: bytes) -> ServerHello:
     r = _Reader(body, "server_hello")
     legacy = r.u16()
-    r.take(32)
+    retry = r.take(32) == HELLO_RETRY_RANDOM
     session_id = r.vec(1)
     cipher = r.u16()
     r.u8()  # compression method
@@ -288,7 +328,7 @@ def parse_server_hello(body: bytes) -> ServerHello:
             group = int.from_bytes(ext.data[:2], "big")
         elif ext.type == EXT_PRE_SHARED_KEY:
             psk = True
-    return ServerHello(legacy, session_id, cipher, exts, version, alpn, group, psk)
+    return ServerHello(legacy, session_id, cipher, exts, version, alpn, group, psk, retry)
 
 
 def parse_certificate_chain(body: bytes, tls13: bool = False) -> list[bytes]:

@@ -14,6 +14,7 @@ from vigil.sensor.v1 import sensor_pb2
 PROTOCOL = "tls"
 MAX_RECORD = 18 * 1024 + 5  # 2^14 plaintext + expansion allowance + header
 MAX_HANDSHAKE_BUFFER = 256 * 1024  # certificate chains can be large, but not this large
+_READ_BODIES = frozenset({parser.CONTENT_HANDSHAKE, parser.CONTENT_ALERT})
 
 
 class TlsSession:
@@ -35,6 +36,11 @@ class TlsSession:
         self._saw_certificate = False
         self._written = False
         self._done = False
+        # ssl_history as Zeek writes it; the client is the side that sent the first ClientHello.
+        self._history: list[str] = []
+        self._client_is_orig = True
+        self._hello_seen = False
+        self._tls13 = False  # a HelloRetryRequest or ServerHello chose TLS 1.3
 
     @property
     def done(self) -> bool:
@@ -96,9 +102,9 @@ class TlsSession:
                 end = pos + 5 + length
                 if end > size:
                     break
-                # Only clear-text handshake bodies are read; other records (application data above
-                # all) matter by their type alone, so their bytes are never copied.
-                body = data[pos + 5 : end] if ctype == parser.CONTENT_HANDSHAKE else b""
+                # Only clear-text handshake and alert bodies are read; other records (application
+                # data above all) matter by their type alone, so their bytes are never copied.
+                body = data[pos + 5 : end] if ctype in _READ_BODIES else b""
                 pos = end
                 self._record(is_orig, ts, ctype, body)
         finally:
@@ -108,9 +114,21 @@ class TlsSession:
     def _record(self, is_orig: bool, ts: float, ctype: int, body: bytes) -> None:
         if ctype == parser.CONTENT_CCS:
             self._ccs[is_orig] = True
+            self._add_history(is_orig, parser.HISTORY_CCS)
         elif ctype == parser.CONTENT_APPDATA:
             self._appdata[is_orig] = True
-        elif ctype == parser.CONTENT_HANDSHAKE and not self._ccs[is_orig] and not self._encrypted(is_orig):
+        elif (self._ccs[is_orig] and not self._tls13) or self._encrypted(is_orig):
+            # An encrypted handshake, alert or heartbeat: its type alone says nothing reliable. (In
+            # TLS 1.3 a ChangeCipherSpec is a compatibility dummy, sent after a HelloRetryRequest too.)
+            pass
+        elif ctype == parser.CONTENT_ALERT:
+            # Each two bytes are one alert (level, description); a record may carry several.
+            for at in range(0, len(body) - 1, 2):
+                self._add_history(is_orig, parser.HISTORY_ALERT)
+                self._rec.last_alert = parser.alert_name(body[at + 1])
+        elif ctype == parser.CONTENT_HEARTBEAT:
+            self._add_history(is_orig, parser.HISTORY_HEARTBEAT)
+        elif ctype == parser.CONTENT_HANDSHAKE:
             hs = self._handshake[is_orig]
             if hs:
                 hs += body
@@ -133,11 +151,29 @@ class TlsSession:
         sh = self._server_hello
         if sh is None or sh.version != 0x0304:
             return False
-        return not is_orig or self._rec.ja3 != ""
+        return is_orig != self._client_is_orig or self._rec.ja3 != ""
+
+    def _add_history(self, is_orig: bool, letter: str) -> None:
+        if len(self._history) < parser.MAX_HISTORY:
+            self._history.append(letter.upper() if is_orig == self._client_is_orig else letter)
 
     def _handshake_message(self, is_orig: bool, msg: parser.Handshake) -> None:
         rec = self._rec
-        if is_orig and msg.type == parser.HS_CLIENT_HELLO and not rec.ja3:
+        if msg.type == parser.HS_CLIENT_HELLO and not self._hello_seen:
+            self._hello_seen = True
+            if not is_orig:
+                # The responder opened the handshake (DTLS after STUN, a misjudged direction).
+                self._client_is_orig = False
+                self._history.append(parser.HISTORY_FLIPPED)
+        # Roles, not directions: the client is whoever sent the first ClientHello.
+        client = is_orig == self._client_is_orig
+        if msg.type == parser.HS_SERVER_HELLO and not client and self._server_hello is None:
+            sh = parser.parse_server_hello(msg.body)
+            self._add_history(is_orig, "j" if sh.retry_request else "s")
+            self._server_hello_message(sh)
+            return
+        self._add_history(is_orig, parser.HISTORY_LETTERS.get(msg.type, "z"))
+        if client and msg.type == parser.HS_CLIENT_HELLO and not rec.ja3:
             hello = parser.parse_client_hello(msg.body)
             self._client_session_id = hello.session_id
             rec.server_name = hello.server_name
@@ -150,28 +186,34 @@ class TlsSession:
                 rec.version = parser.VERSION_NAMES.get(
                     hello.legacy_version, f"unknown-{hello.legacy_version}"
                 )
-        elif not is_orig and msg.type == parser.HS_SERVER_HELLO and self._server_hello is None:
-            sh = parser.parse_server_hello(msg.body)
-            self._server_hello = sh
-            rec.version = parser.VERSION_NAMES.get(sh.version, f"unknown-{sh.version}")
-            rec.cipher = parser.cipher_name(sh.cipher)
-            rec.next_protocol = sh.alpn
-            rec.ja3s = parser.ja3s(sh)[0]
-            if sh.key_share_group is not None:
-                rec.curve = parser.GROUP_NAMES.get(sh.key_share_group, f"unknown-{sh.key_share_group}")
-            if sh.version == 0x0304:
-                rec.resumed = sh.psk_accepted
-            else:
-                rec.resumed = bool(sh.session_id) and sh.session_id == self._client_session_id
-        elif not is_orig and msg.type == parser.HS_CERTIFICATE and not self._saw_certificate:
+        elif not client and msg.type == parser.HS_CERTIFICATE and not self._saw_certificate:
             self._saw_certificate = True
             chain = parser.parse_certificate_chain(msg.body)
             if chain:
                 rec.subject, rec.issuer = parser.certificate_names(chain[0])
-        elif not is_orig and msg.type == parser.HS_SERVER_KEY_EXCHANGE:
+        elif not client and msg.type == parser.HS_SERVER_KEY_EXCHANGE:
             group = parser.server_key_exchange_curve(msg.body)
             if group is not None:
                 rec.curve = parser.GROUP_NAMES.get(group, f"unknown-{group}")
+
+    def _server_hello_message(self, sh: parser.ServerHello) -> None:
+        rec = self._rec
+        rec.version = parser.VERSION_NAMES.get(sh.version, f"unknown-{sh.version}")
+        rec.cipher = parser.cipher_name(sh.cipher)
+        self._tls13 = sh.version == 0x0304
+        if sh.retry_request:
+            # A HelloRetryRequest: the client sends a second ClientHello in clear and the real
+            # ServerHello follows; only that one says what was negotiated and starts encryption.
+            return
+        self._server_hello = sh
+        rec.next_protocol = sh.alpn
+        rec.ja3s = parser.ja3s(sh)[0]
+        if sh.key_share_group is not None:
+            rec.curve = parser.GROUP_NAMES.get(sh.key_share_group, f"unknown-{sh.key_share_group}")
+        if sh.version == 0x0304:
+            rec.resumed = sh.psk_accepted
+        else:
+            rec.resumed = bool(sh.session_id) and sh.session_id == self._client_session_id
 
     def _check_done(self) -> None:
         sh = self._server_hello
@@ -195,6 +237,7 @@ class TlsSession:
         if not (self._rec.ja3 or self._server_hello is not None):
             return  # nothing TLS-shaped was ever seen
         self._written = True
+        self._rec.ssl_history = "".join(self._history)
         self._emit(sensor_pb2.Record(tls=self._rec))
 
 

@@ -14,6 +14,7 @@ def to_zeek(rec: tls_pb2.TlsRecord) -> dict[str, Any]:
         ("cipher", rec.cipher),
         ("curve", rec.curve),
         ("server_name", rec.server_name),
+        ("last_alert", rec.last_alert),
         ("next_protocol", rec.next_protocol),
         ("subject", rec.subject),
         ("issuer", rec.issuer),
@@ -25,4 +26,6 @@ def to_zeek(rec: tls_pb2.TlsRecord) -> dict[str, Any]:
             row[column] = text
     row["resumed"] = rec.resumed
     row["established"] = rec.established
+    # Zeek always logs ssl_history (its default is the empty string).
+    row["ssl_history"] = rec.ssl_history
     return row

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.tls import FACTORY, heuristic, parser
+from vigil.flow.v1 import tls_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 CTX = ConnContext("Ctls", "10.0.0.3", 52000, "10.0.0.43", 443, "tcp")
@@ -166,3 +167,83 @@ def test_mutated_handshakes_never_escape(pos: int, value: int, step: int) -> Non
     s.finish(2.0)
     with contextlib.suppress(ParseError):
         parser.certificate_names(bytes(target))
+
+
+def _server_hello_13(random: bytes = bytes(32)) -> bytes:
+    exts = _ext(43, b"\x03\x04") + _ext(51, struct.pack("!HH", 29, 32) + bytes(32))
+    body = b"\x03\x03" + random + b"\x00" + struct.pack("!H", 0x1302) + b"\x00"
+    body += struct.pack("!H", len(exts)) + exts
+    return b"\x02" + len(body).to_bytes(3, "big") + body
+
+
+def _session_record(exchange: list[tuple[bool, bytes]]) -> tls_pb2.TlsRecord | None:
+    """Feeds (is_orig, bytes) in order; the one TLS record written, if any."""
+    out: list[sensor_pb2.Record] = []
+    errors: list[str] = []
+    s = FACTORY(CTX, out.append, lambda p, r: errors.append(r))
+    for is_orig, data in exchange:
+        s.data(is_orig, 1.0, data)
+    s.finish(2.0)
+    assert errors == []
+    assert len(out) <= 1
+    return out[0].tls if out else None
+
+
+def test_ssl_history_of_a_full_tls12_handshake() -> None:
+    cert = _certificate()
+    chain = len(cert).to_bytes(3, "big") + cert
+    cert_msg = b"\x0b" + (len(chain) + 3).to_bytes(3, "big") + len(chain).to_bytes(3, "big") + chain
+    ske = b"\x0c" + (4).to_bytes(3, "big") + b"\x03\x00\x17\x00"
+    cke = b"\x10" + (3).to_bytes(3, "big") + b"\x02\xab\xcd"
+    encrypted_finished = _record(22, bytes(40))  # after its sender's CCS: opaque, no letter
+    rec = _session_record([
+        (True, _record(22, _client_hello())),
+        (False, _record(22, _server_hello_12() + cert_msg + ske + b"\x0e\x00\x00\x00")),
+        (True, _record(22, cke) + _record(20, b"\x01") + encrypted_finished),
+        (False, _record(20, b"\x01") + encrypted_finished),
+    ])  # fmt: skip
+    assert rec is not None
+    # Client letters upper case: ClientHello, ClientKeyExchange, CCS; the server's lower case.
+    assert rec.ssl_history == "CsxknGIi"
+    assert rec.established and rec.last_alert == ""
+
+
+def test_plaintext_alert_is_history_and_last_alert() -> None:
+    rec = _session_record([
+        (True, _record(22, _client_hello())),
+        (False, _record(21, b"\x02\x28")),  # fatal handshake_failure
+    ])  # fmt: skip
+    assert rec is not None
+    assert rec.ssl_history == "Cl"
+    assert rec.last_alert == "handshake_failure" and not rec.established
+    assert parser.alert_name(250) == "unknown-250"
+
+
+def test_hello_retry_request_then_the_real_server_hello() -> None:
+    """TLS 1.3 with a HelloRetryRequest: "j", a second ClientHello in clear, then the ServerHello that
+    counts (before, the retry request was taken as the ServerHello and the real one read as encrypted)."""
+    rec = _session_record([
+        (True, _record(22, _client_hello())),
+        (False, _record(22, _server_hello_13(parser.HELLO_RETRY_RANDOM)) + _record(20, b"\x01")),
+        (True, _record(20, b"\x01") + _record(22, _client_hello())),
+        (False, _record(22, _server_hello_13()) + _record(23, bytes(50))),
+        (True, _record(23, bytes(30))),
+    ])  # fmt: skip
+    assert rec is not None
+    assert rec.ssl_history == "CjiICs"
+    assert (rec.version, rec.cipher, rec.curve) == ("TLSv13", "TLS_AES_256_GCM_SHA384", "x25519")
+    assert rec.established
+
+
+def test_client_hello_from_the_responder_flips_the_history() -> None:
+    """Roles follow the first ClientHello, not the direction (DTLS after STUN, a start the sensor
+    judged the wrong way round): "^" marks the flip, and the hellos are still read by role."""
+    rec = _session_record([
+        (False, _record(22, _client_hello())),
+        (True, _record(22, _server_hello_12())),
+        (True, _record(21, b"\x02\x46")),  # protocol_version, from the side that is the server here
+    ])  # fmt: skip
+    assert rec is not None
+    assert rec.ssl_history == "^Csl"
+    assert rec.server_name == "example.com" and rec.version == "TLSv12"
+    assert rec.last_alert == "protocol_version"

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vigil/flow/v1/tls.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x02\n\tTlsRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x63ipher\x18\x04 \x01(\t\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\x12\x13\n\x0b\x63lient_alpn\x18\x06 \x03(\t\x12\x15\n\rnext_protocol\x18\x07 \x01(\t\x12\x0b\n\x03ja3\x18\x08 \x01(\t\x12\x12\n\nja3_string\x18\t \x01(\t\x12\x0b\n\x03ja4\x18\n \x01(\t\x12\x0c\n\x04ja3s\x18\x0b \x01(\t\x12\x0f\n\x07subject\x18\x0c \x01(\t\x12\x0e\n\x06issuer\x18\r \x01(\t\x12\x13\n\x0b\x65stablished\x18\x0e \x01(\x08\x12\x0f\n\x07resumed\x18\x0f \x01(\x08\x12\r\n\x05\x63urve\x18\x10 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vigil/flow/v1/tls.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdf\x02\n\tTlsRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06\x63ipher\x18\x04 \x01(\t\x12\x13\n\x0bserver_name\x18\x05 \x01(\t\x12\x13\n\x0b\x63lient_alpn\x18\x06 \x03(\t\x12\x15\n\rnext_protocol\x18\x07 \x01(\t\x12\x0b\n\x03ja3\x18\x08 \x01(\t\x12\x12\n\nja3_string\x18\t \x01(\t\x12\x0b\n\x03ja4\x18\n \x01(\t\x12\x0c\n\x04ja3s\x18\x0b \x01(\t\x12\x0f\n\x07subject\x18\x0c \x01(\t\x12\x0e\n\x06issuer\x18\r \x01(\t\x12\x13\n\x0b\x65stablished\x18\x0e \x01(\x08\x12\x0f\n\x07resumed\x18\x0f \x01(\x08\x12\r\n\x05\x63urve\x18\x10 \x01(\t\x12\x13\n\x0bssl_history\x18\x11 \x01(\t\x12\x12\n\nlast_alert\x18\x12 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.flow.v1.tls_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TLSRECORD']._serialized_start=76
-  _globals['_TLSRECORD']._serialized_end=386
+  _globals['_TLSRECORD']._serialized_end=427
 # @@protoc_insertion_point(module_scope)

@@ -41,6 +41,8 @@ class TlsRecord(_message.Message):
     ESTABLISHED_FIELD_NUMBER: _builtins.int
     RESUMED_FIELD_NUMBER: _builtins.int
     CURVE_FIELD_NUMBER: _builtins.int
+    SSL_HISTORY_FIELD_NUMBER: _builtins.int
+    LAST_ALERT_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     version: _builtins.str
     """Negotiated version as Zeek names it ("TLSv12", "TLSv13")."""
@@ -62,6 +64,13 @@ class TlsRecord(_message.Message):
     resumed: _builtins.bool
     curve: _builtins.str
     """Curve/group negotiated."""
+    ssl_history: _builtins.str
+    """Zeek's ssl_history: one letter per clear-text handshake message, change_cipher_spec, alert and
+    heartbeat, in order; capital when the client sent it; "^" where the client turned out to be the
+    responder.
+    """
+    last_alert: _builtins.str
+    """Zeek's last_alert: the description of the last clear-text alert, e.g. "handshake_failure"."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -85,10 +94,12 @@ class TlsRecord(_message.Message):
         established: _builtins.bool = ...,
         resumed: _builtins.bool = ...,
         curve: _builtins.str = ...,
+        ssl_history: _builtins.str = ...,
+        last_alert: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cipher", b"cipher", "client_alpn", b"client_alpn", "curve", b"curve", "established", b"established", "issuer", b"issuer", "ja3", b"ja3", "ja3_string", b"ja3_string", "ja3s", b"ja3s", "ja4", b"ja4", "next_protocol", b"next_protocol", "resumed", b"resumed", "server_name", b"server_name", "subject", b"subject", "time", b"time", "uid", b"uid", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cipher", b"cipher", "client_alpn", b"client_alpn", "curve", b"curve", "established", b"established", "issuer", b"issuer", "ja3", b"ja3", "ja3_string", b"ja3_string", "ja3s", b"ja3s", "ja4", b"ja4", "last_alert", b"last_alert", "next_protocol", b"next_protocol", "resumed", b"resumed", "server_name", b"server_name", "ssl_history", b"ssl_history", "subject", b"subject", "time", b"time", "uid", b"uid", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
