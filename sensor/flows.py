@@ -1219,6 +1219,10 @@ class FlowTable:
                 self.count_error(exc.protocol, exc.reason)
             except Exception:
                 self.count_error(conn.session.protocol, "exception")
+            # A protocol that turned into another inside the connection (LDAP StartTLS) names it too.
+            for name in getattr(conn.session, "inner_services", ()):
+                if name not in conn.service:
+                    conn.service.append(name)
         conn.commit_history()
         self._emit(conn, partial=False)
 

@@ -92,6 +92,10 @@ class Session(Protocol):
 #       a gap, or at the end of the stream, so the session's byte accounting stays exact.
 #
 # Both must be defined for either to be used.
+#
+#   inner_services -> tuple[str, ...]   (attribute or property)
+#       Analyzers the session handed the connection to (LDAP after StartTLS hands it to TLS): read when
+#       the connection ends and added to its service list, as Zeek's conn.log names "ldap_tcp,ssl".
 
 
 SessionFactory = Callable[[ConnContext, Emit, ErrorCounter], Session]

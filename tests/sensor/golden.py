@@ -296,6 +296,19 @@ def discovered_specs(corpus: Path) -> tuple[LogSpec, ...]:
             target=0.98,
         ),
         LogSpec(
+            "ssl",
+            tuple(
+                c
+                for c in _discover(corpus, "ssl.log")
+                # Trimmed baselines without the connection id cannot be matched row by row.
+                if "id.orig_p" in (read_zeek_log(corpus / c.baseline) or [{}])[0]
+            ),
+            None,
+            "every column of ssl.log but the connection",
+            # Certificate fingerprints come from Zeek's file analysis of the chain, which Vigil does not do.
+            skip=frozenset({"cert_chain_fps", "client_cert_chain_fps", "sni_matches_cert"}),
+        ),
+        LogSpec(
             "http",
             # A Spicy test that feeds UDP/53 payload into the HTTP analyzer by script, not traffic.
             tuple(_discover(corpus, "http.log", exclude=("spicy.",))),

@@ -4,6 +4,8 @@ TCP: each LDAPMessage is one BER element. After a SASL bind that negotiated inte
 inside SASL buffers (4-byte length, RFC 4422 3.7); when the mechanism only signs, the LDAPMessage is
 in clear inside the buffer and we find it there; sealed buffers are counted and skipped.
 UDP (CLDAP): one or more LDAPMessages per datagram.
+After a successful StartTLS the rest of the connection is TLS: it goes to a TLS session of its own,
+which writes the connection's ssl record (as Zeek's ssl.log has one for LDAP on 389 with StartTLS).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sensor.protocols.kerberos.session import ap_record, ap_request_in
 from sensor.protocols.ldap import parser
 from sensor.protocols.ntlm import parser as ntlm_parser
 from sensor.protocols.ntlm.session import NtlmTracker
+from sensor.protocols.tls import session as tls_session
 from vigil.flow.v1 import ldap_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -62,14 +65,22 @@ class LdapSession:
         self._dead = {True: False, False: False}
         self._pending: dict[int, _Pending] = {}
         self._done = False
+        self._tls: tls_session.TlsSession | None = None
 
     @property
     def done(self) -> bool:
-        return self._done
+        return self._done or (self._tls is not None and self._tls.done)
+
+    @property
+    def inner_services(self) -> tuple[str, ...]:
+        return ("ssl",) if self._tls is not None else ()
 
     # -- framing -------------------------------------------------------------------------------
 
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        if self._tls is not None:
+            self._tls.data(is_orig, ts, payload)
+            return
         try:
             if self._udp:
                 self._datagram(is_orig, ts, payload)
@@ -123,6 +134,10 @@ class LdapSession:
                 msg = bytes(buf[:size])
                 del buf[:size]
                 self._message(is_orig, ts, msg)
+                if self._tls is not None:
+                    # StartTLS took effect: whatever followed the response in this segment is TLS.
+                    self._to_tls(ts)
+                    return
             elif buf[0] == 0x00:
                 if len(buf) < 4:
                     return
@@ -282,9 +297,16 @@ class LdapSession:
             if pending.ntlm and result.code != 14:
                 self._ntlm.outcome(ts, result.code == 0, result.code)
         self._flush(pending, result)
-        if pending.starttls and result.code == 0:
-            # What follows is TLS; nothing more for us to read.
-            self._done = True
+        if pending.starttls and result.code == 0 and not self._udp:
+            self._tls = tls_session.TlsSession(self._ctx, self._emit, self._count_error)
+
+    def _to_tls(self, ts: float) -> None:
+        assert self._tls is not None
+        for direction in (True, False):
+            rest = bytes(self._buf[direction])
+            self._buf[direction].clear()
+            if rest:
+                self._tls.data(direction, ts, rest)
 
     def _flush(self, pending: _Pending, result: parser.Result | None) -> None:
         if pending.ap is not None:
@@ -302,7 +324,9 @@ class LdapSession:
             self._emit(sensor_pb2.Record(ldap=pending.record))
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
-        if not self._udp:
+        if self._tls is not None:
+            self._tls.gap(is_orig, ts, length)
+        elif not self._udp:
             self._dead[is_orig] = True
             self._buf[is_orig].clear()
 
@@ -314,6 +338,8 @@ class LdapSession:
             self._ntlm.finish(ts)
         except Exception:
             self._count_error(PROTOCOL, "internal_error")
+        if self._tls is not None:
+            self._tls.finish(ts)
 
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> Session:

@@ -1,6 +1,7 @@
-"""Golden for TLS: no Zeek ssl.log in the corpus covers plain TLS-over-TCP (the three there are LDAP
-StartTLS, QUIC and TLS inside WebSocket), so JA3, JA3S, SNI and cipher are checked against tshark's own
-independent dissection of the same captures instead."""
+"""Golden for TLS. The corpus's Zeek ssl.log baselines are TLS after LDAP StartTLS, QUIC and TLS inside
+WebSocket (the last trimmed of its connection id): ssl.log is compared with the first two (QUIC has no
+analyzer here; its cause is written down). Plain TLS-over-TCP has no Zeek baseline, so JA3, JA3S, SNI
+and cipher are also checked against tshark's own independent dissection of other captures."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.sensor import golden
+from tests.sensor.protocols.test_golden_common import assert_agreement
 
 CAPTURES = (
     "zeek/tls/chrome-34-google.pcap",
@@ -48,3 +50,12 @@ def test_tls_fingerprints_agree_with_tshark(corpus: Path) -> None:
         assert sorted(s[0] for s in servers) == sorted(r.ja3s for r in ours if r.ja3s), name
         checked += len(hellos)
     assert checked >= 10
+
+
+def test_ssl_log_after_ldap_starttls_agrees_with_zeek(corpus: Path) -> None:
+    result = assert_agreement(corpus, golden.spec(corpus, "ssl"), min_rows=2)
+    # Every column Zeek logs, ssl_history included ("CsiI"), on the LDAP connection that switched to TLS.
+    assert [d.capture for d in result.disagreements] == ["zeek/quic/merlinc2_Zeek_example.pcapng"]
+    run = golden.run(corpus / "zeek/ldap/ldap-starttls.pcap")
+    assert run.parse_errors == {}
+    assert [r.flow.service for r in run.records if r.WhichOneof("kind") == "flow"] == [["ldap", "ssl"]]
