@@ -172,6 +172,7 @@ class DnsSession:
             # RD is a property of the question; Zeek leaves it false for replies seen without one.
             rec.recursion_desired = query.recursion_desired
             rec.truncated = query.truncated
+            rec.z = query.z
             _add_answers(answers, query)
         if reply is not None:
             if not rec.query and reply.questions:

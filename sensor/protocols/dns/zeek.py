@@ -31,6 +31,7 @@ def to_zeek(rec: dns_pb2.DnsRecord) -> dict[str, Any]:
     row["TC"] = rec.truncated
     row["RD"] = rec.recursion_desired
     row["RA"] = rec.recursion_available
+    row["Z"] = rec.z
     if rec.answers:
         row["answers"] = [a.value for a in rec.answers]
         row["TTLs"] = [float(a.ttl_seconds) for a in rec.answers]

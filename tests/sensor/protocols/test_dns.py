@@ -138,3 +138,16 @@ def test_mutated_reply_never_escapes(pos: int, value: int) -> None:
     with contextlib.suppress(ParseError):
         parser.parse_message(bytes(reply))
     _run(CTX_UDP, [(False, 1.0, bytes(reply))])
+
+
+def test_z_bits_come_from_the_query_header() -> None:
+    """Zeek's dns.log Z is the query's three reserved-turned-AD/CD bits; a reply alone leaves it 0."""
+    recs, errors = _run(CTX_UDP, [
+        (True, 1.0, _query(7, "signed.example", flags=0x0100 | 0x0020)),  # RD + AD (Z = 0b010)
+        (False, 1.1, _reply(7, "signed.example", [(1, 60, b"\x01\x02\x03\x04")])),
+        (False, 2.0, _reply(8, "orphan.example", [])),
+    ])  # fmt: skip
+    assert errors == []
+    asked, orphan = (r.dns for r in recs)
+    assert asked.z == 2 and to_zeek(asked)["Z"] == 2
+    assert orphan.z == 0 and to_zeek(orphan)["Z"] == 0
