@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dns, http, kerberos, ldap, ntlm, rdp, smb, tls
+from sensor.protocols import dns, http, kerberos, ldap, ntlm, quic, rdp, smb, tls
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
@@ -24,6 +24,7 @@ def default_registry() -> Registry:
     registry.register("dhcp", ("udp",), (67, 68), DhcpSessionFactory(TransactionTable()), server_ports=(67,))
     registry.register("http", http.TRANSPORTS, http.PORTS, http.FACTORY, heuristic=http.heuristic)
     registry.register("ssl", tls.TRANSPORTS, tls.PORTS, tls.FACTORY, heuristic=tls.heuristic)
+    registry.register("quic", quic.TRANSPORTS, quic.PORTS, quic.FACTORY, heuristic=quic.heuristic)
     registry.register("rdp", rdp.TRANSPORTS, rdp.PORTS, rdp.FACTORY)
     registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
     registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)

@@ -88,6 +88,7 @@ ALERT_NAMES = {
 def alert_name(code: int) -> str:
     return ALERT_NAMES.get(code, f"unknown-{code}")
 
+
 CIPHER_NAMES = {
     0x0000: "TLS_NULL_WITH_NULL_NULL", 0x0004: "TLS_RSA_WITH_RC4_128_MD5", 0x0005: "TLS_RSA_WITH_RC4_128_SHA",
     0x000A: "TLS_RSA_WITH_3DES_EDE_CBC_SHA", 0x0016: "TLS_DHE_RSA_WITH_3DES_EDE_CBC_SHA",

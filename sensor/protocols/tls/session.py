@@ -62,6 +62,27 @@ class TlsSession:
             self._count_error(PROTOCOL, "internal_error")
             self._kill(is_orig)
 
+    def handshake_data(self, is_orig: bool, ts: float, data: bytes) -> None:
+        """Handshake messages without the record layer, in order: how QUIC carries TLS (CRYPTO frames)."""
+        if self._done or self._dead[is_orig]:
+            return
+        try:
+            if not self._started:
+                self._started = True
+                set_time(self._rec.time, ts)
+            self._record(is_orig, ts, parser.CONTENT_HANDSHAKE, data)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            self._kill(is_orig)
+        except Exception:  # see data()
+            self._count_error(PROTOCOL, "internal_error")
+            self._kill(is_orig)
+
+    @property
+    def hellos_seen(self) -> bool:
+        """Both the ClientHello and the ServerHello were read."""
+        return bool(self._rec.ja3) and self._server_hello is not None
+
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
         # Record framing is lost for this direction; what we have so far still gets written at finish.
         self._kill(is_orig)

@@ -1,7 +1,7 @@
-"""Golden for TLS. The corpus's Zeek ssl.log baselines are TLS after LDAP StartTLS, QUIC and TLS inside
-WebSocket (the last trimmed of its connection id): ssl.log is compared with the first two (QUIC has no
-analyzer here; its cause is written down). Plain TLS-over-TCP has no Zeek baseline, so JA3, JA3S, SNI
-and cipher are also checked against tshark's own independent dissection of other captures."""
+"""Golden for TLS. The corpus's Zeek ssl.log baselines are TLS after LDAP StartTLS, TLS inside QUIC and
+TLS inside WebSocket (the last trimmed of its connection id): ssl.log is compared with the first two.
+Plain TLS-over-TCP has no Zeek baseline, so JA3, JA3S and SNI are also checked against tshark's own
+independent dissection of other captures (and of the QUIC one)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ CAPTURES = (
     "ndpi/tor.pcap",
     "ndpi/malware.pcap",
     "suricata-verify/bug-5713-01/TLSv1-Extracted-MaliciousC2.pcap",
+    "zeek/quic/merlinc2_Zeek_example.pcapng",
 )
 
 
@@ -52,10 +53,15 @@ def test_tls_fingerprints_agree_with_tshark(corpus: Path) -> None:
     assert checked >= 10
 
 
-def test_ssl_log_after_ldap_starttls_agrees_with_zeek(corpus: Path) -> None:
+def test_ssl_log_of_ldap_starttls_and_quic_agrees_with_zeek(corpus: Path) -> None:
+    """Every column Zeek logs, ssl_history included: "CsiI" on the LDAP connection that switched to
+    TLS, "Cs" on the QUIC one (only the Initial packets' hellos are readable there)."""
     result = assert_agreement(corpus, golden.spec(corpus, "ssl"), min_rows=2)
-    # Every column Zeek logs, ssl_history included ("CsiI"), on the LDAP connection that switched to TLS.
-    assert [d.capture for d in result.disagreements] == ["zeek/quic/merlinc2_Zeek_example.pcapng"]
-    run = golden.run(corpus / "zeek/ldap/ldap-starttls.pcap")
-    assert run.parse_errors == {}
-    assert [r.flow.service for r in run.records if r.WhichOneof("kind") == "flow"] == [["ldap", "ssl"]]
+    assert result.disagreements == [] and result.agreeing == 2
+    for capture, service in (
+        ("zeek/ldap/ldap-starttls.pcap", ["ldap", "ssl"]),
+        ("zeek/quic/merlinc2_Zeek_example.pcapng", ["quic", "ssl"]),  # Zeek's conn.log: "quic,ssl"
+    ):
+        run = golden.run(corpus / capture)
+        assert run.parse_errors == {}
+        assert [r.flow.service for r in run.records if r.WhichOneof("kind") == "flow"] == [service]

@@ -1,0 +1,116 @@
+"""QUIC per-connection state: decrypt each side's Initial packets, reassemble their CRYPTO streams and
+hand the handshake messages to a TLS session, which writes the connection's ssl record (as Zeek's
+ssl.log has one for QUIC: version, cipher, curve, SNI, JA3/JA4 with the "q" prefix, history "Cs").
+
+Stops once both hellos are read, or after a bounded number of datagrams: the rest is opaque.
+"""
+
+from __future__ import annotations
+
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
+from sensor.protocols.quic import parser
+from sensor.protocols.tls.session import TlsSession
+
+PROTOCOL = parser.PROTOCOL
+# Hellos come in the first few datagrams; a connection that has not shown both by then never will here.
+MAX_DATAGRAMS = 32
+# A ClientHello with post-quantum key shares spans two or three Initials; far more is not a handshake.
+MAX_CRYPTO_BYTES = 64 * 1024
+
+
+class _CryptoStream:
+    """One direction's Initial CRYPTO stream: frames arrive by offset, possibly out of order and
+    retransmitted; bytes are released in order, once."""
+
+    __slots__ = ("_pending", "next")
+
+    def __init__(self) -> None:
+        self.next = 0
+        self._pending: dict[int, bytes] = {}
+
+    def add(self, offset: int, data: bytes) -> bytes:
+        if offset + len(data) > MAX_CRYPTO_BYTES:
+            raise ParseError(PROTOCOL, "crypto_stream_too_long")
+        if offset + len(data) <= self.next:
+            return b""  # a retransmission of what was already released
+        if offset > self.next:
+            if len(data) > len(self._pending.get(offset, b"")):
+                self._pending[offset] = data
+            return b""
+        out = bytearray(data[self.next - offset :])
+        self.next += len(out)
+        while self._pending:
+            ready = [o for o in self._pending if o <= self.next]
+            if not ready:
+                break
+            for o in sorted(ready):
+                chunk = self._pending.pop(o)
+                if o + len(chunk) > self.next:
+                    out += chunk[self.next - o :]
+                    self.next = o + len(chunk)
+        return bytes(out)
+
+
+class QuicSession:
+    protocol = PROTOCOL
+
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+        self._count_error = count_error
+        self._tls = TlsSession(ctx, emit, count_error)
+        self._client_dcid: bytes | None = None
+        self._keys: dict[bool, parser.InitialKeys] = {}
+        self._crypto = {True: _CryptoStream(), False: _CryptoStream()}
+        self._datagrams = 0
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def inner_services(self) -> tuple[str, ...]:
+        return ("ssl",) if self._client_dcid is not None else ()
+
+    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        if self._done:
+            return
+        self._datagrams += 1
+        if self._datagrams > MAX_DATAGRAMS:
+            self._done = True
+            return
+        try:
+            self._datagram(is_orig, ts, payload)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+        except Exception:  # never let an analyzer bug escape into the flow table
+            self._count_error(PROTOCOL, "internal_error")
+            self._done = True
+        if self._tls.hellos_seen:
+            self._done = True
+
+    def _datagram(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        for packet in parser.initial_packets(payload):
+            if is_orig and packet.dcid != self._client_dcid and self._crypto[True].next == 0:
+                # The client's first Initial names the connection id both sides' keys come from (a
+                # Retry makes the client start over with a new one, before any CRYPTO was accepted).
+                self._client_dcid = packet.dcid
+                client, server = parser.initial_keys(packet.dcid)
+                self._keys = {True: client, False: server}
+            keys = self._keys.get(is_orig)
+            if keys is None:
+                continue  # a server Initial before any client one: nothing to derive keys from
+            _, frames = parser.decrypt(packet, keys)
+            for offset, data in parser.crypto_frames(frames):
+                ready = self._crypto[is_orig].add(offset, data)
+                if ready:
+                    self._tls.handshake_data(is_orig, ts, ready)
+
+    def gap(self, is_orig: bool, ts: float, length: int) -> None:
+        pass  # datagrams: there are no gaps
+
+    def finish(self, ts: float) -> None:
+        self._tls.finish(ts)
+
+
+def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> QuicSession:
+    return QuicSession(ctx, emit, count_error)
