@@ -78,6 +78,11 @@ class QuicSession:
         if self._datagrams > MAX_DATAGRAMS:
             self._done = True
             return
+        if self._client_dcid is None and not (payload and payload[0] & 0xC0 == 0xC0):
+            # Not a QUIC handshake: DTLS on 443/udp (VPN clients, WebRTC) or QUIC joined mid-flow,
+            # where only short-header packets pass. Nothing to read, and nothing malformed either.
+            self._done = True
+            return
         try:
             self._datagram(is_orig, ts, payload)
         except ParseError as exc:

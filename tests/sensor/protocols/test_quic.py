@@ -4,6 +4,7 @@ stream reassembled across packets and read by the TLS session, and garbage that 
 from __future__ import annotations
 
 import contextlib
+import functools
 import struct
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -138,3 +139,17 @@ def test_session_never_raises(datagrams: list[tuple[bool, bytes]]) -> None:
     for is_orig, data in datagrams:
         s.data(is_orig, 1.0, data)
     s.finish(2.0)
+
+
+def test_dtls_or_a_mid_flow_join_is_left_alone_without_errors() -> None:
+    dtls_hello = bytes([22, 0xFE, 0xFD]) + bytes(10) + bytes(100)
+    short_header = bytes([0x43]) + bytes(60)
+    for first in (dtls_hello, short_header):
+        errors: list[tuple[str, str]] = []
+        s = FACTORY(CTX, lambda r: None, functools.partial(_collect, errors))
+        s.data(True, 1.0, first)
+        assert s.done and errors == []
+
+
+def _collect(into: list[tuple[str, str]], protocol: str, reason: str) -> None:
+    into.append((protocol, reason))
