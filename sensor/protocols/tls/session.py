@@ -6,6 +6,8 @@ server's Certificate is still visible) or once both sides send application data 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.tls import parser
 from vigil.flow.v1 import tls_pb2
@@ -47,13 +49,22 @@ class TlsSession:
         return self._done
 
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        self._read(is_orig, ts, self._read_records, payload)
+
+    def handshake_data(self, is_orig: bool, ts: float, data: bytes) -> None:
+        """Handshake messages without the record layer, in order: how QUIC carries TLS (CRYPTO frames)."""
+        self._read(is_orig, ts, self._handshake_bytes, data)
+
+    def _read(
+        self, is_orig: bool, ts: float, step: Callable[[bool, float, bytes], None], payload: bytes
+    ) -> None:
         if self._done or self._dead[is_orig]:
             return
         try:
             if not self._started:
                 self._started = True
                 set_time(self._rec.time, ts)
-            self._read_records(is_orig, ts, payload)
+            step(is_orig, ts, payload)
         except ParseError as exc:
             self._count_error(PROTOCOL, exc.reason)
             self._kill(is_orig)
@@ -62,21 +73,8 @@ class TlsSession:
             self._count_error(PROTOCOL, "internal_error")
             self._kill(is_orig)
 
-    def handshake_data(self, is_orig: bool, ts: float, data: bytes) -> None:
-        """Handshake messages without the record layer, in order: how QUIC carries TLS (CRYPTO frames)."""
-        if self._done or self._dead[is_orig]:
-            return
-        try:
-            if not self._started:
-                self._started = True
-                set_time(self._rec.time, ts)
-            self._record(is_orig, ts, parser.CONTENT_HANDSHAKE, data)
-        except ParseError as exc:
-            self._count_error(PROTOCOL, exc.reason)
-            self._kill(is_orig)
-        except Exception:  # see data()
-            self._count_error(PROTOCOL, "internal_error")
-            self._kill(is_orig)
+    def _handshake_bytes(self, is_orig: bool, ts: float, data: bytes) -> None:
+        self._record(is_orig, ts, parser.CONTENT_HANDSHAKE, data)
 
     @property
     def hellos_seen(self) -> bool:
