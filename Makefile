@@ -60,8 +60,9 @@ bench: ## Benchmarks -> bench/results.json and a table
 	$(PY) -m bench.run
 
 .PHONY: lab-capture
-lab-capture: install ## Re-record tests/data/lab-scan.pcap in network namespaces (root)
+lab-capture: install ## Re-record tests/data/lab-scan.pcap and dtls-openssl.pcap in network namespaces (root)
 	$(PY) -m tests.lab.record tests/data/lab-scan.pcap
+	$(PY) -m tests.lab.record_dtls tests/data/dtls-openssl.pcap
 
 .PHONY: all
 all: fmt lint test ## Format, lint and test

@@ -8,7 +8,7 @@ PYTHON=${PYTHON:-python3}
 
 # Tools the lab tests and the bench drive; only installed when missing, only as root.
 apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-dev curl iputils-ping
-  samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools)
+  samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools openssl)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

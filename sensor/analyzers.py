@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dns, http, kerberos, ldap, ntlm, quic, rdp, smb, tls
+from sensor.protocols import dns, dtls, http, kerberos, ldap, ntlm, quic, rdp, smb, tls
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
@@ -24,7 +24,10 @@ def default_registry() -> Registry:
     registry.register("dhcp", ("udp",), (67, 68), DhcpSessionFactory(TransactionTable()), server_ports=(67,))
     registry.register("http", http.TRANSPORTS, http.PORTS, http.FACTORY, heuristic=http.heuristic)
     registry.register("ssl", tls.TRANSPORTS, tls.PORTS, tls.FACTORY, heuristic=tls.heuristic)
-    registry.register("quic", quic.TRANSPORTS, quic.PORTS, quic.FACTORY, heuristic=quic.heuristic)
+    # UDP/443 carries QUIC and DTLS (VPN clients) alike: both are told apart by their first flight,
+    # on any port, so a connection is named after what it is rather than where it goes.
+    registry.register("quic", quic.TRANSPORTS, (), quic.FACTORY, quic.heuristic, quic.SERVER_PORTS)
+    registry.register("dtls", dtls.TRANSPORTS, (), dtls.FACTORY, dtls.heuristic, dtls.SERVER_PORTS)
     registry.register("rdp", rdp.TRANSPORTS, rdp.PORTS, rdp.FACTORY)
     registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
     registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)

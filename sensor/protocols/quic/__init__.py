@@ -8,7 +8,8 @@ from sensor.protocols.quic.session import QuicSession, new_session
 
 FACTORY: SessionFactory = new_session
 TRANSPORTS: tuple[str, ...] = ("udp",)
-PORTS: tuple[int, ...] = (443,)
+# Found by its first flight on any port; 443 marks the server of a connection joined mid-flow.
+SERVER_PORTS: tuple[int, ...] = (443,)
 
 
 def heuristic(payload: bytes, is_orig: bool) -> bool:
@@ -16,4 +17,4 @@ def heuristic(payload: bytes, is_orig: bool) -> bool:
     return is_orig and looks_like_client_initial(payload)
 
 
-__all__ = ["FACTORY", "PORTS", "TRANSPORTS", "QuicSession", "heuristic"]
+__all__ = ["FACTORY", "SERVER_PORTS", "TRANSPORTS", "QuicSession", "heuristic"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
 from sensor.protocols.quic import parser
+from sensor.protocols.tls.parser import CONTENT_HANDSHAKE
 from sensor.protocols.tls.session import TlsSession
 
 PROTOCOL = parser.PROTOCOL
@@ -56,7 +57,7 @@ class QuicSession:
 
     def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
         self._count_error = count_error
-        self._tls = TlsSession(ctx, emit, count_error)
+        self._tls = TlsSession(ctx, emit, count_error, carrier="q")
         self._client_dcid: bytes | None = None
         self._keys: dict[bool, parser.InitialKeys] = {}
         self._crypto = {True: _CryptoStream(), False: _CryptoStream()}
@@ -108,7 +109,7 @@ class QuicSession:
             for offset, data in parser.crypto_frames(frames):
                 ready = self._crypto[is_orig].add(offset, data)
                 if ready:
-                    self._tls.handshake_data(is_orig, ts, ready)
+                    self._tls.plain_record(is_orig, ts, CONTENT_HANDSHAKE, ready)
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
         pass  # datagrams: there are no gaps

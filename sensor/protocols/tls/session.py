@@ -6,6 +6,7 @@ server's Certificate is still visible) or once both sides send application data 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
@@ -22,8 +23,10 @@ _READ_BODIES = frozenset({parser.CONTENT_HANDSHAKE, parser.CONTENT_ALERT})
 class TlsSession:
     protocol = PROTOCOL
 
-    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter, carrier: str = "t") -> None:
         self._ctx = ctx
+        # JA4's first letter: what carries the handshake ("t" TCP, "q" QUIC, "d" DTLS).
+        self._carrier = carrier
         self._emit = emit
         self._count_error = count_error
         self._records = {True: bytearray(), False: bytearray()}
@@ -51,9 +54,11 @@ class TlsSession:
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
         self._read(is_orig, ts, self._read_records, payload)
 
-    def handshake_data(self, is_orig: bool, ts: float, data: bytes) -> None:
-        """Handshake messages without the record layer, in order: how QUIC carries TLS (CRYPTO frames)."""
-        self._read(is_orig, ts, self._handshake_bytes, data)
+    def plain_record(self, is_orig: bool, ts: float, ctype: int, body: bytes) -> None:
+        """One record's content without the TLS record layer, for carriers that frame TLS themselves:
+        QUIC (its CRYPTO frames hold the handshake messages) and DTLS (own record and handshake
+        headers). ``body`` is the clear-text content; b"" when only the type is known."""
+        self._read(is_orig, ts, functools.partial(self._plain, ctype), body)
 
     def _read(
         self, is_orig: bool, ts: float, step: Callable[[bool, float, bytes], None], payload: bytes
@@ -73,8 +78,8 @@ class TlsSession:
             self._count_error(PROTOCOL, "internal_error")
             self._kill(is_orig)
 
-    def _handshake_bytes(self, is_orig: bool, ts: float, data: bytes) -> None:
-        self._record(is_orig, ts, parser.CONTENT_HANDSHAKE, data)
+    def _plain(self, ctype: int, is_orig: bool, ts: float, body: bytes) -> None:
+        self._record(is_orig, ts, ctype, body)
 
     @property
     def hellos_seen(self) -> bool:
@@ -198,9 +203,7 @@ class TlsSession:
             rec.server_name = hello.server_name
             del rec.client_alpn[:]
             rec.client_alpn.extend(hello.alpn)
-            rec.ja3, rec.ja3_string, rec.ja4 = parser.fingerprints(
-                hello, "q" if self._ctx.transport == "udp" else "t"
-            )
+            rec.ja3, rec.ja3_string, rec.ja4 = parser.fingerprints(hello, self._carrier)
             if not rec.version:
                 rec.version = parser.VERSION_NAMES.get(
                     hello.legacy_version, f"unknown-{hello.legacy_version}"
