@@ -75,6 +75,8 @@ class FlowObs:
     # Cloud flow logs: the instance (or interface) the log belongs to, and the address it holds.
     cloud_id: str = ""
     cloud_ip: str = ""
+    # The VPN protocol the sensor recognised by its handshake, whatever the port (OpenVPN on 443), or "".
+    vpn_protocol: str = ""
 
 
 @dataclass(slots=True)
@@ -120,8 +122,13 @@ VPN_TCP_PORTS = frozenset({1194, 1723})
 VPN_IP_PROTOCOLS = frozenset({47, 50})
 
 
+# Services the sensor names only once a VPN handshake was answered in kind (sensor/protocols/openvpn,
+# sensor/protocols/wireguard): they catch a tunnel moved to an innocuous port.
+VPN_SERVICES = frozenset({"openvpn", "wireguard"})
+
+
 def is_vpn(f: FlowObs) -> bool:
-    if f.ip_proto in VPN_IP_PROTOCOLS:
+    if f.vpn_protocol or f.ip_proto in VPN_IP_PROTOCOLS:
         return True
     if f.transport == flow_pb2.TRANSPORT_UDP:
         return f.resp_port in VPN_UDP_PORTS

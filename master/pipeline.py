@@ -40,6 +40,7 @@ from master.models.scan import (
     score_from_surprise,
 )
 from master.observe import (
+    VPN_SERVICES,
     Act,
     FlowObs,
     Item,
@@ -205,6 +206,7 @@ class Pipeline:
             half_open=is_half_open(flow.history),
             orig_internal=orig in self.internal,
             resp_internal=resp in self.internal,
+            vpn_protocol=_vpn_named(flow.service),
             **_cloud(flow, orig, resp, self.internal),
         )
 
@@ -284,6 +286,11 @@ class Pipeline:
     @gc_paused
     def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
         return _BatchRun(self, ws).run(ex)
+
+
+def _vpn_named(services: Sequence[str]) -> str:
+    """The VPN protocol among a flow's services (named by the sensor once the handshake was answered)."""
+    return next((s for s in services if s in VPN_SERVICES), "") if services else ""
 
 
 def _cloud(flow: flow_pb2.Flow, orig: str, resp: str, internal: Networks) -> dict[str, str]:
@@ -448,6 +455,8 @@ class _BatchRun:
                 target = (
                     f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
                 )
+                if f.vpn_protocol:
+                    target += f" ({f.vpn_protocol} handshake seen)"
                 endpoint = f"{f.resp_ip}:{f.resp_port}"
                 items.append((VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
             stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dns, dtls, http, kerberos, ldap, ntlm, quic, rdp, smb, tls
+from sensor.protocols import dns, dtls, http, kerberos, ldap, ntlm, openvpn, quic, rdp, smb, tls, wireguard
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
@@ -28,6 +28,10 @@ def default_registry() -> Registry:
     # on any port, so a connection is named after what it is rather than where it goes.
     registry.register("quic", quic.TRANSPORTS, (), quic.FACTORY, quic.heuristic, quic.SERVER_PORTS)
     registry.register("dtls", dtls.TRANSPORTS, (), dtls.FACTORY, dtls.heuristic, dtls.SERVER_PORTS)
+    # VPNs on any port: the service is named only once the server's answer confirms the protocol.
+    registry.register("openvpn", openvpn.TRANSPORTS, openvpn.PORTS, openvpn.FACTORY, openvpn.heuristic)
+    wg = wireguard
+    registry.register("wireguard", wg.TRANSPORTS, wg.PORTS, wg.FACTORY, wg.heuristic)
     registry.register("rdp", rdp.TRANSPORTS, rdp.PORTS, rdp.FACTORY)
     registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
     registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)

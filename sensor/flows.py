@@ -186,6 +186,7 @@ class Conn:
         "start",
         "tclass",
         "uid",
+        "unconfirmed",
         "vlan",
     )
 
@@ -205,6 +206,9 @@ class Conn:
         self.pending: list[tuple[float, str]] = []
         self.closed_at: float | None = None
         self.service: list[str] = []
+        # The analyzer whose session must confirm its protocol before the service is named (see
+        # Session.confirmed); "" once named or when the session needs no confirmation.
+        self.unconfirmed = ""
         self.session: Session | None = None
         self.heuristic_tries = 0
         self.guessed = False
@@ -903,6 +907,9 @@ class FlowTable:
         analyzer = self.registry.match_ports(transport, conn.r_port, conn.o_port)
         if analyzer is not None:
             self._start_session(conn, analyzer)
+            if self._want_heuristic[transport]:
+                # The port is a guess: if its analyzer rejects the first payload, the heuristics decide.
+                conn.heuristic_tries = -1
         elif self._want_heuristic[transport]:
             conn.heuristic_tries = 4
 
@@ -913,7 +920,9 @@ class FlowTable:
             self.count_error(exc.protocol, exc.reason)
             return
         conn.heuristic_tries = 0
-        if analyzer.name not in conn.service:
+        if hasattr(conn.session, "confirmed"):
+            conn.unconfirmed = analyzer.name
+        elif analyzer.name not in conn.service:
             conn.service.append(analyzer.name)
 
     # ------------------------------------------------------------------------------------------
@@ -1182,6 +1191,40 @@ class FlowTable:
                 self.count_error(session.protocol, "exception")
                 conn.session = None
                 conn.heuristic_tries = 0
+            if conn.heuristic_tries < 0 and start != end:
+                self._check_port_guess(conn, io, flags, seq, ts, payload)
+
+    def _check_port_guess(
+        self, conn: Conn, io: bool, flags: int, seq: int, ts: float, payload: bytes
+    ) -> None:
+        """After the first payload of a port-matched connection: if its analyzer rejected it (OpenVPN
+        on 443/tcp is no TLS), the payload heuristics get the connection, from this payload on."""
+        conn.heuristic_tries = 0
+        session = conn.session
+        if session is None or not getattr(session, "rejected", False):
+            return
+        transport = "tcp" if conn.proto == PROTO_TCP else "udp"
+        analyzer = self.registry.match_payload(transport, payload, io)
+        if analyzer is None:
+            return
+        guess = self.registry.match_ports(transport, conn.r_port, conn.o_port)
+        if guess is not None and guess.name in conn.service:
+            conn.service.remove(guess.name)
+        conn.orig.reasm = conn.resp.reasm = None
+        self._start_session(conn, analyzer)
+        session = conn.session
+        if session is None:
+            return
+        try:
+            if conn.proto == PROTO_UDP:
+                session.data(io, ts, payload)
+            else:
+                self._tcp_deliver(conn, session, io, flags, seq, ts, payload)
+        except ParseError as exc:
+            self.count_error(exc.protocol, exc.reason)
+        except Exception:  # see _feed_sessions
+            self.count_error(session.protocol, "exception")
+            conn.session = None
 
     def _tcp_deliver(
         self, conn: Conn, session: Session, io: bool, flags: int, seq: int, ts: float, payload: bytes
@@ -1205,6 +1248,9 @@ class FlowTable:
         conn.rec_start = conn.last
 
     def _emit(self, conn: Conn, partial: bool) -> None:
+        if conn.unconfirmed and getattr(conn.session, "confirmed", False):
+            conn.service.append(conn.unconfirmed)
+            conn.unconfirmed = ""
         self._out.append(self.emit_flow(conn, partial))
         self.flows_emitted += 1
 

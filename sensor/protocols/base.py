@@ -93,6 +93,15 @@ class Session(Protocol):
 #
 # Both must be defined for either to be used.
 #
+#   confirmed -> bool   (attribute or property)
+#       For analyzers found by a payload heuristic that a single packet cannot prove (OpenVPN,
+#       WireGuard): the connection's service names the analyzer only once the session has seen the
+#       peer answer in kind. Sessions without it are named as soon as they start.
+#
+#   rejected -> bool   (attribute or property)
+#       Read once, after the first payload of a connection the session got by its port: True when
+#       that payload was not this protocol at all; the payload heuristics then get the connection.
+#
 #   inner_services -> tuple[str, ...]   (attribute or property)
 #       Analyzers the session handed the connection to (LDAP after StartTLS hands it to TLS): read when
 #       the connection ends and added to its service list, as Zeek's conn.log names "ldap_tcp,ssl".

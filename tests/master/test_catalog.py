@@ -315,3 +315,20 @@ def test_a_user_on_a_workstation_it_never_used(
     fired = [b for b in run(attack, records) if b.model == "Unusual Activity / Unusual Hostname for IP"]
     assert [b.device.ip for b in fired] == ["10.0.1.30"]
     assert "CORP\\user5 logged on from 'LAPTOP-X'" in fired[0].explanation and "'WS5'" in fired[0].explanation
+
+
+def test_vpn_recognised_by_its_handshake_on_443(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """OpenVPN moved to 443/tcp is no VPN port, but the sensor names the service once the server
+    answered the handshake; a rare endpoint then fires the VPN model. Plain TLS to it does not."""
+    records, _ = learned
+    tunnel = ext_flow(START, "203.0.113.61", 443)
+    tunnel.flow.service.append("openvpn")
+    model = "Anomalous Connection / Outbound VPN to Rare Endpoint"
+    vpn = [b for b in run([tunnel], records) if b.model == model]
+    assert len(vpn) == 1
+    assert any("openvpn handshake seen" in e for ev in vpn[0].evidence for e in ev.examples)
+    plain = ext_flow(START, "203.0.113.62", 443)
+    plain.flow.service.append("ssl")
+    assert not [b for b in run([plain], records) if b.model == model]

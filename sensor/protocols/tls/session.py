@@ -82,6 +82,12 @@ class TlsSession:
         self._record(is_orig, ts, ctype, body)
 
     @property
+    def rejected(self) -> bool:
+        """The bytes were no TLS: a direction failed before any hello was read (the flow table then
+        lets the payload heuristics have the connection, e.g. OpenVPN on 443)."""
+        return (self._dead[True] or self._dead[False]) and not self._rec.ja3 and self._server_hello is None
+
+    @property
     def hellos_seen(self) -> bool:
         """Both the ClientHello and the ServerHello were read."""
         return bool(self._rec.ja3) and self._server_hello is not None
