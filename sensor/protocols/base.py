@@ -108,3 +108,42 @@ class Session(Protocol):
 
 
 SessionFactory = Callable[[ConnContext, Emit, ErrorCounter], Session]
+
+
+class HandshakeWatch:
+    """Base of sessions that only watch a connection's opening to confirm what it is (VPNs): they emit
+    no records, set ``confirmed`` when the peer answers in kind, and stop after a few packets."""
+
+    protocol = ""
+    max_packets = 16
+
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+        self.ctx = ctx
+        self._confirmed = False
+        self._done = False
+        self._seen = 0
+
+    @property
+    def confirmed(self) -> bool:
+        return self._confirmed
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        self._seen += 1
+        if self._done or self._seen > self.max_packets:
+            self._done = True
+            return
+        self.watch(is_orig, payload)
+
+    def watch(self, is_orig: bool, payload: bytes) -> None:
+        """One packet (UDP) or stream chunk (TCP); set ``_confirmed`` / ``_done`` as it decides."""
+        raise NotImplementedError
+
+    def gap(self, is_orig: bool, ts: float, length: int) -> None:
+        self._done = True
+
+    def finish(self, ts: float) -> None:
+        pass

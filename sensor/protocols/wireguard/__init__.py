@@ -3,14 +3,13 @@ names the initiator's sender index (type 2, 92 bytes) confirm it; the service is
 
 from __future__ import annotations
 
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, SessionFactory
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter, HandshakeWatch, SessionFactory
 
 PROTOCOL = "wireguard"
 INITIATION = b"\x01\x00\x00\x00"
 RESPONSE = b"\x02\x00\x00\x00"
 INITIATION_SIZE = 148
 RESPONSE_SIZE = 92
-MAX_PACKETS = 16
 TRANSPORTS: tuple[str, ...] = ("udp",)
 PORTS: tuple[int, ...] = (51820,)
 
@@ -19,28 +18,15 @@ def is_initiation(payload: bytes) -> bool:
     return len(payload) == INITIATION_SIZE and payload[:4] == INITIATION
 
 
-class WireGuardSession:
+class WireGuardSession(HandshakeWatch):
     protocol = PROTOCOL
 
     def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+        super().__init__(ctx, emit, count_error)
         self._sender: bytes | None = None  # the initiator's sender index
-        self._confirmed = False
-        self._seen = 0
-        self._done = False
 
-    @property
-    def confirmed(self) -> bool:
-        return self._confirmed
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
-        self._seen += 1
-        if self._done or self._seen > MAX_PACKETS:
-            self._done = True
-        elif is_orig and is_initiation(payload):
+    def watch(self, is_orig: bool, payload: bytes) -> None:
+        if is_orig and is_initiation(payload):
             self._sender = payload[4:8]
         elif (
             not is_orig
@@ -53,10 +39,7 @@ class WireGuardSession:
             self._done = True
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
-        pass
-
-    def finish(self, ts: float) -> None:
-        pass
+        pass  # datagrams: there are no gaps
 
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> WireGuardSession:
