@@ -96,20 +96,30 @@ class QuicSession:
 
     def _datagram(self, is_orig: bool, ts: float, payload: bytes) -> None:
         for packet in parser.initial_packets(payload):
-            if is_orig and packet.dcid != self._client_dcid and self._crypto[True].next == 0:
-                # The client's first Initial names the connection id both sides' keys come from (a
-                # Retry makes the client start over with a new one, before any CRYPTO was accepted).
-                self._client_dcid = packet.dcid
-                client, server = parser.initial_keys(packet.dcid)
-                self._keys = {True: client, False: server}
+            if is_orig and self._client_dcid is None:
+                self._use_keys_of(packet.dcid)  # the client's first Initial names the keys' connection id
             keys = self._keys.get(is_orig)
             if keys is None:
                 continue  # a server Initial before any client one: nothing to derive keys from
-            _, frames = parser.decrypt(packet, keys)
+            try:
+                _, frames = parser.decrypt(packet, keys)
+            except ParseError:
+                if not is_orig or packet.dcid == self._client_dcid:
+                    raise
+                # After a Retry the client starts over with the connection id the server chose, and
+                # both sides' Initial keys come from that one (RFC 9001 5.2). (Later client Initials
+                # also carry the server's id but keep the first keys: those decrypt above.)
+                self._use_keys_of(packet.dcid)
+                _, frames = parser.decrypt(packet, self._keys[True])
             for offset, data in parser.crypto_frames(frames):
                 ready = self._crypto[is_orig].add(offset, data)
                 if ready:
                     self._tls.plain_record(is_orig, ts, CONTENT_HANDSHAKE, ready)
+
+    def _use_keys_of(self, dcid: bytes) -> None:
+        self._client_dcid = dcid
+        client, server = parser.initial_keys(dcid)
+        self._keys = {True: client, False: server}
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
         pass  # datagrams: there are no gaps

@@ -153,3 +153,22 @@ def test_dtls_or_a_mid_flow_join_is_left_alone_without_errors() -> None:
 
 def _collect(into: list[tuple[str, str]], protocol: str, reason: str) -> None:
     into.append((protocol, reason))
+
+
+def test_retry_moves_both_sides_to_the_new_connection_ids_keys() -> None:
+    first_keys, _ = parser.initial_keys(DCID)
+    new_dcid = bytes.fromhex("0f0e0d0c0b0a0908")
+    client_keys, server_keys = parser.initial_keys(new_dcid)
+    hello = _crypto(0, _client_hello())
+    # A Retry (long header, type 3): to the client's id 0102, from the id the client must use now.
+    retry = bytes([0xF0]) + b"\x00\x00\x00\x01\x02\x01\x02" + bytes([len(new_dcid)]) + new_dcid + bytes(24)
+    out: list[sensor_pb2.Record] = []
+    errors: list[str] = []
+    s = QuicSession(CTX, out.append, lambda p, r: errors.append(r))
+    s.data(True, 1.0, _initial(first_keys, DCID, b"\x01\x02", 0, hello, pad_to=1200))
+    s.data(False, 1.1, retry)
+    s.data(True, 1.2, _initial(client_keys, new_dcid, b"\x01\x02", 1, hello, pad_to=1200))
+    s.data(False, 1.3, _initial(server_keys, b"\x01\x02", new_dcid, 0, _crypto(0, _server_hello_13())))
+    s.finish(2.0)
+    assert errors == [] and len(out) == 1
+    assert out[0].tls.ssl_history == "Cs" and out[0].tls.cipher == "TLS_AES_256_GCM_SHA384"
