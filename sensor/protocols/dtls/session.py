@@ -15,7 +15,7 @@ from sensor.protocols.tls.session import TlsSession
 
 PROTOCOL = parser.PROTOCOL
 MAX_DATAGRAMS = 64  # a handshake with retransmissions fits; then the session is only opaque records
-MAX_MESSAGE = 64 * 1024  # certificate chains included
+MAX_MESSAGE = 64 * 1024  # certificate chains included; also what one direction may hold pending
 MAX_PENDING = 16  # messages waiting for an earlier message_seq
 
 
@@ -38,11 +38,12 @@ class _Message:
 class _Handshake:
     """One direction's handshake messages, released whole and in message_seq order, once each."""
 
-    __slots__ = ("_next", "_pending")
+    __slots__ = ("_buffered", "_next", "_pending")
 
     def __init__(self) -> None:
         self._next = 0
         self._pending: dict[int, _Message] = {}
+        self._buffered = 0  # bytes held for pending messages: bounded, whatever the peer claims
 
     def add(self, frag: parser.Fragment) -> list[tuple[int, bytes]]:
         if frag.message_seq < self._next:
@@ -53,8 +54,11 @@ class _Handshake:
         if msg is None:
             if len(self._pending) >= MAX_PENDING:
                 raise ParseError(PROTOCOL, "too_many_pending_messages")
+            if self._buffered + frag.length > MAX_MESSAGE:
+                raise ParseError(PROTOCOL, "handshake_too_large")
             msg = _Message(frag.msg_type, frag.length, bytearray(frag.length))
             self._pending[frag.message_seq] = msg
+            self._buffered += frag.length
         elif (msg.msg_type, msg.length) != (frag.msg_type, frag.length):
             raise ParseError(PROTOCOL, "inconsistent_fragments")
         end = frag.offset + len(frag.data)
@@ -63,6 +67,7 @@ class _Handshake:
         out: list[tuple[int, bytes]] = []
         while (ready := self._pending.get(self._next)) is not None and ready.complete():
             del self._pending[self._next]
+            self._buffered -= ready.length
             self._next += 1
             out.append((ready.msg_type, bytes(ready.data)))
         return out

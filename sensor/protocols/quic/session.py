@@ -35,7 +35,10 @@ class _CryptoStream:
         if offset + len(data) <= self.next:
             return b""  # a retransmission of what was already released
         if offset > self.next:
-            if len(data) > len(self._pending.get(offset, b"")):
+            held = self._pending.get(offset, b"")
+            if len(data) > len(held):
+                if sum(map(len, self._pending.values())) - len(held) + len(data) > MAX_CRYPTO_BYTES:
+                    raise ParseError(PROTOCOL, "crypto_stream_too_long")
                 self._pending[offset] = data
             return b""
         out = bytearray(data[self.next - offset :])

@@ -104,3 +104,17 @@ def test_session_never_raises(datagrams: list[tuple[bool, bytes]]) -> None:
         s.data(is_orig, 1.0, b"\x16\xfe\xfd" + bytes(8) + len(data).to_bytes(2, "big") + data)
         s.data(is_orig, 1.0, data)
     s.finish(2.0)
+
+
+def test_pending_handshake_bytes_are_bounded() -> None:
+    """Messages that claim to be large and never complete cannot make a connection hold more than the
+    bound, however many message sequence numbers they use."""
+    hs = _Handshake()
+    big = 40_000
+    hs.add(parser.Fragment(11, big, 1, 0, b"x"))
+    try:
+        hs.add(parser.Fragment(11, big, 2, 0, b"y"))
+    except ParseError as exc:
+        assert exc.reason == "handshake_too_large"
+    else:
+        raise AssertionError("a second 40 kB message was accepted")

@@ -172,3 +172,15 @@ def test_retry_moves_both_sides_to_the_new_connection_ids_keys() -> None:
     s.finish(2.0)
     assert errors == [] and len(out) == 1
     assert out[0].tls.ssl_history == "Cs" and out[0].tls.cipher == "TLS_AES_256_GCM_SHA384"
+
+
+def test_crypto_stream_holds_a_bounded_amount_out_of_order() -> None:
+    from sensor.protocols.quic.session import MAX_CRYPTO_BYTES, _CryptoStream
+
+    stream = _CryptoStream()
+    chunk = bytes(1000)
+    with contextlib.suppress(ParseError):
+        for offset in range(1, MAX_CRYPTO_BYTES, 7):  # overlapping out-of-order frames, never released
+            stream.add(offset, chunk)
+        raise AssertionError("no bound")
+    assert sum(map(len, stream._pending.values())) <= MAX_CRYPTO_BYTES
