@@ -344,6 +344,10 @@ class _TimedSession:
     def done(self) -> bool:
         return bool(self._inner.done)
 
+    def __getattr__(self, name: str) -> Any:
+        # The other optional session attributes (confirmed, rejected, inner_services) as the session has them.
+        return getattr(self._inner, name)
+
 
 def timed_registry(clock: AnalyzerClock) -> Registry:
     """The shipped analyzers, each session (and its construction) timed by ``clock``."""

@@ -85,14 +85,16 @@ def _records(capture: Path, registry: Registry) -> list[bytes]:
     return [r.SerializeToString(deterministic=True) for r in out]
 
 
-@pytest.mark.parametrize("name", ["internal-recon.pcap", "external-c2.pcap"])
+@pytest.mark.parametrize(
+    "name", ["scenarios/internal-recon.pcap", "scenarios/external-c2.pcap", "dtls-openssl.pcap"]
+)
 def test_timing_the_analyzers_changes_none_of_their_records(name: str) -> None:
     """The analyzer share is measured on the real analyzers: the timing proxies (built through
     Registry.wrapped, which keeps ports, server ports and heuristics) must not change a single record."""
-    capture = REPO / "tests" / "data" / "scenarios" / name
+    capture = REPO / "tests" / "data" / name
     clock = AnalyzerClock()
     timed = _records(capture, timed_registry(clock))
     plain = _records(capture, default_registry())
-    assert len(plain) > 10
+    assert len(plain) >= 3
     assert timed == plain
     assert clock.calls > 0 and clock.ns > 0
