@@ -98,3 +98,12 @@ def test_timing_the_analyzers_changes_none_of_their_records(name: str) -> None:
     assert len(plain) >= 3
     assert timed == plain
     assert clock.calls > 0 and clock.ns > 0
+
+
+def test_timing_keeps_confirmation_and_fallback(corpus: Path) -> None:
+    """OpenVPN flows are named only when confirmed, and on 443/tcp only after TLS rejected the payload:
+    both read session attributes the timing proxies must pass through."""
+    capture = corpus / "ndpi" / "openvpn.pcap"
+    timed = _records(capture, timed_registry(AnalyzerClock()))
+    assert timed == _records(capture, default_registry())
+    assert sum(b"openvpn" in r for r in timed) >= 7
