@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
 from sensor.protocols.dtls import parser
+from sensor.protocols.tls.carrier import TlsCarrier
 from sensor.protocols.tls.parser import CONTENT_APPDATA, CONTENT_HANDSHAKE
-from sensor.protocols.tls.session import TlsSession
 
 PROTOCOL = parser.PROTOCOL
 MAX_DATAGRAMS = 64  # a handshake with retransmissions fits; then the session is only opaque records
@@ -73,35 +73,18 @@ class _Handshake:
         return out
 
 
-class DtlsSession:
+class DtlsSession(TlsCarrier):
     protocol = PROTOCOL
+    carrier = "d"
+    max_datagrams = MAX_DATAGRAMS
 
     def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
-        self._count_error = count_error
-        self._tls = TlsSession(ctx, emit, count_error, carrier="d")
+        super().__init__(ctx, emit, count_error)
         self._handshake = {True: _Handshake(), False: _Handshake()}
-        self._datagrams = 0
-        self._done = False
 
-    @property
-    def done(self) -> bool:
-        return self._done or self._tls.done
-
-    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
-        if self.done:
-            return
-        self._datagrams += 1
-        if self._datagrams > MAX_DATAGRAMS:
-            self._done = True
-            return
-        try:
-            for record in parser.records(payload):
-                self._record(is_orig, ts, record)
-        except ParseError as exc:
-            self._count_error(PROTOCOL, exc.reason)
-        except Exception:  # never let an analyzer bug escape into the flow table
-            self._count_error(PROTOCOL, "internal_error")
-            self._done = True
+    def datagram(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        for record in parser.records(payload):
+            self._record(is_orig, ts, record)
 
     def _record(self, is_orig: bool, ts: float, record: parser.Record) -> None:
         if record.epoch > 0:
@@ -117,12 +100,6 @@ class DtlsSession:
                 body = parser.client_hello_as_tls(raw) if msg_type == parser.HS_CLIENT_HELLO else raw
                 message = bytes([msg_type]) + len(body).to_bytes(3, "big") + body
                 self._tls.plain_record(is_orig, ts, CONTENT_HANDSHAKE, message)
-
-    def gap(self, is_orig: bool, ts: float, length: int) -> None:
-        pass  # datagrams: there are no gaps
-
-    def finish(self, ts: float) -> None:
-        self._tls.finish(ts)
 
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> DtlsSession:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
 from sensor.protocols.quic import parser
+from sensor.protocols.tls.carrier import TlsCarrier
 from sensor.protocols.tls.parser import CONTENT_HANDSHAKE
-from sensor.protocols.tls.session import TlsSession
 
 PROTOCOL = parser.PROTOCOL
 # Hellos come in the first few datagrams; a connection that has not shown both by then never will here.
@@ -55,49 +55,32 @@ class _CryptoStream:
         return bytes(out)
 
 
-class QuicSession:
+class QuicSession(TlsCarrier):
     protocol = PROTOCOL
+    carrier = "q"
+    max_datagrams = MAX_DATAGRAMS
 
     def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
-        self._count_error = count_error
-        self._tls = TlsSession(ctx, emit, count_error, carrier="q")
+        super().__init__(ctx, emit, count_error)
         self._client_dcid: bytes | None = None
         self._keys: dict[bool, parser.InitialKeys] = {}
         self._crypto = {True: _CryptoStream(), False: _CryptoStream()}
-        self._datagrams = 0
-        self._done = False
 
     @property
     def done(self) -> bool:
-        return self._done
+        # Only the hellos are readable: once both are in, the rest of the connection is opaque.
+        return self._done or self._tls.hellos_seen
 
     @property
     def inner_services(self) -> tuple[str, ...]:
         return ("ssl",) if self._client_dcid is not None else ()
 
-    def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
-        if self._done:
-            return
-        self._datagrams += 1
-        if self._datagrams > MAX_DATAGRAMS:
-            self._done = True
-            return
+    def datagram(self, is_orig: bool, ts: float, payload: bytes) -> None:
         if self._client_dcid is None and not (payload and payload[0] & 0xC0 == 0xC0):
             # Not a QUIC handshake: DTLS on 443/udp (VPN clients, WebRTC) or QUIC joined mid-flow,
             # where only short-header packets pass. Nothing to read, and nothing malformed either.
             self._done = True
             return
-        try:
-            self._datagram(is_orig, ts, payload)
-        except ParseError as exc:
-            self._count_error(PROTOCOL, exc.reason)
-        except Exception:  # never let an analyzer bug escape into the flow table
-            self._count_error(PROTOCOL, "internal_error")
-            self._done = True
-        if self._tls.hellos_seen:
-            self._done = True
-
-    def _datagram(self, is_orig: bool, ts: float, payload: bytes) -> None:
         for packet in parser.initial_packets(payload):
             if is_orig and self._client_dcid is None:
                 self._use_keys_of(packet.dcid)  # the client's first Initial names the keys' connection id
@@ -123,12 +106,6 @@ class QuicSession:
         self._client_dcid = dcid
         client, server = parser.initial_keys(dcid)
         self._keys = {True: client, False: server}
-
-    def gap(self, is_orig: bool, ts: float, length: int) -> None:
-        pass  # datagrams: there are no gaps
-
-    def finish(self, ts: float) -> None:
-        self._tls.finish(ts)
 
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> QuicSession:
