@@ -2,13 +2,15 @@
 
 Files are named so that lexical order is publication order; each is written to a temporary name and
 renamed, so a crash never leaves a half-written batch that looks complete. When the spool is full the
-oldest batches go first (recent telemetry matters more to detection) and every dropped record is counted.
+oldest batches go first (recent telemetry matters more to detection), batches older than the age bound
+go too (the bus would no longer keep them, and models have moved on), and every dropped record is counted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,8 @@ class SpooledBatch:
     path: Path
     size: int
     records: int
+    # Wall time it was spooled (the file's modification time after a restart).
+    created: float
 
 
 class Spool:
@@ -29,10 +33,11 @@ class Spool:
         directory.mkdir(parents=True, exist_ok=True)
         for tmp in directory.glob("*.tmp"):
             tmp.unlink()
-        self._entries: list[SpooledBatch] = [
-            SpooledBatch(p, p.stat().st_size, _records_from_name(p))
-            for p in sorted(directory.glob("*" + _SUFFIX))
-        ]
+        self._entries: list[SpooledBatch] = []
+        for p in sorted(directory.glob("*" + _SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                info = p.stat()
+                self._entries.append(SpooledBatch(p, info.st_size, _records_from_name(p), info.st_mtime))
         self._bytes = sum(e.size for e in self._entries)
 
     def __len__(self) -> int:
@@ -60,8 +65,17 @@ class Spool:
             fh.flush()
             os.fsync(fh.fileno())
         tmp.rename(path)
-        self._entries.append(SpooledBatch(path, len(payload), records))
+        self._entries.append(SpooledBatch(path, len(payload), records, time.time()))
         self._bytes += len(payload)
+        return dropped
+
+    def expire(self, now: float, max_age_s: float) -> int:
+        """Drop the batches spooled more than ``max_age_s`` before ``now``; returns their records."""
+        dropped = 0
+        while self._entries and now - self._entries[0].created > max_age_s:
+            oldest = self._entries[0]
+            dropped += oldest.records
+            self.pop(oldest)
         return dropped
 
     def peek(self) -> tuple[SpooledBatch, bytes] | None:

@@ -165,3 +165,44 @@ class TcpConv:
         self.pkt(True, "FA")
         self.pkt(False, "FA")
         self.pkt(True, "A")
+
+
+def tcp_conversation(
+    client: str,
+    server: str,
+    sport: int,
+    dport: int,
+    t0: float,
+    request: bytes,
+    response: bytes,
+    mss: int = 1400,
+) -> list[tuple[float, bytes]]:
+    """A whole TCP connection as (ts, Ethernet frame): handshake, the request and the response in MSS-sized
+    segments (each acknowledged), then FIN/ACK from both sides; 1 ms between packets."""
+    frames: list[tuple[float, bytes]] = []
+    cseq, sseq = 1000, 5000
+    t = t0
+
+    def send(from_client: bool, flags: str, payload: bytes = b"") -> None:
+        nonlocal cseq, sseq, t
+        if from_client:
+            seg = tcp(sport, dport, cseq, sseq, flags, payload)
+            frames.append((t, ether(MAC_A, MAC_B, ipv4(client, server, 6, seg))))
+            cseq += len(payload) + (1 if ("S" in flags or "F" in flags) else 0)
+        else:
+            seg = tcp(dport, sport, sseq, cseq, flags, payload)
+            frames.append((t, ether(MAC_B, MAC_A, ipv4(server, client, 6, seg))))
+            sseq += len(payload) + (1 if ("S" in flags or "F" in flags) else 0)
+        t += 0.001
+
+    send(True, "S")
+    send(False, "SA")
+    send(True, "A")
+    for from_client, data in ((True, request), (False, response)):
+        for i in range(0, len(data), mss):
+            send(from_client, "PA", data[i : i + mss])
+            send(not from_client, "A")
+    send(True, "FA")
+    send(False, "FA")
+    send(True, "A")
+    return frames
