@@ -33,12 +33,16 @@ from master.catalog import (
     SUSPICIOUS_SMB,
     UNUSUAL_HOSTNAME,
 )
+from master.door import EventClock
 from master.entities import Inventory
 from master.models.dirichlet import CategoryModel, fixed, uniform_unseen
 from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 
 SCHEMA = 1
+# The network document: schema 2 keeps the event clock and the learned span (master/door.py) where schema 1
+# kept only the first time seen (see network_clock for the step from 1 to 2).
+NETWORK_SCHEMA = 2
 CATEGORY_HALF_LIFE_S = 30 * 24 * 3600.0
 # SMB dialect families before the network has taught anything: SMBv1 is the exception in 2026.
 SMB_HYPER_BASE = fixed({"SMBv1": 0.01, "SMBv2": 0.49, "SMBv3": 0.5}, 0.0)
@@ -57,6 +61,21 @@ META_MODELS = frozenset({LARGE_NUMBER_OF_BREACHES, MULTIPLE_LATERAL, NEW_DEVICE_
 NOTABLE_VENDORS = ("raspberry pi", "hak5", "pine64", "hardkernel", "friendlyelec", "espressif")
 
 
+def network_clock(doc: Doc | None) -> tuple[float | None, float]:
+    """The network's (clock, learned span) from its stored document.
+
+    Schema 1 kept only ``first_seen``: its clock starts there with nothing learned, and the first batch then
+    steps it forward like any other (one step, at most ``master.max_event_step_s``, is counted as learned).
+    """
+    if not doc:
+        return None, 0.0
+    if "clock" in doc:
+        clock = doc["clock"]
+        return (None if clock is None else float(clock)), float(doc.get("learned_s") or 0.0)
+    first = doc.get("first_seen")
+    return (None if first is None else float(first)), 0.0
+
+
 def vendor_of(mac: str) -> str | None:
     """The IEEE registrant of the MAC's OUI; None for locally administered or unregistered prefixes."""
     try:
@@ -69,9 +88,16 @@ class ContextModels:
     """The context and meta models over one batch's working set."""
 
     def __init__(
-        self, ws: WorkingSet, keys: Keys, inventory: Inventory, window_s: float, grace_s: float = 3600.0
+        self,
+        ws: WorkingSet,
+        keys: Keys,
+        inventory: Inventory,
+        window_s: float,
+        grace_s: float = 3600.0,
+        clock: EventClock | None = None,
     ) -> None:
         self.grace_s = grace_s
+        self.clock = clock or EventClock(None, 0.0, None, 0.0)
         self.ws = ws
         self.keys = keys
         self.inventory = inventory
@@ -79,17 +105,16 @@ class ContextModels:
         self.actors: dict[str, float] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
         self.raised: set[tuple[str, str, int]] = set()
-        self.network: dict[str, Any] = dict(ws.get(keys.network) or {"schema": SCHEMA, "first_seen": None})
+        self.network: dict[str, Any] = dict(
+            ws.get(keys.network) or {"schema": NETWORK_SCHEMA, "first_seen": None}
+        )
 
     def known_devices(self) -> int:
         return int(self.network.get("devices", 0)) + len(self.inventory.new_devices)
 
     def learned(self, t: float) -> float:
-        """How long, at event time ``t``, the network has been learned."""
-        first = self.network.get("first_seen")
-        if first is None:
-            first = min(self.actors.values(), default=t)
-        return max(0.0, t - float(first))
+        """How long, at event time ``t``, the network has been learned (bounded steps: master/door.py)."""
+        return self.clock.learned(t)
 
     # -- observations --------------------------------------------------------------------------------
     def saw_actor(self, device_id: str, t: float) -> None:
@@ -300,11 +325,15 @@ class ContextModels:
     # -- end of batch --------------------------------------------------------------------------------
     def finish(self, count_breaches: list[alert_pb2.ModelBreach]) -> list[alert_pb2.ModelBreach]:
         """New-device breaches, then the meta-models over everything this batch raised."""
-        first = self.network.get("first_seen")
-        if self.actors:
-            earliest = min(self.actors.values())
-            if first is None or earliest < first:
-                self.network["first_seen"] = first = earliest
+        first = self.clock.first
+        if first is not None:
+            # first_seen is for people; the clock and the learned span are what the models go by.
+            self.network.update(
+                schema=NETWORK_SCHEMA,
+                first_seen=first if self.network.get("first_seen") is None else self.network["first_seen"],
+                clock=self.clock.end_clock,
+                learned_s=self.clock.end_learned,
+            )
         for device_id in sorted(self.inventory.new_devices & set(self.actors)):
             self._new_device(device_id, self.actors[device_id], first)
         raised = list(count_breaches) + self.breaches
@@ -314,7 +343,7 @@ class ContextModels:
         return self.breaches + meta
 
     def _learned_for(self, t: float, first: float | None) -> float:
-        return 0.0 if first is None else t - first
+        return 0.0 if first is None else self.clock.learned(t)
 
     def _new_device(self, device_id: str, t: float, first: float | None) -> None:
         learned = self._learned_for(t, first)

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter as TallyCounter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -27,6 +28,8 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from master.breaches import seconds
+from master.door import REASONS, DoorLimits, screen
 from master.gcpause import gc_pause
 from master.pipeline import Pipeline
 from master.policy import Policy
@@ -88,6 +91,14 @@ class MasterMetrics:
             "Flows that arrived after their window was closed.",
             registry=registry,
         )
+        self.records_rejected = Counter(
+            "vigil_master_records_rejected_total",
+            "Records turned away at the door (out of physical range), by reason; their batches went on.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in REASONS:
+            self.records_rejected.labels(reason=reason)
         # Known label values start at zero so dashboards and alerts see the series before the first event.
         for reason in ("oversized", "undecodable", "missing_batch_id", "processing_error"):
             self.rejected.labels(reason=reason)
@@ -115,6 +126,17 @@ class BatchResult:
     new_devices: list[alert_pb2.DeviceRef] = field(default_factory=list)
     # The batch ids skipped because they had already been committed.
     duplicates: list[str] = field(default_factory=list)
+    # Records turned away at the door, by reason.
+    rejected: TallyCounter[str] = field(default_factory=TallyCounter)
+
+
+class Incoming(NamedTuple):
+    """A batch as it reaches the processor: its id, its records, and when the sensor made it (None when
+    unknown, e.g. offline: the master's clock stands in)."""
+
+    batch_id: str
+    records: Sequence[sensor_pb2.Record]
+    create_time: float | None = None
 
 
 def work_units(sizes: Sequence[int], max_records: int) -> list[slice]:
@@ -146,26 +168,33 @@ class BatchProcessor:
         store: Store,
         metrics: MasterMetrics | None = None,
         action_clock: Callable[[alert_pb2.ModelBreach], float] | None = None,
+        door: DoorLimits | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
         self.policy = policy
         self.store = store
         self.metrics = metrics
         self.action_clock = action_clock or (lambda _breach: time.time())
+        self.door = door or DoorLimits()
+        self.clock = clock
 
     async def process(self, batch_id: str, records: Sequence[sensor_pb2.Record]) -> BatchResult:
         return await self.process_unit([(batch_id, records)])
 
-    async def process_unit(self, batches: Sequence[tuple[str, Sequence[sensor_pb2.Record]]]) -> BatchResult:
+    async def process_unit(
+        self, units: Sequence[Incoming | tuple[str, Sequence[sensor_pb2.Record]]]
+    ) -> BatchResult:
         """Process consecutive batches as one unit of work, committed atomically with their markers."""
+        batches = [Incoming(*b) for b in units]
         skipped: list[str] = []
         # Each pass either commits or finds that another consumer committed one of these batches meanwhile
         # (nothing of ours was written then): start again without it. The bound is for safety only.
         for _ in range(len(batches) + 1):
-            done = await self.store.processed([batch_id for batch_id, _ in batches])
+            done = await self.store.processed([b.batch_id for b in batches])
             if done:
-                skipped += [batch_id for batch_id, _ in batches if batch_id in done]
-                batches = [(batch_id, records) for batch_id, records in batches if batch_id not in done]
+                skipped += [b.batch_id for b in batches if b.batch_id in done]
+                batches = [b for b in batches if b.batch_id not in done]
                 if self.metrics:
                     self.metrics.duplicates.inc(len(done))
             if not batches:
@@ -179,15 +208,19 @@ class BatchProcessor:
                 return result
         raise RuntimeError("the unit's batches kept being committed concurrently")
 
-    async def _attempt(
-        self, batches: Sequence[tuple[str, Sequence[sensor_pb2.Record]]]
-    ) -> BatchResult | None:
-        records = [r for _, batch in batches for r in batch] if len(batches) > 1 else batches[0][1]
+    async def _attempt(self, batches: Sequence[Incoming]) -> BatchResult | None:
+        now = self.clock()
+        screened = [screen(b.records, b.create_time, now, self.door) for b in batches]
+        records = [r for s in screened for r in s.records] if len(screened) > 1 else screened[0].records
+        rejected: TallyCounter[str] = TallyCounter()
+        for s in screened:
+            rejected.update(s.rejected)
         ex = self.pipeline.extract(records)
         ws = WorkingSet(await self.store.load(self.pipeline.address_keys(ex)))
         ws.add(await self.store.load(ws.missing(self.pipeline.state_keys(ex, ws))))
         ws.add(await self.store.load(ws.missing(self.pipeline.group_keys(ex, ws))))
-        outcome = self.pipeline.run(ex, ws)
+        clock = self.pipeline.event_clock(ws, [s.times for s in screened])
+        outcome = self.pipeline.run(ex, ws, clock)
         actions: list[ActionRecord] = []
         skipped: list[str] = []
         for breach in outcome.breaches:
@@ -197,7 +230,7 @@ class BatchProcessor:
             else:
                 skipped.append(decision.reason)
         commit = Commit(
-            tuple(batch_id for batch_id, _ in batches),
+            tuple(b.batch_id for b in batches),
             ws.writes(),
             outcome.new_devices,
             outcome.breaches,
@@ -226,9 +259,13 @@ class BatchProcessor:
                 m.actions_skipped.labels(reason=reason).inc()
             if outcome.late_records:
                 m.late_records.inc(outcome.late_records)
+            for reason, n in rejected.items():
+                m.records_rejected.labels(reason=reason).inc(n)
             if outcome.new_devices:
                 m.devices.set(await self.store.device_count())
-        return BatchResult(False, outcome.breaches, actions, outcome.new_device_refs)
+        if rejected:
+            log.warning("records_rejected", batch_ids=[b.batch_id for b in batches][:8], **dict(rejected))
+        return BatchResult(False, outcome.breaches, actions, outcome.new_device_refs, rejected=rejected)
 
 
 def consumer_config(durable: str, max_ack_pending: int, ack_wait_s: float) -> ConsumerConfig:
@@ -313,7 +350,16 @@ class Consumer:
         and tests)."""
         ids = [batch.batch_id for _, batch in unit]
         try:
-            result = await self.processor.process_unit([(batch.batch_id, batch.records) for _, batch in unit])
+            result = await self.processor.process_unit(
+                [
+                    Incoming(
+                        batch.batch_id,
+                        batch.records,
+                        seconds(batch.create_time) if batch.HasField("create_time") else None,
+                    )
+                    for _, batch in unit
+                ]
+            )
         except StoreUnavailable as exc:
             self.on_store_health(False)
             log.warning("store_unavailable", batch_ids=ids[:8], batches=len(ids), error=str(exc)[:200])

@@ -12,8 +12,7 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
 from master.ingest import BatchProcessor
-from master.pipeline import Pipeline
-from master.service import build_policy, scan_params
+from master.service import build_pipeline, build_policy, door_limits
 from master.store import ActionRecord, MemoryStore
 from vigil.alert.v1 import alert_pb2
 from vigil.config import MasterConfig
@@ -35,10 +34,11 @@ class OfflineMaster:
         self.batch_records = batch_records
         self.store = MemoryStore(key_prefix)
         self.processor = BatchProcessor(
-            Pipeline(scan_params(self.cfg), self.cfg.internal_networks, self.store.keys),
+            build_pipeline(self.cfg, self.store.keys),
             build_policy(self.cfg),
             self.store,
             action_clock=lambda breach: breach.time.ToNanoseconds() / 1e9,
+            door=door_limits(self.cfg),
         )
         self._batches = 0
 

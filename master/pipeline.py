@@ -26,7 +26,8 @@ from master.beacon import (
 )
 from master.breaches import count_breach, seconds
 from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
-from master.context import ContextModels
+from master.context import ContextModels, network_clock
+from master.door import EventClock, advance_clock
 from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
@@ -143,11 +144,13 @@ class Pipeline:
         internal_networks: Iterable[str],
         keys: Keys,
         allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
+        max_event_step_s: float = 3600.0,
     ) -> None:
         self.params = params
         self.internal = Networks(internal_networks)
         self.keys = keys
         self.allowed_lateness_s = allowed_lateness_s
+        self.max_event_step_s = max_event_step_s
 
     @gc_paused
     def extract(self, records: Sequence[sensor_pb2.Record]) -> Extracted:
@@ -283,9 +286,16 @@ class Pipeline:
             groups.update(peer_group(doc, f.cloud_ip) for f in ex.flows if f.cloud_id == cloud_id)
         return sorted(self.keys.peer_group(g) for g in groups)
 
+    def event_clock(self, ws: WorkingSet, batch_times: Sequence[Sequence[float]]) -> EventClock:
+        """The network's event clock stepped through the unit's batches (each a list of accepted times);
+        ``network`` must be loaded in ``ws`` (it always is: see state_keys)."""
+        clock, learned = network_clock(ws.get(self.keys.network))
+        return advance_clock(clock, learned, batch_times, self.max_event_step_s)
+
     @gc_paused
-    def run(self, ex: Extracted, ws: WorkingSet) -> Outcome:
-        return _BatchRun(self, ws).run(ex)
+    def run(self, ex: Extracted, ws: WorkingSet, clock: EventClock) -> Outcome:
+        """One unit over its working set; ``clock`` from :meth:`event_clock`."""
+        return _BatchRun(self, ws, clock).run(ex)
 
 
 def _vpn_named(services: Sequence[str]) -> str:
@@ -374,18 +384,21 @@ def peer_group(doc: Doc | None, ip: str) -> str:
 class _BatchRun:
     """One batch run: the devices touched, their windows and models; written back at the end."""
 
-    def __init__(self, pipeline: Pipeline, ws: WorkingSet) -> None:
+    def __init__(self, pipeline: Pipeline, ws: WorkingSet, clock: EventClock) -> None:
         self.p = pipeline
         self.ws = ws
+        self.clock = clock
         self.keys = pipeline.keys
         self.inventory = Inventory(ws, pipeline.keys)
         self.windows: dict[str, DeviceWindows] = {}
         self.models: dict[str, NetworkScanModel] = {}
         self.last_ip: dict[str, str] = {}
+        # Each device's newest event time in this unit, as far as the acts have been taken in.
+        self.newest: dict[str, float] = {}
         self.late_at_load: dict[str, int] = {}
         self.breaches: list[alert_pb2.ModelBreach] = []
         self.context = ContextModels(
-            ws, self.keys, self.inventory, pipeline.params.window_s, pipeline.params.new_device_grace_s
+            ws, self.keys, self.inventory, pipeline.params.window_s, pipeline.params.new_device_grace_s, clock
         )
         self.endpoints = Endpoints(ws, self.keys)
         self.beacons: dict[str, DeviceBeacons] = {}
@@ -509,15 +522,20 @@ class _BatchRun:
             if not result.breach:
                 continue
             window.breached.add(detector.name)
-            state = self.windows[device_id]
-            # The observation that completed the breach happened at the device's newest time, at most at
-            # the window's end (a late record may complete an older window).
-            end = (window.index + 1) * self.p.params.window_s
-            when = min(state.watermark if state.watermark is not None else end, end)
+            when = self._breach_time(device_id, window)
             ref = self.context.ref(device_id, self.last_ip[device_id])
             self.breaches.append(count_breach(detector, ref, window, result, self.p.params.window_s, when))
         if not window.breached:
             self._significant_anomaly(device_id, window, x)
+
+    def _breach_time(self, device_id: str, window: Window) -> float:
+        """The observation that completed a breach happened at the device's newest time (not its watermark,
+        which may wait for the network clock), at most at the window's end (a late record may complete an
+        older window)."""
+        end = (window.index + 1) * self.p.params.window_s
+        watermark = self.windows[device_id].watermark
+        newest = max(self.newest.get(device_id, -math.inf), watermark if watermark is not None else -math.inf)
+        return min(newest, end) if newest > -math.inf else end
 
     def _significant_anomaly(self, device_id: str, window: Window, x: dict[str, float]) -> None:
         """Several behaviours each improbable, none a specific model's: the device's joint surprise."""
@@ -549,9 +567,7 @@ class _BatchRun:
             return
         window.breached.add(SIGNIFICANT_ANOMALY)
         score = score_from_surprise(surprise, 10.0**-SIGNIFICANT_SURPRISE)
-        state = self.windows[device_id]
-        end = (window.index + 1) * self.p.params.window_s
-        when = min(state.watermark if state.watermark is not None else end, end)
+        when = self._breach_time(device_id, window)
         ref = self.context.ref(device_id, self.last_ip[device_id])
         result = ScanScore(tuple(unusual), surprise, score, True)
         spec = CountDetector(
@@ -599,7 +615,10 @@ class _BatchRun:
             self.last_ip[device_id] = act.ip
             self.context.saw_actor(device_id, act.t)
             state, _ = self._device(device_id)
-            for closed in state.advance(act.t):
+            self.newest[device_id] = max(self.newest.get(device_id, act.t), act.t)
+            # Its watermark follows the device's time only as far as the network clock: one forged time
+            # must not close the device's windows and make everything it does afterwards "late".
+            for closed in state.advance(self.clock.ceiling(act.t)):
                 self._close(device_id, closed)
             items = list(act.items)
             if act.flow is not None and not act.flow.resp_internal:

@@ -12,12 +12,13 @@ import contextlib
 
 from prometheus_client import CollectorRegistry
 
+from master.door import DoorLimits
 from master.ingest import BatchProcessor, Consumer, MasterMetrics
 from master.models.scan import ScanParams
 from master.pipeline import Pipeline
 from master.policy import Policy
 from master.respond import Dispatcher, ResponderLink
-from master.store import RedisStore, Store, StoreUnavailable
+from master.store import Keys, RedisStore, Store, StoreUnavailable
 from responder.client import ResponderClient
 from vigil.bus import connect, ensure_stream
 from vigil.config import MasterConfig, VigilConfig
@@ -42,6 +43,19 @@ def scan_params(cfg: MasterConfig) -> ScanParams:
     )
 
 
+def door_limits(cfg: MasterConfig) -> DoorLimits:
+    return DoorLimits(
+        min_event_time=cfg.min_event_time.timestamp(),
+        max_clock_skew_s=cfg.max_clock_skew_s,
+        max_flow_duration_s=cfg.max_flow_duration_s,
+        max_event_step_s=cfg.max_event_step_s,
+    )
+
+
+def build_pipeline(cfg: MasterConfig, keys: Keys) -> Pipeline:
+    return Pipeline(scan_params(cfg), cfg.internal_networks, keys, max_event_step_s=cfg.max_event_step_s)
+
+
 def build_policy(cfg: MasterConfig) -> Policy:
     return Policy(
         mode=cfg.response_mode,
@@ -63,10 +77,10 @@ class MasterService:
         registry: CollectorRegistry | None = None,
         store: Store | None = None,
         responder: ResponderLink | None = None,
-        ack_wait_s: float = 30.0,
+        ack_wait_s: float | None = None,
     ) -> None:
         self.cfg = cfg
-        self.ack_wait_s = ack_wait_s
+        self.ack_wait_s = ack_wait_s if ack_wait_s is not None else cfg.master.ack_wait_s
         self.registry = registry or CollectorRegistry()
         self.health = HealthState()
         self.metrics = MasterMetrics(self.registry)
@@ -81,9 +95,11 @@ class MasterService:
         self.health.add_check("nats", lambda: self._nats_connected)
         self.health.add_check("redis", lambda: self._store_ok)
         keys = self.store.keys
-        self.pipeline = Pipeline(scan_params(cfg.master), cfg.master.internal_networks, keys)
+        self.pipeline = build_pipeline(cfg.master, keys)
         self.policy = build_policy(cfg.master)
-        self.processor = BatchProcessor(self.pipeline, self.policy, self.store, self.metrics)
+        self.processor = BatchProcessor(
+            self.pipeline, self.policy, self.store, self.metrics, door=door_limits(cfg.master)
+        )
 
     def _set_store_ok(self, ok: bool) -> None:
         self._store_ok = ok
@@ -176,7 +192,7 @@ async def serve(
     cfg: VigilConfig,
     registry: CollectorRegistry | None = None,
     stop: asyncio.Event | None = None,
-    ack_wait_s: float = 30.0,
+    ack_wait_s: float | None = None,
 ) -> None:
     """Run the master until SIGTERM/SIGINT (or ``stop``), serving /metrics, /healthz and /readyz."""
     service = MasterService(cfg, registry, ack_wait_s=ack_wait_s)
