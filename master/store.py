@@ -343,6 +343,24 @@ class RedisStore:
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
 
+    async def totals(self) -> dict[str, int]:
+        """What the store holds: devices, breaches, actions decided, batches committed (for the operator's
+        summary and for checking that a restart lost or repeated nothing)."""
+        try:
+            devices = int(await self._redis.scard(self.keys.devices))
+            breaches = int(await self._redis.xlen(self.keys.breaches))
+            actions = await self._count(self.keys.action("*"))
+            batches = await self._count(self.keys.batch("*"))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return {"devices": devices, "breaches": breaches, "actions": actions, "batches": batches}
+
+    async def _count(self, pattern: str) -> int:
+        count = 0
+        async for _ in self._redis.scan_iter(match=pattern, count=1000):
+            count += 1
+        return count
+
     async def breaches(self, limit: int = 100) -> list[alert_pb2.ModelBreach]:
         try:
             entries = await self._redis.xrevrange(self.keys.breaches, count=limit) or []

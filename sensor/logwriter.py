@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,14 +42,14 @@ from sensor.protocols.rdp import zeek as rdp_zeek
 from sensor.protocols.smb import zeek as smb_zeek
 from sensor.protocols.tls import zeek as tls_zeek
 from sensor.registry import Registry
+from sensor.sources.pcap import capture_problems
 from vigil.config import SensorConfig, VigilConfig
+from vigil.exitcodes import Exit
 from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 FORMATS = ("zeek-json", "jsonl")
 # Exit codes of read_to_logs beyond 0: a capture could not be opened / was truncated or corrupt.
-EXIT_NOT_FOUND = 1
-EXIT_CAPTURE_ERROR = 3
 
 # Record kind -> (Zeek log name, row mapper). SmbNegotiate, SmbSessionSetup and SmbCommandCounts
 # have no log in Zeek's base scripts (smb1/smb2 negotiation is not logged; smb_cmd.log is a policy
@@ -255,11 +256,16 @@ def pipeline_records(
     )
     failures: list[CaptureError] = []
     for path in captures:
+        tallies = pipe.packets_read, pipe.unsupported_link_packets
         try:
             for block in read_capture(path):
                 yield from pipe.feed(block)
         except CaptureError as exc:
             failures.append(exc)
+        undecodable = pipe.undecodable_since(*tallies)
+        if undecodable is not None and errors is not None:
+            # Reported, never raised: a capture of an unknown link type is not damaged, only unreadable here.
+            errors.append(CaptureError(str(path), 0, undecodable))
     yield from pipe.flush()
     if errors is None and failures:
         raise failures[0]
@@ -306,11 +312,14 @@ def read_to_logs(cfg: VigilConfig, captures: Sequence[Path], fmt: str, out: Path
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
-    missing = [str(p) for p in captures if not Path(p).is_file()]
-    if missing:
-        print(f"vigil: capture not found: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_NOT_FOUND
-    out.mkdir(parents=True, exist_ok=True)
+    problems = capture_problems(captures)
+    problem = _out_dir_problem(out)
+    if problem:
+        problems.append(problem)
+    if problems:
+        for problem in problems:
+            print(f"vigil: {problem}", file=sys.stderr)
+        return Exit.ENVIRONMENT
     errors: list[CaptureError] = []
     records = pipeline_records(cfg.sensor, [Path(p) for p in captures], errors=errors)
     orphaned = 0
@@ -333,9 +342,18 @@ def read_to_logs(cfg: VigilConfig, captures: Sequence[Path], fmt: str, out: Path
     if orphaned:
         print(f"vigil: {orphaned} application rows written without their connection id", file=sys.stderr)
     for exc in errors:
-        print(
-            f"vigil: {exc.path} is truncated or corrupt ({exc.reason} at byte {exc.offset}); "
-            f"logs hold everything read before that point",
-            file=sys.stderr,
-        )
-    return EXIT_CAPTURE_ERROR if errors else 0
+        print(f"vigil: {exc.path}: {exc.reason}; logs hold everything that could be read", file=sys.stderr)
+    return Exit.INPUT if errors else 0
+
+
+def _out_dir_problem(out: Path) -> str | None:
+    """Make the output directory; why it cannot be one (None when it is ready)."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out}: exists and is not a directory"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--out {out}: cannot create: {exc.strerror or exc}"
+    if not os.access(out, os.W_OK | os.X_OK):
+        return f"--out {out}: not writable by this process"
+    return None

@@ -9,7 +9,16 @@ import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from sensor.capture import LINKTYPE_ETHERNET, PacketBlock
-from sensor.decode import PROTO_TCP, PROTO_UDP, R_BAD_L4_CHECKSUM, R_FRAGMENT, REASONS, DecodedBlock, decode
+from sensor.decode import (
+    PROTO_TCP,
+    PROTO_UDP,
+    R_BAD_L4_CHECKSUM,
+    R_FRAGMENT,
+    R_LINKTYPE,
+    REASONS,
+    DecodedBlock,
+    decode,
+)
 from sensor.flows import FlowTable
 from sensor.fragments import Reassembler
 from sensor.registry import Registry
@@ -133,6 +142,11 @@ class SensorPipeline:
             p: "geneve" for p in config.geneve_ports
         }
         self.now = 0.0  # event time: the newest packet timestamp seen
+        # Packets read, and those whose link type no decoder knows (and which those types were): a capture
+        # made only of them yields nothing, and the caller says so instead of reporting a quiet network.
+        self.packets_read = 0
+        self.unsupported_link_packets = 0
+        self.unsupported_linktypes: set[int] = set()
 
     def _parse_error(self, protocol: str, reason: str) -> None:
         child = self._error_children.get((protocol, reason))
@@ -157,6 +171,10 @@ class SensorPipeline:
             else None
         )
         counts = np.bincount(dec.reason, minlength=len(REASONS))
+        self.packets_read += n
+        if counts[R_LINKTYPE]:
+            self.unsupported_link_packets += int(counts[R_LINKTYPE])
+            self.unsupported_linktypes.update(np.unique(block.linktype[dec.reason == R_LINKTYPE]).tolist())
         if held is not None and held.size:
             counts[R_FRAGMENT] -= held.size  # not errors: they go to the reassembler
         for i in np.flatnonzero(counts[1:]).tolist():
@@ -172,6 +190,18 @@ class SensorPipeline:
         records.extend(self.table.expire(self.now))
         self._account()
         return records
+
+    def undecodable_since(self, packets_read: int, unsupported: int) -> str | None:
+        """Why nothing read since the tallies were (``packets_read``, ``unsupported``) could be decoded;
+        None when something could (or nothing was read)."""
+        read = self.packets_read - packets_read
+        if read == 0 or self.unsupported_link_packets - unsupported < read:
+            return None
+        kinds = ", ".join(str(t) for t in sorted(self.unsupported_linktypes))
+        return (
+            f"none of its {read} packets could be decoded: link type {kinds} is not one Vigil reads "
+            "(Ethernet, Linux cooked SLL/SLL2, raw IPv4/IPv6, BSD loopback)"
+        )
 
     def _decode(self, block: PacketBlock, hold_fragments: bool) -> DecodedBlock:
         return decode(

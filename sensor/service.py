@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import time
 from collections.abc import AsyncIterator
 
@@ -13,15 +14,33 @@ from sensor.analyzers import default_registry
 from sensor.capture import CaptureError, PacketBlock
 from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.publisher import BatchPublisher
-from sensor.sources.pcap import PcapSource
+from sensor.sources.pcap import PcapSource, capture_problems
 from sensor.sources.tap import TapSource
-from vigil.config import VigilConfig
+from vigil.config import SensorConfig, VigilConfig
+from vigil.exitcodes import Exit
 from vigil.health import HealthState
 from vigil.log import get
 from vigil.sensor.v1 import sensor_pb2
 from vigil.service import build_info, run_service
 
 log = get("sensor")
+
+
+def replay_id(cfg: SensorConfig) -> str | None:
+    """For a replay of capture files: a digest of the sensor, the pacing and the files (path, size,
+    modification time). The replay's connection ids and batch ids derive from it, and its batches are cut on
+    record counts and event time only, so a sensor restarted on the same files republishes the very same
+    batches, which the bus and the master recognise as duplicates. None for a live interface."""
+    if cfg.source != "pcap" or not cfg.pcap_files:
+        return None
+    digest = hashlib.sha256(f"{cfg.sensor_id}\0{cfg.pcap_realtime}\0{cfg.batch_max_records}".encode())
+    for path in cfg.pcap_files:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        digest.update(f"\0{path.resolve()}\0{info.st_size}\0{info.st_mtime_ns}".encode())
+    return digest.hexdigest()[:12]
 
 
 class SensorService:
@@ -32,8 +51,20 @@ class SensorService:
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
         build_info(self.registry, "sensor")
-        self.pipeline = SensorPipeline(cfg.sensor, default_registry(), metrics_registry=self.registry)
-        self.publisher = BatchPublisher(cfg.sensor, cfg.nats, self.registry)
+        replay = replay_id(cfg.sensor)
+        self.pipeline = SensorPipeline(
+            cfg.sensor,
+            default_registry(),
+            metrics_registry=self.registry,
+            seed=int(replay, 16) if replay else None,
+        )
+        self.publisher = BatchPublisher(
+            cfg.sensor,
+            cfg.nats,
+            self.registry,
+            boot_id=f"r{replay}" if replay else None,
+            time_flush=cfg.sensor.source == "tap",
+        )
         self.kernel_drops = Counter(
             "vigil_sensor_capture_dropped_packets_total",
             "Packets the kernel dropped before the sensor read them.",
@@ -52,22 +83,35 @@ class SensorService:
     async def _blocks(self) -> AsyncIterator[PacketBlock]:
         scfg = self.cfg.sensor
         if scfg.source == "tap":
-            if not scfg.interface:
-                raise ValueError("sensor.source is tap but sensor.interface is not set")
+            assert scfg.interface is not None  # the config requires it for a tap
             self._tap = TapSource(scfg.interface)
             self._tap.open()
             async for block in self._tap.blocks():
                 yield block
             return
-        source = PcapSource(scfg.pcap_files, realtime=scfg.pcap_realtime)
-        async for block in source.ablocks():
-            yield block
+        for path in scfg.pcap_files:
+            pipe = self.pipeline
+            tallies = pipe.packets_read, pipe.unsupported_link_packets
+            source = PcapSource([path], realtime=scfg.pcap_realtime, speed=scfg.pcap_speed)
+            async for block in source.ablocks():
+                yield block
+            undecodable = pipe.undecodable_since(*tallies)
+            if undecodable is not None:
+                log.error("capture_undecodable", path=str(path), problem=undecodable)
+                self.exit_code = self.exit_code or Exit.INPUT
 
     async def _publish(self, records: list[sensor_pb2.Record]) -> None:
         if records:
-            await self.publisher.add(records)
+            await self.publisher.add(records, event_time=self.pipeline.now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.cfg.sensor.source == "pcap":
+            problems = capture_problems(self.cfg.sensor.pcap_files)
+            if problems:
+                for problem in problems:
+                    log.error("capture_unusable", problem=problem)
+                self.exit_code = Exit.ENVIRONMENT
+                return
         await self.publisher.start()
         heartbeat = asyncio.create_task(self._heartbeats(stop))
         last_drops = 0
@@ -92,11 +136,15 @@ class SensorService:
                     # Keep what was read: the pipeline already holds every packet before the error.
                     self.capture_errors.inc()
                     log.error("capture_error", error=str(exc))
-                    self.exit_code = 3
+                    self.exit_code = Exit.INPUT
                     break
                 self.packets += len(block)
                 if len(block):
                     await self._publish(self.pipeline.feed(block))
+                    if self.cfg.sensor.pcap_realtime:
+                        # A paced replay bounds latency like a live sensor, but on event time, so the
+                        # batches (and their ids) come out the same if it is started again.
+                        await self.publisher.flush_due(self.pipeline.now)
                 elif self._tap is not None:
                     # A quiet wire: advance event time by the clock so idle flows still expire.
                     await self._publish(self.pipeline.expire(time.time()))
@@ -113,8 +161,13 @@ class SensorService:
             await self._publish(self.pipeline.flush())
             if self._tap is not None:
                 self._tap.close()
-            await self.publisher.close(drain_timeout_s=10.0)
-            log.info("sensor_stopped", packets=self.packets, spooled=self.publisher.spooled_batches)
+            await self.publisher.close(drain_timeout_s=self.cfg.sensor.drain_timeout_s)
+            spooled = self.publisher.spooled_batches
+            if spooled:
+                # Kept on disk for the next run; the operator (and `vigil up`) must hear of it all the same.
+                log.error("telemetry_undelivered", batches=spooled, spool=str(self.cfg.sensor.spool_dir))
+                self.exit_code = self.exit_code or Exit.UNDELIVERED
+            log.info("sensor_stopped", packets=self.packets, spooled=spooled)
 
     async def _heartbeats(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -69,7 +69,7 @@ def test_analyze_truncated_capture_reports_and_keeps_results(
     cut.write_bytes(data[: len(data) - 37])  # ends in the middle of a packet record
     assert cli.main(["analyze", str(cut)]) == 3
     captured = capsys.readouterr()
-    assert "capture ended early" in captured.err
+    assert "cut.pcap: truncated packet record" in captured.err
     assert "Device / Network Scan" in captured.out
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vigil import cli
+from vigil.exitcodes import Exit
 
 LAB_CAPTURE = Path(__file__).resolve().parent / "data" / "lab-scan.pcap"
 SCANNER = "10.231.1.12"
@@ -41,14 +42,14 @@ def test_a_met_truth_exits_0_with_recall_and_precision_1(
     assert all(0 <= v < 600 for v in ttd.values())
 
 
-def test_a_missed_model_and_an_unexpected_breach_exit_1(
+def test_a_missed_model_and_an_unexpected_breach_exit_below_target(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     truth = (
         "captures: [lab-scan.pcap]\nexpect:\n"
         f"  - device: {SCANNER}\n    models: ['Device / Network Scan', 'Compromise / DNS Tunnel']\n"
     )
-    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == 1
+    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == Exit.EVAL_BELOW_TARGET
     result = json.loads(capsys.readouterr().out)
     scenario = result["scenarios"][0]
     assert scenario["missed"] == [f"{SCANNER} Compromise / DNS Tunnel"]
@@ -76,13 +77,13 @@ def test_a_missed_model_and_an_unexpected_breach_exit_1(
 def test_unusable_truth_files_are_refused_with_the_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], truth: str, message: str
 ) -> None:
-    assert cli.main(["eval", str(_dir(tmp_path, truth))]) == 2
+    assert cli.main(["eval", str(_dir(tmp_path, truth))]) == Exit.INPUT
     err = capsys.readouterr().err
     assert message in err and "scan.truth.yaml" in err
 
 
 def test_no_directory_or_no_truth_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["eval", str(tmp_path / "nope")]) == 2
-    assert cli.main(["eval", str(tmp_path)]) == 2
+    assert cli.main(["eval", str(tmp_path / "nope")]) == Exit.ENVIRONMENT
+    assert cli.main(["eval", str(tmp_path)]) == Exit.ENVIRONMENT
     err = capsys.readouterr().err
     assert "no such directory" in err and "no *.truth.yaml" in err

@@ -16,60 +16,60 @@ import argparse
 import asyncio
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from vigil import __version__
 from vigil import log as vlog
-from vigil.config import ConfigError, VigilConfig, load
+from vigil.config import ConfigError, VigilConfig, load, set_overrides, set_path
+from vigil.exitcodes import Exit
 
 
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``--set master.scan_window_s=10`` -> nested override mapping."""
-    tree: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ConfigError([f"--set {item}: expected key.path=value"])
-        key, raw = item.split("=", 1)
-        node = tree
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError([f"--set {item}: empty key"])
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
-    return tree
+class UsageError(Exception):
+    """Flags that contradict each other; reported like argparse's own errors (exit 2)."""
 
 
-def _merge(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        node = node.setdefault(part, {})
-    node[path[-1]] = value
+def _common_options(after: bool) -> argparse.ArgumentParser:
+    """--config and --set, accepted before the subcommand and after it (``vigil analyze --set k=v F``).
+
+    After the subcommand they land in their own attributes: argparse copies a subcommand's namespace over
+    the top-level one, which would otherwise replace the --set items given before it.
+    """
+    suffix = "_after" if after else ""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        dest="config" + suffix,
+        type=Path,
+        default=argparse.SUPPRESS if after else None,
+        help="YAML config file (also VIGIL_CONFIG); VIGIL_* env overrides",
+    )
+    common.add_argument(
+        "--set",
+        dest="overrides" + suffix,
+        action="append",
+        default=argparse.SUPPRESS if after else [],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set master.scan_window_s=10 (repeatable)",
+    )
+    return common
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="vigil", description="Self-learning network detection and response."
+        prog="vigil",
+        description="Self-learning network detection and response.",
+        parents=[_common_options(after=False)],
+        epilog="Exit codes: 0 done, 1 environment (file, permission, lock), 2 usage or configuration, "
+        "3 input damaged or undecodable, 4 telemetry left in the spool, 5 a dependency failed, "
+        "6 evaluation below target, 70 internal error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
-    parser.add_argument(
-        "--config", type=Path, help="YAML config file (also VIGIL_CONFIG); VIGIL_* env overrides"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key, e.g. --set master.scan_window_s=10 (repeatable)",
-    )
     sub = parser.add_subparsers(dest="command", required=True)
+    common = [_common_options(after=True)]
 
-    up = sub.add_parser("up", help="run everything on embedded servers")
+    up = sub.add_parser("up", help="run everything on embedded servers", parents=common)
     up.add_argument("--pcap", type=Path, action="append", default=[], help="replay capture file(s)")
     up.add_argument("--interface", help="capture live on this interface (root)")
     up.add_argument("--backend", choices=["dryrun", "nftables"], help="responder backend (default dryrun)")
@@ -80,21 +80,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pcap: stop once the capture is processed and every action is settled",
     )
     up.add_argument("--realtime", action="store_true", help="with --pcap: replay at capture speed")
+    up.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="with --pcap: replay paced at X times capture speed (--realtime is X = 1)",
+    )
+    up.add_argument(
+        "--fresh",
+        action="store_true",
+        help="forget what an earlier run in the data directory learned (its telemetry, models and actions)",
+    )
 
-    sensor = sub.add_parser("sensor", help="run the sensor, or read a capture to logs")
+    sensor = sub.add_parser("sensor", help="run the sensor, or read a capture to logs", parents=common)
     sensor.add_argument("--pcap", type=Path, action="append", default=[], help="capture file(s) to read")
     sensor.add_argument("--interface", help="capture live on this interface (root)")
     sensor_sub = sensor.add_subparsers(dest="sensor_command")
-    read = sensor_sub.add_parser("read", help="decode a capture to Zeek-compatible JSON logs or JSON lines")
+    read = sensor_sub.add_parser(
+        "read", help="decode a capture to Zeek-compatible JSON logs or JSON lines", parents=common
+    )
     read.add_argument("captures", type=Path, nargs="+")
     read.add_argument("--format", choices=["zeek-json", "jsonl"], default="zeek-json")
     read.add_argument("--out", type=Path, required=True, help="output directory")
 
-    sub.add_parser("master", help="run the master")
-    responder = sub.add_parser("responder", help="run the responder")
+    sub.add_parser("master", help="run the master", parents=common)
+    responder = sub.add_parser("responder", help="run the responder", parents=common)
     responder.add_argument("--backend", choices=["dryrun", "nftables"])
 
-    analyze = sub.add_parser("analyze", help="offline: captures -> breaches and actions")
+    analyze = sub.add_parser("analyze", help="offline: captures -> breaches and actions", parents=common)
     analyze.add_argument("captures", type=Path, nargs="+")
     analyze.add_argument("--json", action="store_true", help="one JSON object per line")
     analyze.add_argument(
@@ -107,44 +120,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     models = sub.add_parser(
-        "models", help="the model catalog: what makes each model breach, and the response"
+        "models", help="the model catalog: what makes each model breach, and the response", parents=common
     )
     models.add_argument("--json", action="store_true", help="one JSON object per model")
 
     evaluate = sub.add_parser(
-        "eval", help="recall, precision, time to detect, false positives per device-day"
+        "eval", help="recall, precision, time to detect, false positives per device-day", parents=common
     )
     evaluate.add_argument("directory", type=Path, help="a directory of *.truth.yaml files and their captures")
     evaluate.add_argument("--json", action="store_true", help="the table as one JSON object")
     return parser
 
 
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that cannot mean anything together are refused rather than one silently winning."""
+    live_or_replay = args.command in ("up", "sensor") and getattr(args, "sensor_command", None) is None
+    if live_or_replay and args.pcap and args.interface:
+        raise UsageError("--pcap and --interface exclude each other: replay captures or capture live")
+    if args.command == "up" and args.interface:
+        if args.exit_when_done:
+            raise UsageError("--exit-when-done needs --pcap: a live interface is never done")
+        if args.realtime or args.speed is not None:
+            raise UsageError("--realtime and --speed pace a --pcap replay; a live interface is real time")
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    before, after = args.config, getattr(args, "config_after", None)
+    if before is not None and after is not None and before != after:
+        raise UsageError(f"--config given twice ({before} and {after})")
+    path = after or before
+    if path is None and os.environ.get("VIGIL_CONFIG"):
+        path = Path(os.environ["VIGIL_CONFIG"])
+    return path if isinstance(path, Path) else None
+
+
 def _config(args: argparse.Namespace) -> VigilConfig:
-    overrides = _parse_set(args.overrides)
+    overrides = set_overrides([*args.overrides, *getattr(args, "overrides_after", [])])
+    if args.command in ("up", "sensor") and getattr(args, "sensor_command", None) is None:
+        if args.pcap:
+            set_path(overrides, ["sensor", "source"], "pcap")
+            set_path(overrides, ["sensor", "pcap_files"], [str(p) for p in args.pcap])
+        if args.interface:
+            set_path(overrides, ["sensor", "source"], "tap")
+            set_path(overrides, ["sensor", "interface"], args.interface)
     if args.command == "up":
-        if args.pcap:
-            _merge(overrides, ["sensor", "source"], "pcap")
-            _merge(overrides, ["sensor", "pcap_files"], [str(p) for p in args.pcap])
-        if args.interface:
-            _merge(overrides, ["sensor", "source"], "tap")
-            _merge(overrides, ["sensor", "interface"], args.interface)
-        if args.realtime:
-            _merge(overrides, ["sensor", "pcap_realtime"], True)
+        if args.realtime or args.speed is not None:
+            set_path(overrides, ["sensor", "pcap_realtime"], True)
+        if args.speed is not None:
+            set_path(overrides, ["sensor", "pcap_speed"], args.speed)
         if args.backend:
-            _merge(overrides, ["responder", "backend"], args.backend)
+            set_path(overrides, ["responder", "backend"], args.backend)
         if args.data_dir:
-            _merge(overrides, ["up", "data_dir"], str(args.data_dir))
-    elif args.command == "sensor" and args.sensor_command is None:
-        if args.pcap:
-            _merge(overrides, ["sensor", "source"], "pcap")
-            _merge(overrides, ["sensor", "pcap_files"], [str(p) for p in args.pcap])
-        if args.interface:
-            _merge(overrides, ["sensor", "source"], "tap")
-            _merge(overrides, ["sensor", "interface"], args.interface)
+            set_path(overrides, ["up", "data_dir"], str(args.data_dir))
     elif args.command == "responder" and args.backend:
-        _merge(overrides, ["responder", "backend"], args.backend)
-    path = args.config or (Path(os.environ["VIGIL_CONFIG"]) if os.environ.get("VIGIL_CONFIG") else None)
-    return load(path, overrides=overrides)
+        set_path(overrides, ["responder", "backend"], args.backend)
+    return load(_config_path(args), overrides=overrides)
 
 
 def _models(as_json: bool) -> int:
@@ -164,48 +194,87 @@ def _models(as_json: bool) -> int:
         if row["techniques"]:
             print(f"    ATT&CK: {row['techniques']}")
         print(f"    response: {row['response']}")
-    return 0
+    return Exit.OK
+
+
+def _run(args: argparse.Namespace, cfg: VigilConfig) -> int:
+    from vigil import wiring
+
+    if args.command == "up":
+        return asyncio.run(wiring.up(cfg, exit_when_done=args.exit_when_done, fresh=args.fresh))
+    if args.command == "sensor":
+        if args.sensor_command == "read":
+            return wiring.sensor_read(cfg, args.captures, args.format, args.out)
+        return asyncio.run(wiring.sensor(cfg))
+    if args.command == "master":
+        return asyncio.run(wiring.master(cfg))
+    if args.command == "responder":
+        return asyncio.run(wiring.responder(cfg))
+    if args.command == "analyze":
+        return wiring.analyze(cfg, args.captures, as_json=args.json, learn=args.learn)
+    if args.command == "models":
+        return _models(as_json=args.json)
+    if args.command == "eval":
+        return wiring.evaluate(cfg, args.directory, as_json=args.json)
+    raise UsageError(f"unknown command {args.command}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or argparse's own usage error (already printed)
+        return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
+    try:
+        _check_flags(args)
         cfg = _config(args)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"vigil: error: {exc}", file=sys.stderr)
+        return Exit.USAGE
     except ConfigError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     vlog.configure(cfg.log)
+    if args.command == "up":
+        # `vigil up` forks servers and services while gRPC's threads run; they exec at once and need none
+        # of gRPC's fork handlers (which otherwise log a line on the operator's console at every start).
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     from vigil import wiring
 
     try:
-        if args.command == "up":
-            return asyncio.run(wiring.up(cfg, exit_when_done=args.exit_when_done))
-        if args.command == "sensor":
-            if args.sensor_command == "read":
-                return wiring.sensor_read(cfg, args.captures, args.format, args.out)
-            return asyncio.run(wiring.sensor(cfg))
-        if args.command == "master":
-            return asyncio.run(wiring.master(cfg))
-        if args.command == "responder":
-            return asyncio.run(wiring.responder(cfg))
-        if args.command == "analyze":
-            return wiring.analyze(cfg, args.captures, as_json=args.json, learn=args.learn)
-        if args.command == "models":
-            try:
-                return _models(as_json=args.json)
-            except BrokenPipeError:  # `vigil models | head`
-                sys.stderr.close()
-                return 0
-        if args.command == "eval":
-            return wiring.evaluate(cfg, args.directory, as_json=args.json)
+        return _run(args, cfg)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` or a closed pager: what was asked for was written.
+        _quiet_stdout()
+        return Exit.OK
     except wiring.UserError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
-        return 1
-    parser.error(f"unknown command {args.command}")
-    return 2
+        return Exit.ENVIRONMENT
+    except wiring.DependencyError as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return Exit.DEPENDENCY
+    except Exception as exc:
+        # The last resort: a bug must still end in one clear line, not a traceback on the operator's screen.
+        print(
+            f"vigil: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+            "run with --set log.level=debug for the traceback, and please report it",
+            file=sys.stderr,
+        )
+        if cfg.log.level == "debug":
+            traceback.print_exc()
+        return Exit.INTERNAL
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe, point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

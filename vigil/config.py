@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import stat
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -28,10 +30,58 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "VIGIL_"
+# A configuration file larger than this is refused unread: configs are a few KiB, and an endless file
+# (/dev/zero, a FIFO nobody closes) must end in an error, not a hang.
+MAX_CONFIG_BYTES = 1024 * 1024
+# The longest duration any setting may hold (ten years): beyond it, times overflow the timestamp types.
+MAX_DURATION_S = 10 * 366 * 24 * 3600.0
+
+# Value types with their ranges, so every setting of a kind is checked the same way.
+Seconds = Annotated[float, Field(gt=0, le=MAX_DURATION_S)]
+SecondsOrZero = Annotated[float, Field(ge=0, le=MAX_DURATION_S)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Count = Annotated[int, Field(gt=0, le=10**9)]
+ByteSize = Annotated[int, Field(gt=0, le=2**60)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No NaN or infinity anywhere: every number in a config is a physical quantity.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def check_networks(value: list[str]) -> list[str]:
+    """Every item an IPv4/IPv6 network in CIDR notation (a bare address is a /32 or /128)."""
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP network (CIDR)") from None
+    return value
+
+
+def check_url(value: str, schemes: tuple[str, ...]) -> str:
+    """A URL with one of ``schemes`` and something after ``://`` (the password part is never echoed)."""
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in schemes or not rest.rpartition("@")[2]:
+        raise ValueError(
+            f"expected a URL of the form {schemes[0]}://host:port (schemes: {', '.join(schemes)})"
+        )
+    return value
+
+
+def check_name(value: str) -> str:
+    """A JetStream stream or consumer name: letters, digits, '-' and '_' only (1-64 characters)."""
+    if not 1 <= len(value) <= 64 or not all(ch.isascii() and (ch.isalnum() or ch in "-_") for ch in value):
+        raise ValueError("must be 1-64 characters of letters, digits, '-' and '_'")
+    return value
+
+
+def check_address(value: str, lowest_port: int = 1) -> str:
+    """``host:port`` (IPv6 hosts in brackets) with a port in lowest_port-65535 (0 lets a listener choose)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not lowest_port <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port with a port in {lowest_port}-65535")
+    return value
 
 
 def _file_problems(owner: BaseModel, fields: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -128,11 +178,21 @@ class NatsConfig(_Section):
     tls_key: Path | None = None
     stream: str = "VIGIL_TELEMETRY"
     # Stream limits: how long and how much telemetry JetStream keeps for consumers that lag.
-    stream_max_age_s: float = Field(default=7 * 24 * 3600, gt=0)
-    stream_max_bytes: int = Field(default=10 * 1024**3, gt=0)
+    stream_max_age_s: Seconds = 7 * 24 * 3600
+    stream_max_bytes: ByteSize = 10 * 1024**3
     # Deduplication window for Nats-Msg-Id (batch id): covers a spool drained after an outage.
-    duplicate_window_s: float = Field(default=3600, gt=0)
-    connect_timeout_s: float = Field(default=2.0, gt=0)
+    duplicate_window_s: Seconds = 3600
+    connect_timeout_s: Annotated[float, Field(gt=0, le=600)] = 2.0
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_url(value, ("nats", "tls", "ws", "wss"))
+
+    @field_validator("stream")
+    @classmethod
+    def _valid_stream(cls, value: str) -> str:
+        return check_name(value)
 
     @model_validator(mode="after")
     def _check_tls_files(self) -> NatsConfig:
@@ -151,6 +211,11 @@ class RedisConfig(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     key_prefix: str = "vigil:v1"
 
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        return check_url(value, ("redis", "rediss", "unix"))
+
 
 class HttpConfig(_Section):
     """Where a service serves /metrics, /healthz and /readyz. Port 0 picks a free port."""
@@ -168,16 +233,18 @@ class SensorConfig(_Section):
     interface: str | None = None
     # Replay pcaps at capture speed (live-like) instead of as fast as possible.
     pcap_realtime: bool = False
-    idle_timeout_tcp_s: float = Field(default=300.0, gt=0)
-    idle_timeout_udp_s: float = Field(default=60.0, gt=0)
-    idle_timeout_other_s: float = Field(default=60.0, gt=0)
-    active_timeout_s: float = Field(default=3600.0, gt=0)
+    # With pcap_realtime: replay this many times faster than captured (10 = a 10-minute capture in 1 minute).
+    pcap_speed: Annotated[float, Field(gt=0, le=1_000_000)] = 1.0
+    idle_timeout_tcp_s: Seconds = 300.0
+    idle_timeout_udp_s: Seconds = 60.0
+    idle_timeout_other_s: Seconds = 60.0
+    active_timeout_s: Seconds = 3600.0
     # An unanswered TCP connection attempt (state S0: nothing ever came back from the responder) is
     # emitted after this much event time without packets instead of the full TCP idle timeout, so the
     # master sees a scan's failed attempts within seconds (Zeek's tcp_attempt_delay idea).
-    attempt_timeout_s: float = Field(default=30.0, gt=0)
+    attempt_timeout_s: Seconds = 30.0
     # How long to linger after FIN/RST before emitting (catches the final ACKs).
-    close_linger_s: float = Field(default=1.0, ge=0)
+    close_linger_s: SecondsOrZero = 1.0
     # Drop IPv4 packets whose header checksum is wrong, as the receiving host (and Zeek without -C)
     # would; turn off for captures taken on a host with checksum offload that left headers unfilled.
     verify_ip_checksums: bool = True
@@ -188,17 +255,27 @@ class SensorConfig(_Section):
     # Reassemble IPv4 fragments before analysis (fragmentation is an old way past a sensor); a datagram
     # whose pieces do not all arrive within the timeout is dropped and counted.
     reassemble_fragments: bool = True
-    fragment_timeout_s: float = Field(default=30.0, gt=0)
+    fragment_timeout_s: Seconds = 30.0
     # UDP ports whose packets are tunnels to open (cloud traffic mirroring sends VXLAN to 4789); the
     # frames inside are analysed instead. An empty list leaves that tunnel as ordinary UDP.
-    vxlan_ports: list[int] = Field(default_factory=lambda: [4789])
-    geneve_ports: list[int] = Field(default_factory=lambda: [6081])
-    batch_max_records: int = Field(default=500, gt=0)
-    batch_max_delay_s: float = Field(default=1.0, gt=0)
+    vxlan_ports: list[Port] = Field(default_factory=lambda: [4789])
+    geneve_ports: list[Port] = Field(default_factory=lambda: [6081])
+    batch_max_records: Annotated[int, Field(gt=0, le=1_000_000)] = 500
+    batch_max_delay_s: Seconds = 1.0
     spool_dir: Path = Path("var/spool")
-    spool_max_bytes: int = Field(default=256 * 1024**2, gt=0)
-    heartbeat_interval_s: float = Field(default=10.0, gt=0)
+    spool_max_bytes: ByteSize = 256 * 1024**2
+    # Batches older than this are dropped from the spool (counted): by default the stream's own retention.
+    spool_max_age_s: Seconds = 7 * 24 * 3600.0
+    # On SIGTERM or end of input, how long the spool may take to drain before the sensor exits with it kept.
+    drain_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
+    heartbeat_interval_s: Seconds = 10.0
     http: HttpConfig = HttpConfig()
+
+    @model_validator(mode="after")
+    def _tap_needs_interface(self) -> SensorConfig:
+        if self.source == "tap" and not self.interface:
+            raise ValueError("source is tap but no interface is set (sensor.interface or --interface)")
+        return self
 
 
 class ProtectedConfig(_Section):
@@ -209,28 +286,42 @@ class ProtectedConfig(_Section):
     @field_validator("networks")
     @classmethod
     def _valid_networks(cls, value: list[str]) -> list[str]:
-        for item in value:
-            ipaddress.ip_network(item, strict=False)
-        return value
+        return check_networks(value)
 
 
 class MasterConfig(_Section):
     consumer: str = "vigil-master"
+
+    @field_validator("consumer")
+    @classmethod
+    def _valid_consumer(cls, value: str) -> str:
+        return check_name(value)
+
     # Networks considered internal for "internal destinations"; RFC 1918 + ULA by default.
     internal_networks: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
     )
     # Event-time window over which a device's scan features are counted.
-    scan_window_s: float = Field(default=60.0, gt=0)
+    scan_window_s: Seconds = 60.0
     # Posterior predictive tail probability below which the scan model breaches.
     scan_breach_probability: float = Field(default=1e-4, gt=0, lt=1)
     # Half-life of the model's memory, in event-time seconds: old windows weigh less.
-    scan_half_life_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    scan_half_life_s: Seconds = 7 * 24 * 3600.0
     # Event time the network must have been learned before a device (or an external endpoint) seen for the
     # first time raises "New Device" ("Rare External Endpoint"): everything is new on the first day.
-    new_device_grace_s: float = Field(default=3600.0, ge=0)
+    new_device_grace_s: SecondsOrZero = 3600.0
     # IANA time zone of the monitored site (e.g. "Europe/Berlin"): hour-of-week seasonality follows it.
     timezone: str = "UTC"
+
+    @field_validator("internal_networks")
+    @classmethod
+    def _valid_internal(cls, value: list[str]) -> list[str]:
+        return check_networks(value)
+
+    @field_validator("responder_address")
+    @classmethod
+    def _valid_responder_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
 
     @field_validator("timezone")
     @classmethod
@@ -245,20 +336,36 @@ class MasterConfig(_Section):
     action_min_score: int = Field(default=60, ge=0, le=100)
     # "autonomous" acts, "confirm" proposes, "observe" only records.
     response_mode: Literal["autonomous", "confirm", "observe"] = "autonomous"
-    block_duration_s: float = Field(default=3600.0, gt=0)
+    block_duration_s: Seconds = 3600.0
     # What a scanning or attack-tool breach gets: "block_internal" cuts the device off from the internal
     # networks only (its user keeps the internet), "block_all_outgoing" stops everything it originates.
     scan_response: Literal["block_internal", "block_all_outgoing"] = "block_internal"
-    max_actions_per_minute: int = Field(default=10, gt=0)
+    max_actions_per_minute: Count = 10
     responder_address: str | None = "127.0.0.1:50051"
     # Client side of the mutual-TLS link to the responder; off (plaintext) when no file is set.
     responder_tls: TlsConfig = TlsConfig()
     # Messages per fetch: with the sensor's 500-record batches, enough to fill a unit of work.
-    fetch_batch: int = Field(default=128, gt=0)
+    fetch_batch: Annotated[int, Field(gt=0, le=10_000)] = 128
     # When a backlog has built up, consecutive batches are processed as one unit of work of up to this many
     # records: each device's state is then loaded, scored and committed once per unit, not once per batch.
     # Measured on the bench mix: 5.6x the records/s of batch-by-batch at 32k, +17 % more at 64k, flat beyond.
-    unit_max_records: int = Field(default=65536, gt=0)
+    unit_max_records: Annotated[int, Field(gt=0, le=10_000_000)] = 65536
+    # How long JetStream waits for a batch's ack before handing it to another (or a restarted) master.
+    ack_wait_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
+    # The door (master/door.py): a record timed before this, or later than its batch's creation time plus
+    # the skew, is dropped alone and counted; so is a flow lasting longer than max_flow_duration_s.
+    min_event_time: datetime = datetime(1990, 1, 1, tzinfo=UTC)
+    max_clock_skew_s: Seconds = 300.0
+    max_flow_duration_s: Seconds = 30 * 24 * 3600.0
+    # How far one batch may move the network's event clock (and its learned span) beyond the clock or the
+    # batch's median time: a forged timestamp ages nothing by more than this.
+    max_event_step_s: Seconds = 3600.0
+
+    @field_validator("min_event_time")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
     protected: ProtectedConfig = ProtectedConfig()
     http: HttpConfig = HttpConfig()
 
@@ -266,12 +373,18 @@ class MasterConfig(_Section):
 class ResponderConfig(_Section):
     listen: str = "127.0.0.1:50051"
     backend: Literal["nftables", "dryrun"] = "dryrun"
+
+    @field_validator("listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        return check_address(value, lowest_port=0)
+
     # nftables table that holds every Vigil rule; nothing outside it is touched.
     nft_table: str = "vigil"
     # Run nft inside this network namespace (`ip netns exec`), for gateways in labs/containers.
     netns: str | None = None
-    reconcile_interval_s: float = Field(default=5.0, gt=0)
-    max_action_duration_s: float = Field(default=24 * 3600.0, gt=0)
+    reconcile_interval_s: Seconds = 5.0
+    max_action_duration_s: Seconds = 24 * 3600.0
     protected: ProtectedConfig = ProtectedConfig()
     state_file: Path | None = None
     http: HttpConfig = HttpConfig()
@@ -307,7 +420,43 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+class _ConfigLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*anchor`` references let a few hundred bytes expand into a structure whose
+    validation never ends (the "billion laughs"); a configuration has no need for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in a configuration", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str) -> Any:
+    """One YAML document, parsed safely (no tags, no aliases); raises ValueError with the cause."""
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader subclass: no tags, no aliases
+    except yaml.YAMLError as exc:
+        raise ValueError(f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ValueError("not valid YAML: nested too deeply") from None
+
+
+def parse_value(raw: str) -> Any:
+    """A value from ``--set key=value`` or ``VIGIL_KEY=value``: a YAML scalar or flow collection, or, when
+    it is not valid YAML, the text itself (a password such as ``p[4ss`` stays a string); the schema then
+    judges it."""
+    if raw == "":
+        return ""
+    try:
+        return parse_yaml(raw)
+    except ValueError:
+        return raw
+
+
+def set_path(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
+    """``tree[path[0]][path[1]]... = value``, replacing any non-mapping met on the way."""
     node = tree
     for key in path[:-1]:
         child = node.setdefault(key, {})
@@ -316,6 +465,25 @@ def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
             node[key] = child
         node = child
     node[path[-1]] = value
+
+
+def set_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """``--set master.scan_window_s=10`` (repeatable) -> nested override mapping; ConfigError lists every
+    malformed item."""
+    tree: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = [p.strip() for p in key.split(".")]
+        if not sep:
+            problems.append(f"--set {item[:80]}: expected key.path=value")
+        elif not all(parts):
+            problems.append(f"--set {item[:80]}: empty key or key part")
+        else:
+            set_path(tree, parts, parse_value(raw))
+    if problems:
+        raise ConfigError(problems)
+    return tree
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -327,11 +495,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path:
             continue
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        _set_path(tree, path, value)
+        set_path(tree, path, parse_value(raw))
     return tree
 
 
@@ -360,8 +524,44 @@ def build(
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(root)"
-            problems.append(f"{where}: {err['msg']}")
+            problems.append(f"{where[:200]}: {err['msg']}")
         raise ConfigError(problems) from None
+
+
+def read_file_tree(path: Path) -> dict[str, Any]:
+    """The mapping a configuration file holds. Refused with a ConfigError, never read to the end: anything
+    not a regular file (a directory, /dev/zero, a FIFO), more than MAX_CONFIG_BYTES, not UTF-8 text, not
+    YAML, or not a mapping at the top."""
+    try:
+        with open(path, "rb", opener=_open_nonblocking) as fh:
+            mode = os.fstat(fh.fileno()).st_mode
+            if not stat.S_ISREG(mode):
+                raise ConfigError([f"{path}: not a regular file"])
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; not a Vigil configuration"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
+    if "\x00" in text:
+        raise ConfigError([f"{path}: not a text file (NUL byte)"])
+    try:
+        loaded = parse_yaml(text)
+    except ValueError as exc:
+        raise ConfigError([f"{path}: {exc}"]) from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError([f"{path}: top level must be a mapping"])
+    return loaded
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    # O_NONBLOCK: opening a FIFO with no writer would otherwise wait for ever before fstat can refuse it.
+    return os.open(path, flags | os.O_NONBLOCK)
 
 
 def load(
@@ -369,17 +569,5 @@ def load(
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> VigilConfig:
-    file_tree: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: not valid YAML: {exc}"]) from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError([f"{path}: top level must be a mapping"])
-        file_tree = loaded
+    file_tree = read_file_tree(path) if path is not None else {}
     return build(file_tree, environ if environ is not None else os.environ, overrides)

@@ -21,6 +21,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def die_with_parent(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel sends it SIGTERM when the process that started it dies (Linux
+    ``PR_SET_PDEATHSIG``, set by util-linux's ``setpriv`` before it execs the program; the setting survives
+    the exec). A killed ``vigil up`` thus leaves no server or service running on its data. Spawn from the
+    main thread: the signal follows the thread that forked. (A ``preexec_fn`` calling prctl would do the
+    same without ``setpriv``, but running Python between fork and exec in a process with gRPC's threads
+    crashes the child.) Without ``setpriv``, ``argv`` unchanged."""
+    setpriv = shutil.which("setpriv") if sys.platform == "linux" else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *argv] if setpriv else argv
+
+
 class EmbeddedServerError(RuntimeError):
     pass
 
@@ -61,7 +72,9 @@ def _wait_for(predicate_path: Path, timeout_s: float, proc: subprocess.Popen[byt
         if predicate_path.exists() and predicate_path.stat().st_size > 0:
             return
         if proc.poll() is not None:
-            raise EmbeddedServerError(f"{what} exited with code {proc.returncode} during start-up")
+            raise EmbeddedServerError(
+                f"{what} exited with code {proc.returncode} during start-up (see its log)"
+            )
         time.sleep(0.01)
     raise EmbeddedServerError(f"{what} did not become ready within {timeout_s}s")
 
@@ -99,32 +112,46 @@ class EmbeddedRedis(ManagedProcess):
     socket_path: Path
 
 
+def _nats_conf(host: str, port: int, store: Path, sync_always: bool, max_payload: int | None) -> str:
+    lines = [f"listen: {json.dumps(f'{host}:{port}')}", "http: " + json.dumps(f"{host}:-1")]
+    if max_payload is not None:
+        lines.append(f"max_payload: {int(max_payload)}")
+    lines.append("jetstream {")
+    lines.append(f"  store_dir: {json.dumps(str(store))}")
+    if sync_always:
+        # Every stored message is fsynced before its ack: a killed server loses nothing it acknowledged.
+        lines.append("  sync_interval: always")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
 def start_nats(
-    data_dir: Path, host: str = "127.0.0.1", port: int = -1, timeout_s: float = 10.0
+    data_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = -1,
+    timeout_s: float = 10.0,
+    sync_always: bool = False,
+    max_payload: int | None = None,
+    die_with_us: bool = False,
 ) -> EmbeddedNats:
-    """Start nats-server with JetStream, storing streams under ``data_dir/js``."""
+    """Start nats-server with JetStream, storing streams under ``data_dir/js``.
+
+    ``port`` -1 lets the server choose; a restart passes the port it had, so clients reconnect to the
+    same URL. ``sync_always`` fsyncs every message before acknowledging it (what `vigil up` runs, so that
+    killing the server loses nothing); ``max_payload`` overrides the server's 1 MiB default.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     store = data_dir / "js"
     ports_dir = data_dir / "ports"
     ports_dir.mkdir(exist_ok=True)
     for stale in ports_dir.glob("*.ports"):
         stale.unlink()
+    conf = data_dir / "nats-server.conf"
+    conf.write_text(_nats_conf(host, port, store, sync_always, max_payload))
     log = open(data_dir / "nats-server.log", "ab")  # noqa: SIM115 - handed to the child process
+    argv = [str(nats_server_binary()), "-c", str(conf), "--ports_file_dir", str(ports_dir)]
     proc = subprocess.Popen(
-        [
-            str(nats_server_binary()),
-            "-js",
-            "-a",
-            host,
-            "-p",
-            str(port),
-            "-m",
-            "-1",
-            "-sd",
-            str(store),
-            "--ports_file_dir",
-            str(ports_dir),
-        ],
+        die_with_parent(argv) if die_with_us else argv,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -142,7 +169,9 @@ def start_nats(
                 break
             except (json.JSONDecodeError, KeyError, IndexError):
                 if time.monotonic() > deadline:
-                    raise
+                    raise EmbeddedServerError(
+                        f"nats-server wrote no usable ports file {ports_file}"
+                    ) from None
                 time.sleep(0.01)
     except BaseException:
         proc.kill()
@@ -151,10 +180,25 @@ def start_nats(
     return EmbeddedNats(proc=proc, name="nats-server", url=url, store_dir=store)
 
 
-def start_redis(data_dir: Path, timeout_s: float = 10.0, appendonly: bool = True) -> EmbeddedRedis:
-    """Start valkey-server on a unix socket in ``data_dir`` with AOF persistence."""
+def start_redis(
+    data_dir: Path,
+    timeout_s: float = 10.0,
+    appendonly: bool = True,
+    socket_path: Path | None = None,
+    fsync: str = "everysec",
+    die_with_us: bool = False,
+) -> EmbeddedRedis:
+    """Start valkey-server with AOF persistence in ``data_dir``, listening on a unix socket only
+    (``data_dir/valkey.sock`` unless ``socket_path`` says otherwise: socket paths are limited to ~100 bytes).
+
+    ``fsync`` is Valkey's appendfsync: "always" writes every command to disk before answering it (what
+    `vigil up` runs, so that killing the server loses nothing the master committed).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    sock = data_dir / "valkey.sock"
+    sock = socket_path or data_dir / "valkey.sock"
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    # A socket left by a killed server would refuse the bind; the caller owns this data (`vigil up` holds
+    # the data directory's lock before it starts anything).
     with contextlib.suppress(FileNotFoundError):
         sock.unlink()
     log = open(data_dir / "valkey.log", "ab")  # noqa: SIM115 - handed to the child process
@@ -175,9 +219,14 @@ def start_redis(data_dir: Path, timeout_s: float = 10.0, appendonly: bool = True
         "--appendonly",
         "yes" if appendonly else "no",
         "--appendfsync",
-        "everysec",
+        fsync,
     ]
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        die_with_parent(args) if die_with_us else args,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     log.close()
     deadline = time.monotonic() + timeout_s
     while True:

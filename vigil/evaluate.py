@@ -45,6 +45,7 @@ from master.offline import OfflineMaster
 from sensor.pipeline import tune_gc
 from vigil.alert.v1 import alert_pb2
 from vigil.config import VigilConfig
+from vigil.exitcodes import Exit
 from vigil.offline import CaptureRecords
 from vigil.sensor.v1 import sensor_pb2
 
@@ -101,7 +102,7 @@ def load_truth(path: Path) -> Truth:
     where = str(path)
     try:
         doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
         raise TruthError(f"{where}: {exc}") from exc
     if not isinstance(doc, dict):
         raise TruthError(f"{where}: expected a mapping")
@@ -309,16 +310,16 @@ def table(results: list[ScenarioResult], total: dict[str, Any]) -> str:
 def evaluate_directory(cfg: VigilConfig, directory: Path, as_json: bool, out: TextIO) -> int:
     if not directory.is_dir():
         print(f"vigil eval: no such directory: {directory}", file=sys.stderr)
-        return 2
+        return Exit.ENVIRONMENT
     files = sorted(directory.glob("*.truth.yaml"))
     if not files:
         print(f"vigil eval: no *.truth.yaml in {directory}", file=sys.stderr)
-        return 2
+        return Exit.ENVIRONMENT
     try:
         truths = [load_truth(f) for f in files]
     except TruthError as exc:
         print(f"vigil eval: {exc}", file=sys.stderr)
-        return 2
+        return Exit.INPUT
     tune_gc()
     baselines: dict[tuple[Path, ...], Learned] = {}
     results = []
@@ -329,4 +330,4 @@ def evaluate_directory(cfg: VigilConfig, directory: Path, as_json: bool, out: Te
     total = summary(results)
     print(json.dumps(total, indent=2, sort_keys=True) if as_json else table(results, total), file=out)
     perfect = total["recall"] in (None, 1.0) and total["false_positives"] == 0
-    return 0 if perfect else 1
+    return Exit.OK if perfect else Exit.EVAL_BELOW_TARGET

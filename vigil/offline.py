@@ -21,9 +21,10 @@ from responder.client import scope_text
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError
 from sensor.pipeline import SensorPipeline, tune_gc
-from sensor.sources.pcap import PcapSource
+from sensor.sources.pcap import PcapSource, capture_problems
 from vigil.alert.v1 import alert_pb2
 from vigil.config import VigilConfig
+from vigil.exitcodes import Exit
 from vigil.responder.v1 import responder_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -86,31 +87,39 @@ def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) 
 
 
 class CaptureRecords:
-    """Iterates the records of captures in order; remembers a capture error instead of raising it."""
+    """Iterates the records of captures in order; remembers capture errors (a truncated file, one with
+    nothing decodable) instead of raising them, and goes on with the next file."""
 
     def __init__(self, cfg: VigilConfig, captures: Sequence[Path]) -> None:
         self.pipeline = SensorPipeline(cfg.sensor, default_registry())
         self.captures = captures
-        self.error: CaptureError | None = None
+        self.errors: list[CaptureError] = []
         self.packets = 0
 
     def __iter__(self) -> Iterator[sensor_pb2.Record]:
-        try:
-            for block in PcapSource(self.captures).blocks():
-                self.packets += len(block)
-                yield from self.pipeline.feed(block)
-        except CaptureError as exc:
-            self.error = exc
-        yield from self.pipeline.flush()
+        pipe = self.pipeline
+        for path in self.captures:
+            tallies = pipe.packets_read, pipe.unsupported_link_packets
+            try:
+                for block in PcapSource([path]).blocks():
+                    self.packets += len(block)
+                    yield from pipe.feed(block)
+            except CaptureError as exc:
+                self.errors.append(exc)
+            undecodable = pipe.undecodable_since(*tallies)
+            if undecodable is not None:
+                self.errors.append(CaptureError(str(path), 0, undecodable))
+        yield from pipe.flush()
 
 
 def analyze_captures(
     cfg: VigilConfig, captures: Sequence[Path], as_json: bool, out: TextIO, learn: Sequence[Path] = ()
 ) -> int:
-    missing = [str(p) for p in (*learn, *captures) if not p.is_file()]
-    if missing:
-        print(f"vigil analyze: no such file: {', '.join(missing)}", file=sys.stderr)
-        return 2
+    problems = capture_problems([*learn, *captures])
+    if problems:
+        for problem in problems:
+            print(f"vigil analyze: {problem}", file=sys.stderr)
+        return Exit.ENVIRONMENT
     tune_gc()
     master = OfflineMaster(cfg.master)
     if learn:
@@ -121,9 +130,10 @@ def analyze_captures(
             f"({len(learned.breaches)} breaches while learning, not reported)",
             file=sys.stderr,
         )
-        if baseline.error is not None:
-            print(f"vigil analyze: baseline ended early: {baseline.error}", file=sys.stderr)
-            return 3
+        if baseline.errors:
+            for exc in baseline.errors:
+                print(f"vigil analyze: baseline {exc.path}: {exc.reason}", file=sys.stderr)
+            return Exit.INPUT
     source = CaptureRecords(cfg, captures)
     result = master.process(source)
     by_breach: dict[str, list[ActionRecord]] = {}
@@ -150,10 +160,11 @@ def analyze_captures(
         f"{len(result.breaches)} breaches, {len(result.actions)} actions"
     )
     print(summary, file=sys.stderr)
-    if source.error is not None:
-        print(
-            f"vigil analyze: capture ended early: {source.error} (results above cover what was read)",
-            file=sys.stderr,
-        )
-        return 3
-    return 0
+    if source.errors:
+        for exc in source.errors:
+            print(
+                f"vigil analyze: {exc.path}: {exc.reason} (results above cover what could be read)",
+                file=sys.stderr,
+            )
+        return Exit.INPUT
+    return Exit.OK

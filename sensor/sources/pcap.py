@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import stat
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
@@ -17,6 +19,30 @@ from sensor.capture import DEFAULT_BLOCK_PACKETS, PacketBlock, read_capture
 REALTIME_SLICE_S = 0.1
 
 
+def capture_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be read as a capture (None when it can): capture files are regular files or
+    FIFOs (``tcpdump -w - | ...``); a directory or a device would read as garbage or for ever."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"{path}: no such file"
+    except OSError as exc:
+        return f"{path}: cannot read: {exc.strerror or exc}"
+    if stat.S_ISDIR(mode):
+        return f"{path}: a directory, not a capture file"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return f"{path}: a device, not a capture file"
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        return f"{path}: not a regular file"
+    if not os.access(path, os.R_OK):
+        return f"{path}: not readable by this process"
+    return None
+
+
+def capture_problems(paths: Iterable[Path]) -> list[str]:
+    return [p for p in (capture_problem(Path(x)) for x in paths) if p is not None]
+
+
 class PcapSource:
     """Reads capture files in order; yields :class:`PacketBlock` objects.
 
@@ -28,10 +54,12 @@ class PcapSource:
         paths: Iterable[str | Path],
         realtime: bool = False,
         block_packets: int = DEFAULT_BLOCK_PACKETS,
+        speed: float = 1.0,
     ) -> None:
         self.paths = [Path(p) for p in paths]
         self.realtime = realtime
         self.block_packets = block_packets
+        self.speed = speed
 
     def blocks(self) -> Iterator[PacketBlock]:
         """All blocks of all files, as fast as they can be read (offline analysis)."""
@@ -39,7 +67,8 @@ class PcapSource:
             yield from read_capture(path, self.block_packets)
 
     async def ablocks(self) -> AsyncIterator[PacketBlock]:
-        """Blocks read in a worker thread (file I/O never blocks the loop); paced when ``realtime``."""
+        """Blocks read in a worker thread (file I/O never blocks the loop); paced when ``realtime`` (at
+        ``speed`` times the pace they were captured at)."""
         it = self.blocks()
         sentinel = object()
         first_ts: float | None = None
@@ -56,7 +85,7 @@ class PcapSource:
                 if first_ts is None:
                     first_ts = float(part.ts[0])
                     wall0 = time.monotonic()
-                due = wall0 + (float(part.ts[-1]) - first_ts)
+                due = wall0 + (float(part.ts[-1]) - first_ts) / self.speed
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)

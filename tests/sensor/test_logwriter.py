@@ -87,13 +87,13 @@ def test_truncated_capture_keeps_what_was_read(tmp_path: Path, capsys: pytest.Ca
     data = _capture(tmp_path / "t.pcap").read_bytes()
     (tmp_path / "cut.pcap").write_bytes(data[:-10])
     assert main(["sensor", "read", str(tmp_path / "cut.pcap"), "--out", str(tmp_path / "o")]) == 3
-    assert "truncated or corrupt" in capsys.readouterr().err
+    assert "truncated" in capsys.readouterr().err
     assert _read(tmp_path / "o", "dns")  # the DNS exchange came before the damage
 
 
 def test_missing_capture(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sensor", "read", str(tmp_path / "nope.pcap"), "--out", str(tmp_path / "o")]) == 1
-    assert "not found" in capsys.readouterr().err
+    assert "nope.pcap: no such file" in capsys.readouterr().err
 
 
 def test_application_records_name_their_connection() -> None:
