@@ -52,7 +52,7 @@ test-fast: install ## Unit and integration tests only (no network namespaces)
 
 .PHONY: demo
 demo: install-runtime ## Run `vigil up` on the shipped lab capture: a scan, its breach and the action
-	$(VIGIL) up --pcap tests/data/lab-scan.pcap --exit-when-done
+	$(VIGIL) up --pcap tests/data/lab-scan.pcap --exit-when-done --fresh
 
 .PHONY: bench
 bench: ## Benchmarks -> bench/results.json and a table

@@ -429,6 +429,8 @@ async def _drive(processor: Any, records: Sequence[Any], unit_records: int) -> t
         result = await processor.process_unit(batches[part])
         if result.duplicate or result.duplicates:
             raise RuntimeError("a bench batch was treated as a duplicate")
+        if result.rejected:
+            raise RuntimeError(f"the master's door turned bench records away: {dict(result.rejected)}")
         units += 1
     return time.perf_counter() - started, units
 
@@ -465,8 +467,7 @@ async def child_master(records_path: Path, store_kind: str, unit_records: int | 
     from prometheus_client import CollectorRegistry
 
     from master.ingest import BatchProcessor, MasterMetrics
-    from master.pipeline import Pipeline
-    from master.service import build_policy, scan_params
+    from master.service import build_pipeline, build_policy
     from master.store import MemoryStore, RedisStore, Store
     from vigil import embedded
     from vigil.config import VigilConfig
@@ -488,7 +489,7 @@ async def child_master(records_path: Path, store_kind: str, unit_records: int | 
     if store_kind == "memory":
         # The floor of the per-record design: decoding each protobuf record and extracting its
         # observations, before any entity, model or store work (Pipeline.extract, as a unit does).
-        extractor = Pipeline(scan_params(cfg.master), cfg.master.internal_networks, MemoryStore(prefix).keys)
+        extractor = build_pipeline(cfg.master, MemoryStore(prefix).keys)
         extract0 = time.process_time()
         for start in range(0, len(records), unit_records):
             extractor.extract(records[start : start + unit_records])
@@ -503,7 +504,7 @@ async def child_master(records_path: Path, store_kind: str, unit_records: int | 
             else:
                 store = MemoryStore(prefix)
             processor = BatchProcessor(
-                Pipeline(scan_params(cfg.master), cfg.master.internal_networks, store.keys),
+                build_pipeline(cfg.master, store.keys),
                 build_policy(cfg.master),
                 store,
                 MasterMetrics(CollectorRegistry()),

@@ -4,14 +4,22 @@ The sensor sees traffic an attacker controls, and a capture or a flow log can ho
 the master is therefore checked against physical ranges, one record at a time, and a bad record is dropped
 alone and counted by reason, never its batch:
 
-* times: after ``master.min_event_time`` (1990 by default), and no later than the batch's own creation time
-  plus ``master.max_clock_skew_s`` (the batch's time itself no later than the master's clock plus that skew);
-  a flow ends no earlier than it starts and lasts at most ``master.max_flow_duration_s``, and no record
-  precedes the batch's median time by more than that either (nothing a sensor emits together lies further
-  apart: a record from years before its batch is forged, or a clock that jumped);
-* ports in 0-65535, IP protocol numbers in 0-255, VLAN ids in 0-4095;
+* times (a flow's start, an application record's time: what the master files it under): after
+  ``master.min_event_time`` (1990 by default), no later than the batch's own creation time plus
+  ``master.max_clock_skew_s`` (the batch's time itself no later than the master's clock plus that skew), and
+  no earlier than ``master.max_batch_span_s`` before the batch's median time (nothing a sensor emits together
+  lies further apart: a record from years before its batch is forged, or a clock that jumped);
+* ports in 0-65535, IP protocol numbers in 0-255;
 * addresses of 4 or 16 bytes (empty only where a record may lack one), MACs of 6 bytes;
 * byte counts up to 2^48 (256 TiB), packet counts up to 2^40.
+
+What is checked is what the master reads; a field it ignores (a flow's end, its originator's port, VLANs,
+header bytes) can mislead nothing, and reading it on every record would cost more than the rest.
+
+The checks are pure functions over values the extraction (``Pipeline.extract``) reads from each record anyway,
+so the door costs comparisons, not protobuf reads; a record is judged where it is read. (An application
+record that counts for no internal device is not read beyond the address that says so: it can teach
+nothing, so it is not judged either.)
 
 The batch's accepted times also give the event clock its steps (:class:`EventClock`): the network's learned
 span and every device's watermark may move forward by at most ``master.max_event_step_s`` per batch, so one
@@ -21,22 +29,17 @@ forged timestamp that passes these checks still cannot age the whole network or 
 from __future__ import annotations
 
 import math
-from collections import Counter
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
-from vigil.flow.v1 import flow_pb2
-from vigil.sensor.v1 import sensor_pb2
 
 MAX_BYTES = 2**48
 MAX_PACKETS = 2**40
 MAX_PORT = 65535
 MAX_IP_PROTO = 255
-MAX_VLAN = 4095
 DEFAULT_MIN_EVENT_TIME = datetime(1990, 1, 1, tzinfo=UTC).timestamp()
+_IP_LENGTHS = (4, 16)
+_MAC_LENGTHS = (0, 6)
 
 # Every reason a record is turned away, so the counter's series exist from the start.
 REASONS = (
@@ -45,13 +48,10 @@ REASONS = (
     "time_before_floor",
     "time_in_future",
     "time_outlier",
-    "end_before_start",
-    "duration_too_long",
     "port_out_of_range",
     "bad_address",
     "bad_mac",
     "ip_proto_out_of_range",
-    "vlan_out_of_range",
     "size_out_of_range",
 )
 
@@ -60,136 +60,91 @@ REASONS = (
 class DoorLimits:
     min_event_time: float = DEFAULT_MIN_EVENT_TIME
     max_clock_skew_s: float = 300.0
-    max_flow_duration_s: float = 30 * 24 * 3600.0
-    max_event_step_s: float = 24 * 3600.0
+    max_batch_span_s: float = 30 * 24 * 3600.0
+    max_event_step_s: float = 3600.0
 
 
-@dataclass
-class Screened:
-    """One batch after the door: the records let in, why the others were not, and the times let in."""
-
-    records: list[sensor_pb2.Record]
-    rejected: Counter[str] = field(default_factory=Counter)
-    times: list[float] = field(default_factory=list)
+# The checks are pure comparisons on values the extraction (master/pipeline.py) reads from each record
+# anyway: every protobuf attribute read builds a wrapper, and this runs on every record the master takes in.
+# Times are compared in whole seconds.
+NO_LATEST = 2**62
 
 
-def _seconds(ts: Timestamp) -> float:
-    return float(ts.seconds) + float(ts.nanos) / 1e9
-
-
-def _time_problem(ts: Timestamp, latest: float, limits: DoorLimits) -> str | None:
-    if ts.seconds == 0 and ts.nanos == 0:
-        return "time_unset"
-    t = _seconds(ts)
-    if t < limits.min_event_time:
-        return "time_before_floor"
-    if t > latest:
+def time_problem(seconds: int, nanos: int, floor: int, latest: int) -> str | None:
+    if seconds < floor:
+        return "time_unset" if seconds == 0 and nanos == 0 else "time_before_floor"
+    if seconds > latest:
         return "time_in_future"
     return None
 
 
-def _endpoint_problem(ep: flow_pb2.Endpoint, need_ip: bool) -> str | None:
-    if ep.port > MAX_PORT:
+def endpoint_problem(port: int, ip: bytes, mac: bytes, need_ip: bool) -> str | None:
+    if port > MAX_PORT:
         return "port_out_of_range"
-    if len(ep.ip) not in (4, 16) and (need_ip or ep.ip):
+    if len(ip) not in _IP_LENGTHS and (need_ip or ip):
         return "bad_address"
-    if ep.mac and len(ep.mac) != 6:
+    if len(mac) not in _MAC_LENGTHS:
         return "bad_mac"
     return None
 
 
-def _flow_problem(flow: flow_pb2.Flow, latest: float, limits: DoorLimits) -> str | None:
-    problem = _time_problem(flow.start_time, latest, limits)
-    if problem is not None:
-        return problem
-    if flow.HasField("end_time"):
-        end = _seconds(flow.end_time)
-        start = _seconds(flow.start_time)
-        if end < start:
-            return "end_before_start"
-        if end - start > limits.max_flow_duration_s:
-            return "duration_too_long"
-        if end > latest:
-            return "time_in_future"
-    problem = _endpoint_problem(flow.orig, True) or _endpoint_problem(flow.resp, True)
-    if problem is not None:
-        return problem
-    if flow.ip_proto > MAX_IP_PROTO:
-        return "ip_proto_out_of_range"
-    if flow.vlan > MAX_VLAN or flow.inner_vlan > MAX_VLAN:
-        return "vlan_out_of_range"
-    byte_counts = (
-        flow.orig_bytes,
-        flow.resp_bytes,
-        flow.orig_ip_bytes,
-        flow.resp_ip_bytes,
-        flow.missed_bytes,
+def flow_problem(
+    start_s: int,
+    start_ns: int,
+    orig_ip: bytes,
+    orig_mac: bytes,
+    resp_ip: bytes,
+    resp_mac: bytes,
+    resp_port: int,
+    ip_proto: int,
+    orig_bytes: int,
+    resp_bytes: int,
+    resp_pkts: int,
+    floor: int,
+    latest: int,
+) -> str | None:
+    """Why a flow is turned away, from the fields the master reads (it reads no others, and those it
+    ignores cannot mislead it); None for the ordinary flow, found by one comparison chain."""
+    if (
+        floor <= start_s <= latest
+        and resp_port <= MAX_PORT
+        and len(orig_ip) in _IP_LENGTHS
+        and len(resp_ip) in _IP_LENGTHS
+        and len(orig_mac) in _MAC_LENGTHS
+        and len(resp_mac) in _MAC_LENGTHS
+        and ip_proto <= MAX_IP_PROTO
+        and orig_bytes <= MAX_BYTES
+        and resp_bytes <= MAX_BYTES
+        and resp_pkts <= MAX_PACKETS
+    ):
+        return None
+    return (
+        time_problem(start_s, start_ns, floor, latest)
+        or endpoint_problem(0, orig_ip, orig_mac, True)
+        or endpoint_problem(resp_port, resp_ip, resp_mac, True)
+        or ("ip_proto_out_of_range" if ip_proto > MAX_IP_PROTO else None)
+        or "size_out_of_range"
     )
-    if max(byte_counts) > MAX_BYTES or max(flow.orig_pkts, flow.resp_pkts) > MAX_PACKETS:
-        return "size_out_of_range"
-    return None
 
 
-def record_time(record: sensor_pb2.Record, kind: str) -> float:
-    """The event time the master files a record under (a flow's start, an application record's time)."""
-    if kind == "flow":
-        return _seconds(record.flow.start_time)
-    return _seconds(getattr(record, kind).time)
+def floor_seconds(limits: DoorLimits) -> int:
+    return math.ceil(limits.min_event_time)
 
 
-def record_problem(record: sensor_pb2.Record, latest: float, limits: DoorLimits) -> str | None:
-    """Why ``record`` cannot be let in (a reason from REASONS), or None. ``latest``: the newest event time
-    the record's batch can vouch for."""
-    kind = record.WhichOneof("kind")
-    if kind is None:
-        return "no_kind"
-    if kind == "flow":
-        return _flow_problem(record.flow, latest, limits)
-    body = getattr(record, kind)
-    problem = _time_problem(body.time, latest, limits)
-    if problem is not None:
-        return problem
-    for side in ("orig", "resp"):
-        if record.HasField(side):
-            problem = _endpoint_problem(getattr(record, side), False)
-            if problem is not None:
-                return problem
-    if kind == "http" and max(body.request_body_len, body.response_body_len) > MAX_BYTES:
-        return "size_out_of_range"
-    if kind == "smb_file" and body.size_bytes > MAX_BYTES:
-        return "size_out_of_range"
-    if kind == "dhcp" and body.mac and len(body.mac) != 6:
-        return "bad_mac"
-    return None
-
-
-def batch_time(create_time: float | None, now: float, limits: DoorLimits) -> float:
-    """The newest event time a batch can vouch for: when the sensor made it (unset: the master's clock),
-    never later than the master's own clock plus the skew, plus the skew."""
+def latest_seconds(create_time: float | None, now: float, limits: DoorLimits) -> int:
+    """The newest event time (whole seconds) a batch can vouch for: when the sensor made it (unset: the
+    master's clock), never later than the master's own clock plus the skew, plus the skew."""
     made = create_time if create_time is not None and math.isfinite(create_time) and create_time > 0 else now
-    return min(made, now + limits.max_clock_skew_s) + limits.max_clock_skew_s
+    return math.floor(min(made, now + limits.max_clock_skew_s) + limits.max_clock_skew_s)
 
 
-def screen(
-    records: Iterable[sensor_pb2.Record], create_time: float | None, now: float, limits: DoorLimits
-) -> Screened:
-    latest = batch_time(create_time, now, limits)
-    out = Screened([])
-    for record in records:
-        problem = record_problem(record, latest, limits)
-        if problem is not None:
-            out.rejected[problem] += 1
-            continue
-        out.records.append(record)
-        out.times.append(record_time(record, record.WhichOneof("kind") or ""))
-    if out.times:
-        earliest = sorted(out.times)[len(out.times) // 2] - limits.max_flow_duration_s
-        if min(out.times) < earliest:
-            kept = [(r, t) for r, t in zip(out.records, out.times, strict=True) if t >= earliest]
-            out.rejected["time_outlier"] += len(out.records) - len(kept)
-            out.records = [r for r, _ in kept]
-            out.times = [t for _, t in kept]
-    return out
+def outlier_floor(times: Sequence[float], limits: DoorLimits) -> float | None:
+    """The time before which a batch's records are outliers (more than max_batch_span_s before the
+    batch's median), or None when none is. ``times`` sorted."""
+    if not times:
+        return None
+    earliest = times[len(times) // 2] - limits.max_batch_span_s
+    return earliest if times[0] < earliest else None
 
 
 @dataclass(frozen=True)
@@ -233,12 +188,11 @@ class EventClock:
 def advance_clock(
     clock: float | None, learned: float, batches: Sequence[Sequence[float]], max_step_s: float
 ) -> EventClock:
-    """The clock before and after the unit's batches (each a list of accepted record times)."""
+    """The clock before and after the unit's batches (each its accepted record times, sorted)."""
     start_clock, start_learned = clock, learned
-    for times in batches:
-        if not times:
+    for ordered in batches:
+        if not ordered:
             continue
-        ordered = sorted(times)
         median, newest = ordered[len(ordered) // 2], ordered[-1]
         if clock is None:
             clock = median

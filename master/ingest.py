@@ -29,9 +29,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from master.breaches import seconds
-from master.door import REASONS, DoorLimits, screen
+from master.door import REASONS, latest_seconds
 from master.gcpause import gc_pause
-from master.pipeline import Pipeline
+from master.pipeline import Extracted, Pipeline
 from master.policy import Policy
 from master.store import ActionRecord, Commit, Store, StoreUnavailable, WorkingSet
 from vigil.alert.v1 import alert_pb2
@@ -155,7 +155,7 @@ def work_units(sizes: Sequence[int], max_records: int) -> list[slice]:
 
 
 class BatchProcessor:
-    """dedup → entities → features → models → breaches → policy → one atomic commit.
+    """dedup → the door and extraction → entities → features → models → breaches → policy → one atomic commit.
 
     ``action_clock`` gives the time an action starts from: wall time for the service, the breach's event
     time for offline analysis (so a replayed week proposes the same actions at the same instants).
@@ -168,7 +168,6 @@ class BatchProcessor:
         store: Store,
         metrics: MasterMetrics | None = None,
         action_clock: Callable[[alert_pb2.ModelBreach], float] | None = None,
-        door: DoorLimits | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
@@ -176,7 +175,6 @@ class BatchProcessor:
         self.store = store
         self.metrics = metrics
         self.action_clock = action_clock or (lambda _breach: time.time())
-        self.door = door or DoorLimits()
         self.clock = clock
 
     async def process(self, batch_id: str, records: Sequence[sensor_pb2.Record]) -> BatchResult:
@@ -210,16 +208,20 @@ class BatchProcessor:
 
     async def _attempt(self, batches: Sequence[Incoming]) -> BatchResult | None:
         now = self.clock()
-        screened = [screen(b.records, b.create_time, now, self.door) for b in batches]
-        records = [r for s in screened for r in s.records] if len(screened) > 1 else screened[0].records
-        rejected: TallyCounter[str] = TallyCounter()
-        for s in screened:
-            rejected.update(s.rejected)
-        ex = self.pipeline.extract(records)
+        # Batch by batch: each has its own time to vouch for its records, and its own median (the door).
+        door = self.pipeline.door
+        parts = [self.pipeline.extract(b.records, latest_seconds(b.create_time, now, door)) for b in batches]
+        if len(parts) == 1:
+            ex = parts[0]
+        else:
+            ex = Extracted()
+            for part in parts:
+                ex.merge(part)
+        rejected = ex.rejected
         ws = WorkingSet(await self.store.load(self.pipeline.address_keys(ex)))
         ws.add(await self.store.load(ws.missing(self.pipeline.state_keys(ex, ws))))
         ws.add(await self.store.load(ws.missing(self.pipeline.group_keys(ex, ws))))
-        clock = self.pipeline.event_clock(ws, [s.times for s in screened])
+        clock = self.pipeline.event_clock(ws, [part.times for part in parts])
         outcome = self.pipeline.run(ex, ws, clock)
         actions: list[ActionRecord] = []
         skipped: list[str] = []

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
 from master.ingest import BatchProcessor
-from master.service import build_pipeline, build_policy, door_limits
+from master.service import build_pipeline, build_policy
 from master.store import ActionRecord, MemoryStore
 from vigil.alert.v1 import alert_pb2
 from vigil.config import MasterConfig
@@ -38,7 +38,6 @@ class OfflineMaster:
             build_policy(self.cfg),
             self.store,
             action_clock=lambda breach: breach.time.ToNanoseconds() / 1e9,
-            door=door_limits(self.cfg),
         )
         self._batches = 0
 

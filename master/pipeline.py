@@ -14,6 +14,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from master.beacon import (
     FLOW_BEACON,
@@ -27,7 +28,18 @@ from master.beacon import (
 from master.breaches import count_breach, seconds
 from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
 from master.context import ContextModels, network_clock
-from master.door import EventClock, advance_clock
+from master.door import (
+    MAX_BYTES,
+    NO_LATEST,
+    DoorLimits,
+    EventClock,
+    advance_clock,
+    endpoint_problem,
+    floor_seconds,
+    flow_problem,
+    outlier_floor,
+    time_problem,
+)
 from master.endpoints import Endpoints, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
@@ -105,8 +117,31 @@ class Extracted:
     acts: list[Act] = field(default_factory=list)
     hostnames: list[HostnameObs] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
-    # Records that were structurally unusable (bad address length, ...): counted, skipped.
-    skipped: int = 0
+    # Records turned away at the door (master/door.py), by reason.
+    rejected: Counter[str] = field(default_factory=Counter)
+    # The event time of every record let in and read, in order once extracted (the event clock's
+    # evidence, master/door.py).
+    times: list[float] = field(default_factory=list)
+
+    def merge(self, other: Extracted) -> None:
+        """Append another batch's extraction (units of work are extracted batch by batch)."""
+        self.flows += other.flows
+        self.dhcp += other.dhcp
+        self.acts += other.acts
+        self.hostnames += other.hostnames
+        self.kinds.update(other.kinds)
+        self.rejected.update(other.rejected)
+        self.times += other.times
+
+    def drop_before(self, earliest: float) -> None:
+        """Leave out every observation timed before ``earliest`` (a batch's outliers)."""
+        self.flows = [f for f in self.flows if f.t >= earliest]
+        self.dhcp = [d for d in self.dhcp if d.t >= earliest]
+        self.acts = [a for a in self.acts if a.t >= earliest]
+        self.hostnames = [h for h in self.hostnames if h.t >= earliest]
+        kept = [t for t in self.times if t >= earliest]
+        self.rejected["time_outlier"] += len(self.times) - len(kept)
+        self.times = kept
 
     def ips(self) -> set[str]:
         out: set[str] = set()
@@ -144,66 +179,91 @@ class Pipeline:
         internal_networks: Iterable[str],
         keys: Keys,
         allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
-        max_event_step_s: float = 3600.0,
+        door: DoorLimits | None = None,
     ) -> None:
         self.params = params
         self.internal = Networks(internal_networks)
         self.keys = keys
         self.allowed_lateness_s = allowed_lateness_s
-        self.max_event_step_s = max_event_step_s
+        self.door = door or DoorLimits()
+        self.floor = floor_seconds(self.door)
 
     @gc_paused
-    def extract(self, records: Sequence[sensor_pb2.Record]) -> Extracted:
+    def extract(self, records: Sequence[sensor_pb2.Record], latest: int = NO_LATEST) -> Extracted:
+        """One batch's records as observations, each record through the door as it is read (``latest``: the
+        newest event time, in whole seconds, that the batch vouches for; see door.latest_seconds)."""
         out = Extracted()
+        floor = self.floor
         apps: list[tuple[sensor_pb2.Record, str]] = []
         for record in records:
             kind = record.WhichOneof("kind")
             if kind is None:
-                out.skipped += 1
+                out.rejected["no_kind"] += 1
                 continue
-            out.kinds[kind] += 1
             if kind == "flow":
-                obs = self._flow(record.flow)
-                if obs is None:
-                    out.skipped += 1
+                obs = self._flow(record.flow, floor, latest)
+                if isinstance(obs, str):
+                    out.rejected[obs] += 1
                     continue
+                out.kinds[kind] += 1
+                out.times.append(obs.t)
                 out.flows.append(obs)
                 if obs.orig_internal:
                     out.acts.append(Act(obs.t, obs.orig_ip, obs.orig_mac, obs.uid, flow_items(obs), flow=obs))
             elif kind == "dhcp":
                 dhcp = record.dhcp
-                mac = mac_text(dhcp.mac)
-                if mac is None:
-                    out.skipped += 1
+                ts, raw_mac = dhcp.time, dhcp.mac
+                problem = time_problem(ts.seconds, ts.nanos, floor, latest) or (
+                    "bad_mac" if len(raw_mac) != 6 else None
+                )
+                if problem is not None:
+                    out.rejected[problem] += 1
                     continue
+                out.kinds[kind] += 1
                 ip = ip_text(dhcp.assigned_addr) or ip_text(dhcp.client_addr)
                 if ip is not None and ip not in self.internal:
                     ip = None
-                out.dhcp.append(DhcpObs(seconds(dhcp.time), mac, ip, dhcp.host_name))
+                t = seconds(ts)
+                out.times.append(t)
+                out.dhcp.append(DhcpObs(t, raw_mac.hex(":"), ip, dhcp.host_name))
             else:
                 apps.append((record, kind))
         if apps:
-            self._apps(apps, out)
+            self._apps(apps, out, floor, latest)
+        out.times.sort()
+        earliest = outlier_floor(out.times, self.door)
+        if earliest is not None:
+            out.drop_before(earliest)
         return out
 
-    def _flow(self, flow: flow_pb2.Flow) -> FlowObs | None:
-        # Every protobuf attribute read builds a new wrapper object: read each sub-message once.
+    def _flow(self, flow: flow_pb2.Flow, floor: int, latest: int) -> FlowObs | str:
+        """The flow's observation, or the door's reason to turn it away."""
+        # Every protobuf attribute read builds a new wrapper object: read each field once.
+        start = flow.start_time
+        start_s, start_ns = start.seconds, start.nanos
         o, r = flow.orig, flow.resp
-        orig, resp = ip_text(o.ip), ip_text(r.ip)
-        if orig is None or resp is None:
-            return None
+        o_ip, r_ip, o_mac, r_mac, r_port = o.ip, r.ip, o.mac, r.mac, r.port
+        ip_proto, orig_bytes, resp_bytes = flow.ip_proto, flow.orig_bytes, flow.resp_bytes
+        problem = flow_problem(
+            start_s, start_ns, o_ip, o_mac, r_ip, r_mac, r_port, ip_proto, orig_bytes, resp_bytes,
+            flow.resp_pkts, floor, latest,
+        )  # fmt: skip
+        if problem is not None:
+            return problem
+        orig, resp = ip_text(o_ip), ip_text(r_ip)
+        assert orig is not None and resp is not None  # the door checked their lengths
         return FlowObs(
-            t=seconds(flow.start_time),
+            t=float(start_s) + float(start_ns) / 1e9,
             uid=flow.uid,
             orig_ip=orig,
-            orig_mac=mac_text(o.mac),
+            orig_mac=mac_text(o_mac),
             resp_ip=resp,
-            resp_mac=mac_text(r.mac),
-            resp_port=r.port,
+            resp_mac=mac_text(r_mac),
+            resp_port=r_port,
             transport=flow.transport,
-            ip_proto=flow.ip_proto,
-            orig_bytes=flow.orig_bytes,
-            resp_bytes=flow.resp_bytes,
+            ip_proto=ip_proto,
+            orig_bytes=orig_bytes,
+            resp_bytes=resp_bytes,
             failed=is_failed(flow),
             answered=answered(flow),
             half_open=is_half_open(flow.history),
@@ -213,27 +273,52 @@ class Pipeline:
             **_cloud(flow, orig, resp, self.internal),
         )
 
-    def _apps(self, apps: list[tuple[sensor_pb2.Record, str]], out: Extracted) -> None:
+    def _apps(
+        self, apps: list[tuple[sensor_pb2.Record, str]], out: Extracted, floor: int, latest: int
+    ) -> None:
         """Application records count for the device that originated their connection: named on the record
-        by the sensor, else found through a flow with the same uid in this batch."""
+        by the sensor, else found through a flow with the same uid in this batch. Those that count for none
+        are not read further; those that do go through the door first."""
         by_uid = {f.uid: f for f in out.flows}
         for record, kind in apps:
+            out.kinds[kind] += 1
             body = getattr(record, kind)
-            ip = ip_text(record.orig.ip) if record.HasField("orig") else None
+            orig = record.orig if record.HasField("orig") else None
+            orig_ip = orig.ip if orig is not None else b""
+            ip = ip_text(orig_ip) if orig_ip else None
             if ip is None:
                 flow = by_uid.get(body.uid)
                 ip = flow.orig_ip if flow is not None else None
             if ip is None or ip not in self.internal:
                 continue
-            t = seconds(body.time)
+            ts = body.time
+            start_s, start_ns = ts.seconds, ts.nanos
+            orig_mac = orig.mac if orig is not None else b""
+            resp = record.resp if record.HasField("resp") else None
+            resp_ip = resp.ip if resp is not None else b""
+            problem = (
+                time_problem(start_s, start_ns, floor, latest)
+                or endpoint_problem(0, orig_ip, orig_mac, False)
+                or (endpoint_problem(resp.port, resp_ip, resp.mac, False) if resp is not None else None)
+                or (_size_problem(body) if kind == "http" else None)
+            )
+            if problem is not None:
+                out.rejected[problem] += 1
+                out.kinds[kind] -= 1
+                continue
+            t = float(start_s) + float(start_ns) / 1e9
+            out.times.append(t)
             out.hostnames += _names(record, kind, ip, t, self.internal)
             items = app_items(record, kind)
-            resp = ip_text(record.resp.ip) if record.HasField("resp") else None
-            http = http_obs(record, resp) if kind == "http" and resp and resp not in self.internal else None
+            resp_text = ip_text(resp_ip) if resp_ip else None
+            http = (
+                http_obs(record, resp_text)
+                if kind == "http" and resp_text and resp_text not in self.internal
+                else None
+            )
             smb = smb_dialect(record) if kind == "smb_negotiate" else None
             if items or http is not None or smb is not None:
-                mac = mac_text(record.orig.mac)
-                out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb))
+                out.acts.append(Act(t, ip, mac_text(orig_mac), body.uid, items, app=True, http=http, smb=smb))
 
     def address_keys(self, ex: Extracted) -> list[str]:
         keys = Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -287,15 +372,22 @@ class Pipeline:
         return sorted(self.keys.peer_group(g) for g in groups)
 
     def event_clock(self, ws: WorkingSet, batch_times: Sequence[Sequence[float]]) -> EventClock:
-        """The network's event clock stepped through the unit's batches (each a list of accepted times);
+        """The network's event clock stepped through the unit's batches (each its accepted times, sorted);
         ``network`` must be loaded in ``ws`` (it always is: see state_keys)."""
         clock, learned = network_clock(ws.get(self.keys.network))
-        return advance_clock(clock, learned, batch_times, self.max_event_step_s)
+        return advance_clock(clock, learned, batch_times, self.door.max_event_step_s)
 
     @gc_paused
     def run(self, ex: Extracted, ws: WorkingSet, clock: EventClock) -> Outcome:
         """One unit over its working set; ``clock`` from :meth:`event_clock`."""
         return _BatchRun(self, ws, clock).run(ex)
+
+
+def _size_problem(http: Any) -> str | None:
+    """The body lengths an HTTP record carries (the master reads them)."""
+    if http.request_body_len > MAX_BYTES or http.response_body_len > MAX_BYTES:
+        return "size_out_of_range"
+    return None
 
 
 def _vpn_named(services: Sequence[str]) -> str:

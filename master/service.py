@@ -47,13 +47,13 @@ def door_limits(cfg: MasterConfig) -> DoorLimits:
     return DoorLimits(
         min_event_time=cfg.min_event_time.timestamp(),
         max_clock_skew_s=cfg.max_clock_skew_s,
-        max_flow_duration_s=cfg.max_flow_duration_s,
+        max_batch_span_s=cfg.max_batch_span_s,
         max_event_step_s=cfg.max_event_step_s,
     )
 
 
 def build_pipeline(cfg: MasterConfig, keys: Keys) -> Pipeline:
-    return Pipeline(scan_params(cfg), cfg.internal_networks, keys, max_event_step_s=cfg.max_event_step_s)
+    return Pipeline(scan_params(cfg), cfg.internal_networks, keys, door=door_limits(cfg))
 
 
 def build_policy(cfg: MasterConfig) -> Policy:
@@ -97,9 +97,7 @@ class MasterService:
         keys = self.store.keys
         self.pipeline = build_pipeline(cfg.master, keys)
         self.policy = build_policy(cfg.master)
-        self.processor = BatchProcessor(
-            self.pipeline, self.policy, self.store, self.metrics, door=door_limits(cfg.master)
-        )
+        self.processor = BatchProcessor(self.pipeline, self.policy, self.store, self.metrics)
 
     def _set_store_ok(self, ok: bool) -> None:
         self._store_ok = ok

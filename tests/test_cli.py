@@ -7,7 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -101,36 +100,6 @@ def test_environment_overrides_and_validation() -> None:
             {}, {"VIGIL_RESPONDER__BACKEND": "iptables", "VIGIL_MASTER__PROTECTED__NETWORKS": "[not-a-net]"}
         )
     assert len(exc.value.problems) == 2
-
-
-@pytest.mark.slow
-def test_up_replays_the_shipped_capture_to_a_breach_and_an_action(short_tmp: Path) -> None:
-    """What `make demo` shows: devices, the breach, the action, on real nats-server and Valkey."""
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "vigil.cli",
-            "up",
-            "--pcap",
-            str(LAB_CAPTURE),
-            "--exit-when-done",
-            "--data-dir",
-            str(short_tmp / "up"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = proc.stdout
-    assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", out), out
-    assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan\s+score \d+", out), out
-    assert re.search(
-        rf"action\s+{re.escape(SCANNER)}\s+block_connection \[10\.0\.0\.0/8:\*.*active via dryrun", out
-    ), out
-    assert re.search(r"\d+ breaches, 1 actions", out), out
 
 
 def test_help_lists_every_command() -> None:

@@ -144,6 +144,13 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise UsageError("--realtime and --speed pace a --pcap replay; a live interface is real time")
 
 
+def _check_source(args: argparse.Namespace, cfg: VigilConfig) -> None:
+    """A sensor (alone or under `vigil up`) needs something to read, from the flags or the configuration."""
+    runs_sensor = args.command == "up" or (args.command == "sensor" and args.sensor_command is None)
+    if runs_sensor and cfg.sensor.source == "pcap" and not cfg.sensor.pcap_files:
+        raise UsageError("nothing to watch: give --pcap FILE or --interface IFACE (or sensor.pcap_files)")
+
+
 def _config_path(args: argparse.Namespace) -> Path | None:
     before, after = args.config, getattr(args, "config_after", None)
     if before is not None and after is not None and before != after:
@@ -228,6 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_flags(args)
         cfg = _config(args)
+        _check_source(args, cfg)
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"vigil: error: {exc}", file=sys.stderr)

@@ -353,10 +353,10 @@ class MasterConfig(_Section):
     # How long JetStream waits for a batch's ack before handing it to another (or a restarted) master.
     ack_wait_s: Annotated[float, Field(ge=1, le=3600)] = 30.0
     # The door (master/door.py): a record timed before this, or later than its batch's creation time plus
-    # the skew, is dropped alone and counted; so is a flow lasting longer than max_flow_duration_s.
+    # the skew, or more than max_batch_span_s before the batch's median time, is dropped alone and counted.
     min_event_time: datetime = datetime(1990, 1, 1, tzinfo=UTC)
     max_clock_skew_s: Seconds = 300.0
-    max_flow_duration_s: Seconds = 30 * 24 * 3600.0
+    max_batch_span_s: Seconds = 30 * 24 * 3600.0
     # How far one batch may move the network's event clock (and its learned span) beyond the clock or the
     # batch's median time: a forged timestamp ages nothing by more than this.
     max_event_step_s: Seconds = 3600.0

@@ -434,8 +434,12 @@ class AllInOne:
         )
         self.data.responder_state.parent.mkdir(parents=True, exist_ok=True)
         path = self.data.config
-        path.write_text(yaml.safe_dump(_reveal(self.effective)))
-        path.chmod(0o600)
+        # Created 0600 (it holds the bus password in clear), never readable by others even for an instant.
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(yaml.safe_dump(_reveal(self.effective)))
         return path
 
     # -- watch ----------------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ import pytest
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry
 
-from master.door import REASONS, DoorLimits, advance_clock, record_problem, screen
-from master.service import MasterService
-from master.store import RedisStore
+from master.door import REASONS, advance_clock, latest_seconds
+from master.pipeline import Extracted
+from master.service import MasterService, build_pipeline
+from master.store import Keys, RedisStore
 from sensor.logwriter import pipeline_records
-from tests.master.traffic import T0, flow
+from tests.master.traffic import T0, flow, ip
 from vigil import config, embedded
 from vigil.bus import ensure_stream, telemetry_subject
 from vigil.flow.v1 import dns_pb2, http_pb2
@@ -55,14 +56,14 @@ def _at(record: sensor_pb2.Record, seconds: int) -> sensor_pb2.Record:
 
 def _hostile() -> dict[str, sensor_pb2.Record]:
     """One record per reason the door knows (each otherwise well-formed), keyed by the reason it earns."""
+    # Application records from an internal device (the master reads no other).
     dns_unset = sensor_pb2.Record(dns=dns_pb2.DnsRecord(uid="Cx", query="a.example"))
+    dns_unset.orig.ip = ip(SCANNER)
     http_port = sensor_pb2.Record(http=http_pb2.HttpRecord(uid="Cy", uri="/"))
     http_port.http.time.FromSeconds(int(T0))
-    http_port.orig.port = 99_999
-    end_before = _flow()
-    end_before.flow.end_time.FromSeconds(int(T0) - 10)
-    long_flow = _flow()
-    long_flow.flow.end_time.FromSeconds(int(T0) + 40 * 86_400)
+    http_port.orig.ip = ip(SCANNER)
+    http_port.resp.ip = ip("93.184.216.34")
+    http_port.resp.port = 99_999
     short_ip = _flow()
     short_ip.flow.orig.ip = b"\x0a\x00\x01"
     return {
@@ -70,50 +71,54 @@ def _hostile() -> dict[str, sensor_pb2.Record]:
         "time_unset": dns_unset,
         "time_before_floor": _at(_flow(), YEAR_1),
         "time_in_future": _at(_flow(), PAST_9999),
-        "end_before_start": end_before,
-        "duration_too_long": long_flow,
         "port_out_of_range": http_port,
         "bad_address": short_ip,
         "bad_mac": _flow(orig__mac=b"\x02\x00\x00\x00\x01"),
         "ip_proto_out_of_range": _flow(ip_proto=300),
-        "vlan_out_of_range": _flow(vlan=5000),
         "size_out_of_range": _flow(orig_bytes=2**60),
     }
 
 
+def _door(records: list[sensor_pb2.Record], create_time: float = NOW, now: float = NOW) -> Extracted:
+    """The records through the master's door, as the processor sends one batch through it."""
+    pipeline = build_pipeline(config.MasterConfig(), Keys())
+    return pipeline.extract(records, latest_seconds(create_time, now, pipeline.door))
+
+
+def _let_in(ex: Extracted) -> list[str]:
+    return [f.uid for f in ex.flows]
+
+
 def test_every_reason_has_a_record_that_earns_it() -> None:
-    limits = DoorLimits()
     hostile = _hostile()
     assert set(hostile) | {"time_outlier"} == set(REASONS)
     for reason, record in hostile.items():
-        assert record_problem(record, NOW, limits) == reason, reason
-    assert record_problem(_flow(), NOW, limits) is None
+        assert _door([record]).rejected == {reason: 1}, reason
+    assert _door([_flow()]).rejected == {}
 
 
 def test_a_forged_record_is_dropped_alone_never_its_batch() -> None:
     good = [_flow(T0 + i) for i in range(20)]
     bad = _hostile()
-    out = screen([*good[:10], *bad.values(), *good[10:]], create_time=NOW, now=NOW, limits=DoorLimits())
-    assert out.records == good
+    out = _door([*good[:10], *bad.values(), *good[10:]])
+    assert _let_in(out) == [r.flow.uid for r in good]
     assert out.rejected == dict.fromkeys(bad, 1)
 
 
 def test_records_far_before_their_batch_are_outliers() -> None:
     """Valid on their own (after 1990), but nothing a sensor emits together lies years apart."""
     batch = [_flow(T0 + i) for i in range(9)] + [_at(_flow(), int(T0) - 3 * 365 * 86_400)]
-    out = screen(batch, create_time=NOW, now=NOW, limits=DoorLimits())
-    assert out.rejected == {"time_outlier": 1} and len(out.records) == 9
+    out = _door(batch)
+    assert out.rejected == {"time_outlier": 1} and len(out.flows) == 9 and len(out.times) == 9
 
 
 def test_the_batch_time_is_the_senders_but_never_past_the_masters_clock() -> None:
     """Skew 300 s: a record may be 300 s past its batch, the batch 300 s past the master's clock."""
     ahead = _at(_flow(), int(NOW) + 500)
-    assert screen([ahead], create_time=NOW + 250, now=NOW, limits=DoorLimits()).rejected == {}
-    assert screen([ahead], create_time=NOW, now=NOW, limits=DoorLimits()).rejected == {"time_in_future": 1}
+    assert _door([ahead], create_time=NOW + 250).rejected == {}
+    assert _door([ahead], create_time=NOW).rejected == {"time_in_future": 1}
     year = _at(_flow(), int(NOW) + 365 * 86_400)
-    assert screen([year], create_time=NOW + 365 * 86_400, now=NOW, limits=DoorLimits()).rejected == {
-        "time_in_future": 1
-    }
+    assert _door([year], create_time=NOW + 365 * 86_400).rejected == {"time_in_future": 1}
 
 
 def test_one_forged_time_moves_the_clock_one_step_at_most() -> None:

@@ -185,10 +185,10 @@ async def test_poison_batch_in_a_unit_does_not_hold_back_the_others(
     cfg, js, r = env
     extract = Pipeline.extract
 
-    def failing_extract(self: Pipeline, records: Any) -> Any:
+    def failing_extract(self: Pipeline, records: Any, latest: int) -> Any:
         if any(rec.flow.resp.port == 6666 for rec in records):
             raise ValueError("simulated pipeline bug")
-        return extract(self, records)
+        return extract(self, records, latest)
 
     monkeypatch.setattr(Pipeline, "extract", failing_extract)
     good = _external_flows(10, 5, "ok")

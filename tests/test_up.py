@@ -1,0 +1,104 @@
+"""`vigil up` as an operator meets it: one run per data directory, bounded shutdown, stale files from a
+killed run, and what a second run on the same data shows."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.allinone import LAB_CAPTURE, alive, children, find_child, finish, kill_group, start_up
+from tests.conftest import REPO
+from vigil.exitcodes import Exit
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+SCANNER = "10.231.1.12"
+
+
+def test_one_run_per_data_directory_and_sigterm_ends_it_in_bounded_time(short_tmp: Path) -> None:
+    first = start_up(short_tmp / "up", "--speed", "2")  # a replay of about 95 s: still going when stopped
+    try:
+        find_child(first, "vigil.cli sensor")
+        started_children = set(children(first.pid))
+        second = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "vigil.cli",
+                "up",
+                "--pcap",
+                str(LAB_CAPTURE),
+                "--data-dir",
+                str(short_tmp / "up"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+        )
+        assert second.returncode == Exit.ENVIRONMENT, second.stdout + second.stderr
+        assert f"is in use by another `vigil up` (pid {first.pid})" in second.stderr
+        assert "Traceback" not in second.stderr
+        assert first.poll() is None, "the refused run touched nothing of the first"
+        started = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        out = finish(first, timeout_s=60)
+        took = time.monotonic() - started
+    finally:
+        kill_group(first)
+    assert first.returncode == Exit.OK, out
+    # The sensor's drain (10 s) + the services' deadline (10 s) + the servers' (5 s) bound it; it is quick.
+    assert took < 30, f"SIGTERM took {took:.1f} s"
+    assert "stopped (done)" in out
+    assert not [p for p in started_children if alive(p)]
+    assert not list((short_tmp / "up").rglob("*.sock"))
+
+
+def test_stale_files_of_a_killed_run_are_cleaned(short_tmp: Path) -> None:
+    data = short_tmp / "up"
+    (data / "redis").mkdir(parents=True)
+    (data / "nats" / "ports").mkdir(parents=True)
+    # What SIGKILL leaves: a socket nobody listens on, a ports file of a dead server, a lock file.
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(str(data / "redis" / "valkey.sock"))
+    stale.close()
+    (data / "nats" / "ports" / "nats-server_999999.ports").write_text('{"nats": ["nats://127.0.0.1:1"]}')
+    (data / "vigil-up.lock").write_text("999999\n")
+    up = start_up(data, "--exit-when-done")
+    out = finish(up, timeout_s=120)
+    assert up.returncode == Exit.OK, out
+    assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan", out), out
+    assert not list((data / "nats" / "ports").glob("*.ports"))
+
+
+def test_a_second_run_says_what_it_continues_from_and_fresh_starts_over(short_tmp: Path) -> None:
+    data = short_tmp / "up"
+    # What `make demo` shows: devices, the breach with its numbers, the action, on real servers.
+    first = finish(start_up(data, "--exit-when-done"))
+    assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", first), first
+    assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan\s+score \d+", first), first
+    assert re.search(
+        rf"action\s+{re.escape(SCANNER)}\s+block_connection \[10\.0\.0\.0/8:\*.*active via dryrun", first
+    ), first
+    assert re.search(r"stopped \(done\): \d+ devices, \d+ breaches, 1 actions", first), first
+    again = start_up(data, "--exit-when-done")
+    second = finish(again)
+    assert again.returncode == Exit.OK, second
+    assert "continuing from the state in" in second and "--fresh" in second, second
+    assert "new device" not in second, "the devices were learned by the first run"
+    lines = re.findall(
+        r"(\d+) devices, (\d+) breaches, (\d+) actions, (\d+) batches committed", first + second
+    )
+    assert len(lines) == 3 and len(set(lines)) == 1, "the same capture again adds nothing"
+    fresh = start_up(data, "--exit-when-done", "--fresh")
+    third = finish(fresh)
+    assert fresh.returncode == Exit.OK, third
+    assert "--fresh: forgot what earlier runs" in third
+    assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", third), third
+    assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan", third), third
