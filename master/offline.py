@@ -8,6 +8,7 @@ the configured mode but never sent, and their clock is the breach's event time.
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
@@ -24,6 +25,8 @@ class OfflineResult:
     breaches: list[alert_pb2.ModelBreach] = field(default_factory=list)
     actions: list[ActionRecord] = field(default_factory=list)
     records: int = 0
+    # Records the master's door turned away, by reason (master/door.py).
+    rejected: Counter[str] = field(default_factory=Counter)
 
 
 class OfflineMaster:
@@ -47,6 +50,7 @@ class OfflineMaster:
         out.breaches.extend(result.breaches)
         out.actions.extend(result.actions)
         out.records += len(chunk)
+        out.rejected.update(result.rejected)
 
     async def aprocess(
         self, records: Iterable[sensor_pb2.Record] | AsyncIterable[sensor_pb2.Record]

@@ -253,3 +253,22 @@ def test_the_exit_codes_are_documented_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
     for code in Exit:
         assert f"| {int(code)} |" in readme, f"exit code {int(code)} ({code.name}) missing from the README"
+
+
+def test_records_the_door_turns_away_are_reported_not_silent(tmp_path: Path) -> None:
+    """A capture whose clock ran two years ahead: no breach, and the operator is told why."""
+    import struct
+
+    data = LAB_CAPTURE.read_bytes()
+    out, pos = [data[:24]], 24
+    while pos + 16 <= len(data):
+        sec, frac, incl, orig = struct.unpack_from("<IIII", data, pos)
+        out.append(
+            struct.pack("<IIII", sec + 2 * 365 * 86_400, frac, incl, orig) + data[pos + 16 : pos + 16 + incl]
+        )
+        pos += 16 + incl
+    future = tmp_path / "future.pcap"
+    future.write_bytes(b"".join(out))
+    proc = _vigil("analyze", str(future))
+    assert proc.returncode == Exit.OK, proc.stderr
+    assert "710 records of the captures turned away at the master's door (time_in_future 710)" in proc.stderr

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from master.offline import OfflineMaster
+from master.offline import OfflineMaster, OfflineResult
 from master.store import ActionRecord
 from responder.client import scope_text
 from sensor.analyzers import default_registry
@@ -122,6 +122,7 @@ def analyze_captures(
         return Exit.ENVIRONMENT
     tune_gc()
     master = OfflineMaster(cfg.master)
+    learned: OfflineResult | None = None
     if learn:
         baseline = CaptureRecords(cfg, learn)
         learned = master.process(baseline)
@@ -160,6 +161,14 @@ def analyze_captures(
         f"{len(result.breaches)} breaches, {len(result.actions)} actions"
     )
     print(summary, file=sys.stderr)
+    for what, outcome in (("baseline", learned), ("captures", result)):
+        if outcome is not None and outcome.rejected:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(outcome.rejected.items()))
+            print(
+                f"vigil analyze: {sum(outcome.rejected.values())} records of the {what} turned away at the "
+                f"master's door ({reasons}); see master/door.py",
+                file=sys.stderr,
+            )
     if source.errors:
         for exc in source.errors:
             print(
