@@ -350,9 +350,14 @@ class Service:
 
 
 def spawn(name: str, cfg_path: Path, logs: Path) -> subprocess.Popen[bytes]:
-    logfile = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    """`vigil NAME` on the run's configuration, its output appended to its log; DependencyError when the
+    process cannot even be created (no memory, no process slots, the log unwritable)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
     env["VIGIL_CONFIG"] = str(cfg_path)
+    try:
+        logfile = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+    except OSError as exc:
+        raise DependencyError(f"cannot open the {name} log: {exc.strerror or exc}") from None
     try:
         return subprocess.Popen(
             embedded.die_with_parent([sys.executable, "-m", "vigil.cli", name]),
@@ -360,6 +365,8 @@ def spawn(name: str, cfg_path: Path, logs: Path) -> subprocess.Popen[bytes]:
             stderr=subprocess.STDOUT,
             env=env,
         )
+    except OSError as exc:
+        raise DependencyError(f"cannot start {name}: {exc.strerror or exc}") from None
     finally:
         logfile.close()
 

@@ -60,6 +60,12 @@ async def _wait(predicate: object, limit_s: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def _sensor_config(nats: dict[str, object], capture: Path, spool: Path, **sensor: object) -> VigilConfig:
+    return VigilConfig.model_validate(
+        {"nats": nats, "sensor": {"pcap_files": [str(capture)], "spool_dir": str(spool), **sensor}}
+    )
+
+
 def _value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
 
@@ -68,12 +74,7 @@ async def test_long_uris_cannot_blind_the_sensor(nats_server: embedded.EmbeddedN
     """The sensor service on the attack capture, against nats-server's default 1 MiB max_payload: every
     record arrives exactly once, each message within the limit, nothing is left in the spool."""
     capture = _long_uri_capture(short_tmp / "uris.pcap")
-    cfg = VigilConfig.model_validate(
-        {
-            "nats": {"url": nats_server.url},
-            "sensor": {"pcap_files": [str(capture)], "spool_dir": str(short_tmp / "spool")},
-        }
-    )
+    cfg = _sensor_config({"url": nats_server.url}, capture, short_tmp / "spool")
     service = SensorService(cfg)
     await asyncio.wait_for(service.run(asyncio.Event()), 60)
     assert service.exit_code == Exit.OK
@@ -208,16 +209,8 @@ async def test_spooled_batches_older_than_the_age_bound_are_dropped_and_counted(
 
 async def test_a_sensor_that_ends_with_telemetry_undelivered_exits_4(short_tmp: Path) -> None:
     capture = _long_uri_capture(short_tmp / "uris.pcap", requests=3)
-    cfg = VigilConfig.model_validate(
-        {
-            "nats": {"url": "nats://127.0.0.1:1", "connect_timeout_s": 0.2},
-            "sensor": {
-                "pcap_files": [str(capture)],
-                "spool_dir": str(short_tmp / "spool"),
-                "drain_timeout_s": 0.5,
-            },
-        }
-    )
+    nats = {"url": "nats://127.0.0.1:1", "connect_timeout_s": 0.2}
+    cfg = _sensor_config(nats, capture, short_tmp / "spool", drain_timeout_s=0.5)
     service = SensorService(cfg)
     await asyncio.wait_for(service.run(asyncio.Event()), 30)
     assert service.exit_code == Exit.UNDELIVERED
@@ -229,16 +222,7 @@ async def test_a_replay_started_again_republishes_the_same_batches(
 ) -> None:
     """Same files, same sensor: same batch ids and contents, so the bus stores nothing twice."""
     capture = Path("tests/data/lab-scan.pcap")
-    cfg = VigilConfig.model_validate(
-        {
-            "nats": {"url": nats_server.url},
-            "sensor": {
-                "pcap_files": [str(capture)],
-                "spool_dir": str(short_tmp / "spool"),
-                "batch_max_records": 50,
-            },
-        }
-    )
+    cfg = _sensor_config({"url": nats_server.url}, capture, short_tmp / "spool", batch_max_records=50)
     first = SensorService(cfg)
     await asyncio.wait_for(first.run(asyncio.Event()), 60)
     before = await _stream_messages(nats_server.url, cfg.nats)
