@@ -3,6 +3,7 @@ killed run, and what a second run on the same data shows."""
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 import socket
@@ -15,7 +16,9 @@ import pytest
 
 from tests.allinone import LAB_CAPTURE, alive, children, find_child, finish, kill_group, start_up
 from tests.conftest import REPO
+from vigil import config
 from vigil.exitcodes import Exit
+from vigil.up import AllInOne, DataDir, LiveView, Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 SCANNER = "10.231.1.12"
@@ -102,3 +105,24 @@ def test_a_second_run_says_what_it_continues_from_and_fresh_starts_over(short_tm
     assert "--fresh: forgot what earlier runs" in third
     assert re.search(rf"device\s+{re.escape(SCANNER)}\s+new device", third), third
     assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan", third), third
+
+
+def test_what_a_sensor_exit_means_to_vigil_up(tmp_path: Path) -> None:
+    """The sensor's exit code decides: input read (wait for the master), damaged input or telemetry left in
+    the spool (said, and the run's exit code), the operator's problem (end now), anything else (restart)."""
+    cfg = config.build({"sensor": {"pcap_files": [str(LAB_CAPTURE)]}}, environ={})
+    out = io.StringIO()
+    run = AllInOne(cfg, DataDir(tmp_path), LiveView(out), exit_when_done=True)
+    done = subprocess.Popen(["true"])
+    done.wait()
+    for code, verdict, finished, said in [
+        (Exit.OK, None, Exit.OK, "capture fully read"),
+        (Exit.INPUT, None, Exit.INPUT, "could not be read entirely"),
+        (Exit.UNDELIVERED, None, Exit.UNDELIVERED, "telemetry undelivered; it is kept in"),
+        (Exit.ENVIRONMENT, Exit.ENVIRONMENT, None, "sensor cannot run"),
+        (-9, None, None, ""),
+    ]:
+        service = Service("sensor", done)
+        assert run._on_exit(service, code) == verdict, code
+        assert service.finished == finished, code
+        assert said in out.getvalue(), code
