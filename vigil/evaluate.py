@@ -21,8 +21,8 @@ total:
 * false positives: breaches above ``quiet_above`` that match no expectation — during learning or after —
   and the same per device-day (distinct internal originators times the UTC days they were active).
 
-The exit code is 0 when every expectation is met and there is no false positive, 1 otherwise, 2 when the
-directory or a truth file is unusable.
+The exit code is 0 when every expectation is met and there is no false positive, 6 otherwise; 1 when the
+directory is missing or holds no truth file, 3 when a truth file is unusable (vigil/exitcodes.py).
 """
 
 from __future__ import annotations
