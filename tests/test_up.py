@@ -17,8 +17,8 @@ import pytest
 from tests.allinone import LAB_CAPTURE, alive, children, find_child, finish, kill_group, start_up
 from tests.conftest import REPO
 from vigil import config
+from vigil.cli.up import AllInOne, DataDir, LiveView, Service
 from vigil.exitcodes import Exit
-from vigil.up import AllInOne, DataDir, LiveView, Service
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 SCANNER = "10.231.1.12"

@@ -16,8 +16,8 @@ import yaml
 
 from master.catalog import DETECTORS
 from tests.lab.compose import stage_scenarios
+from vigil.cli.evaluate import evaluate_directory
 from vigil.config import VigilConfig
-from vigil.evaluate import evaluate_directory
 
 SCENARIOS = Path(__file__).resolve().parents[1] / "data" / "scenarios"
 

@@ -205,7 +205,7 @@ def _models(as_json: bool) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: VigilConfig) -> int:
-    from vigil import wiring
+    from vigil.cli import wiring
 
     if args.command == "up":
         return asyncio.run(wiring.up(cfg, exit_when_done=args.exit_when_done, fresh=args.fresh))
@@ -248,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `vigil up` forks servers and services while gRPC's threads run; they exec at once and need none
         # of gRPC's fork handlers (which otherwise log a line on the operator's console at every start).
         os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
-    from vigil import wiring
+    from vigil.cli import wiring
 
     try:
         return _run(args, cfg)

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vigil import up as allinone
+from vigil.cli import up as allinone
 from vigil.config import VigilConfig
 
 # Problems printed without a traceback: the operator's to fix (exit 1), or a dependency that failed (exit 5).
@@ -43,13 +43,13 @@ async def responder(cfg: VigilConfig) -> int:
 
 
 def analyze(cfg: VigilConfig, captures: Sequence[Path], as_json: bool, learn: Sequence[Path] = ()) -> int:
-    from vigil.offline import analyze_captures
+    from vigil.cli.offline import analyze_captures
 
     return analyze_captures(cfg, captures, as_json=as_json, out=sys.stdout, learn=learn)
 
 
 def evaluate(cfg: VigilConfig, directory: Path, as_json: bool) -> int:
-    from vigil.evaluate import evaluate_directory
+    from vigil.cli.evaluate import evaluate_directory
 
     return evaluate_directory(cfg, directory, as_json=as_json, out=sys.stdout)
 
