@@ -76,6 +76,11 @@ eval: install ## Recall, precision, time to detect, false positives: the lab sce
 	rm -rf var/eval && $(PY) -m tests.lab.compose var/eval --stage --days 5
 	$(VIGIL) eval var/eval
 
+.PHONY: eval-wild
+eval-wild: install ## The same on public captures others recorded (../shared/corpus/wild), truths in tests/data/wild
+	@test -d ../shared/corpus/wild || { echo "eval-wild: no wild corpus at ../shared/corpus/wild"; exit 1; }
+	$(VIGIL) eval tests/data/wild
+
 .PHONY: golden
 golden: ## Print agreement with Zeek's reference logs per log type
 	$(PY) -m tests.sensor.golden_report

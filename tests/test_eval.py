@@ -87,3 +87,51 @@ def test_no_directory_or_no_truth_files(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["eval", str(tmp_path)]) == Exit.ENVIRONMENT
     err = capsys.readouterr().err
     assert "no such directory" in err and "no *.truth.yaml" in err
+
+
+def test_any_of_is_one_detection_and_the_actors_other_alarms_are_its_own(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A capture from elsewhere is described by the models that fit it; any of them at the severity asked
+    for catches the actor, and its other breaches are not mistakes about a benign device."""
+    truth = (
+        "captures: [lab-scan.pcap]\nexpect:\n"
+        f"  - device: {SCANNER}\n    any_of: ['Compromise / DNS Tunnel', 'Device / Network Scan']\n"
+        "    min_severity: critical\n"
+    )
+    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == Exit.OK
+    result = json.loads(capsys.readouterr().out)
+    assert result["recall"] == 1.0 and result["false_positives"] == 0 and result["precision"] == 1.0
+    assert result["device_hours"] >= 3
+    scenario = result["scenarios"][0]
+    assert list(scenario["time_to_detect_s"]) == [
+        f"{SCANNER} Compromise / DNS Tunnel | Device / Network Scan"
+    ]
+
+
+def test_min_severity_is_a_floor(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The scan's meta-model reaches high (score 70), not critical: asked at critical, it does not count."""
+    truth = (
+        "captures: [lab-scan.pcap]\nexpect:\n"
+        f"  - device: {SCANNER}\n    any_of: ['Device / Large Number of Model Breaches']\n"
+        "    min_severity: critical\n"
+    )
+    assert cli.main(["eval", "--json", str(_dir(tmp_path, truth))]) == Exit.EVAL_BELOW_TARGET
+    assert json.loads(capsys.readouterr().out)["recall"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("models: [a]\n    any_of: [b]", "exclude each other"),
+        ("any_of: [a]\n    min_severity: loud", "min_severity must be one of"),
+        ("any_of: a", "must be a list"),
+        ("any_of: [a]\n    colour: red", "unknown keys"),
+    ],
+)
+def test_bad_any_of_items_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], item: str, message: str
+) -> None:
+    truth = f"captures: [lab-scan.pcap]\nexpect:\n  - device: {SCANNER}\n    {item}\n"
+    assert cli.main(["eval", str(_dir(tmp_path, truth))]) == Exit.INPUT
+    assert message in capsys.readouterr().err
