@@ -11,6 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 
 from vigil import cli
 from vigil.config import ConfigError, build
@@ -119,3 +120,10 @@ def test_models_lists_the_whole_catalog_with_its_response(capsys: pytest.Capture
     assert "445" in by_name["Device / SMB Session Brute Force (Admin)"]["response"]
     assert by_name["Device / New Device"]["response"].startswith("none")
     assert all(r["breaches_when"] for r in rows)
+
+
+def test_the_readmes_configuration_example_is_valid() -> None:
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("# vigil.yaml, passed with --config", 1)[1].split("\n", 1)[1].split("```", 1)[0]
+    cfg = build(yaml.safe_load(block), {})
+    assert "198.51.100.0/24" in cfg.master.internal_networks and cfg.master.timezone == "Europe/Berlin"
