@@ -77,6 +77,9 @@ class FlowObs:
     cloud_ip: str = ""
     # The VPN protocol the sensor recognised by its handshake, whatever the port (OpenVPN on 443), or "".
     vpn_protocol: str = ""
+    # The originator sent packets (orig_pkts > 0). A flow whose "originator" only received (the sensor
+    # oriented datagrams from a server port towards it) is nothing that device did.
+    orig_sent: bool = True
 
 
 @dataclass(slots=True)

@@ -208,7 +208,7 @@ class Pipeline:
                 out.kinds[kind] += 1
                 out.times.append(obs.t)
                 out.flows.append(obs)
-                if obs.orig_internal:
+                if obs.orig_internal and obs.orig_sent:
                     out.acts.append(Act(obs.t, obs.orig_ip, obs.orig_mac, obs.uid, flow_items(obs), flow=obs))
             elif kind == "dhcp":
                 dhcp = record.dhcp
@@ -270,6 +270,7 @@ class Pipeline:
             orig_internal=orig in self.internal,
             resp_internal=resp in self.internal,
             vpn_protocol=_vpn_named(flow.service),
+            orig_sent=flow.orig_pkts > 0,
             **_cloud(flow, orig, resp, self.internal),
         )
 

@@ -332,3 +332,28 @@ def test_vpn_recognised_by_its_handshake_on_443(
     plain = ext_flow(START, "203.0.113.62", 443)
     plain.flow.service.append("ssl")
     assert not [b for b in run([plain], records) if b.model == model]
+
+
+def test_a_breach_needs_traffic_the_device_itself_sent(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """Datagrams that only arrive from an IPsec NAT-T port (4500) are oriented by the sensor towards that
+    server port, so the receiving workstation appears as the originator of a flow in which it sent nothing
+    (orig_pkts 0). It is no VPN user, and no new endpoint is its doing; the same flow with its own packets
+    is."""
+    records, _ = learned
+    model = "Anomalous Connection / Outbound VPN to Rare Endpoint"
+
+    def inbound(orig_pkts: int) -> sensor_pb2.Record:
+        record = ext_flow(START, "203.0.113.63", 4500, transport=flow_pb2.TRANSPORT_UDP)
+        record.flow.orig_pkts = orig_pkts
+        record.flow.orig_bytes = 0 if orig_pkts == 0 else 400
+        record.flow.resp_pkts = 5
+        record.flow.direction_guessed = True
+        record.flow.history = "^d" if orig_pkts == 0 else "Dd"
+        return record
+
+    arrived = [(b.model, b.device.ip) for b in run([inbound(0)], records) if b.device.ip == ME]
+    assert arrived == []
+    sent = [b.model for b in run([inbound(3)], records) if b.device.ip == ME]
+    assert model in sent
