@@ -38,6 +38,8 @@ ADMIN_AUTH_FAILURES = "smb_admin_auth_failures"
 USERNAMES = "distinct_auth_usernames"
 TOOL_REQUESTS = "attack_tool_requests"
 EXTERNAL_UPLOAD = "external_upload_kib"
+# Of those, what went to endpoints rare for the network (few or no other devices reached them in a week).
+RARE_UPLOAD = "rare_endpoint_upload_kib"
 TUNNEL_NAMES = "distinct_long_dns_names"
 VPN_RARE = "distinct_rare_vpn_endpoints"
 
@@ -82,6 +84,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature(USERNAMES, "distinct user names tried", True, 0.5, family="auth"),
     Feature(TOOL_REQUESTS, "requests bearing attack-tool fingerprints", False, 0.001, family="probe"),
     Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0, family="transfer"),
+    Feature(
+        RARE_UPLOAD, "KiB sent to external endpoints rare for the network", False, 10.0, family="transfer"
+    ),
     Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2, family="dns"),
     Feature(
         VPN_RARE,
@@ -163,7 +168,9 @@ DETECTORS: tuple[CountDetector, ...] = (
     ),
     CountDetector(
         "Unusual Activity / Unusual External Data Transfer",
-        ((EXTERNAL_UPLOAD, 10 * 1024),),
+        # Ten megabytes a minute anywhere, or one to an endpoint the network does not know (the seed's
+        # implanted device sent 7.5 MB home): the floors; the device's (or its peers') belief decides.
+        ((EXTERNAL_UPLOAD, 10 * 1024), (RARE_UPLOAD, 1024)),
         (),
         ("T1048", "T1041"),
         lateral=False,

@@ -26,7 +26,14 @@ from master.beacon import (
     http_c2,
 )
 from master.breaches import count_breach, seconds
-from master.catalog import DETECTORS, FEATURE_BY_NAME, SIGNIFICANT_ANOMALY, VPN_RARE, CountDetector
+from master.catalog import (
+    DETECTORS,
+    FEATURE_BY_NAME,
+    RARE_UPLOAD,
+    SIGNIFICANT_ANOMALY,
+    VPN_RARE,
+    CountDetector,
+)
 from master.context import ContextModels, network_clock
 from master.door import (
     MAX_BYTES,
@@ -557,6 +564,10 @@ class _BatchRun:
             if rarity.new and learned >= self.p.params.new_device_grace_s:
                 ref = self.context.ref(device_id, act.ip)
                 self.breaches.append(rare_external_breach(ref, rarity, act.t, f.resp_port, learned, f.uid))
+            if rarity.rare and f.orig_bytes >= 1024:
+                endpoint = f"{f.resp_ip}:{f.resp_port}"
+                sent = f"{f.orig_bytes / 1e6:.1f} MB to {endpoint}; {rarity.text()}"
+                items.append((RARE_UPLOAD, None, sent, f.orig_bytes // 1024, endpoint))
             if rarity.rare and is_vpn(f):
                 target = (
                     f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"

@@ -357,3 +357,20 @@ def test_a_breach_needs_traffic_the_device_itself_sent(
     assert arrived == []
     sent = [b.model for b in run([inbound(3)], records) if b.device.ip == ME]
     assert model in sent
+
+
+def test_a_new_device_uploading_several_mb_to_a_rare_host_breaches(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """The seed's Raspberry Pi: a device the network has never seen sends 7.5 MB to an external endpoint
+    nobody else reaches. With no history of its own it is judged by its peers (who upload next to
+    nothing), and the transfer breaches; half a megabyte does not."""
+    records, _ = learned
+    model = "Unusual Activity / Unusual External Data Transfer"
+    newcomer = "10.0.1.250"
+    big = ext_flow(START, "203.0.113.57", 443, orig_bytes=7_500_000, orig=newcomer)
+    hits = [b for b in run([big], records) if b.model == model and b.device.ip == newcomer]
+    assert hits and hits[0].severity in ("medium", "high", "critical"), [(b.model, b.score) for b in hits]
+    assert "203.0.113.57" in " ".join(e for ev in hits[0].evidence for e in ev.examples)
+    small = ext_flow(START, "203.0.113.58", 443, orig_bytes=500_000, orig=newcomer)
+    assert not [b for b in run([small], records) if b.model == model]
