@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
+from master.beacon import FLOW_BEACON
 from master.offline import OfflineMaster, OfflineResult
 from tests.master.traffic import CS, T0, flow, ip, office, scan
 from vigil.alert.v1 import alert_pb2
@@ -374,3 +375,66 @@ def test_a_new_device_uploading_several_mb_to_a_rare_host_breaches(
     assert "203.0.113.57" in " ".join(e for ev in hits[0].evidence for e in ev.examples)
     small = ext_flow(START, "203.0.113.58", 443, orig_bytes=500_000, orig=newcomer)
     assert not [b for b in run([small], records) if b.model == model]
+
+
+# -- beacons as they are met in the wild -------------------------------------------------------------------
+
+
+def _run_for(
+    attack: Iterable[sensor_pb2.Record], learned: list[sensor_pb2.Record], minutes: int
+) -> list[alert_pb2.ModelBreach]:
+    """The attack amid ``minutes`` of the office's ordinary traffic (every workstation browsing: ME reaches
+    dozens of external hosts an hour, which a beacon's series must outlive)."""
+    master = OfflineMaster(MasterConfig(response_mode="observe"))
+    master.process(learned)
+    ordinary = list(office(START - 5, minutes, devices=20, seed=13))
+    return master.process(sorted([*ordinary, *attack], key=_t)).breaches
+
+
+def _check_ins(
+    resp: str, period_s: float, jitter: float, minutes: int, burst: int = 1, seed: int = 3, orig: str = ME
+) -> list[sensor_pb2.Record]:
+    """A timer calling home every ``period_s`` ± ``jitter`` (uniform, as C2 frameworks draw their sleep),
+    each check-in ``burst`` connections within a second."""
+    rng = random.Random(seed)
+    out, t = [], START
+    while t < START + minutes * 60:
+        for k in range(burst):
+            out.append(ext_flow(t + 0.3 * k, resp, 443, orig_bytes=410 + rng.randint(0, 20), orig=orig))
+        t += period_s * (1 + rng.uniform(-jitter, jitter))
+    return out
+
+
+def _first_beacon(breaches: list[alert_pb2.ModelBreach], device: str = ME) -> alert_pb2.ModelBreach | None:
+    hits = [b for b in breaches if b.model == FLOW_BEACON and b.device.ip == device]
+    return min(hits, key=lambda b: b.time.seconds) if hits else None
+
+
+@pytest.mark.parametrize(
+    ("jitter", "burst"),
+    [(0.1, 1), (0.5, 1), (0.1, 2)],
+    ids=["60s±10%", "60s±50%", "60s±10%-bursts-of-2"],
+)
+def test_a_beacon_to_a_new_host_reaches_medium_within_the_first_hour(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult], jitter: float, burst: int
+) -> None:
+    records, _ = learned
+    beacon = _first_beacon(_run_for(_check_ins("203.0.113.81", 60.0, jitter, 60, burst), records, 62))
+    assert beacon is not None, "missed"
+    assert beacon.severity in ("medium", "high", "critical"), beacon.score
+    assert beacon.time.seconds - START <= 3600
+    assert "203.0.113.81" in beacon.explanation
+
+
+def test_a_poll_the_whole_network_shares_is_no_beacon(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """Device management: every workstation checks in with the same server every minute."""
+    records, _ = learned
+    polls = [
+        r
+        for d in range(1, 21)
+        for r in _check_ins("198.51.100.20", 60.0, 0.1, 60, seed=d, orig=f"10.0.1.{d}")
+    ]
+    breaches = _run_for(polls, records, 62)
+    assert not [(b.model, b.device.ip) for b in breaches if "Beacon" in b.model or "Command" in b.model]
