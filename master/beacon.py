@@ -1,9 +1,10 @@
 """Streaming beacon scores per (device, external endpoint), and the models built on them.
 
 A beacon is software calling home on a timer: connections (or HTTP requests) to one endpoint at regular
-intervals with regular sizes, for long. Connections within a second of the previous one are one check-in. Batch tools score a day of connections at once; here every
-connection updates, in O(1) state, an exponentially weighted mean and variance of the inter-arrival time and
-of the size, so the score is current after each connection and old behaviour fades.
+intervals with regular sizes, for long; connections within a second of the previous one are one check-in.
+Batch tools score a day of connections at once; here every connection updates, in O(1) state, an
+exponentially weighted mean and variance of the inter-arrival time and of the size, so the score is current
+after each connection and old behaviour fades.
 
 Beacon score ``b`` in [0, 1]: ``0.4 * r_interval + 0.2 * r_size + 0.2 * c + 0.1 * d + 0.1 * h`` where
 ``r = 1 - min(1, CV)`` (coefficient of variation; exponential, i.e. random, arrivals have CV = 1),
