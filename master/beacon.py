@@ -14,8 +14,8 @@ hours of the day it has been seen in (a person works some hours; a timer works a
 Models (once per device and endpoint per ``REFIRE_S``):
 
 * ``Compromise / Beaconing Activity To External Rare``: any protocol (flows), ``n >= 10`` intervals of at
-  least 1 s, interval CV ``<= 0.35`` (uniform jitter up to ±50 %) and size CV ``<= 0.5``, to an endpoint rare
-  for the network.
+  least 1 s, interval CV ``<= 0.35`` (uniform jitter up to ±50 %) and size CV ``<= 0.5`` (any size CV once
+  the interval CV is ``<= 0.15``), to an endpoint rare for the network.
 * ``Compromise / HTTP Beaconing to Rare Destination``: the same on HTTP requests to one host.
 * ``Compromise / Possible HTTP Command and Control``: HTTP requests by a non-browser user agent to a rare
   host, interval CV ``<= 0.35`` over ``n >= 5`` intervals, with ``>= 3`` application/octet-stream responses.
@@ -44,6 +44,9 @@ MIN_WEIGHT = 1.0 / 50.0
 # usual jitter, ±50 %, gives 0.29, and ten intervals estimate it within about ±0.06. Random (Poisson)
 # arrivals have CV 1 and people's traffic more.
 MAX_BEACON_CV = 0.35
+# A timer this regular is a beacon whatever its check-ins carry (tasks and their results vary the sizes:
+# QuasarRAT's 77 reconnects have interval CV 0.04 and size CV 0.53).
+STRICT_TIMER_CV = 0.15
 
 
 @dataclass
@@ -170,12 +173,13 @@ class DeviceBeacons:
 
 
 def flow_beacon(stats: PairStats, rarity: Rarity) -> bool:
+    cv = stats.cv_interval()
     return (
         rarity.rare
         and stats.intervals >= 10
         and stats.mean_i >= MIN_INTERVAL_S
-        and stats.cv_interval() <= MAX_BEACON_CV
-        and stats.cv_size() <= 0.5
+        and cv <= MAX_BEACON_CV
+        and (stats.cv_size() <= 0.5 or cv <= STRICT_TIMER_CV)
     )
 
 

@@ -244,12 +244,13 @@ CONTEXT_MODELS: dict[str, tuple[str, str]] = {
         "as the causes",
     ),
     "Compromise / Beaconing Activity To External Rare": (
-        "10+ intervals >= 1 s with interval CV <= 0.35 and size CV <= 0.5 to a rare external endpoint, "
-        "any protocol",
+        "10+ intervals >= 1 s with interval CV <= 0.35 and size CV <= 0.5 (any size below interval CV 0.15) "
+        "to a rare external endpoint, any protocol",
         "T1071, T1029",
     ),
     "Compromise / HTTP Beaconing to Rare Destination": (
-        "10+ HTTP requests to one rare host, intervals >= 1 s with CV <= 0.35, sizes with CV <= 0.5",
+        "10+ HTTP requests to one rare host, intervals >= 1 s with CV <= 0.35, sizes with CV <= 0.5 "
+        "(any size below interval CV 0.15)",
         "T1071.001, T1573",
     ),
     "Compromise / Possible HTTP Command and Control": (
