@@ -19,6 +19,10 @@ Models (once per device and endpoint per ``REFIRE_S``):
 * ``Compromise / HTTP Beaconing to Rare Destination``: the same on HTTP requests to one host.
 * ``Compromise / Possible HTTP Command and Control``: HTTP requests by a non-browser user agent to a rare
   host, interval CV ``<= 0.35`` over ``n >= 5`` intervals, with ``>= 3`` application/octet-stream responses.
+* ``Compromise / Beaconing to Internal Endpoint``: the beacon rule on connections (except to the network's
+  own plumbing: INFRASTRUCTURE_PORTS) or HTTP requests to an internal endpoint that few other devices reach —
+  an implant calling a C2 server or a pivot inside the network (a red team's teamserver, a compromised
+  host relaying). Rarity is the same test as for external endpoints.
 """
 
 from __future__ import annotations
@@ -33,6 +37,13 @@ from vigil.alert.v1 import alert_pb2
 
 SCHEMA = 1
 FLOW_BEACON = "Compromise / Beaconing Activity To External Rare"
+INTERNAL_BEACON = "Compromise / Beaconing to Internal Endpoint"
+# The network's own plumbing, which every workstation polls on timers of its own (name and time service,
+# Kerberos, directory, file and print, RPC, DHCP, NetBIOS, SNMP, syslog, multicast discovery): a device's
+# regular traffic to these is housekeeping, not a check-in. Internal beacons are looked for elsewhere.
+INFRASTRUCTURE_PORTS = frozenset(
+    {53, 67, 68, 88, 123, 135, 137, 138, 139, 161, 162, 389, 445, 464, 514, 636, 1900, 3268, 3269, 5353, 5355}
+)
 HTTP_BEACON = "Compromise / HTTP Beaconing to Rare Destination"
 HTTP_C2 = "Compromise / Possible HTTP Command and Control"
 MAX_PAIRS = 24
@@ -229,7 +240,7 @@ def beacon_breach(
         window=(stats.first, t),
         explanation=explanation,
         evidence=evidence,
-        techniques=("T1071.001", "T1573") if model != FLOW_BEACON else ("T1071", "T1029"),
+        techniques=("T1071.001", "T1573") if model in (HTTP_BEACON, HTTP_C2) else ("T1071", "T1029"),
         uids=[uid] if uid else [],
         peer=peer,
     )

@@ -248,6 +248,12 @@ CONTEXT_MODELS: dict[str, tuple[str, str]] = {
         "to a rare external endpoint, any protocol",
         "T1071, T1029",
     ),
+    "Compromise / Beaconing to Internal Endpoint": (
+        "the beacon rule (10+ intervals >= 1 s, interval CV <= 0.35, ...) on connections outside the "
+        "network's own plumbing (DNS, NTP, Kerberos, LDAP, SMB, RPC, DHCP, ...) or HTTP requests to an "
+        "internal endpoint rare for the network",
+        "T1071, T1029",
+    ),
     "Compromise / HTTP Beaconing to Rare Destination": (
         "10+ HTTP requests to one rare host, intervals >= 1 s with CV <= 0.35, sizes with CV <= 0.5 "
         "(any size below interval CV 0.15)",

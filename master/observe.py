@@ -84,7 +84,7 @@ class FlowObs:
 
 @dataclass(slots=True)
 class HttpObs:
-    """An HTTP request to an external server (for the beacon and command-and-control models)."""
+    """An HTTP request (for the beacon and command-and-control models)."""
 
     host: str
     resp_ip: str
@@ -92,6 +92,8 @@ class HttpObs:
     user_agent: str
     octet_stream: bool
     response_bytes: int
+    # The server is inside the network (internal beacons only).
+    internal: bool = False
 
     @property
     def peer(self) -> str:
@@ -237,7 +239,7 @@ def smb_dialect(record: sensor_pb2.Record) -> tuple[str, str] | None:
     return None if family is None else (family, neg.negotiated_dialect or family)
 
 
-def http_obs(record: sensor_pb2.Record, resp_ip: str) -> HttpObs:
+def http_obs(record: sensor_pb2.Record, resp_ip: str, internal: bool = False) -> HttpObs:
     http = record.http
     mimes = [*http.resp_mime_types, http.response_content_type]
     return HttpObs(
@@ -247,4 +249,5 @@ def http_obs(record: sensor_pb2.Record, resp_ip: str) -> HttpObs:
         user_agent=http.user_agent,
         octet_stream=any(m.startswith("application/octet-stream") for m in mimes),
         response_bytes=int(http.response_body_len),
+        internal=internal,
     )

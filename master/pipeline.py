@@ -20,7 +20,10 @@ from master.beacon import (
     FLOW_BEACON,
     HTTP_BEACON,
     HTTP_C2,
+    INFRASTRUCTURE_PORTS,
+    INTERNAL_BEACON,
     DeviceBeacons,
+    PairStats,
     beacon_breach,
     flow_beacon,
     http_c2,
@@ -47,7 +50,7 @@ from master.door import (
     outlier_floor,
     time_problem,
 )
-from master.endpoints import Endpoints, rare_external_breach
+from master.endpoints import Endpoints, Rarity, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
 from master.gcpause import gc_paused
@@ -320,8 +323,8 @@ class Pipeline:
             items = app_items(record, kind)
             resp_text = ip_text(resp_ip) if resp_ip else None
             http = (
-                http_obs(record, resp_text)
-                if kind == "http" and resp_text and resp_text not in self.internal
+                http_obs(record, resp_text, resp_text in self.internal)
+                if kind == "http" and resp_text
                 else None
             )
             smb = smb_dialect(record) if kind == "smb_negotiate" else None
@@ -356,7 +359,7 @@ class Pipeline:
                 self.keys.beacons(device_id),
             ]
         for act in ex.acts:
-            if act.flow is not None and not act.flow.resp_internal:
+            if act.flow is not None and (not act.flow.resp_internal or _internal_peer(act.flow)):
                 keys.append(self.keys.endpoint(act.flow.resp_ip))
             elif act.http is not None:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
@@ -396,6 +399,12 @@ def _size_problem(http: Any) -> str | None:
     if http.request_body_len > MAX_BYTES or http.response_body_len > MAX_BYTES:
         return "size_out_of_range"
     return None
+
+
+def _internal_peer(f: FlowObs) -> bool:
+    """An answered connection to an internal endpoint outside the network's own plumbing (for the internal
+    beacon model)."""
+    return f.resp_internal and f.answered and f.resp_port not in INFRASTRUCTURE_PORTS
 
 
 def _vpn_named(services: Sequence[str]) -> str:
@@ -588,6 +597,34 @@ class _BatchRun:
             self.endpoints.contact(f.resp_ip, device_id, act.t)
         return items
 
+    def _internal_flow(self, device_id: str, act: Act, f: FlowObs) -> None:
+        """Connections to an internal endpoint few devices reach, for the internal beacon model."""
+        rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
+        stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
+        stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
+        endpoint = f"{f.resp_ip}:{f.resp_port}"
+        self._internal_beacon(device_id, act, stats, rarity, endpoint, f.uid, endpoint)
+        self.endpoints.contact(f.resp_ip, device_id, act.t)
+
+    def _internal_http(self, device_id: str, act: Act) -> None:
+        h = act.http
+        assert h is not None
+        rarity = self.endpoints.rarity(h.resp_ip, device_id, act.t, self.context.known_devices())
+        stats = self._beacons(device_id).pair(f"http:{h.host}")
+        stats.add(act.t, float(h.response_bytes))
+        self._internal_beacon(device_id, act, stats, rarity, f"http://{h.host}", act.uid, h.peer)
+        self.endpoints.contact(h.resp_ip, device_id, act.t)
+
+    def _internal_beacon(
+        self, device_id: str, act: Act, stats: PairStats, rarity: Rarity, endpoint: str, uid: str, peer: str
+    ) -> None:
+        if flow_beacon(stats, rarity) and stats.due(INTERNAL_BEACON, act.t):
+            stats.mark(INTERNAL_BEACON, act.t)
+            ref = self.context.ref(device_id, act.ip)
+            self.breaches.append(
+                beacon_breach(INTERNAL_BEACON, ref, endpoint, stats, rarity, act.t, uid, peer=peer)
+            )
+
     def _external_http(self, device_id: str, act: Act) -> None:
         h = act.http
         assert h is not None
@@ -727,8 +764,13 @@ class _BatchRun:
             items = list(act.items)
             if act.flow is not None and not act.flow.resp_internal:
                 items += self._external_flow(device_id, act, act.flow)
+            elif act.flow is not None and _internal_peer(act.flow):
+                self._internal_flow(device_id, act, act.flow)
             if act.http is not None:
-                self._external_http(device_id, act)
+                if act.http.internal:
+                    self._internal_http(device_id, act)
+                else:
+                    self._external_http(device_id, act)
             if act.smb is not None:
                 self.context.smb_dialect(device_id, act.ip, *act.smb, act.t, act.uid)
             window = state.window_for(act.t)

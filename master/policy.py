@@ -63,6 +63,7 @@ BLOCK_SMB = frozenset(
 BLOCK_PEER = frozenset(
     {
         "Compromise / Beaconing Activity To External Rare",
+        "Compromise / Beaconing to Internal Endpoint",
         "Compromise / HTTP Beaconing to Rare Destination",
         "Compromise / Possible HTTP Command and Control",
         "Anomalous Connection / Outbound VPN to Rare Endpoint",

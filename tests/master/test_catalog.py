@@ -203,6 +203,9 @@ SCENARIOS: dict[str, Callable[[], list[sensor_pb2.Record]]] = {
     ],
     "Anomalous Connection / Rare External Endpoint": lambda: [ext_flow(START, "203.0.113.70")],
     "Compromise / Beaconing Activity To External Rare": lambda: _beacon_flows("203.0.113.80"),
+    "Compromise / Beaconing to Internal Endpoint": lambda: [
+        flow(START + 30 * i, ME, "10.0.2.77", 8443) for i in range(16)
+    ],
     "Compromise / HTTP Beaconing to Rare Destination": lambda: [
         http(START + 20 * i, "updates.evil.test", "203.0.113.90", "curl/8.5.0", size=230) for i in range(14)
     ],
@@ -267,7 +270,7 @@ def test_catalog_is_complete() -> None:
 
     named = {d.name for d in DETECTORS}
     assert named <= set(SCENARIOS)
-    assert len(SCENARIOS) == 27
+    assert len(SCENARIOS) == 28
 
 
 def test_new_device_is_tagged_with_its_vendor(learned: tuple[list[sensor_pb2.Record], OfflineResult]) -> None:
@@ -426,15 +429,12 @@ def test_a_beacon_to_a_new_host_reaches_medium_within_the_first_hour(
     assert "203.0.113.81" in beacon.explanation
 
 
+@pytest.mark.parametrize("server", ["198.51.100.20", "10.0.0.200"], ids=["external", "internal"])
 def test_a_poll_the_whole_network_shares_is_no_beacon(
-    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+    learned: tuple[list[sensor_pb2.Record], OfflineResult], server: str
 ) -> None:
     """Device management: every workstation checks in with the same server every minute."""
     records, _ = learned
-    polls = [
-        r
-        for d in range(1, 21)
-        for r in _check_ins("198.51.100.20", 60.0, 0.1, 60, seed=d, orig=f"10.0.1.{d}")
-    ]
+    polls = [r for d in range(1, 21) for r in _check_ins(server, 60.0, 0.1, 60, seed=d, orig=f"10.0.1.{d}")]
     breaches = _run_for(polls, records, 62)
     assert not [(b.model, b.device.ip) for b in breaches if "Beacon" in b.model or "Command" in b.model]

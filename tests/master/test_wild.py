@@ -36,3 +36,19 @@ def test_quasarrat_reconnecting_every_3_5_s_is_a_beacon() -> None:
     assert found, "missed"
     assert found[0].severity in ("medium", "high", "critical")
     assert "86.136.67.231" in found[0].explanation
+
+
+def test_empire_polling_its_listener_inside_the_lab_is_an_internal_beacon() -> None:
+    """Mordor (OTRF): the Empire agent on WORKSTATION5 172.18.39.5 polls its HTTP listener at 10.10.10.5
+    (a private address: inside the lab network) 24 times about every 4.8 s while PowerView runs
+    NetSessEnum against the DC. Nobody else talks to 10.10.10.5."""
+    found = [
+        b
+        for b in _breaches(
+            "OTRF__Security-Datasets/empire_getsession_dcerpc_smb_srvsvc_NetSessEnum_2020-09-22034513.cap"
+        )
+        if b.model == "Compromise / Beaconing to Internal Endpoint"
+    ]
+    assert [b.device.ip for b in found] == ["172.18.39.5"]
+    assert found[0].severity in ("medium", "high", "critical")
+    assert "10.10.10.5" in found[0].explanation
