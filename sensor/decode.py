@@ -130,6 +130,9 @@ class DecodedBlock:
     frag6: B
     # TCP/UDP packets, fully captured, whose checksum does not verify (only with check_l4_checksums).
     l4_bad: B
+    # IPv4 packets whose header checksum does not verify, decoded all the same (only with
+    # mark_ip_checksums; the caller decides which to drop, see SensorPipeline).
+    ip_bad: B | None = None
 
     @property
     def ok(self) -> B:
@@ -281,6 +284,7 @@ def _u128(data: npt.NDArray[np.uint8], idx: I64) -> tuple[U64, U64]:
 def decode(
     block: PacketBlock,
     verify_ip_checksums: bool = True,
+    mark_ip_checksums: bool = False,
     hold_fragments: bool = False,
     check_l4_checksums: bool = False,
 ) -> DecodedBlock:
@@ -382,6 +386,7 @@ def decode(
     frag6 = np.zeros(n, dtype=np.bool_)
 
     # ---- IPv4
+    ip_bad: B | None = np.zeros(n, dtype=np.bool_) if mark_ip_checksums else None
     if is4.any():
         short = is4 & (end < l3 + 20)
         reason[short] = R_TRUNC_IP
@@ -397,10 +402,13 @@ def decode(
         # A receiving host discards an IPv4 packet whose header checksum is wrong, and so does Zeek:
         # analysing it would let an attacker show the sensor traffic the target never accepted.
         # Segmentation-offloaded packets (length 0) were captured before the NIC filled it in.
-        if verify_ip_checksums:
+        if verify_ip_checksums or mark_ip_checksums:
             bad_sum = is4 & (total_hdr != 0) & ~_ipv4_checksum_ok(data, l3, ihl, is4)
-            reason[bad_sum] = R_BAD_IP_CHECKSUM
-            is4 &= ~bad_sum
+            if verify_ip_checksums:
+                reason[bad_sum] = R_BAD_IP_CHECKSUM
+                is4 &= ~bad_sum
+            else:
+                ip_bad = bad_sum
         frag = _u16(data, l3 + 6)
         nonfirst_frag |= is4 & ((frag & 0x1FFF) != 0)
         # More-fragments set or an offset: a piece of a datagram, the first piece included.
@@ -555,6 +563,7 @@ def decode(
         frag4=frag4,
         frag6=frag6,
         l4_bad=l4_bad,
+        ip_bad=ip_bad,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import ipaddress
 
 import numpy as np
 import numpy.typing as npt
@@ -12,6 +13,7 @@ from sensor.capture import LINKTYPE_ETHERNET, PacketBlock
 from sensor.decode import (
     PROTO_TCP,
     PROTO_UDP,
+    R_BAD_IP_CHECKSUM,
     R_BAD_L4_CHECKSUM,
     R_FRAGMENT,
     R_LINKTYPE,
@@ -90,12 +92,33 @@ class SensorMetrics:
         self._reason_children[REASONS[reason_index]].inc(count)
 
 
-# "auto" TCP/UDP checksum verification: segments sampled, and the share failing above which the capture is
-# taken to come from a host with checksum offload (verification then off).
+# "auto" TCP/UDP checksum verification. The capture's first L4_AUTO_SAMPLE segments are taken as they come;
+# if more than L4_AUTO_MAX_BAD of them fail, the capture comes from hosts that leave checksums to their NICs
+# (a lab of veths, a VM host) and nothing is checked. Otherwise checksums are verified, sender by sender:
+# offload leaves unfilled the checksums of what the *capturing host* sends, and only those, so in a capture
+# mostly received (Mordor's workstation captures) that host's packets would all be dropped — its C2 requests
+# with them. A sender more than L4_SENDER_MAX_BAD of whose first L4_SENDER_SAMPLE segments (or of its
+# segments in the capture's sample) fail is such a host and is not checked; any other's bad segments are
+# dropped. An insertion attack forges packets from a real peer, whose checksums are correct, so it is still
+# caught. Senders beyond L4_AUTO_MAX_SENDERS are verified at once.
 L4_AUTO_SAMPLE = 1000
 L4_AUTO_MAX_BAD = 0.05
+L4_SENDER_SAMPLE = 20
+L4_SENDER_MAX_BAD = 0.5
+# A sender needs at least this many bad segments to be taken for an offloading host (one stray is not).
+L4_SENDER_MIN_BAD = 3
+# IPv4 header checksums are filled in software almost everywhere; a sender whose headers are nearly all
+# wrong is the capturing host of a NIC that does it.
+IP_OFFLOAD_SHARE = 0.9
+L4_AUTO_MAX_SENDERS = 65536
 
 log = get("sensor.pipeline")
+
+
+def _sender_text(family: int, hi: int, lo: int) -> str:
+    if family == 4:
+        return str(ipaddress.IPv4Address(lo & 0xFFFFFFFF))
+    return str(ipaddress.IPv6Address((hi << 64) | lo))
 
 
 def packet_block(packets: list[tuple[float, bytes, int]]) -> PacketBlock:
@@ -135,8 +158,16 @@ class SensorPipeline:
         self._fragment_counts: dict[str, int] = {}
         # None: "auto" still sampling; then True (drop bad segments) or False (do not check).
         self._l4_verify: bool | None = {"on": True, "off": False}.get(config.verify_l4_checksums)
+        self._l4_auto = config.verify_l4_checksums == "auto"
         self._l4_seen = 0
         self._l4_failed = 0
+        # "auto": sender (family, address) -> [segments sampled, failed]; then True (verified) or False
+        # (offloading host, not checked) once judged.
+        self._l4_senders: dict[tuple[int, int, int], list[int] | bool] = {}
+        # IPv4 senders with bad header checksums: [packets, bad]; and the senders judged to offload their
+        # checksums (IP or TCP/UDP) — the capturing host — whose packets are not checked.
+        self._ip_senders: dict[tuple[int, int, int], list[int]] = {}
+        self._offloading: set[tuple[int, int, int]] = set()
         # UDP destination port -> tunnel carried there.
         self._tunnel_ports: dict[int, str] = {p: "vxlan" for p in config.vxlan_ports} | {
             p: "geneve" for p in config.geneve_ports
@@ -204,35 +235,141 @@ class SensorPipeline:
         )
 
     def _decode(self, block: PacketBlock, hold_fragments: bool) -> DecodedBlock:
-        return decode(
+        dec = decode(
             block,
-            self.config.verify_ip_checksums,
+            verify_ip_checksums=False,
+            mark_ip_checksums=self.config.verify_ip_checksums,
             hold_fragments=hold_fragments,
             check_l4_checksums=self._l4_verify is not False,
         )
+        self._drop_bad_ip(dec)
+        return dec
+
+    def _drop_bad_ip(self, dec: DecodedBlock) -> None:
+        """A receiving host discards an IPv4 packet whose header checksum is wrong, and so does the sensor
+        (or an attacker shows it traffic the target never accepted) — except from a sender that leaves them
+        unfilled nearly always: the capturing host, whose NIC fills them after the capture (Windows leaves
+        0). Such a sender (at least L4_SENDER_MIN_BAD bad, more than IP_OFFLOAD_SHARE of its packets while
+        judged) keeps its packets, and is taken to offload its TCP/UDP checksums too."""
+        bad = dec.ip_bad
+        if bad is None or not bad.any():
+            return
+        idx = np.flatnonzero(bad)
+        pairs = np.stack((dec.src_hi[idx], dec.src_lo[idx]), axis=1)
+        unique, inverse, counts = np.unique(pairs, axis=0, return_inverse=True, return_counts=True)
+        exempt = np.zeros(len(unique), dtype=bool)
+        tallies = self._ip_senders
+        for u, ((hi, lo), n_bad) in enumerate(zip(unique.tolist(), counts.tolist(), strict=True)):
+            key = (4, hi, lo)
+            if key in self._offloading:
+                exempt[u] = True
+                continue
+            if len(tallies) >= L4_AUTO_MAX_SENDERS and key not in tallies:
+                continue
+            sent = int(np.count_nonzero((dec.family == 4) & (dec.src_hi == hi) & (dec.src_lo == lo)))
+            tally = tallies.setdefault(key, [0, 0])
+            tally[0] += sent
+            tally[1] += n_bad
+            if tally[1] >= L4_SENDER_MIN_BAD and tally[1] / tally[0] > IP_OFFLOAD_SHARE:
+                self._offloading.add(key)
+                exempt[u] = True
+                log.info(
+                    "ip_checksums",
+                    sender=_sender_text(*key),
+                    verifying=False,
+                    failed_share=round(tally[1] / tally[0], 3),
+                    reason="looks like checksum offload on this sender (the capturing host)",
+                )
+        drop = idx[~exempt[inverse.ravel()]]
+        dec.reason[drop] = R_BAD_IP_CHECKSUM
 
     def _judge_l4_checksums(self, dec: DecodedBlock) -> None:
-        """Drop segments whose checksum fails (when verifying); in "auto", decide from the first ones."""
-        if self._l4_verify is None:
-            checkable = dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP))
-            self._l4_seen += int(checkable.sum())
-            self._l4_failed += int(dec.l4_bad.sum())
-            if self._l4_seen < L4_AUTO_SAMPLE:
-                return
-            share = self._l4_failed / self._l4_seen
-            self._l4_verify = share <= L4_AUTO_MAX_BAD
-            log.info(
-                "l4_checksums",
-                verifying=self._l4_verify,
-                failed_share=round(share, 3),
-                reason="looks like checksum offload on the capturing host" if not self._l4_verify else "",
-            )
+        """Drop segments whose checksum fails (when verifying; "auto": see L4_AUTO_SAMPLE)."""
+        if self._l4_auto:
+            self._judge_senders(dec)
+            if self._l4_verify is None:
+                checkable = dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP))
+                self._l4_seen += int(checkable.sum())
+                self._l4_failed += int(dec.l4_bad.sum())
+                if self._l4_seen < L4_AUTO_SAMPLE:
+                    return
+                share = self._l4_failed / self._l4_seen
+                self._l4_verify = share <= L4_AUTO_MAX_BAD
+                log.info(
+                    "l4_checksums",
+                    verifying=self._l4_verify,
+                    failed_share=round(share, 3),
+                    reason="" if self._l4_verify else "looks like checksum offload on the capturing hosts",
+                )
+                if self._l4_verify:
+                    self._judge_sampled_senders()
         # From the block that decided on: segments sampled earlier were analysed as they came.
         self._drop_bad_l4(dec)
 
+    def _judge_sampled_senders(self) -> None:
+        """At the end of the capture's sample: a verdict for every sender it held."""
+        for key, tally in self._l4_senders.items():
+            if isinstance(tally, list) and tally[0]:
+                self._l4_senders[key] = self._sender_verdict(key, tally)
+
+    def _sender_verdict(self, key: tuple[int, int, int], tally: list[int]) -> bool:
+        verified = tally[1] < L4_SENDER_MIN_BAD or tally[1] / tally[0] <= L4_SENDER_MAX_BAD
+        if not verified:
+            self._offloading.add(key)
+            log.info(
+                "l4_checksums",
+                sender=_sender_text(*key),
+                verifying=False,
+                failed_share=round(tally[1] / tally[0], 3),
+                reason="looks like checksum offload on this sender (the capturing host)",
+            )
+        return verified
+
+    def _judge_senders(self, dec: DecodedBlock) -> None:
+        if self._l4_verify is False:
+            return
+        checkable = np.flatnonzero(dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP)))
+        if not checkable.size:
+            return
+        senders = self._l4_senders
+        keys = np.stack((dec.family[checkable], dec.src_hi[checkable], dec.src_lo[checkable]), axis=1)
+        unique, inverse, seen = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+        failed = np.bincount(inverse.ravel(), weights=dec.l4_bad[checkable], minlength=len(unique))
+        for (family, hi, lo), n, bad in zip(unique.tolist(), seen.tolist(), failed.tolist(), strict=True):
+            key = (family, hi, lo)
+            tally = senders.get(key)
+            if isinstance(tally, bool):
+                continue
+            if tally is None:
+                if len(senders) >= L4_AUTO_MAX_SENDERS:
+                    senders[key] = True
+                    continue
+                tally = senders[key] = [0, 0]
+            tally[0] += n
+            tally[1] += int(bad)
+            # During the capture's sample every sender is tallied; after it, a new one is judged alone.
+            if self._l4_verify is not None and tally[0] >= L4_SENDER_SAMPLE:
+                senders[key] = self._sender_verdict(key, tally)
+
     def _drop_bad_l4(self, dec: DecodedBlock) -> None:
-        if self._l4_verify:
-            dec.reason[dec.l4_bad & dec.ok] = R_BAD_L4_CHECKSUM
+        if not self._l4_verify:
+            return
+        bad = dec.l4_bad & dec.ok
+        if not bad.any():
+            return
+        if self._l4_auto:
+            # Only senders judged to fill their checksums lose a bad segment; those still being sampled
+            # keep theirs, as everyone's were kept before a verdict.
+            idx = np.flatnonzero(bad)
+            keys = np.stack((dec.family[idx], dec.src_hi[idx], dec.src_lo[idx]), axis=1)
+            unique, inverse = np.unique(keys, axis=0, return_inverse=True)
+            senders, offloading = self._l4_senders, self._offloading
+            verified = np.array(
+                [senders.get(k) is True and k not in offloading for k in map(tuple, unique.tolist())],
+                dtype=bool,
+            )
+            bad[idx[~verified[inverse.ravel()]]] = False
+        dec.reason[bad] = R_BAD_L4_CHECKSUM
 
     def _decapsulate(self, block: PacketBlock, dec: DecodedBlock) -> tuple[PacketBlock, DecodedBlock]:
         """VXLAN / Geneve packets replaced, in place, by the frames they carry (one level of nesting)."""

@@ -246,11 +246,13 @@ class SensorConfig(_Section):
     # How long to linger after FIN/RST before emitting (catches the final ACKs).
     close_linger_s: SecondsOrZero = 1.0
     # Drop IPv4 packets whose header checksum is wrong, as the receiving host (and Zeek without -C)
-    # would; turn off for captures taken on a host with checksum offload that left headers unfilled.
+    # would — except from a sender whose headers are nearly all unfilled (3 or more, over 90 %): the
+    # capturing host of a NIC with checksum offload (sensor/pipeline.py). Off checks none.
     verify_ip_checksums: bool = True
     # TCP/UDP checksums: a host drops a segment whose checksum is wrong, so the sensor must too (or an
     # attacker "inserts" data the target never accepted). Captures taken on a sending host carry unfilled
-    # checksums (offload); "auto" verifies unless more than 5 % of the first 1,000 segments fail.
+    # checksums (offload); "auto" verifies unless more than 5 % of the first 1,000 segments fail, and then
+    # spares the senders whose own segments mostly fail (the capturing host).
     verify_l4_checksums: Literal["auto", "on", "off"] = "auto"
     # Reassemble IPv4 fragments before analysis (fragmentation is an old way past a sensor); a datagram
     # whose pieces do not all arrive within the timeout is dropped and counted.

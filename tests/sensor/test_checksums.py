@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -18,6 +19,7 @@ from sensor.decode import PROTO_TCP, decode, segment_sums
 from sensor.logwriter import pipeline_records
 from tests.sensor.packets import MAC_A, MAC_B, ether, ip_bytes, ipv4, ipv6, pcap_bytes, tcp, udp
 from vigil.config import SensorConfig
+from vigil.flow.v1 import flow_pb2
 
 A, B = "10.1.0.5", "10.1.0.9"
 A6, B6 = "fd00::5", "fd00::9"
@@ -133,3 +135,46 @@ def testsegment_sums_match_slices(buffer: bytes, data: st.DataObject) -> None:
     stops.append(len(buffer))
     got = segment_sums(values, starts, np.array(stops, dtype=np.int64))
     assert got.tolist() == [sum(buffer[s:e]) for s, e in zip(cuts, stops, strict=True)]
+
+
+def test_auto_judges_each_sender_so_the_capturing_hosts_own_packets_survive(tmp_path: Path) -> None:
+    """A capture taken on a workstation with checksum offload: its own 40 datagrams carry unfilled
+    checksums, the 4,000 it receives are correct. Only 1 % of the capture fails, which a single
+    capture-wide verdict reads as "verify" — and then every packet the workstation sent is gone (the Mordor
+    captures lost their C2 requests that way). Judged per sender, the workstation is an offloading host and
+    its packets count; a bad datagram from a host whose checksums are correct is still dropped."""
+    sent = [_frame(A, B, 17, udp(41000 + i, 8080, b"poll")[:6] + b"\xab\xcd" + b"poll") for i in range(40)]
+    received = [
+        _frame(B, A, 17, with_checksum(B, A, 17, udp(8080, 41000 + i % 40, b"r" * 30))) for i in range(4000)
+    ]
+    forged = _frame(B, A, 17, udp(8081, 42000, b"zz")[:6] + b"\x12\x34" + b"zz")
+    # Its requests are spread over the whole capture, as a workstation's are.
+    frames = [f for i, r in enumerate(received) for f in ([sent[i // 100], r] if i % 100 == 0 else [r])]
+    flows, registry = _run(tmp_path, [*frames, forged], "auto")
+    typed = [f for f in flows if isinstance(f, flow_pb2.Flow)]
+    from_a = sum(f.orig_pkts if f.orig.ip == ip_bytes(A) else f.resp_pkts for f in typed)
+    assert from_a == 40, "the workstation's own datagrams were dropped"
+    assert not [f for f in typed if f.orig.port == 8081], "the forged datagram from a verified host counts"
+    dropped = registry.get_sample_value("vigil_sensor_decode_errors_total", {"reason": "bad_l4_checksum"})
+    assert dropped == 1
+
+
+def test_a_capture_taken_on_a_windows_workstation_keeps_its_own_requests() -> None:
+    """Mordor (OTRF), captured on WORKSTATION5 172.18.39.5: every packet it sends has IPv4 header checksum
+    0x0000 (Windows leaves it to the NIC); tshark shows its 24 GET requests to the Empire listener
+    10.10.10.5. Those packets were all dropped as bad checksums, leaving a connection of responses only."""
+    from tests.conftest import CORPUS
+
+    capture = (
+        CORPUS
+        / "wild/OTRF__Security-Datasets/empire_getsession_dcerpc_smb_srvsvc_NetSessEnum_2020-09-22034513.cap"
+    )
+    if not capture.is_file():
+        pytest.skip(f"wild corpus not found at {capture.parent}")
+    records = list(pipeline_records(SensorConfig(), [capture], seed=1))
+    uris = [r.http.uri for r in records if r.HasField("http") and r.resp.ip == ip_bytes("10.10.10.5")]
+    # Its first packets go before it is judged (three bad checksums make the verdict): one request is lost.
+    assert len([u for u in uris if u]) >= 20
+    assert set(uris) - {""} <= {"/login/process.php", "/news.php", "/admin/get.php"}
+    c2 = [r.flow for r in records if r.HasField("flow") and r.flow.resp.ip == ip_bytes("10.10.10.5")]
+    assert c2 and c2[0].orig_pkts > 80 and c2[0].orig.ip == ip_bytes("172.18.39.5")
