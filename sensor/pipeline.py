@@ -326,11 +326,24 @@ class SensorPipeline:
         return verified
 
     def _judge_senders(self, dec: DecodedBlock) -> None:
+        """Tally segments per sender: every sender during the capture's sample; after it, only the senders
+        of bad segments (a sender that sends none needs no verdict), so a clean stream costs nothing here."""
         if self._l4_verify is False:
             return
-        checkable = np.flatnonzero(dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP)))
-        if not checkable.size:
+        checkable = dec.ok & ((dec.proto == PROTO_TCP) | (dec.proto == PROTO_UDP))
+        if self._l4_verify:
+            bad = checkable & dec.l4_bad
+            if not bad.any():
+                return
+            # The bad segments' senders, and every checkable segment of theirs in this block.
+            key_of = dec.src_lo.astype(np.uint64) ^ (
+                dec.src_hi.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            )
+            checkable &= np.isin(key_of, np.unique(key_of[bad]))
+        index = np.flatnonzero(checkable)
+        if not index.size:
             return
+        checkable = index
         senders = self._l4_senders
         keys = np.stack((dec.family[checkable], dec.src_hi[checkable], dec.src_lo[checkable]), axis=1)
         unique, inverse, seen = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
