@@ -66,6 +66,7 @@ from master.observe import (
     VPN_SERVICES,
     Act,
     FlowObs,
+    HttpObs,
     Item,
     app_items,
     flow_items,
@@ -606,12 +607,17 @@ class _BatchRun:
         self._internal_beacon(device_id, act, stats, rarity, endpoint, f.uid, endpoint)
         self.endpoints.contact(f.resp_ip, device_id, act.t)
 
-    def _internal_http(self, device_id: str, act: Act) -> None:
+    def _http_series(self, device_id: str, act: Act) -> tuple[HttpObs, Rarity, PairStats]:
+        """The request, its server's rarity, and the (device, host) series it joins."""
         h = act.http
         assert h is not None
         rarity = self.endpoints.rarity(h.resp_ip, device_id, act.t, self.context.known_devices())
         stats = self._beacons(device_id).pair(f"http:{h.host}")
         stats.add(act.t, float(h.response_bytes))
+        return h, rarity, stats
+
+    def _internal_http(self, device_id: str, act: Act) -> None:
+        h, rarity, stats = self._http_series(device_id, act)
         self._internal_beacon(device_id, act, stats, rarity, f"http://{h.host}", act.uid, h.peer)
         self.endpoints.contact(h.resp_ip, device_id, act.t)
 
@@ -626,11 +632,7 @@ class _BatchRun:
             )
 
     def _external_http(self, device_id: str, act: Act) -> None:
-        h = act.http
-        assert h is not None
-        rarity = self.endpoints.rarity(h.resp_ip, device_id, act.t, self.context.known_devices())
-        stats = self._beacons(device_id).pair(f"http:{h.host}")
-        stats.add(act.t, float(h.response_bytes))
+        h, rarity, stats = self._http_series(device_id, act)
         stats.octet += int(h.octet_stream)
         stats.browser = stats.browser or h.browser
         ref = None

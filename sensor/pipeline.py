@@ -271,15 +271,8 @@ class SensorPipeline:
             tally[0] += sent
             tally[1] += n_bad
             if tally[1] >= L4_SENDER_MIN_BAD and tally[1] / tally[0] > IP_OFFLOAD_SHARE:
-                self._offloading.add(key)
+                self._offloads(key, "ip_checksums", tally)
                 exempt[u] = True
-                log.info(
-                    "ip_checksums",
-                    sender=_sender_text(*key),
-                    verifying=False,
-                    failed_share=round(tally[1] / tally[0], 3),
-                    reason="looks like checksum offload on this sender (the capturing host)",
-                )
         drop = idx[~exempt[inverse.ravel()]]
         dec.reason[drop] = R_BAD_IP_CHECKSUM
 
@@ -315,15 +308,19 @@ class SensorPipeline:
     def _sender_verdict(self, key: tuple[int, int, int], tally: list[int]) -> bool:
         verified = tally[1] < L4_SENDER_MIN_BAD or tally[1] / tally[0] <= L4_SENDER_MAX_BAD
         if not verified:
-            self._offloading.add(key)
-            log.info(
-                "l4_checksums",
-                sender=_sender_text(*key),
-                verifying=False,
-                failed_share=round(tally[1] / tally[0], 3),
-                reason="looks like checksum offload on this sender (the capturing host)",
-            )
+            self._offloads(key, "l4_checksums", tally)
         return verified
+
+    def _offloads(self, key: tuple[int, int, int], event: str, tally: list[int]) -> None:
+        """The sender is the capturing host of an offloading NIC: its checksums are no longer checked."""
+        self._offloading.add(key)
+        log.info(
+            event,
+            sender=_sender_text(*key),
+            verifying=False,
+            failed_share=round(tally[1] / tally[0], 3),
+            reason="looks like checksum offload on this sender (the capturing host)",
+        )
 
     def _judge_senders(self, dec: DecodedBlock) -> None:
         """Tally segments per sender: every sender during the capture's sample; after it, only the senders
