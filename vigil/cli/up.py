@@ -626,9 +626,8 @@ async def run(
 ) -> int:
     from sensor.sources.pcap import capture_problems
 
+    # That there is something to read is checked with the other flags (vigil/cli/__init__.py: _check_source).
     if cfg.sensor.source == "pcap":
-        if not cfg.sensor.pcap_files:
-            raise UserError("nothing to watch: give --pcap FILE or --interface IFACE")
         problems = capture_problems(cfg.sensor.pcap_files)
         if problems:
             raise UserError("; ".join(problems))
