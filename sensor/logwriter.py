@@ -242,19 +242,22 @@ def pipeline_records(
     seed: int | None = None,
     errors: list[CaptureError] | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    pipeline: SensorPipeline | None = None,
 ) -> Iterator[sensor_pb2.Record]:
     """Every record the sensor makes of ``captures`` (read in order, as one trace), flushed at the end.
 
     A truncated or corrupt capture keeps everything read before the damage; the error is appended to
     ``errors`` (raised when ``errors`` is None, after the flush) and reading goes on with the next file.
+    A capture with nothing decodable in it is appended to ``errors`` too (never raised). ``pipeline``: one
+    the caller keeps (for its tallies), instead of a new one from the other arguments.
     """
-    pipe = SensorPipeline(
+    pipe = pipeline or SensorPipeline(
         config,
         registry if registry is not None else default_registry(),
         metrics_registry=metrics_registry,
         seed=seed,
     )
-    failures: list[CaptureError] = []
+    failures: list[CaptureError] = errors if errors is not None else []
     for path in captures:
         tallies = pipe.packets_read, pipe.unsupported_link_packets
         try:
@@ -269,8 +272,6 @@ def pipeline_records(
     yield from pipe.flush()
     if errors is None and failures:
         raise failures[0]
-    if errors is not None:
-        errors.extend(failures)
 
 
 def zeek_logs(records: Iterable[sensor_pb2.Record]) -> dict[str, list[Row]]:

@@ -20,8 +20,9 @@ from master.store import ActionRecord
 from responder.client import scope_text
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError
+from sensor.logwriter import pipeline_records
 from sensor.pipeline import SensorPipeline, tune_gc
-from sensor.sources.pcap import PcapSource, capture_problems
+from sensor.sources.pcap import capture_problems
 from vigil.alert.v1 import alert_pb2
 from vigil.config import VigilConfig
 from vigil.exitcodes import Exit
@@ -92,24 +93,16 @@ class CaptureRecords:
 
     def __init__(self, cfg: VigilConfig, captures: Sequence[Path]) -> None:
         self.pipeline = SensorPipeline(cfg.sensor, default_registry())
+        self.config = cfg.sensor
         self.captures = captures
         self.errors: list[CaptureError] = []
-        self.packets = 0
+
+    @property
+    def packets(self) -> int:
+        return self.pipeline.packets_read
 
     def __iter__(self) -> Iterator[sensor_pb2.Record]:
-        pipe = self.pipeline
-        for path in self.captures:
-            tallies = pipe.packets_read, pipe.unsupported_link_packets
-            try:
-                for block in PcapSource([path]).blocks():
-                    self.packets += len(block)
-                    yield from pipe.feed(block)
-            except CaptureError as exc:
-                self.errors.append(exc)
-            undecodable = pipe.undecodable_since(*tallies)
-            if undecodable is not None:
-                self.errors.append(CaptureError(str(path), 0, undecodable))
-        yield from pipe.flush()
+        return pipeline_records(self.config, self.captures, errors=self.errors, pipeline=self.pipeline)
 
 
 def analyze_captures(
