@@ -32,20 +32,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from master.breaches import make_breach
+from master.catalog import CATALOG, HTTP_BEACON, HTTP_C2, KNOWN_C2
 from master.endpoints import Rarity
+from master.observe import C2Obs
 from vigil.alert.v1 import alert_pb2
 
 SCHEMA = 1
-FLOW_BEACON = "Compromise / Beaconing Activity To External Rare"
-INTERNAL_BEACON = "Compromise / Beaconing to Internal Endpoint"
 # The network's own plumbing, which every workstation polls on timers of its own (name and time service,
 # Kerberos, directory, file and print, RPC, DHCP, NetBIOS, SNMP, syslog, multicast discovery): a device's
 # regular traffic to these is housekeeping, not a check-in. Internal beacons are looked for elsewhere.
 INFRASTRUCTURE_PORTS = frozenset(
     {53, 67, 68, 88, 123, 135, 137, 138, 139, 161, 162, 389, 445, 464, 514, 636, 1900, 3268, 3269, 5353, 5355}
 )
-HTTP_BEACON = "Compromise / HTTP Beaconing to Rare Destination"
-HTTP_C2 = "Compromise / Possible HTTP Command and Control"
 MAX_PAIRS = 24
 REFIRE_S = 24 * 3600.0
 MIN_INTERVAL_S = 1.0
@@ -243,4 +241,33 @@ def beacon_breach(
         techniques=("T1071.001", "T1573") if model in (HTTP_BEACON, HTTP_C2) else ("T1071", "T1029"),
         uids=[uid] if uid else [],
         peer=peer,
+    )
+
+
+def known_c2_breach(
+    device: alert_pb2.DeviceRef, c2: C2Obs, checkins: int, first: float, t: float, uid: str
+) -> alert_pb2.ModelBreach:
+    """A C2 framework's default fingerprint: 75 for a certificate or a stager, 65 for two profile
+    check-ins, up to 85 as they repeat."""
+    fp = c2.fingerprint
+    score = 75 if fp.conclusive else min(85, 65 + 5 * (checkins - 2))
+    explanation = (
+        f"{device.ip} -> {c2.host} ({c2.peer}): {fp.evidence}; the default fingerprint of {fp.framework}, "
+        f"{checkins} check-in{'s' if checkins != 1 else ''} over {(t - first) / 60:.1f} min; score {score}"
+    )
+    evidence = [
+        alert_pb2.Evidence(feature="c2_fingerprint", observed=float(checkins), examples=[fp.evidence[:200]]),
+    ]
+    return make_breach(
+        KNOWN_C2,
+        device,
+        key=int(first),
+        score=score,
+        when=t,
+        window=(first, t),
+        explanation=explanation,
+        evidence=evidence,
+        techniques=CATALOG[KNOWN_C2].techniques,
+        uids=[uid] if uid else [],
+        peer=c2.peer,
     )

@@ -4,11 +4,11 @@ explains itself in numbers."""
 from __future__ import annotations
 
 import hashlib
-import re
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from master.catalog import (
+    CATALOG,
     FEATURE_BY_NAME,
     INTERNAL_DESTINATIONS,
     MAX_EXPLAINED,
@@ -27,7 +27,7 @@ def breach_id(model: str, device_id: str, window: int) -> str:
 
 def model_id(model: str) -> str:
     """ "Device / Network Scan" -> "device-network-scan"."""
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-")
+    return CATALOG[model].model_id
 
 
 def _p(value: float) -> str:
@@ -66,6 +66,9 @@ def make_breach(
     peer: str = "",
 ) -> alert_pb2.ModelBreach:
     """``peer``: "ip:port" (or "ip") of the one remote endpoint the behaviour is about, if there is one."""
+    if model not in CATALOG:
+        # Every model is registered once in master.catalog with its response; one that is not is a bug.
+        raise ValueError(f"model {model!r} is not in the catalog")
     peer_ip, _, peer_port = peer.rpartition(":") if peer.count(":") == 1 else (peer, "", "")
     return alert_pb2.ModelBreach(
         peer_ip=peer_ip,

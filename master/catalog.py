@@ -15,6 +15,9 @@ server) learns that, and only the probability decides.
 
 from __future__ import annotations
 
+import enum
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 # -- features --------------------------------------------------------------------------------------
@@ -108,6 +111,20 @@ SMB_PORTS = frozenset({139, 445})
 RDP_PORT = 3389
 
 
+# -- responses ------------------------------------------------------------------------------------
+class Response(enum.Enum):
+    """The smallest action a model's breach gets (above master.action_min_score); the policy reads it here."""
+
+    # An analyst decides: the behaviour is worth a look, not an automatic block.
+    NONE = "none (an analyst decides)"
+    # Scanning and attack tooling: cut the device off from the internal networks (or all it originates).
+    STOP_OUTGOING = "cut the device off from the internal networks (or all its outgoing connections)"
+    # Password guessing over SMB: block the device's SMB ports, nothing else.
+    BLOCK_SMB = "block the device's SMB ports (445, 139)"
+    # One remote endpoint is the problem (a C2 server, an exfiltration host): block that endpoint only.
+    BLOCK_PEER = "block the device's connections to that endpoint"
+
+
 # -- detectors -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CountDetector:
@@ -116,13 +133,22 @@ class CountDetector:
     triggers: tuple[tuple[str, int], ...]
     support: tuple[str, ...]
     techniques: tuple[str, ...]
+    response: Response = Response.NONE
     # Reconnaissance or lateral movement inside the network (feeds "Multiple Lateral Movement").
     lateral: bool = True
+
+    def rule(self) -> str:
+        """What makes it breach, in words (for `vigil models`)."""
+        rule = " or ".join(f"{FEATURE_BY_NAME[f].unit} >= {n} and improbable" for f, n in self.triggers)
+        if self.support:
+            rule += "; adds " + ", ".join(FEATURE_BY_NAME[f].unit for f in self.support)
+        return rule
 
 
 NETWORK_SCAN = "Device / Network Scan"
 # Evidence lines one breach explains (triggers first, then support).
 MAX_EXPLAINED = 4
+_STOP = Response.STOP_OUTGOING
 
 DETECTORS: tuple[CountDetector, ...] = (
     CountDetector(
@@ -130,23 +156,27 @@ DETECTORS: tuple[CountDetector, ...] = (
         ((INTERNAL_DESTINATIONS, 10), (INTERNAL_TARGETS, 25)),
         (FAILED,),
         ("T1046",),
+        _STOP,
     ),
     CountDetector(
-        "Device / Network Range Scan", ((UNANSWERED_DESTINATIONS, 10),), (FAILED,), ("T1046", "T1018")
+        "Device / Network Range Scan", ((UNANSWERED_DESTINATIONS, 10),), (FAILED,), ("T1046", "T1018"), _STOP
     ),
     CountDetector(
-        "Device / Suspicious Network Scan Activity", ((SENSITIVE_TARGETS, 10),), (FAILED,), ("T1046",)
+        "Device / Suspicious Network Scan Activity", ((SENSITIVE_TARGETS, 10),), (FAILED,), ("T1046",), _STOP
     ),
     CountDetector(
         "Device / Suspicious SMB Scanning Activity",
         ((SMB_DESTINATIONS, 5),),
         (FAILED,),
         ("T1046", "T1135"),
+        _STOP,
     ),
-    CountDetector("Device / RDP Scan", ((RDP_DESTINATIONS, 5),), (FAILED,), ("T1046", "T1021.001")),
-    CountDetector("Device / UDP Enumeration", ((UDP_TARGETS, 10),), (), ("T1046",)),
-    CountDetector("Device / External Network Scan", ((FAILED_EXTERNAL, 20),), (), ("T1046",), lateral=False),
-    CountDetector("Device / Anomalous Nmap Activity", ((HALF_OPEN, 10),), (FAILED,), ("T1046",)),
+    CountDetector("Device / RDP Scan", ((RDP_DESTINATIONS, 5),), (FAILED,), ("T1046", "T1021.001"), _STOP),
+    CountDetector("Device / UDP Enumeration", ((UDP_TARGETS, 10),), (), ("T1046",), _STOP),
+    CountDetector(
+        "Device / External Network Scan", ((FAILED_EXTERNAL, 20),), (), ("T1046",), _STOP, lateral=False
+    ),
+    CountDetector("Device / Anomalous Nmap Activity", ((HALF_OPEN, 10),), (FAILED,), ("T1046",), _STOP),
     CountDetector("Device / Reverse DNS Sweep", ((PTR_QUERIES, 20),), (), ("T1018",)),
     CountDetector(
         "Device / Unusual LDAP Bind and Search Activity",
@@ -155,16 +185,21 @@ DETECTORS: tuple[CountDetector, ...] = (
         ("T1087.002", "T1069.002"),
     ),
     CountDetector(
-        "Device / SMB Session Brute Force (Non-Admin)", ((AUTH_FAILURES, 5),), (USERNAMES,), ("T1110",)
+        "Device / SMB Session Brute Force (Non-Admin)",
+        ((AUTH_FAILURES, 5),),
+        (USERNAMES,),
+        ("T1110",),
+        Response.BLOCK_SMB,
     ),
     CountDetector(
         "Device / SMB Session Brute Force (Admin)",
         ((ADMIN_AUTH_FAILURES, 3),),
         (USERNAMES, AUTH_FAILURES),
         ("T1110", "T1078.002"),
+        Response.BLOCK_SMB,
     ),
     CountDetector(
-        "Device / Attack and Recon Tools", ((TOOL_REQUESTS, 3),), (), ("T1595.002", "T1046"), lateral=True
+        "Device / Attack and Recon Tools", ((TOOL_REQUESTS, 3),), (), ("T1595.002", "T1046"), _STOP
     ),
     CountDetector(
         "Unusual Activity / Unusual External Data Transfer",
@@ -173,6 +208,7 @@ DETECTORS: tuple[CountDetector, ...] = (
         ((EXTERNAL_UPLOAD, 10 * 1024), (RARE_UPLOAD, 1024)),
         (),
         ("T1048", "T1041"),
+        Response.BLOCK_PEER,
         lateral=False,
     ),
     CountDetector(
@@ -183,12 +219,13 @@ DETECTORS: tuple[CountDetector, ...] = (
         ((VPN_RARE, 1),),
         (),
         ("T1133", "T1572"),
+        Response.BLOCK_PEER,
         lateral=False,
     ),
 )
 DETECTOR_BY_NAME = {d.name: d for d in DETECTORS}
 
-# Catalog models that are not count detectors: made from context, or from other breaches.
+# Catalog models that are not count detectors: made from context, from series, or from other breaches.
 NEW_DEVICE = "Device / New Device"
 NEW_DEVICE_WITH_TOOLS = "Device / New Device with Attack Tools"
 UNUSUAL_HOSTNAME = "Unusual Activity / Unusual Hostname for IP"
@@ -196,11 +233,165 @@ SIGNIFICANT_ANOMALY = "Unusual Activity / Significant Anomaly"
 SUSPICIOUS_SMB = "Compromise / Suspicious SMB Activity"
 LARGE_NUMBER_OF_BREACHES = "Device / Large Number of Model Breaches"
 MULTIPLE_LATERAL = "Device / Multiple Lateral Movement Model Breaches"
+FLOW_BEACON = "Compromise / Beaconing Activity To External Rare"
+INTERNAL_BEACON = "Compromise / Beaconing to Internal Endpoint"
+HTTP_BEACON = "Compromise / HTTP Beaconing to Rare Destination"
+HTTP_C2 = "Compromise / Possible HTTP Command and Control"
+KNOWN_C2 = "Compromise / Known C2 Framework Traffic"
+RARE_EXTERNAL = "Anomalous Connection / Rare External Endpoint"
 # Breaches that show the device is running attack tooling (for "New Device with Attack Tools").
 ATTACK_TOOL_MODELS = frozenset(
     {"Device / Attack and Recon Tools", "Device / Anomalous Nmap Activity", NETWORK_SCAN}
 )
-LATERAL_MODELS = frozenset(d.name for d in DETECTORS if d.lateral) | {UNUSUAL_HOSTNAME}
+
+
+@dataclass(frozen=True)
+class Model:
+    """One entry of the catalog: what an operator reads in `vigil models` and what the policy acts on."""
+
+    name: str
+    # What makes it breach, in words.
+    rule: str
+    techniques: tuple[str, ...]
+    response: Response = Response.NONE
+    # Reconnaissance or lateral movement inside the network (feeds "Multiple Lateral Movement").
+    lateral: bool = False
+    # Made of other breaches: its ATT&CK techniques are its causes'.
+    meta: bool = False
+
+    @property
+    def model_id(self) -> str:
+        """ "Device / Network Scan" -> "device-network-scan"."""
+        return re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-")
+
+
+class Catalog:
+    """Every model Vigil can raise, each registered once; a breach of a model not registered is a bug."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, Model] = {}
+        self._ids: dict[str, str] = {}
+
+    def register(self, model: Model) -> Model:
+        if model.name in self._models:
+            raise ValueError(f"model {model.name!r} is registered twice")
+        if model.model_id in self._ids:
+            raise ValueError(f"model ids clash: {model.name!r} and {self._ids[model.model_id]!r}")
+        if not model.rule or not (model.techniques or model.meta):
+            raise ValueError(f"model {model.name!r} needs a rule and ATT&CK techniques")
+        self._models[model.name] = model
+        self._ids[model.model_id] = model.name
+        return model
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._models
+
+    def __getitem__(self, name: str) -> Model:
+        return self._models[name]
+
+    def get(self, name: str) -> Model | None:
+        return self._models.get(name)
+
+    def __iter__(self) -> Iterator[Model]:
+        return iter(sorted(self._models.values(), key=lambda m: m.name))
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+
+def _build_catalog() -> Catalog:
+    catalog = Catalog()
+    for d in DETECTORS:
+        catalog.register(Model(d.name, d.rule(), d.techniques, d.response, d.lateral))
+    beacon_rule = (
+        "10+ intervals >= 1 s with interval CV <= 0.35 and size CV <= 0.5 (any size below interval CV 0.15)"
+    )
+    for model in (
+        Model(
+            NEW_DEVICE,
+            "a device starts acting after the network has been learned (master.new_device_grace_s); MAC "
+            "vendor tag, medium for single-board computers",
+            ("T1200",),
+        ),
+        Model(
+            NEW_DEVICE_WITH_TOOLS,
+            "a device first seen within a day breaches a scan or attack-tool model",
+            (),
+            _STOP,
+            meta=True,
+        ),
+        Model(
+            UNUSUAL_HOSTNAME,
+            "a workstation name (NTLM, Kerberos, DHCP) new for the address or for the user after 5 sightings "
+            "of others (Dirichlet, P = 1/(n+1))",
+            ("T1036", "T1078"),
+            lateral=True,
+        ),
+        Model(
+            SIGNIFICANT_ANOMALY,
+            "3 behaviour families each P < 0.01, jointly 8 decades, and no specific model fired",
+            ("T1078",),
+        ),
+        Model(
+            SUSPICIOUS_SMB,
+            "SMBv1 negotiated where the device's and the network's dialect belief gives P < 0.02",
+            ("T1210", "T1021.002"),
+        ),
+        Model(LARGE_NUMBER_OF_BREACHES, "5 or more breaches of a device in an hour", (), meta=True),
+        Model(
+            MULTIPLE_LATERAL,
+            "3 or more distinct reconnaissance / lateral-movement models of a device in an hour",
+            (),
+            _STOP,
+            meta=True,
+        ),
+        Model(
+            FLOW_BEACON,
+            f"{beacon_rule} to a rare external endpoint, any protocol",
+            ("T1071", "T1029"),
+            Response.BLOCK_PEER,
+        ),
+        Model(
+            INTERNAL_BEACON,
+            f"the beacon rule ({beacon_rule}) on connections outside the network's own plumbing (DNS, "
+            "NTP, Kerberos, LDAP, SMB, RPC, DHCP, ...) or HTTP requests to an internal endpoint rare for the "
+            "network",
+            ("T1071", "T1029"),
+            Response.BLOCK_PEER,
+        ),
+        Model(
+            HTTP_BEACON,
+            f"10+ HTTP requests to one rare host, {beacon_rule}",
+            ("T1071.001", "T1573"),
+            Response.BLOCK_PEER,
+        ),
+        Model(
+            HTTP_C2,
+            "5+ regular requests (interval CV <= 0.35) by a non-browser agent to a rare host, with 3+ "
+            "application/octet-stream responses",
+            ("T1071.001", "T1573"),
+            Response.BLOCK_PEER,
+        ),
+        Model(
+            KNOWN_C2,
+            "requests or certificates bearing a command-and-control framework's default fingerprint "
+            "(Cobalt Strike, Empire, Covenant, PoshC2, AsyncRAT, DcRat, Quasar): a certificate or a stager "
+            "at once, profile URIs with the framework's user agent from the second request",
+            ("T1071.001", "T1573.002", "T1587.001"),
+            Response.BLOCK_PEER,
+        ),
+        Model(
+            RARE_EXTERNAL,
+            "the first connection any device makes to an external address, once the network has been learned",
+            ("T1071",),
+        ),
+    ):
+        catalog.register(model)
+    return catalog
+
+
+CATALOG = _build_catalog()
+LATERAL_MODELS = frozenset(m.name for m in CATALOG if m.lateral)
 
 
 def severity(score: int) -> str:
@@ -214,73 +405,15 @@ def severity(score: int) -> str:
     return "low"
 
 
-# What each model that is not a count detector is made of, and its ATT&CK ids (for `vigil models`).
-CONTEXT_MODELS: dict[str, tuple[str, str]] = {
-    NEW_DEVICE: (
-        "a device starts acting after the network has been learned (master.new_device_grace_s); MAC "
-        "vendor tag, medium for single-board computers",
-        "T1200 (single-board computers)",
-    ),
-    NEW_DEVICE_WITH_TOOLS: (
-        "a device first seen within a day breaches a scan or attack-tool model",
-        "as the cause",
-    ),
-    UNUSUAL_HOSTNAME: (
-        "a workstation name (NTLM, Kerberos, DHCP) new for the address or for the user after 5 sightings "
-        "of others (Dirichlet, P = 1/(n+1))",
-        "T1036, T1078",
-    ),
-    SIGNIFICANT_ANOMALY: (
-        "3 behaviour families each P < 0.01, jointly 8 decades, and no specific model fired",
-        "T1078",
-    ),
-    SUSPICIOUS_SMB: (
-        "SMBv1 negotiated where the device's and the network's dialect belief gives P < 0.02",
-        "T1210, T1021.002",
-    ),
-    LARGE_NUMBER_OF_BREACHES: ("5 or more breaches of a device in an hour", "as the causes"),
-    MULTIPLE_LATERAL: (
-        "3 or more distinct reconnaissance / lateral-movement models of a device in an hour",
-        "as the causes",
-    ),
-    "Compromise / Beaconing Activity To External Rare": (
-        "10+ intervals >= 1 s with interval CV <= 0.35 and size CV <= 0.5 (any size below interval CV 0.15) "
-        "to a rare external endpoint, any protocol",
-        "T1071, T1029",
-    ),
-    "Compromise / Beaconing to Internal Endpoint": (
-        "the beacon rule (10+ intervals >= 1 s, interval CV <= 0.35, ...) on connections outside the "
-        "network's own plumbing (DNS, NTP, Kerberos, LDAP, SMB, RPC, DHCP, ...) or HTTP requests to an "
-        "internal endpoint rare for the network",
-        "T1071, T1029",
-    ),
-    "Compromise / HTTP Beaconing to Rare Destination": (
-        "10+ HTTP requests to one rare host, intervals >= 1 s with CV <= 0.35, sizes with CV <= 0.5 "
-        "(any size below interval CV 0.15)",
-        "T1071.001, T1573",
-    ),
-    "Compromise / Possible HTTP Command and Control": (
-        "5+ regular requests (interval CV <= 0.35) by a non-browser agent to a rare host, with 3+ "
-        "application/octet-stream responses",
-        "T1071.001, T1573",
-    ),
-    "Anomalous Connection / Rare External Endpoint": (
-        "the first connection any device makes to an external address, once the network has been learned",
-        "T1071",
-    ),
-}
-
-
 def catalog_rows() -> list[dict[str, str]]:
-    """Every model of the catalog: name, id, what makes it breach, ATT&CK ids (for `vigil models`)."""
-    rows = []
-    for d in DETECTORS:
-        rule = " or ".join(f"{FEATURE_BY_NAME[f].unit} >= {n} and improbable" for f, n in d.triggers)
-        if d.support:
-            rule += "; adds " + ", ".join(FEATURE_BY_NAME[f].unit for f in d.support)
-        rows.append({"model": d.name, "breaches_when": rule, "techniques": ", ".join(d.techniques)})
-    rows += [
-        {"model": name, "breaches_when": rule, "techniques": techniques}
-        for name, (rule, techniques) in CONTEXT_MODELS.items()
+    """Every model of the catalog: name, id, what makes it breach, ATT&CK ids, response (`vigil models`)."""
+    return [
+        {
+            "model": m.name,
+            "model_id": m.model_id,
+            "breaches_when": m.rule,
+            "techniques": ", ".join(m.techniques) or "as the causes",
+            "response": m.response.value,
+        }
+        for m in CATALOG
     ]
-    return sorted(rows, key=lambda r: r["model"])

@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from master.breaches import make_breach
+from master.catalog import RARE_EXTERNAL
 from master.store import Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 
 SCHEMA = 1
-RARE_EXTERNAL = "Anomalous Connection / Rare External Endpoint"
 RARITY_WINDOW_S = 7 * 24 * 3600.0
 RARE_SHARE = 0.02
 MAX_DEVICES = 32

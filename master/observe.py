@@ -37,7 +37,13 @@ from master.catalog import (
     UNANSWERED_DESTINATIONS,
     USERNAMES,
 )
-from master.signatures import is_admin_account, tool_fingerprint
+from master.signatures import (
+    C2Fingerprint,
+    http_c2_fingerprint,
+    is_admin_account,
+    tls_c2_fingerprint,
+    tool_fingerprint,
+)
 from vigil.flow.v1 import flow_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -105,6 +111,16 @@ class HttpObs:
 
 
 @dataclass(slots=True)
+class C2Obs:
+    """A request or certificate bearing a command-and-control framework's default fingerprint."""
+
+    fingerprint: C2Fingerprint
+    # The server as the request named it (HTTP host) or its address, and "ip:port".
+    host: str
+    peer: str
+
+
+@dataclass(slots=True)
 class Act:
     """One record's contribution to its device's window."""
 
@@ -119,6 +135,7 @@ class Act:
     http: HttpObs | None = None
     # SMB dialect family negotiated ("SMBv1", "SMBv2", "SMBv3") and the dialect itself.
     smb: tuple[str, str] | None = None
+    c2: C2Obs | None = None
 
 
 # VPN transports by port (OpenVPN, WireGuard, IKE/IPsec NAT-T, L2TP, PPTP) and by IP protocol (ESP, GRE).
@@ -237,6 +254,22 @@ def smb_dialect(record: sensor_pb2.Record) -> tuple[str, str] | None:
     neg = record.smb_negotiate
     family = SMB_FAMILY.get(neg.version)
     return None if family is None else (family, neg.negotiated_dialect or family)
+
+
+def c2_obs(record: sensor_pb2.Record, kind: str, resp_ip: str) -> C2Obs | None:
+    """The C2 fingerprint an HTTP request or a TLS server certificate bears, if any."""
+    peer = f"{resp_ip}:{record.resp.port}"
+    if kind == "http":
+        http = record.http
+        mimes = [*http.resp_mime_types, http.response_content_type]
+        octet = any(m.startswith("application/octet-stream") for m in mimes)
+        found = http_c2_fingerprint(http.method, http.uri, http.user_agent, http.response_body_len, octet)
+        return C2Obs(found, (http.host or resp_ip).lower(), peer) if found is not None else None
+    if kind == "tls":
+        tls = record.tls
+        found = tls_c2_fingerprint(tls.subject, tls.issuer)
+        return C2Obs(found, tls.server_name or resp_ip, peer) if found is not None else None
+    return None
 
 
 def http_obs(record: sensor_pb2.Record, resp_ip: str, internal: bool = False) -> HttpObs:

@@ -17,21 +17,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.beacon import (
-    FLOW_BEACON,
-    HTTP_BEACON,
-    HTTP_C2,
     INFRASTRUCTURE_PORTS,
-    INTERNAL_BEACON,
     DeviceBeacons,
     PairStats,
     beacon_breach,
     flow_beacon,
     http_c2,
+    known_c2_breach,
 )
 from master.breaches import count_breach, seconds
 from master.catalog import (
     DETECTORS,
     FEATURE_BY_NAME,
+    FLOW_BEACON,
+    HTTP_BEACON,
+    HTTP_C2,
+    INTERNAL_BEACON,
+    KNOWN_C2,
     RARE_UPLOAD,
     SIGNIFICANT_ANOMALY,
     VPN_RARE,
@@ -69,6 +71,7 @@ from master.observe import (
     HttpObs,
     Item,
     app_items,
+    c2_obs,
     flow_items,
     http_obs,
     is_half_open,
@@ -329,8 +332,10 @@ class Pipeline:
                 else None
             )
             smb = smb_dialect(record) if kind == "smb_negotiate" else None
-            if items or http is not None or smb is not None:
-                out.acts.append(Act(t, ip, mac_text(orig_mac), body.uid, items, app=True, http=http, smb=smb))
+            c2 = c2_obs(record, kind, resp_text) if resp_text and kind in ("http", "tls") else None
+            if items or http is not None or smb is not None or c2 is not None:
+                mac = mac_text(orig_mac)
+                out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb, c2=c2))
 
     def address_keys(self, ex: Extracted) -> list[str]:
         keys = Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -652,6 +657,19 @@ class _BatchRun:
                 beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra, h.peer)
             )
 
+    def _known_c2(self, device_id: str, act: Act) -> None:
+        """A framework's default fingerprint: a certificate or a stager breaches at once, profile requests
+        from their second check-in (one request alone is something a real site may show)."""
+        c2 = act.c2
+        assert c2 is not None
+        stats = self._beacons(device_id).pair(f"c2:{c2.peer.rpartition(':')[0]}")
+        stats.add(act.t, 0.0)
+        if not (c2.fingerprint.conclusive or stats.n >= 2) or not stats.due(KNOWN_C2, act.t):
+            return
+        stats.mark(KNOWN_C2, act.t)
+        ref = self.context.ref(device_id, act.ip)
+        self.breaches.append(known_c2_breach(ref, c2, stats.n, stats.first, act.t, act.uid))
+
     def _score(self, device_id: str, window: Window) -> None:
         window.dirty = False
         x = window.features()
@@ -773,6 +791,8 @@ class _BatchRun:
                     self._internal_http(device_id, act)
                 else:
                     self._external_http(device_id, act)
+            if act.c2 is not None:
+                self._known_c2(device_id, act)
             if act.smb is not None:
                 self.context.smb_dialect(device_id, act.ip, *act.smb, act.t, act.uid)
             window = state.window_for(act.t)

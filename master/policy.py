@@ -1,6 +1,6 @@
 """Breach → the smallest bounded action that stops it, or a documented reason for doing nothing.
 
-Playbook (by catalog model):
+Playbook (each catalog entry in :mod:`master.catalog` carries its :class:`~master.catalog.Response`):
 
 * scanning and attack tooling (Network Scan and its siblings, Anomalous Nmap Activity, Attack and Recon
   Tools, New Device with Attack Tools, Multiple Lateral Movement) → stop the device's outgoing connections;
@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from master.catalog import CATALOG, Response
 from master.features import Networks
 from master.store import ActionRecord
 from vigil.alert.v1 import alert_pb2
@@ -42,34 +43,6 @@ from vigil.responder.v1 import responder_pb2
 
 _STATE_BY_MODE = {"autonomous": "pending", "confirm": "proposed", "observe": "observed"}
 
-STOP_OUTGOING = frozenset(
-    {
-        "Device / Network Scan",
-        "Device / Network Range Scan",
-        "Device / Suspicious Network Scan Activity",
-        "Device / Suspicious SMB Scanning Activity",
-        "Device / RDP Scan",
-        "Device / UDP Enumeration",
-        "Device / External Network Scan",
-        "Device / Anomalous Nmap Activity",
-        "Device / Attack and Recon Tools",
-        "Device / New Device with Attack Tools",
-        "Device / Multiple Lateral Movement Model Breaches",
-    }
-)
-BLOCK_SMB = frozenset(
-    {"Device / SMB Session Brute Force (Non-Admin)", "Device / SMB Session Brute Force (Admin)"}
-)
-BLOCK_PEER = frozenset(
-    {
-        "Compromise / Beaconing Activity To External Rare",
-        "Compromise / Beaconing to Internal Endpoint",
-        "Compromise / HTTP Beaconing to Rare Destination",
-        "Compromise / Possible HTTP Command and Control",
-        "Anomalous Connection / Outbound VPN to Rare Endpoint",
-        "Unusual Activity / Unusual External Data Transfer",
-    }
-)
 SMB_PORTS = (445, 139)
 
 
@@ -80,15 +53,10 @@ def _version(ip: str) -> int | None:
         return None
 
 
-def playbook_text(model: str) -> str:
-    """The response a model's breach gets (above master.action_min_score), in words."""
-    if model in STOP_OUTGOING:
-        return "cut the device off from the internal networks (or all its outgoing connections)"
-    if model in BLOCK_SMB:
-        return "block the device's SMB ports (445, 139)"
-    if model in BLOCK_PEER:
-        return "block the device's connections to that endpoint"
-    return "none (an analyst decides)"
+def response_of(model: str) -> Response:
+    """The response the catalog gives a model's breach; a model it does not know gets none."""
+    spec = CATALOG.get(model)
+    return spec.response if spec is not None else Response.NONE
 
 
 def action_id(breach_id: str, kind: int) -> str:
@@ -160,7 +128,8 @@ class Policy:
     def _playbook(
         self, breach: alert_pb2.ModelBreach
     ) -> tuple[responder_pb2.ActionKind.ValueType, list[responder_pb2.Scope]] | None:
-        if breach.model in STOP_OUTGOING:
+        response = response_of(breach.model)
+        if response is Response.STOP_OUTGOING:
             if self.narrow_scope:
                 version = _version(breach.device.ip)
                 scopes = [
@@ -171,12 +140,12 @@ class Policy:
                 if scopes:
                     return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, scopes
             return responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING, []
-        if breach.model in BLOCK_SMB:
+        if response is Response.BLOCK_SMB:
             tcp = responder_pb2.IP_PROTOCOL_TCP
             return responder_pb2.ACTION_KIND_BLOCK_PORT, [
                 responder_pb2.Scope(port=p, protocol=tcp) for p in SMB_PORTS
             ]
-        if breach.model in BLOCK_PEER and breach.peer_ip:
+        if response is Response.BLOCK_PEER and breach.peer_ip:
             return responder_pb2.ACTION_KIND_BLOCK_CONNECTION, [responder_pb2.Scope(peer_ip=breach.peer_ip)]
         return None
 

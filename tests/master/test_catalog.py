@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 
 import pytest
 
-from master.beacon import FLOW_BEACON
+from master.catalog import FLOW_BEACON
 from master.offline import OfflineMaster, OfflineResult
 from tests.master.traffic import CS, T0, flow, ip, office, scan
 from vigil.alert.v1 import alert_pb2
@@ -265,12 +265,34 @@ def test_model_fires_on_its_scenario(
 
 
 def test_catalog_is_complete() -> None:
-    """Every model the issue names has a scenario here."""
-    from master.catalog import DETECTORS
+    """Every model the catalog registers has a scenario here, except those the wild corpus proves
+    (tests/master/test_wild.py)."""
+    from master.catalog import CATALOG, KNOWN_C2
 
-    named = {d.name for d in DETECTORS}
-    assert named <= set(SCENARIOS)
-    assert len(SCENARIOS) == 28
+    proved_on_wild_captures = {KNOWN_C2}
+    assert {m.name for m in CATALOG} == set(SCENARIOS) | proved_on_wild_captures
+    assert len(CATALOG) == 29
+
+
+def test_a_model_is_registered_once_and_a_breach_needs_a_registered_model() -> None:
+    from master.breaches import make_breach
+    from master.catalog import CATALOG, Catalog, Model, Response
+
+    catalog = Catalog()
+    catalog.register(Model("Device / Example", "never", ("T1046",)))
+    with pytest.raises(ValueError, match="registered twice"):
+        catalog.register(Model("Device / Example", "again", ("T1046",), Response.STOP_OUTGOING))
+    with pytest.raises(ValueError, match="ids clash"):
+        catalog.register(Model("Device - Example", "same id", ("T1046",)))
+    with pytest.raises(ValueError, match="rule and ATT&CK"):
+        catalog.register(Model("Device / No Techniques", "rule", ()))
+    assert "Device / Example" not in CATALOG
+    ref = alert_pb2.DeviceRef(device_id="d", ip=ME)
+    with pytest.raises(ValueError, match="not in the catalog"):
+        make_breach(
+            "Device / Example", ref, key=0, score=50, when=T0, window=(T0, T0), explanation="x",
+            evidence=[], techniques=("T1046",), uids=[],
+        )  # fmt: skip
 
 
 def test_new_device_is_tagged_with_its_vendor(learned: tuple[list[sensor_pb2.Record], OfflineResult]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from master.policy import Policy, RateLimiter
+from tests.conftest import REPO
 from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
@@ -110,6 +111,29 @@ def test_playbook_is_proportionate_to_the_model() -> None:
     assert policy.decide(no_peer, 0.0).reason == "no_playbook"
     for model in ("Device / New Device", "Compromise / DNS Tunnel", "Unusual Activity / Significant Anomaly"):
         assert policy.decide(_breach("10.0.1.9", model=model, score=100), 0.0).reason == "no_playbook"
+
+
+def test_the_policy_acts_on_every_catalog_model_as_its_entry_says() -> None:
+    """The response lives in the catalog entry: each model with one gets exactly that action kind, each
+    without one gets none, and the policy names no model itself."""
+    from master.catalog import CATALOG, Response
+
+    kinds = {
+        Response.STOP_OUTGOING: responder_pb2.ACTION_KIND_BLOCK_ALL_OUTGOING,
+        Response.BLOCK_SMB: responder_pb2.ACTION_KIND_BLOCK_PORT,
+        Response.BLOCK_PEER: responder_pb2.ACTION_KIND_BLOCK_CONNECTION,
+    }
+    assert {m.response for m in CATALOG} == set(Response)
+    for i, model in enumerate(CATALOG):
+        policy = _policy(max_actions_per_minute=100)
+        decision = policy.decide(_breach(f"10.0.2.{i + 1}", model=model.name, peer="203.0.113.9"), 0.0)
+        if model.response is Response.NONE:
+            assert decision.reason == "no_playbook", model.name
+        else:
+            assert decision.record is not None, model.name
+            assert decision.record.action.kind == kinds[model.response], model.name
+    source = (REPO / "master" / "policy.py").read_text()
+    assert not [m.name for m in CATALOG if m.name in source]
 
 
 def test_one_scan_breaching_several_models_is_one_block() -> None:

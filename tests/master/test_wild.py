@@ -52,3 +52,57 @@ def test_empire_polling_its_listener_inside_the_lab_is_an_internal_beacon() -> N
     assert [b.device.ip for b in found] == ["172.18.39.5"]
     assert found[0].severity in ("medium", "high", "critical")
     assert "10.10.10.5" in found[0].explanation
+
+
+# Known C2 frameworks: (capture, device, framework named in the explanation, its server). What each shows,
+# from tshark: `-Y http.request -T fields -e http.request.method -e http.request.uri -e http.user_agent`,
+# or `-Y tls.handshake.type==11 -T fields -e x509sat.uTF8String -e x509sat.printableString`.
+KNOWN_C2_CAPTURES = [
+    # GET /3kDz (sum of bytes 348 = 92 mod 256) returning a 211 kB stage, then GET /push with an MSIE agent.
+    ("ainrm__cobaltstrike-suricata-rules/http_staging.pcapng", "192.168.110.19", "stager", "192.168.110.23"),
+    # POST /jquery-3.3.2.min.js?__cfduid=... (the public jquery-c2 profile).
+    ("ainrm__cobaltstrike-suricata-rules/http_stagless_jquery2.4.6.pcapng", "192.168.110.19", "jquery-c2",
+     "192.168.110.23"),
+    # Server certificate with every name attribute empty (the default keystore), no SNI.
+    ("ainrm__cobaltstrike-suricata-rules/https_stagless.pcapng", "192.168.110.19", "Cobalt Strike",
+     "192.168.110.23"),
+    # Certificate CN=AsyncRAT Server on 181.131.218.39:4041.
+    ("corelight__zeek-asyncrat-detector/cd010953-5faf-4054-86be-58c020c3a532.pcap", "192.168.100.124",
+     "AsyncRAT", "181.131.218.39"),
+    # Certificate issuer O=DcRat By qwqdanchun, CN=DcRat Server on 186.169.47.11:7084.
+    ("corelight__zeek-asyncrat-detector/30a385ed-171e-4f15-ac3f-08c96be7bfd1.pcap", "192.168.100.20",
+     "DcRat", "186.169.47.11"),
+    # 18 GETs of /en-us/{index,test,docs}.html with the Chrome/41.0.2228.0 agent.
+    ("OTRF__Security-Datasets/covenant_dcsync_dcerpc_drsuapi_DsGetNCChanges_2020-08-05020926.cap",
+     "172.18.39.5", "Covenant", "10.10.10.5"),
+    # /admin/get.php, /news.php, /login/process.php with the IE 11 / Windows 7 agent, from the relay victim.
+    ("mantvydasb__RedTeaming-Tactics-and-Techniques/relay-attack.pcapng", "10.0.0.2", "Empire", "10.0.0.5"),
+    # PoshC2's generated certificate (O=Pajfds, OU=Jethpro, CN=P18055077) on 192.168.0.4:443.
+    ("OTRF__Security-Datasets/UTICA-A.cap", "10.0.1.5", "PoshC2", "192.168.0.4"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("capture", "device", "framework", "server"), KNOWN_C2_CAPTURES)
+def test_a_c2_frameworks_default_fingerprint_is_known_c2_traffic(
+    capture: str, device: str, framework: str, server: str
+) -> None:
+    breaches = _breaches(capture)
+    found = [b for b in breaches if b.model == "Compromise / Known C2 Framework Traffic"]
+    assert found, f"missed; got {sorted({b.model for b in breaches})}"
+    assert {b.device.ip for b in found} == {device}
+    assert found[0].severity in ("high", "critical")
+    assert framework in found[0].explanation and found[0].peer_ip == server
+
+
+@pytest.mark.parametrize(
+    "capture",
+    [
+        # Browsers of every kind (JA4's test captures) and Windows hosts going about their day.
+        "FoxIO-LLC__ja4/browsers-x509.pcapng",
+        "FoxIO-LLC__ja4/http1.pcapng",
+        "ainrm__cobaltstrike-suricata-rules/baidu.pcapng",
+        "OTRF__Security-Datasets/NEWYORK.cap",
+    ],
+)
+def test_ordinary_browsing_bears_no_c2_fingerprint(capture: str) -> None:
+    assert not [b for b in _breaches(capture) if b.model == "Compromise / Known C2 Framework Traffic"]

@@ -187,12 +187,9 @@ def _config(args: argparse.Namespace) -> VigilConfig:
 def _models(as_json: bool) -> int:
     import json
 
-    from master.breaches import model_id
     from master.catalog import catalog_rows
-    from master.policy import playbook_text
 
-    for base in catalog_rows():
-        row = {"model_id": model_id(base["model"]), **base, "response": playbook_text(base["model"])}
+    for row in catalog_rows():
         if as_json:
             print(json.dumps(row, sort_keys=True))
             continue
