@@ -133,6 +133,9 @@ def count_breach(
             )
         else:
             text = f"{at_least}{fs.observed:.0f} {spec.unit} in {window_s:.0f} s {numbers}"
+        examples = window.examples.get(fs.feature)
+        if spec.quote_example and examples:
+            text += f" (first: {examples[0][:120]})"
         parts.append(text)
         uids += [u for u in window.uids.get(fs.feature, []) if u not in uids]
     start = window.index * window_s

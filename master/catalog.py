@@ -36,6 +36,8 @@ HALF_OPEN = "half_open_probes"
 PTR_QUERIES = "distinct_ptr_queries"
 LDAP_BINDS = "ldap_binds"
 LDAP_SEARCHES = "ldap_searches"
+# Entries returned by subtree searches based at a naming context (DC=corp,DC=example): a directory dump.
+LDAP_ENTRIES = "ldap_naming_context_entries"
 AUTH_FAILURES = "smb_auth_failures"
 ADMIN_AUTH_FAILURES = "smb_admin_auth_failures"
 USERNAMES = "distinct_auth_usernames"
@@ -60,6 +62,8 @@ class Feature:
     # Features of one family measure one behaviour several ways (hosts, host:port targets, admin ports):
     # a joint surprise counts each family once.
     family: str = ""
+    # The breach's explanation quotes the window's first example (what kind of bind, which search).
+    quote_example: bool = False
 
 
 FEATURES: tuple[Feature, ...] = (
@@ -80,8 +84,16 @@ FEATURES: tuple[Feature, ...] = (
         HALF_OPEN, "half-open probes (SYN, SYN-ACK, then reset by the prober)", False, 0.2, family="probe"
     ),
     Feature(PTR_QUERIES, "distinct reverse-DNS (PTR) names queried", True, 0.5, family="dns"),
-    Feature(LDAP_BINDS, "LDAP binds", False, 0.5, family="directory"),
-    Feature(LDAP_SEARCHES, "LDAP searches", False, 0.5, family="directory"),
+    Feature(LDAP_BINDS, "completed LDAP binds", False, 0.5, family="directory", quote_example=True),
+    Feature(LDAP_SEARCHES, "LDAP searches (root DSE reads aside)", False, 0.5, family="directory"),
+    Feature(
+        LDAP_ENTRIES,
+        "directory entries returned by subtree searches of a whole naming context",
+        False,
+        5.0,
+        family="directory",
+        quote_example=True,
+    ),
     Feature(AUTH_FAILURES, "failed SMB logons", False, 0.1, family="auth"),
     Feature(ADMIN_AUTH_FAILURES, "failed SMB logons to administrative accounts", False, 0.02, family="auth"),
     Feature(USERNAMES, "distinct user names tried", True, 0.5, family="auth"),
@@ -180,7 +192,8 @@ DETECTORS: tuple[CountDetector, ...] = (
     CountDetector("Device / Reverse DNS Sweep", ((PTR_QUERIES, 20),), (), ("T1018",)),
     CountDetector(
         "Device / Unusual LDAP Bind and Search Activity",
-        ((LDAP_BINDS, 5), (LDAP_SEARCHES, 10)),
+        # Many binds or searches (enumeration), or one search that returns a large part of the directory.
+        ((LDAP_BINDS, 5), (LDAP_SEARCHES, 10), (LDAP_ENTRIES, 200)),
         (),
         ("T1087.002", "T1069.002"),
     ),

@@ -23,6 +23,7 @@ from master.catalog import (
     INTERNAL_DESTINATIONS,
     INTERNAL_TARGETS,
     LDAP_BINDS,
+    LDAP_ENTRIES,
     LDAP_SEARCHES,
     PTR_QUERIES,
     RDP_DESTINATIONS,
@@ -44,7 +45,7 @@ from master.signatures import (
     tls_c2_fingerprint,
     tool_fingerprint,
 )
-from vigil.flow.v1 import flow_pb2, smb_pb2
+from vigil.flow.v1 import flow_pb2, ldap_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 # (feature, member, example, amount) or, when one remote endpoint is what a response would block,
@@ -207,11 +208,21 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
         if looks_tunnelled(name):
             return ((TUNNEL_NAMES, name, name[:80], 1),)
     elif kind == "ldap":
-        if record.ldap.opcode == "bind":
-            return ((LDAP_BINDS, None, record.ldap.object or "anonymous bind", 1),)
+        ldap = record.ldap
+        # A SASL bind of several legs (NTLM's challenge, saslBindInProgress) is one bind: count its end.
+        if ldap.opcode == "bind" and ldap.result != "saslBindInProgress":
+            return ((LDAP_BINDS, None, bind_text(ldap), 1),)
     elif kind == "ldap_search":
         search = record.ldap_search
-        return ((LDAP_SEARCHES, None, f"{search.base_object or '(root)'} {search.filter}".strip(), 1),)
+        if search.scope == "base" and not search.base_object:
+            # The root DSE: every client reads it first, and Windows' DC locator asks it for Netlogon.
+            return ()
+        text = f"{search.base_object or '(root)'} {search.filter}".strip()
+        searched: list[Item] = [(LDAP_SEARCHES, None, text, 1)]
+        if search.scope == "tree" and search.result_count and naming_context(search.base_object):
+            entries = f"{search.result_count} entries of {search.base_object} matching {search.filter[:80]}"
+            searched.append((LDAP_ENTRIES, None, entries, int(search.result_count)))
+        return tuple(searched)
     elif kind == "ntlm":
         ntlm = record.ntlm
         if not ntlm.carrier.startswith("smb"):
@@ -230,6 +241,21 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
         if found is not None:
             return ((TOOL_REQUESTS, None, found, 1),)
     return ()
+
+
+def bind_text(ldap: ldap_pb2.LdapMessage) -> str:
+    """What kind of bind happened, for explanations: "simple bind as cn=admin,dc=corp (success)"."""
+    mechanism = ldap.argument or "simple"
+    if mechanism == "simple" and not ldap.object:
+        mechanism = "anonymous simple"
+    who = f" as {ldap.object}" if ldap.object else ""
+    return f"{mechanism} bind{who} ({ldap.result or 'no reply seen'})"
+
+
+def naming_context(dn: str) -> bool:
+    """A DN made only of domain components (DC=corp,DC=example): the top of a directory partition."""
+    parts = [p.strip() for p in dn.split(",") if p.strip()]
+    return bool(parts) and all(p[:3].lower() == "dc=" for p in parts)
 
 
 def _entropy_bits(text: str) -> float:

@@ -47,7 +47,10 @@ def ldap_bind(t: float, orig: str = ME) -> sensor_pb2.Record:
 
 
 def ldap_search(t: float, orig: str = ME) -> sensor_pb2.Record:
-    search = ldap_pb2.LdapSearch(base_object="dc=corp", filter="(objectClass=user)", scope="tree")
+    # An ordinary lookup: one user's entry.
+    search = ldap_pb2.LdapSearch(
+        base_object="dc=corp", filter="(objectClass=user)", scope="tree", result_count=1
+    )
     return _stamp(sensor_pb2.Record(ldap_search=search), t, orig, "10.0.0.3", 389)
 
 
@@ -460,3 +463,54 @@ def test_a_poll_the_whole_network_shares_is_no_beacon(
     polls = [r for d in range(1, 21) for r in _check_ins(server, 60.0, 0.1, 60, seed=d, orig=f"10.0.1.{d}")]
     breaches = _run_for(polls, records, 62)
     assert not [(b.model, b.device.ip) for b in breaches if "Beacon" in b.model or "Command" in b.model]
+
+
+LDAP_MODEL = "Device / Unusual LDAP Bind and Search Activity"
+
+
+def test_a_directory_dump_after_a_single_bind_breaches_and_names_the_bind(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """One simple bind, one subtree search of the whole naming context returning 2,400 entries (what
+    `ldapsearch -b DC=corp "(objectClass=*)"` or a collector's first pass does): no count of binds or
+    searches is unusual, the entries returned are."""
+    records, _ = learned
+    bind = ldap_pb2.LdapMessage(
+        opcode="bind", object="cn=helpdesk,dc=corp", result="success", argument="simple"
+    )
+    dump = ldap_pb2.LdapSearch(
+        base_object="DC=corp", filter="(objectClass=*)", scope="tree", result_count=2400, result="success"
+    )
+    attack = [
+        _stamp(sensor_pb2.Record(ldap=bind), START, ME, "10.0.0.3", 389),
+        _stamp(sensor_pb2.Record(ldap_search=dump), START + 2, ME, "10.0.0.3", 389),
+    ]
+    found = [b for b in run(attack, records) if b.model == LDAP_MODEL]
+    assert [b.device.ip for b in found] == [ME]
+    assert found[0].severity in ("medium", "high", "critical")
+    assert "2400 entries of DC=corp matching (objectClass=*)" in found[0].explanation
+    assert "simple bind as cn=helpdesk,dc=corp (success)" in found[0].explanation
+
+
+def test_machine_binds_and_dc_locator_reads_at_boot_are_no_enumeration(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """A Windows machine starting up: GSS-SPNEGO binds whose NTLM legs say saslBindInProgress, and
+    the DC locator's root-DSE reads (base scope, empty base, Netlogon attribute) - many of each."""
+    records, _ = learned
+    boot = []
+    for i in range(6):
+        for result in ("saslBindInProgress", "success"):
+            msg = ldap_pb2.LdapMessage(opcode="bind", result=result, argument="SASL GSS-SPNEGO")
+            boot.append(
+                _stamp(
+                    sensor_pb2.Record(ldap=msg), START + i * 2 + (result == "success"), ME, "10.0.0.3", 389
+                )
+            )
+    for i in range(25):
+        locator = ldap_pb2.LdapSearch(
+            scope="base", filter="(&(DnsDomain=corp.example.)(NtVer=\\06\\00\\00\\00))", result_count=1,
+            attributes=["Netlogon"],
+        )  # fmt: skip
+        boot.append(_stamp(sensor_pb2.Record(ldap_search=locator), START + i, ME, "10.0.0.3", 389))
+    assert not [b for b in run(boot, records) if b.model == LDAP_MODEL and b.device.ip == ME]
