@@ -36,6 +36,7 @@ from master.catalog import (
 from master.door import EventClock
 from master.entities import Inventory
 from master.models.dirichlet import CategoryModel, fixed, uniform_unseen
+from master.observe import SmbDialectObs
 from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 
@@ -49,6 +50,8 @@ SMB_HYPER_BASE = fixed({"SMBv1": 0.01, "SMBv2": 0.49, "SMBv3": 0.5}, 0.0)
 SMB_NETWORK_ALPHA = 10.0
 SMB_DEVICE_ALPHA = 5.0
 SMB_BREACH_P = 0.02
+# Below medium: a client that speaks SMB 2/3 negotiating SMBv1 is Windows' fallback for an old server.
+FALLBACK_MAX_SCORE = 35
 NEW_DEVICE_RECENT_S = 24 * 3600.0
 TRAILING_S = 3600.0
 LARGE_NUMBER = 5
@@ -253,8 +256,9 @@ class ContextModels:
         ]
         self._raise(UNUSUAL_HOSTNAME, device_id, ip, t, score, explanation, evidence, float(usual["first"]))
 
-    def smb_dialect(self, device_id: str, ip: str, family: str, dialect: str, t: float, uid: str) -> None:
+    def smb_dialect(self, device_id: str, ip: str, smb: SmbDialectObs, t: float, uid: str) -> None:
         """Score, then learn, the SMB dialect family a device negotiated (Dirichlet, network as base)."""
+        family, dialect = smb.family, smb.dialect
         doc = self.inventory.doc(device_id)
         if doc is None:
             return
@@ -270,10 +274,16 @@ class ContextModels:
         if breach:
             surprise = -math.log10(max(p, 1e-300))
             score = min(90, round(55 + 10 * (surprise + math.log10(SMB_BREACH_P))))
+            why = "SMBv1 is what worms and relay attacks use"
+            if smb.client_speaks_smb2:
+                score = min(score, FALLBACK_MAX_SCORE)
+                why = (
+                    "the client also offered SMB 2/3, so the server chose SMBv1 (an old server, worth a look)"
+                )
             explanation = (
                 f"{ip} negotiated {dialect} (SMBv1): P={p:.2g} for this device after "
                 f"{device.total(t):.0f} (decayed) SMB sessions, P={p_network:.2g} across the network; "
-                f"SMBv1 is what worms and relay attacks use; score {score}"
+                f"{why}; score {score}"
             )
             self.breaches.append(
                 make_breach(

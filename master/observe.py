@@ -134,8 +134,8 @@ class Act:
     app: bool = False
     flow: FlowObs | None = None
     http: HttpObs | None = None
-    # SMB dialect family negotiated ("SMBv1", "SMBv2", "SMBv3") and the dialect itself.
-    smb: tuple[str, str] | None = None
+    # SMB dialect negotiated.
+    smb: SmbDialectObs | None = None
     c2: C2Obs | None = None
 
 
@@ -276,10 +276,24 @@ def looks_tunnelled(name: str) -> bool:
 SMB_FAMILY = {smb_pb2.SMB_VERSION_1: "SMBv1", smb_pb2.SMB_VERSION_2: "SMBv2", smb_pb2.SMB_VERSION_3: "SMBv3"}
 
 
-def smb_dialect(record: sensor_pb2.Record) -> tuple[str, str] | None:
+@dataclass(slots=True)
+class SmbDialectObs:
+    """The SMB dialect a connection negotiated, and whether its client could have spoken SMB 2 or 3."""
+
+    family: str
+    dialect: str
+    # The client offered an SMB 2/3 dialect too: SMBv1 was the server's choice (Windows falls back for an
+    # old server), not the mark of a tool or worm that speaks nothing else.
+    client_speaks_smb2: bool
+
+
+def smb_dialect(record: sensor_pb2.Record) -> SmbDialectObs | None:
     neg = record.smb_negotiate
     family = SMB_FAMILY.get(neg.version)
-    return None if family is None else (family, neg.negotiated_dialect or family)
+    if family is None:
+        return None
+    smb2 = any(d.startswith("SMB 2") or d.startswith("SMB 3") for d in neg.offered_dialects)
+    return SmbDialectObs(family, neg.negotiated_dialect or family, smb2)
 
 
 def c2_obs(record: sensor_pb2.Record, kind: str, resp_ip: str) -> C2Obs | None:

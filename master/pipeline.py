@@ -794,7 +794,7 @@ class _BatchRun:
             if act.c2 is not None:
                 self._known_c2(device_id, act)
             if act.smb is not None:
-                self.context.smb_dialect(device_id, act.ip, *act.smb, act.t, act.uid)
+                self.context.smb_dialect(device_id, act.ip, act.smb, act.t, act.uid)
             window = state.window_for(act.t)
             if window is not None:
                 for item in items:

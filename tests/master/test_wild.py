@@ -106,3 +106,33 @@ def test_a_c2_frameworks_default_fingerprint_is_known_c2_traffic(
 )
 def test_ordinary_browsing_bears_no_c2_fingerprint(capture: str) -> None:
     assert not [b for b in _breaches(capture) if b.model == "Compromise / Known C2 Framework Traffic"]
+
+
+def _reference_breaches(relative: str) -> list[alert_pb2.ModelBreach]:
+    capture = CORPUS / "reference" / relative
+    if not capture.is_file():
+        pytest.skip(f"reference corpus not found at {capture}")
+    cfg = VigilConfig()
+    return OfflineMaster(cfg.master).process(CaptureRecords(cfg, [Path(capture)])).breaches
+
+
+def test_smb1_chosen_by_the_server_for_a_client_that_speaks_smb2_stays_low() -> None:
+    """Zeek's raw_ntlm_in_smb.pcap: 192.168.56.1 offers NT LM 0.12, SMB 2.002 and SMB 2.??? and the
+    server picks dialect index 0 (tshark: smb.dialect.name, smb.dialect.index). That is Windows falling
+    back for an old server, not a tool that speaks only SMBv1."""
+    smb = [b for b in _reference_breaches("zeek/smb/raw_ntlm_in_smb.pcap") if "SMB Activity" in b.model]
+    assert all(b.severity == "low" for b in smb), [(b.score, b.explanation) for b in smb]
+
+
+@pytest.mark.parametrize(
+    ("capture", "device"),
+    [
+        # Impacket's SMB client offers NT LM 0.12 alone (tshark: one dialect in the negotiate request).
+        ("mantvydasb__RedTeaming-Tactics-and-Techniques/relay-attack.pcapng", "10.0.0.5"),
+        ("sbousseaden__PCAP-ATTACK/DE_byt3bl33d3r_remote_eventservice_crash.pcapng", "172.16.66.37"),
+    ],
+)
+def test_a_client_that_speaks_only_smb1_is_suspicious_smb(capture: str, device: str) -> None:
+    smb = [b for b in _breaches(capture) if b.model == "Compromise / Suspicious SMB Activity"]
+    assert [b.device.ip for b in smb] == [device]
+    assert smb[0].severity == "medium"
