@@ -16,7 +16,7 @@ from master.catalog import (
     severity,
 )
 from master.features import Window
-from master.models.scan import ScanScore
+from master.models.counts import CountScore
 from vigil.alert.v1 import alert_pb2
 
 
@@ -106,7 +106,7 @@ def count_breach(
     detector: CountDetector,
     device: alert_pb2.DeviceRef,
     window: Window,
-    score: ScanScore,
+    score: CountScore,
     window_s: float,
     event_time: float,
 ) -> alert_pb2.ModelBreach:

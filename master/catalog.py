@@ -2,7 +2,7 @@
 
 A *feature* is one behaviour counted per device and per event-time window (a plain count, or the size of a
 set of distinct things such as hosts or ``host:port`` targets). Each feature has its own Gamma-Poisson belief
-per device and a pooled one for the network (:mod:`master.models.scan`); every closed window teaches both.
+per device and a pooled one for the network (:mod:`master.models.counts`); every closed window teaches both.
 
 A *detector* is a catalog model built on those beliefs: it breaches when one of its trigger features is
 both at least its minimum and improbable under the device's belief (posterior predictive tail below the

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from master.catalog import (
     ADMIN_AUTH_FAILURES,
@@ -48,9 +49,20 @@ from master.signatures import (
 from vigil.flow.v1 import flow_pb2, ldap_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
+
 # (feature, member, example, amount) or, when one remote endpoint is what a response would block,
 # (feature, member, example, amount, "ip:port").
-Item = tuple[str, str | None, str, int] | tuple[str, str | None, str, int, str]
+class Observation(NamedTuple):
+    """One thing a record adds to its device's window: an event counted ``amount`` times (``member``
+    None) or one member of a set feature; ``example`` is what a breach shows of it, ``peer`` the remote
+    endpoint when the feature is a volume to one place."""
+
+    feature: str
+    member: str | None
+    example: str
+    amount: int = 1
+    peer: str = ""
+
 
 DNS_PTR = 12
 # A DNS name whose subdomain part is at least this long and this random carries data, not a host name.
@@ -129,7 +141,7 @@ class Act:
     ip: str
     mac: str | None
     uid: str
-    items: tuple[Item, ...]
+    items: tuple[Observation, ...]
     # From an application record (the device may not have a flow yet).
     app: bool = False
     flow: FlowObs | None = None
@@ -163,40 +175,42 @@ def is_half_open(history: str) -> bool:
     return history.startswith("Sh") and "R" in history and not any(c in history for c in "ADF")
 
 
-def flow_items(f: FlowObs) -> tuple[Item, ...]:
-    items: list[Item] = []
+def flow_items(f: FlowObs) -> tuple[Observation, ...]:
+    items: list[Observation] = []
     target = f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f.resp_ip
     if f.resp_internal and f.resp_ip != f.orig_ip:
-        items.append((INTERNAL_DESTINATIONS, f.resp_ip, target, 1))
+        items.append(Observation(INTERNAL_DESTINATIONS, f.resp_ip, target, 1))
         if f.resp_port:
-            items.append((INTERNAL_TARGETS, f"{target}/{f.transport}", target, 1))
+            items.append(Observation(INTERNAL_TARGETS, f"{target}/{f.transport}", target, 1))
         if f.answered:
-            items.append((ANSWERED_DESTINATIONS, f.resp_ip, "", 1))
+            items.append(Observation(ANSWERED_DESTINATIONS, f.resp_ip, "", 1))
         else:
-            items.append((UNANSWERED_DESTINATIONS, f.resp_ip, target, 1))
+            items.append(Observation(UNANSWERED_DESTINATIONS, f.resp_ip, target, 1))
         if f.transport == flow_pb2.TRANSPORT_TCP:
             if f.resp_port in SENSITIVE_PORTS:
-                items.append((SENSITIVE_TARGETS, target, target, 1))
+                items.append(Observation(SENSITIVE_TARGETS, target, target, 1))
             if f.resp_port in SMB_PORTS:
-                items.append((SMB_DESTINATIONS, f.resp_ip, target, 1))
+                items.append(Observation(SMB_DESTINATIONS, f.resp_ip, target, 1))
             elif f.resp_port == RDP_PORT:
-                items.append((RDP_DESTINATIONS, f.resp_ip, target, 1))
+                items.append(Observation(RDP_DESTINATIONS, f.resp_ip, target, 1))
         elif f.transport == flow_pb2.TRANSPORT_UDP:
-            items.append((UDP_TARGETS, target, target, 1))
+            items.append(Observation(UDP_TARGETS, target, target, 1))
     elif not f.resp_internal:
         if f.failed:
-            items.append((FAILED_EXTERNAL, target, target, 1))
+            items.append(Observation(FAILED_EXTERNAL, target, target, 1))
         if f.orig_bytes >= 1024:
             sent = f"{f.orig_bytes / 1e6:.1f} MB to {target}"
-            items.append((EXTERNAL_UPLOAD, None, sent, f.orig_bytes // 1024, f"{f.resp_ip}:{f.resp_port}"))
+            items.append(
+                Observation(EXTERNAL_UPLOAD, None, sent, f.orig_bytes // 1024, f"{f.resp_ip}:{f.resp_port}")
+            )
     if f.failed:
-        items.append((FAILED, None, target, 1))
+        items.append(Observation(FAILED, None, target, 1))
     if f.half_open:
-        items.append((HALF_OPEN, None, target, 1))
+        items.append(Observation(HALF_OPEN, None, target, 1))
     return tuple(items)
 
 
-def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
+def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
     """Features an application record adds to its originator's window (empty for most records)."""
     if kind == "dns":
         dns = record.dns
@@ -204,42 +218,42 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Item, ...]:
         if not name:
             return ()
         if dns.qtype == DNS_PTR:
-            return ((PTR_QUERIES, name, name, 1),)
+            return (Observation(PTR_QUERIES, name, name, 1),)
         if looks_tunnelled(name):
-            return ((TUNNEL_NAMES, name, name[:80], 1),)
+            return (Observation(TUNNEL_NAMES, name, name[:80], 1),)
     elif kind == "ldap":
         ldap = record.ldap
         # A SASL bind of several legs (NTLM's challenge, saslBindInProgress) is one bind: count its end.
         if ldap.opcode == "bind" and ldap.result != "saslBindInProgress":
-            return ((LDAP_BINDS, None, bind_text(ldap), 1),)
+            return (Observation(LDAP_BINDS, None, bind_text(ldap), 1),)
     elif kind == "ldap_search":
         search = record.ldap_search
         if search.scope == "base" and not search.base_object:
             # The root DSE: every client reads it first, and Windows' DC locator asks it for Netlogon.
             return ()
         text = f"{search.base_object or '(root)'} {search.filter}".strip()
-        searched: list[Item] = [(LDAP_SEARCHES, None, text, 1)]
+        searched: list[Observation] = [Observation(LDAP_SEARCHES, None, text, 1)]
         if search.scope == "tree" and search.result_count and naming_context(search.base_object):
             entries = f"{search.result_count} entries of {search.base_object} matching {search.filter[:80]}"
-            searched.append((LDAP_ENTRIES, None, entries, int(search.result_count)))
+            searched.append(Observation(LDAP_ENTRIES, None, entries, int(search.result_count)))
         return tuple(searched)
     elif kind == "ntlm":
         ntlm = record.ntlm
         if not ntlm.carrier.startswith("smb"):
             return ()
         user = f"{ntlm.domain}\\{ntlm.username}" if ntlm.domain else ntlm.username
-        items: list[Item] = []
+        items: list[Observation] = []
         if ntlm.username:
-            items.append((USERNAMES, user.lower(), user, 1))
+            items.append(Observation(USERNAMES, user.lower(), user, 1))
         if ntlm.HasField("success") and not ntlm.success:
-            items.append((AUTH_FAILURES, None, user, 1))
+            items.append(Observation(AUTH_FAILURES, None, user, 1))
             if is_admin_account(ntlm.username):
-                items.append((ADMIN_AUTH_FAILURES, None, user, 1))
+                items.append(Observation(ADMIN_AUTH_FAILURES, None, user, 1))
         return tuple(items)
     elif kind == "http":
         found = tool_fingerprint(record.http.user_agent, record.http.uri)
         if found is not None:
-            return ((TOOL_REQUESTS, None, found, 1),)
+            return (Observation(TOOL_REQUESTS, None, found, 1),)
     return ()
 
 

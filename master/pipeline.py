@@ -56,12 +56,12 @@ from master.endpoints import Endpoints, Rarity, rare_external_breach
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
 from master.gcpause import gc_paused
-from master.models.scan import (
+from master.models.counts import (
+    CountParams,
+    CountScore,
+    DeviceCountModel,
     FeatureScore,
-    NetworkScanModel,
-    PopulationScanModel,
-    ScanParams,
-    ScanScore,
+    PopulationCountModel,
     score_from_surprise,
 )
 from master.observe import (
@@ -69,7 +69,7 @@ from master.observe import (
     Act,
     FlowObs,
     HttpObs,
-    Item,
+    Observation,
     app_items,
     c2_obs,
     flow_items,
@@ -189,7 +189,7 @@ class Outcome:
 class Pipeline:
     def __init__(
         self,
-        params: ScanParams,
+        params: CountParams,
         internal_networks: Iterable[str],
         keys: Keys,
         allowed_lateness_s: float = DEFAULT_ALLOWED_LATENESS_S,
@@ -359,8 +359,8 @@ class Pipeline:
                 scanners.add(str(bound["device_id"]) if bound else device_id_for("mac", d.mac))
         for device_id in scanners:
             keys += [
-                self.keys.scan_features(device_id),
-                self.keys.scan_model(device_id),
+                self.keys.count_windows(device_id),
+                self.keys.count_model(device_id),
                 self.keys.device_breaches(device_id),
                 self.keys.beacons(device_id),
             ]
@@ -370,7 +370,7 @@ class Pipeline:
             elif act.http is not None:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
         keys += [self.keys.device_breaches(d) for d in devices]
-        keys += [self.keys.scan_population, self.keys.network]
+        keys += [self.keys.count_population, self.keys.network]
         keys += [self.keys.user(h.hostname) for h in ex.hostnames if h.kind == "user" and h.workstation]
         return sorted(set(keys))
 
@@ -506,7 +506,7 @@ class _BatchRun:
         self.keys = pipeline.keys
         self.inventory = Inventory(ws, pipeline.keys)
         self.windows: dict[str, DeviceWindows] = {}
-        self.models: dict[str, NetworkScanModel] = {}
+        self.models: dict[str, DeviceCountModel] = {}
         self.last_ip: dict[str, str] = {}
         # Each device's newest event time in this unit, as far as the acts have been taken in.
         self.newest: dict[str, float] = {}
@@ -517,33 +517,33 @@ class _BatchRun:
         )
         self.endpoints = Endpoints(ws, self.keys)
         self.beacons: dict[str, DeviceBeacons] = {}
-        self.groups: dict[str, PopulationScanModel] = {}
+        self.groups: dict[str, PopulationCountModel] = {}
         self.group_of: dict[str, str] = {}
         self.unloaded_groups: set[str] = set()
-        doc = ws.get(self.keys.scan_population)
+        doc = ws.get(self.keys.count_population)
         self.population = (
-            PopulationScanModel.from_dict(doc, pipeline.params)
+            PopulationCountModel.from_dict(doc, pipeline.params)
             if doc
-            else PopulationScanModel(pipeline.params)
+            else PopulationCountModel(pipeline.params)
         )
 
-    def _device(self, device_id: str) -> tuple[DeviceWindows, NetworkScanModel]:
+    def _device(self, device_id: str) -> tuple[DeviceWindows, DeviceCountModel]:
         if device_id not in self.windows:
             params = self.p.params
-            fdoc = self.ws.get(self.keys.scan_features(device_id))
-            mdoc = self.ws.get(self.keys.scan_model(device_id))
+            fdoc = self.ws.get(self.keys.count_windows(device_id))
+            mdoc = self.ws.get(self.keys.count_model(device_id))
             self.windows[device_id] = (
                 DeviceWindows.from_dict(fdoc, params.window_s, self.p.allowed_lateness_s)
                 if fdoc
                 else DeviceWindows(params.window_s, self.p.allowed_lateness_s)
             )
             self.models[device_id] = (
-                NetworkScanModel.from_dict(mdoc, params) if mdoc else NetworkScanModel(params)
+                DeviceCountModel.from_dict(mdoc, params) if mdoc else DeviceCountModel(params)
             )
             self.late_at_load[device_id] = self.windows[device_id].late_records
         return self.windows[device_id], self.models[device_id]
 
-    def _group(self, device_id: str, subnet: bool = False) -> PopulationScanModel:
+    def _group(self, device_id: str, subnet: bool = False) -> PopulationCountModel:
         # The group a device had when the batch was loaded: a role learned mid-batch counts from the next.
         ip = self.last_ip.get(device_id, "0.0.0.0")
         name = subnet_group(ip) if subnet else self.group_of.get(device_id)
@@ -556,11 +556,11 @@ class _BatchRun:
             if self.ws.missing([key]):
                 # Not loaded (an address moved to another device within the batch): use, never write, a blank.
                 self.unloaded_groups.add(name)
-                self.groups[name] = PopulationScanModel(params)
+                self.groups[name] = PopulationCountModel(params)
             else:
                 doc = self.ws.get(key)
                 self.groups[name] = (
-                    PopulationScanModel.from_dict(doc, params) if doc else PopulationScanModel(params)
+                    PopulationCountModel.from_dict(doc, params) if doc else PopulationCountModel(params)
                 )
         return self.groups[name]
 
@@ -570,9 +570,9 @@ class _BatchRun:
             self.beacons[device_id] = DeviceBeacons.from_dict(doc) if doc else DeviceBeacons()
         return self.beacons[device_id]
 
-    def _external_flow(self, device_id: str, act: Act, f: FlowObs) -> list[Item]:
+    def _external_flow(self, device_id: str, act: Act, f: FlowObs) -> list[Observation]:
         """Rarity, the first-ever contact, VPNs and beacons for a flow to an external address."""
-        items: list[Item] = []
+        items: list[Observation] = []
         rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
         learned = self.context.learned(act.t)
         if f.answered:
@@ -582,7 +582,7 @@ class _BatchRun:
             if rarity.rare and f.orig_bytes >= 1024:
                 endpoint = f"{f.resp_ip}:{f.resp_port}"
                 sent = f"{f.orig_bytes / 1e6:.1f} MB to {endpoint}; {rarity.text()}"
-                items.append((RARE_UPLOAD, None, sent, f.orig_bytes // 1024, endpoint))
+                items.append(Observation(RARE_UPLOAD, None, sent, f.orig_bytes // 1024, endpoint))
             if rarity.rare and is_vpn(f):
                 target = (
                     f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
@@ -590,7 +590,7 @@ class _BatchRun:
                 if f.vpn_protocol:
                     target += f" ({f.vpn_protocol} handshake seen)"
                 endpoint = f"{f.resp_ip}:{f.resp_port}"
-                items.append((VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
+                items.append(Observation(VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
             stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
             stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
             if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):
@@ -730,7 +730,7 @@ class _BatchRun:
         score = score_from_surprise(surprise, 10.0**-SIGNIFICANT_SURPRISE)
         when = self._breach_time(device_id, window)
         ref = self.context.ref(device_id, self.last_ip[device_id])
-        result = ScanScore(tuple(unusual), surprise, score, True)
+        result = CountScore(tuple(unusual), surprise, score, True)
         spec = CountDetector(
             SIGNIFICANT_ANOMALY, (), tuple(f.feature for f in unusual), ("T1078",), lateral=False
         )
@@ -797,9 +797,8 @@ class _BatchRun:
                 self.context.smb_dialect(device_id, act.ip, act.smb, act.t, act.uid)
             window = state.window_for(act.t)
             if window is not None:
-                for item in items:
-                    peer = item[4] if len(item) > 4 else ""
-                    window.observe(item[0], item[1], item[2], act.uid, item[3], peer)
+                for o in items:
+                    window.observe(o.feature, o.member, o.example, act.uid, o.amount, o.peer)
         for h in ex.hostnames:
             device_id = self.inventory.lookup(h.ip)
             if h.kind == "hostname":
@@ -816,12 +815,12 @@ class _BatchRun:
         late = 0
         for device_id, state in self.windows.items():
             late += state.late_records - self.late_at_load[device_id]
-            self.ws.put(self.keys.scan_features(device_id), state.to_dict())
+            self.ws.put(self.keys.count_windows(device_id), state.to_dict())
             # Models only change when a window closes: the others would be written back byte for byte.
             if self.models[device_id].unsaved:
-                self.ws.put(self.keys.scan_model(device_id), self.models[device_id].to_dict())
+                self.ws.put(self.keys.count_model(device_id), self.models[device_id].to_dict())
         if self.windows and self.population.unsaved:
-            self.ws.put(self.keys.scan_population, self.population.to_dict())
+            self.ws.put(self.keys.count_population, self.population.to_dict())
         for device_id, beacons in self.beacons.items():
             self.ws.put(self.keys.beacons(device_id), beacons.to_dict())
         for name, group in self.groups.items():

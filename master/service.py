@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry
 
 from master.door import DoorLimits
 from master.ingest import BatchProcessor, Consumer, MasterMetrics
-from master.models.scan import ScanParams
+from master.models.counts import CountParams
 from master.pipeline import Pipeline
 from master.policy import Policy
 from master.respond import Dispatcher, ResponderLink
-from master.store import Keys, RedisStore, Store, StoreUnavailable
+from master.store import LAYOUT_VERSION, Keys, RedisStore, Store, StoreUnavailable
 from responder.client import ResponderClient
 from vigil.bus import connect, ensure_stream
 from vigil.config import MasterConfig, VigilConfig
@@ -33,11 +33,11 @@ _STORE_PROBE_INTERVAL_S = 2.0
 _RESPONDER_TIMEOUT_S = 3.0
 
 
-def scan_params(cfg: MasterConfig) -> ScanParams:
-    return ScanParams(
-        window_s=cfg.scan_window_s,
-        breach_probability=cfg.scan_breach_probability,
-        half_life_s=cfg.scan_half_life_s,
+def scan_params(cfg: MasterConfig) -> CountParams:
+    return CountParams(
+        window_s=cfg.window_s,
+        breach_probability=cfg.breach_probability,
+        half_life_s=cfg.half_life_s,
         new_device_grace_s=cfg.new_device_grace_s,
         timezone=cfg.timezone,
     )
@@ -112,6 +112,23 @@ class MasterService:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _STORE_PROBE_INTERVAL_S)
 
+    async def _migrate(self, stop: asyncio.Event) -> bool:
+        """Bring the store's key layout up to date before reading anything; wait for an unreachable store
+        (False only when stopped first). A store written by a newer version stops the master."""
+        while not stop.is_set():
+            try:
+                moved = await self.store.migrate()
+            except StoreUnavailable as exc:
+                self._store_ok = False
+                log.warning("store_unavailable_at_start", error=str(exc)[:200])
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _STORE_PROBE_INTERVAL_S)
+                continue
+            for step, count in moved.items():
+                log.warning("store_layout_migrated", step=step, keys_moved=count, layout=LAYOUT_VERSION)
+            return True
+        return False
+
     async def run(self, stop: asyncio.Event) -> None:
         cfg = self.cfg
 
@@ -124,6 +141,8 @@ class MasterService:
         async def _error(exc: Exception) -> None:
             log.warning("nats_error", error=str(exc)[:200])
 
+        if not await self._migrate(stop):
+            return
         nc = await connect(
             cfg.nats,
             "vigil-master",

@@ -11,9 +11,11 @@ Keys (prefix from config, ``vigil:v1`` by default):
     <p>:ip:<ip>                    {"device_id"}         which device owns an address now
     <p>:mac:<mac>                  {"device_id"}         which device owns a MAC (from DHCP)
     <p>:device:<device_id>         inventory document
-    <p>:features:scan:<device_id>  open windows of the scan features
-    <p>:model:scan:<device_id>     the device's scan model state (a few numbers)
-    <p>:model:scan:population      the network-wide scan model state
+    <p>:layout                     {"version"}           which key layout the store holds (see migrate)
+    <p>:features:count:<device_id> open windows of the count features
+    <p>:model:count:<device_id>    the device's count model state (a few numbers per feature)
+    <p>:model:count:population     the network-wide count model state
+    <p>:model:count:group:<group>  a peer group's pooled count model state
     <p>:batch:<batch_id>           processed marker (expires after the dedup horizon)
     <p>:devices                    set of device ids
     <p>:breaches                   stream of ModelBreach protobufs
@@ -61,6 +63,19 @@ class StoreUnavailable(Exception):
     """The store cannot be reached; the caller retries later (the batch stays unacknowledged)."""
 
 
+class StoreLayoutError(Exception):
+    """The store holds a key layout this version cannot read (written by a newer Vigil)."""
+
+
+# The key layout this version writes. Each step below turns layout N into N + 1; the master runs the
+# steps it needs once at start, before it reads anything, and records the new version.
+#   1 -> 2: the per-device and pooled count models ("scan" until 0.x: they model every count feature, not
+#           only scans) move from <p>:features:scan:* / <p>:model:scan:* to <p>:features:count:* /
+#           <p>:model:count:*.
+LAYOUT_VERSION = 2
+_LAYOUT_RENAMES = {2: (("features:scan:", "features:count:"), ("model:scan:", "model:count:"))}
+
+
 # How long state that only matters while it is fresh outlives its last write (Redis EXPIRE, refreshed on
 # every write): an external endpoint nobody has contacted for longer than the rarity window, a beacon
 # series or an account gone quiet, a finished breach log. Devices, their models and the network's beliefs
@@ -100,19 +115,23 @@ class Keys:
     def device(self, device_id: str) -> str:
         return f"{self.prefix}:device:{device_id}"
 
-    def scan_features(self, device_id: str) -> str:
-        return f"{self.prefix}:features:scan:{device_id}"
+    @property
+    def layout(self) -> str:
+        return f"{self.prefix}:layout"
 
-    def scan_model(self, device_id: str) -> str:
-        return f"{self.prefix}:model:scan:{device_id}"
+    def count_windows(self, device_id: str) -> str:
+        return f"{self.prefix}:features:count:{device_id}"
+
+    def count_model(self, device_id: str) -> str:
+        return f"{self.prefix}:model:count:{device_id}"
 
     @property
-    def scan_population(self) -> str:
-        return f"{self.prefix}:model:scan:population"
+    def count_population(self) -> str:
+        return f"{self.prefix}:model:count:population"
 
     def peer_group(self, group: str) -> str:
         """The pooled count beliefs of one peer group (devices that behave alike, or share a subnet)."""
-        return f"{self.prefix}:model:scan:group:{group}"
+        return f"{self.prefix}:model:count:group:{group}"
 
     def endpoint(self, address: str) -> str:
         """An external endpoint: who on the network contacted it, and when."""
@@ -259,6 +278,10 @@ class Store(Protocol):
 
     async def ping(self) -> bool: ...
 
+    async def migrate(self) -> dict[str, int]:
+        """Bring the stored key layout to LAYOUT_VERSION; returns the keys moved per step."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -342,6 +365,47 @@ class RedisStore:
             return int(await self._redis.scard(self.keys.devices))
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc)) from exc
+
+    async def migrate(self) -> dict[str, int]:
+        """Run the layout steps this store needs. Each rename is atomic and a step is recorded only once
+        all its keys moved, so a master killed half-way finishes the step on its next start."""
+        try:
+            version = await self._layout_version()
+            if version is None:
+                # An empty store starts at the current layout.
+                await self._redis.set(self.keys.layout, encode({"version": LAYOUT_VERSION}))
+                return {}
+            if version > LAYOUT_VERSION:
+                raise StoreLayoutError(
+                    f"the store at {self.keys.layout} holds key layout {version}; this version reads up "
+                    f"to {LAYOUT_VERSION} (was it written by a newer Vigil?)"
+                )
+            moved: dict[str, int] = {}
+            for step in range(version + 1, LAYOUT_VERSION + 1):
+                count = 0
+                for old, new in _LAYOUT_RENAMES.get(step, ()):
+                    source = f"{self.keys.prefix}:{old}"
+                    async for raw in self._redis.scan_iter(match=f"{source}*", count=1000):
+                        key = _text(raw)
+                        await self._redis.rename(key, f"{self.keys.prefix}:{new}{key[len(source) :]}")
+                        count += 1
+                await self._redis.set(self.keys.layout, encode({"version": step}))
+                moved[f"{step - 1}->{step}"] = count
+            return moved
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def _layout_version(self) -> int | None:
+        doc = decode(await self._redis.get(self.keys.layout))
+        if doc is not None:
+            version = doc.get("version")
+            if not isinstance(version, int) or version < 1:
+                raise StoreLayoutError(f"{self.keys.layout} holds no layout version: {doc!r}")
+            return version
+        # No record: a store written before layouts were recorded (1), or an empty one (None).
+        async for _ in self._redis.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
+            return 1
+        return None
 
     async def totals(self) -> dict[str, int]:
         """What the store holds: devices, breaches, actions decided, batches committed (for the operator's
@@ -459,6 +523,10 @@ class MemoryStore:
 
     def all_breaches(self) -> list[alert_pb2.ModelBreach]:
         return list(self._breaches)
+
+    async def migrate(self) -> dict[str, int]:
+        # Offline analysis starts from nothing: there is no older layout in memory.
+        return {}
 
     def all_actions(self) -> list[ActionRecord]:
         return [ActionRecord.from_doc(decode(raw) or {}) for raw in self._actions.values()]

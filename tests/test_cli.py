@@ -77,7 +77,7 @@ def test_config_errors_are_reported_together(capsys: pytest.CaptureFixture[str])
     code = cli.main(
         [
             "--set",
-            "master.scan_window_s=-1",
+            "master.window_s=-1",
             "--set",
             "sensor.batch_max_records=0",
             "--set",
@@ -88,14 +88,14 @@ def test_config_errors_are_reported_together(capsys: pytest.CaptureFixture[str])
     )
     assert code == 2
     err = capsys.readouterr().err
-    assert "master.scan_window_s" in err and "sensor.batch_max_records" in err and "nats.nope" in err
+    assert "master.window_s" in err and "sensor.batch_max_records" in err and "nats.nope" in err
 
 
 def test_environment_overrides_and_validation() -> None:
     cfg = build(
-        {"master": {"scan_window_s": 30}}, {"VIGIL_MASTER__SCAN_WINDOW_S": "15", "VIGIL_LOG__LEVEL": "debug"}
+        {"master": {"window_s": 30}}, {"VIGIL_MASTER__WINDOW_S": "15", "VIGIL_LOG__LEVEL": "debug"}
     )
-    assert cfg.master.scan_window_s == 15 and cfg.log.level == "debug"
+    assert cfg.master.window_s == 15 and cfg.log.level == "debug"
     with pytest.raises(ConfigError) as exc:
         build(
             {}, {"VIGIL_RESPONDER__BACKEND": "iptables", "VIGIL_MASTER__PROTECTED__NETWORKS": "[not-a-net]"}
@@ -127,3 +127,10 @@ def test_the_readmes_configuration_example_is_valid() -> None:
     block = readme.split("# vigil.yaml, passed with --config", 1)[1].split("\n", 1)[1].split("```", 1)[0]
     cfg = build(yaml.safe_load(block), {})
     assert "198.51.100.0/24" in cfg.master.internal_networks and cfg.master.timezone == "Europe/Berlin"
+
+
+def test_a_renamed_master_key_is_refused_with_its_new_name() -> None:
+    with pytest.raises(ConfigError) as exc:
+        build({"master": {"scan_window_s": 30}}, {})
+    assert "master.scan_window_s is now master.window_s" in str(exc.value.problems)
+    assert build({"master": {"window_s": 30}}, {}).master.window_s == 30

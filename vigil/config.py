@@ -249,6 +249,9 @@ class SensorConfig(_Section):
     # would — except from a sender whose headers are nearly all unfilled (3 or more, over 90 %): the
     # capturing host of a NIC with checksum offload (sensor/pipeline.py). Off checks none.
     verify_ip_checksums: bool = True
+    # False drops bad IPv4 headers from every sender, the capturing host's too, as Zeek without -C does
+    # (to compare with logs Zeek wrote that way); True spares a sender judged to offload its checksums.
+    spare_offloading_senders: bool = True
     # TCP/UDP checksums: a host drops a segment whose checksum is wrong, so the sensor must too (or an
     # attacker "inserts" data the target never accepted). Captures taken on a sending host carry unfilled
     # checksums (offload); "auto" verifies unless more than 5 % of the first 1,000 segments fail, and then
@@ -291,8 +294,26 @@ class ProtectedConfig(_Section):
         return check_networks(value)
 
 
+# Keys renamed in 0.x: they set every count model, not only the scan models. An old name is refused with
+# its new one rather than dropped (extra keys are refused anyway; this says what to write instead).
+_RENAMED_MASTER_KEYS = {
+    "scan_window_s": "window_s",
+    "scan_breach_probability": "breach_probability",
+    "scan_half_life_s": "half_life_s",
+}
+
+
 class MasterConfig(_Section):
     consumer: str = "vigil-master"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for old, new in _RENAMED_MASTER_KEYS.items():
+                if old in data:
+                    raise ValueError(f"master.{old} is now master.{new} (it sets every count model)")
+        return data
 
     @field_validator("consumer")
     @classmethod
@@ -303,12 +324,12 @@ class MasterConfig(_Section):
     internal_networks: list[str] = Field(
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
     )
-    # Event-time window over which a device's scan features are counted.
-    scan_window_s: Seconds = 60.0
-    # Posterior predictive tail probability below which the scan model breaches.
-    scan_breach_probability: float = Field(default=1e-4, gt=0, lt=1)
+    # Event-time window over which a device's count features are counted.
+    window_s: Seconds = 60.0
+    # Posterior predictive tail probability below which a count model breaches.
+    breach_probability: float = Field(default=1e-4, gt=0, lt=1)
     # Half-life of the model's memory, in event-time seconds: old windows weigh less.
-    scan_half_life_s: Seconds = 7 * 24 * 3600.0
+    half_life_s: Seconds = 7 * 24 * 3600.0
     # Event time the network must have been learned before a device (or an external endpoint) seen for the
     # first time raises "New Device" ("Rare External Endpoint"): everything is new on the first day.
     new_device_grace_s: SecondsOrZero = 3600.0
@@ -470,7 +491,7 @@ def set_path(tree: dict[str, Any], path: Sequence[str], value: Any) -> None:
 
 
 def set_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """``--set master.scan_window_s=10`` (repeatable) -> nested override mapping; ConfigError lists every
+    """``--set master.window_s=10`` (repeatable) -> nested override mapping; ConfigError lists every
     malformed item."""
     tree: dict[str, Any] = {}
     problems = []

@@ -1,16 +1,16 @@
 """Self-learning models: river-style ``learn_one``/``score_one``, hyper-parameters in ``__init__``,
 state a few numbers that round-trip through ``to_dict``/``from_dict``."""
 
+from master.models.counts import CountParams, CountScore, DeviceCountModel, PopulationCountModel
 from master.models.gamma_poisson import CountModel, Gamma, nb_sf, predictive_sf
-from master.models.scan import NetworkScanModel, PopulationScanModel, ScanParams, ScanScore
 
 __all__ = [
     "CountModel",
+    "CountParams",
+    "CountScore",
+    "DeviceCountModel",
     "Gamma",
-    "NetworkScanModel",
-    "PopulationScanModel",
-    "ScanParams",
-    "ScanScore",
+    "PopulationCountModel",
     "nb_sf",
     "predictive_sf",
 ]

@@ -68,7 +68,7 @@ SMB_SHARE = "projects"
 LDAP_USERS = ("alice", "bob", "carol", "dave", "erin", "frank")
 LDAP_PASSWORD = SMB_PASSWORD
 
-# Event-time window of the master (master.scan_window_s): each capture starts early in one and is shorter.
+# Event-time window of the master (master.window_s): each capture starts early in one and is shorter.
 WINDOW_S = 60.0
 # Bounds on one scenario: its whole recording (lab, servers, capture), and the capture's size.
 MAX_SCENARIO_S = 300.0

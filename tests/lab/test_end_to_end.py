@@ -70,7 +70,7 @@ def test_scan_is_detected_blocked_and_block_expires(short_tmp: Path) -> None:
 
         out = short_tmp / "up.out"
         settings = {
-            "master.scan_window_s": WINDOW_S,
+            "master.window_s": WINDOW_S,
             "master.block_duration_s": BLOCK_S,
             "master.internal_networks": "[10.231.0.0/16]",
             "master.protected.networks": f"[{web.ip}/32]",

@@ -12,11 +12,11 @@ import pytest
 
 from master.beacon import DeviceBeacons
 from master.catalog import DETECTORS
+from master.models.counts import DESTINATIONS, FAILED, CountParams, DeviceCountModel, PopulationCountModel
 from master.models.dirichlet import CategoryModel, fixed
 from master.models.gamma_poisson import CountModel, predictive_sf
-from master.models.scan import DESTINATIONS, FAILED, NetworkScanModel, PopulationScanModel, ScanParams
 
-PARAMS = ScanParams()
+PARAMS = CountParams()
 
 
 @dataclass
@@ -41,12 +41,12 @@ def _count_learn(m: CountModel, x: dict[str, float], w: int) -> None:
         m.learn_one(x[DESTINATIONS], window=w)
 
 
-def _scan_score(m: NetworkScanModel, x: dict[str, float], w: int) -> tuple[float, ...]:
+def _scan_score(m: DeviceCountModel, x: dict[str, float], w: int) -> tuple[float, ...]:
     r = m.score_one(x, window=w)
     return (*(v for f in r.features for v in (f.probability, f.expected)), r.surprise, r.score, r.breach)
 
 
-def _catalog_score(m: NetworkScanModel, x: dict[str, float], w: int) -> tuple[float, ...]:
+def _catalog_score(m: DeviceCountModel, x: dict[str, float], w: int) -> tuple[float, ...]:
     """Every count detector of the catalog over the same device model (features it lacks are zero)."""
     if not x:
         return ()
@@ -60,7 +60,7 @@ def _catalog_score(m: NetworkScanModel, x: dict[str, float], w: int) -> tuple[fl
     return tuple(out)
 
 
-def _catalog_learn(m: NetworkScanModel, x: dict[str, float], w: int) -> None:
+def _catalog_learn(m: DeviceCountModel, x: dict[str, float], w: int) -> None:
     if x:
         feats = {d.triggers[0][0]: x[DESTINATIONS] for d in DETECTORS} | {FAILED: x[FAILED]}
         m.learn_one(feats, window=w)
@@ -94,7 +94,7 @@ def _beacon_score(m: DeviceBeacons, x: dict[str, float], w: int) -> tuple[float,
     return (stats.score(), stats.cv_interval(), stats.cv_size(), float(stats.n))
 
 
-def _pop_score(m: PopulationScanModel, x: dict[str, float], w: int) -> tuple[float, ...]:
+def _pop_score(m: PopulationCountModel, x: dict[str, float], w: int) -> tuple[float, ...]:
     return tuple(predictive_sf(x[f], m.prior(f, w)) for f in (DESTINATIONS, FAILED) if f in x)
 
 
@@ -108,17 +108,17 @@ MODELS = [
     ),
     Adapter(
         "scan",
-        lambda: NetworkScanModel(PARAMS),
+        lambda: DeviceCountModel(PARAMS),
         lambda m, x, w: m.learn_one(x, window=w),
         _scan_score,
-        lambda s: NetworkScanModel.from_dict(s, PARAMS),
+        lambda s: DeviceCountModel.from_dict(s, PARAMS),
     ),
     Adapter(
         "catalog",
-        lambda: NetworkScanModel(PARAMS),
+        lambda: DeviceCountModel(PARAMS),
         _catalog_learn,
         _catalog_score,
-        lambda s: NetworkScanModel.from_dict(s, PARAMS),
+        lambda s: DeviceCountModel.from_dict(s, PARAMS),
     ),
     Adapter(
         "category",
@@ -136,10 +136,10 @@ MODELS = [
     ),
     Adapter(
         "population",
-        lambda: PopulationScanModel(PARAMS),
+        lambda: PopulationCountModel(PARAMS),
         lambda m, x, w: m.learn_one(x, window=w),
         _pop_score,
-        lambda s: PopulationScanModel.from_dict(s, PARAMS),
+        lambda s: PopulationCountModel.from_dict(s, PARAMS),
     ),
 ]
 

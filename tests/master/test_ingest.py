@@ -344,11 +344,11 @@ async def test_killed_master_resumes_without_loss_or_double_count(
     assert await _markers(r) == n_batches
     assert await _total_flows(r) == n_batches * per_batch
     # Learned state survived the crash: every device has a model and features, the network has a belief.
-    models = [k async for k in r.scan_iter("vigil:v1:model:scan:*")]
-    groups = [m for m in models if m.startswith(b"vigil:v1:model:scan:group:")]
+    models = [k async for k in r.scan_iter("vigil:v1:model:count:*")]
+    groups = [m for m in models if m.startswith(b"vigil:v1:model:count:group:")]
     assert len(models) - len(groups) == 11  # ten devices and the population
     assert groups, "peer groups (subnet, then behaviour) were learned"
-    population = await _json(r, "vigil:v1:model:scan:population")
+    population = await _json(r, "vigil:v1:model:count:population")
     assert population["schema"] == 1
     assert population["counts"]["distinct_internal_destinations"]["beta"] > 0
     info = await js.consumer_info(cfg.nats.stream, cfg.master.consumer)

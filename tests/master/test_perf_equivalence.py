@@ -10,9 +10,9 @@ import pytest
 from master.catalog import FAILED, INTERNAL_DESTINATIONS
 from master.features import DeviceWindows, Window
 from master.gcpause import gc_paused
-from master.models.scan import NetworkScanModel, PopulationScanModel, ScanParams
+from master.models.counts import CountParams, DeviceCountModel, PopulationCountModel
 
-PARAMS = ScanParams()
+PARAMS = CountParams()
 
 
 def _state() -> DeviceWindows:
@@ -70,10 +70,10 @@ def test_foreign_shaped_windows_are_decoded_and_normalised() -> None:
 
 
 def test_models_are_unsaved_only_when_new_learned_or_reshaped() -> None:
-    model = NetworkScanModel(PARAMS)
+    model = DeviceCountModel(PARAMS)
     assert model.unsaved
     model.learn_one({INTERNAL_DESTINATIONS: 3.0, FAILED: 1.0}, window=5)
-    loaded = NetworkScanModel.from_dict(json.loads(json.dumps(model.to_dict())), PARAMS)
+    loaded = DeviceCountModel.from_dict(json.loads(json.dumps(model.to_dict())), PARAMS)
     assert not loaded.unsaved
     # Scoring with a stored feature reads it: the document would be written back as it was.
     loaded.feature_score(INTERNAL_DESTINATIONS, 2.0, window=6, population=None)
@@ -84,26 +84,26 @@ def test_models_are_unsaved_only_when_new_learned_or_reshaped() -> None:
         "schema": full["schema"],
         "counts": {INTERNAL_DESTINATIONS: full["counts"][INTERNAL_DESTINATIONS]},
     }
-    sparse = NetworkScanModel.from_dict(partial, PARAMS)
+    sparse = DeviceCountModel.from_dict(partial, PARAMS)
     sparse.feature_score(INTERNAL_DESTINATIONS, 2.0, window=6, population=None)
     assert not sparse.unsaved
     sparse.feature_score(FAILED, 2.0, window=6, population=None)
     assert sparse.unsaved and sparse.to_dict() != partial
-    learned = NetworkScanModel.from_dict(model.to_dict(), PARAMS)
+    learned = DeviceCountModel.from_dict(model.to_dict(), PARAMS)
     learned.learn_one({INTERNAL_DESTINATIONS: 1.0}, window=6)
     assert learned.unsaved
 
 
 def test_population_shape_changes_count_as_unsaved() -> None:
-    pop = PopulationScanModel(PARAMS)
+    pop = PopulationCountModel(PARAMS)
     pop.learn_one({INTERNAL_DESTINATIONS: 2.0}, window=1)
     doc = json.loads(json.dumps(pop.to_dict()))
-    assert not PopulationScanModel.from_dict(doc, PARAMS).unsaved
+    assert not PopulationCountModel.from_dict(doc, PARAMS).unsaved
     del doc["season"]
-    assert PopulationScanModel.from_dict(doc, PARAMS).unsaved
+    assert PopulationCountModel.from_dict(doc, PARAMS).unsaved
     stale = json.loads(json.dumps(pop.to_dict()))
     stale["counts"]["a_feature_the_catalog_dropped"] = {"schema": 1, "alpha": 1.0, "beta": 1.0, "window": 1}
-    assert PopulationScanModel.from_dict(stale, PARAMS).unsaved
+    assert PopulationCountModel.from_dict(stale, PARAMS).unsaved
 
 
 def test_gc_pause_is_restored_also_on_error() -> None:

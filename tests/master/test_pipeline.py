@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from master.entities import device_id_for
 from master.ingest import BatchProcessor, work_units
-from master.models.scan import ScanParams
+from master.models.counts import CountParams
 from master.pipeline import Pipeline
 from master.policy import Policy
 from master.store import Store
@@ -28,7 +28,7 @@ def _processor(store: Store, **policy: object) -> BatchProcessor:
     }
     options.update(policy)
     return BatchProcessor(
-        Pipeline(ScanParams(), INTERNAL, store.keys),
+        Pipeline(CountParams(), INTERNAL, store.keys),
         Policy(**options),  # type: ignore[arg-type]
         store,
         action_clock=lambda b: b.time.ToNanoseconds() / 1e9,
@@ -198,4 +198,4 @@ async def test_dhcp_moves_an_address_to_its_macs_device_within_a_batch(store: St
     assert doc["hostname"] == "laptop-7"
     assert set(doc["ips"]) == {"10.0.1.50", "10.0.1.51"}
     assert doc["flows"] == 2
-    assert (await store.load([store.keys.scan_features(device_id)]))[store.keys.scan_features(device_id)]
+    assert (await store.load([store.keys.count_windows(device_id)]))[store.keys.count_windows(device_id)]

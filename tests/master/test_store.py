@@ -80,10 +80,10 @@ async def test_state_keys_are_namespaced_and_versioned(redis_server: object) -> 
     store = RedisStore(redis_server.url)  # type: ignore[attr-defined]
     try:
         k = store.keys
-        await store.commit(Commit(("b-9",), writes={k.scan_model("dev-x"): {"schema": 1, "counts": {}}}))
+        await store.commit(Commit(("b-9",), writes={k.count_model("dev-x"): {"schema": 1, "counts": {}}}))
         keys = sorted(x.decode() if isinstance(x, bytes) else x for x in await store.client.keys("*"))
-        assert keys == ["vigil:v1:batch:b-9", "vigil:v1:model:scan:dev-x"]
-        raw = await store.client.get("vigil:v1:model:scan:dev-x")
+        assert keys == ["vigil:v1:batch:b-9", "vigil:v1:model:count:dev-x"]
+        raw = await store.client.get("vigil:v1:model:count:dev-x")
         assert raw == b'{"counts":{},"schema":1}'
         ttl = await store.client.ttl("vigil:v1:batch:b-9")
         assert ttl > 7 * 24 * 3600
@@ -111,7 +111,7 @@ async def test_fresh_only_state_expires_and_learned_state_does_not(
         k.beacons("dev-a"): {"schema": 1},
         k.device_breaches("dev-a"): {"schema": 1},
         k.device("dev-a"): {"schema": 1},
-        k.scan_model("dev-a"): {"schema": 1},
+        k.count_model("dev-a"): {"schema": 1},
     }
     try:
         assert await store.commit(Commit(("b-ttl",), writes=writes))
@@ -121,4 +121,56 @@ async def test_fresh_only_state_expires_and_learned_state_does_not(
     assert 7 * 86400 < ttl[k.endpoint("203.0.113.9")] <= 8 * 86400
     assert 0 < ttl[k.device_breaches("dev-a")] <= 2 * 3600
     assert ttl[k.beacons("dev-a")] > 0
-    assert ttl[k.device("dev-a")] == -1 and ttl[k.scan_model("dev-a")] == -1  # no expiry
+    assert ttl[k.device("dev-a")] == -1 and ttl[k.count_model("dev-a")] == -1  # no expiry
+
+
+async def test_a_store_of_the_old_layout_is_migrated_once_and_loudly(redis_server: embedded.EmbeddedRedis) -> None:
+    """Stores written before 0.x's rename keep the count models under "scan" keys: the master moves them
+    (with their expiry) before reading anything, records layout 2, and does nothing the second time."""
+    import redis.asyncio as aioredis
+
+    from master.store import LAYOUT_VERSION, StoreLayoutError, encode
+
+    prefix = "vigil:migrate"
+    raw = aioredis.Redis.from_url(redis_server.url)
+    old: dict[str, dict[str, object]] = {
+        f"{prefix}:features:scan:dev-a": {"schema": 3, "windows": []},
+        f"{prefix}:model:scan:dev-a": {"schema": 1, "counts": {"failed_connections": [1, 2]}},
+        f"{prefix}:model:scan:population": {"schema": 1, "counts": {}},
+        f"{prefix}:model:scan:group:subnet:10.0.1.0/24": {"schema": 1, "counts": {}},
+        f"{prefix}:device:dev-a": {"schema": 1},
+    }
+    for key, doc in old.items():
+        await raw.set(key, encode(doc))
+    await raw.expire(f"{prefix}:features:scan:dev-a", 3600)
+    store = RedisStore(redis_server.url, prefix)
+    try:
+        assert await store.migrate() == {"1->2": 4}
+        k = store.keys
+        loaded = await store.load(
+            [
+                k.count_windows("dev-a"),
+                k.count_model("dev-a"),
+                k.count_population,
+                k.peer_group("subnet:10.0.1.0/24"),
+            ]
+        )
+        assert list(loaded.values()) == [old[key] for key in list(old)[:4]]
+        assert not [key async for key in raw.scan_iter(match=f"{prefix}:*:scan:*")]
+        assert 0 < await raw.ttl(k.count_windows("dev-a")) <= 3600
+        assert await store.migrate() == {}
+        await raw.set(k.layout, encode({"version": LAYOUT_VERSION + 1}))
+        with pytest.raises(StoreLayoutError, match="newer Vigil"):
+            await store.migrate()
+    finally:
+        await store.close()
+        await raw.aclose()
+
+
+async def test_an_empty_store_starts_at_the_current_layout(redis_server: embedded.EmbeddedRedis) -> None:
+    store = RedisStore(redis_server.url, "vigil:empty")
+    try:
+        assert await store.migrate() == {}
+        assert (await store.load([store.keys.layout]))[store.keys.layout] == {"version": 2}
+    finally:
+        await store.close()

@@ -51,7 +51,7 @@ def _common_options(after: bool) -> argparse.ArgumentParser:
         action="append",
         default=argparse.SUPPRESS if after else [],
         metavar="KEY=VALUE",
-        help="override one config key, e.g. --set master.scan_window_s=10 (repeatable)",
+        help="override one config key, e.g. --set master.window_s=10 (repeatable)",
     )
     return common
 

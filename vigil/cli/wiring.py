@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vigil.cli import up as allinone
 from vigil.config import VigilConfig
+from vigil.exitcodes import Exit
 
 # Problems printed without a traceback: the operator's to fix (exit 1), or a dependency that failed (exit 5).
 UserError = allinone.UserError
@@ -27,11 +28,16 @@ async def master(cfg: VigilConfig) -> int:
     import gc
 
     from master.service import serve
+    from master.store import StoreLayoutError
 
     # The process is the master's: everything imported so far lives for ever, so take it out of the
     # collector's full scans (the batch path pauses the collector around its steps; see master/gcpause.py).
     gc.freeze()
-    await serve(cfg)
+    try:
+        await serve(cfg)
+    except StoreLayoutError as exc:
+        print(f"vigil master: {exc}", file=sys.stderr)
+        return Exit.DEPENDENCY
     return 0
 
 

@@ -2,7 +2,7 @@
 
 Two count behaviours per device and per event-time window: ``distinct_internal_destinations`` and
 ``failed_connections``. Each is a :class:`~master.models.gamma_poisson.CountModel` for the device, and a
-pooled one for the whole network (:class:`PopulationScanModel`).
+pooled one for the whole network (:class:`PopulationCountModel`).
 
 A device borrows the network's belief until its own history suffices: the predictive uses
 ``Gamma(n0*m + a_dev, n0 + b_dev)`` where ``m`` is the network's mean rate and ``n0`` (``prior_strength``)
@@ -53,7 +53,7 @@ _FULL_SCORE_SURPRISE = 20.0
 
 
 @dataclass(frozen=True)
-class ScanParams:
+class CountParams:
     """Hyper-parameters, fixed for the life of a model (from the master's config)."""
 
     window_s: float = 60.0
@@ -92,7 +92,7 @@ class FeatureScore:
 
 
 @dataclass(frozen=True)
-class ScanScore:
+class CountScore:
     features: tuple[FeatureScore, ...]
     surprise: float
     score: int
@@ -102,7 +102,7 @@ class ScanScore:
         return next((f for f in self.features if f.feature == name), None)
 
 
-# The behaviour families a peer-group signature is made of (see NetworkScanModel.role).
+# The behaviour families a peer-group signature is made of (see DeviceCountModel.role).
 ROLE_FAMILIES: tuple[tuple[str, ...], ...] = (
     (DESTINATIONS,),
     (FAILED,),
@@ -113,7 +113,7 @@ ROLE_FAMILIES: tuple[tuple[str, ...], ...] = (
 )
 
 
-def hyper_mean(feature: str, params: ScanParams) -> float:
+def hyper_mean(feature: str, params: CountParams) -> float:
     """The network's starting rate for ``feature`` before it has learned anything."""
     spec = FEATURE_BY_NAME.get(feature)
     base = params.hyper_alpha / params.hyper_beta
@@ -179,7 +179,7 @@ class _CountsState:
     # The top-level fields to_dict writes.
     _fields = frozenset({"schema", "counts"})
 
-    def __init__(self, params: ScanParams, stored: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, params: CountParams, stored: Mapping[str, Any] | None = None) -> None:
         self.params = params
         self.counts = _LazyCounts(lambda: self._count_model(params), stored)
         # New, or learned since it was loaded (see unsaved).
@@ -192,14 +192,14 @@ class _CountsState:
         return self._changed or self.counts.reshaped
 
     @staticmethod
-    def _count_model(params: ScanParams) -> CountModel:
+    def _count_model(params: CountParams) -> CountModel:
         return CountModel(params.half_life_windows, params.max_idle_windows)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "counts": self.counts.to_dict()}
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
+    def from_dict(cls, state: Mapping[str, Any], params: CountParams) -> Self:
         if state.get("schema") != SCHEMA:
             raise ValueError(f"unsupported {cls.kind} schema {state.get('schema')!r}")
         model = cls(params)
@@ -276,13 +276,13 @@ def _family(feature: str) -> str:
     return (spec.family or feature) if spec is not None else feature
 
 
-class PopulationScanModel(_CountsState):
+class PopulationCountModel(_CountsState):
     """The network-wide belief per feature, pooled from every device's closed windows; its seasonality."""
 
     kind = "population model"
     _fields = frozenset({"schema", "counts", "season"})
 
-    def __init__(self, params: ScanParams) -> None:
+    def __init__(self, params: CountParams) -> None:
         super().__init__(params)
         self.season = Seasonality(params.window_s)
 
@@ -290,7 +290,7 @@ class PopulationScanModel(_CountsState):
         return {**super().to_dict(), "season": self.season.to_dict()}
 
     @classmethod
-    def from_dict(cls, state: Mapping[str, Any], params: ScanParams) -> Self:
+    def from_dict(cls, state: Mapping[str, Any], params: CountParams) -> Self:
         model = super().from_dict(state, params)
         season = state.get("season", {})
         model.season.load_dict(season)
@@ -303,7 +303,7 @@ class PopulationScanModel(_CountsState):
         return self.season.factor(_family(feature), hour)
 
     @staticmethod
-    def _count_model(params: ScanParams) -> CountModel:
+    def _count_model(params: CountParams) -> CountModel:
         # Zeros are passed explicitly by the devices that learned them, so no gap inference here.
         return CountModel(params.half_life_windows, max_idle_windows=0)
 
@@ -344,7 +344,7 @@ class PopulationScanModel(_CountsState):
         return Gamma(n0 * self.mean(feature, window), n0)
 
 
-class NetworkScanModel(_CountsState):
+class DeviceCountModel(_CountsState):
     """One device's scan model: ``score_one`` a (possibly still open) window, ``learn_one`` a closed one."""
 
     name = NAME
@@ -354,8 +354,8 @@ class NetworkScanModel(_CountsState):
         feature: str,
         *,
         window: int,
-        population: PopulationScanModel | None,
-        group: PopulationScanModel | None = None,
+        population: PopulationCountModel | None,
+        group: PopulationCountModel | None = None,
     ) -> Gamma:
         own = self.counts[feature].posterior(window)
         if group is not None and group.evidence(feature) >= self.params.min_group_evidence:
@@ -380,8 +380,8 @@ class NetworkScanModel(_CountsState):
         observed: float,
         *,
         window: int,
-        population: PopulationScanModel | None,
-        group: PopulationScanModel | None = None,
+        population: PopulationCountModel | None,
+        group: PopulationCountModel | None = None,
     ) -> FeatureScore:
         belief = self.belief(feature, window=window, population=population, group=group)
         return FeatureScore(feature, float(observed), belief.mean, predictive_sf(observed, belief))
@@ -392,9 +392,9 @@ class NetworkScanModel(_CountsState):
         x: Mapping[str, float],
         *,
         window: int,
-        population: PopulationScanModel | None = None,
-        group: PopulationScanModel | None = None,
-    ) -> ScanScore:
+        population: PopulationCountModel | None = None,
+        group: PopulationCountModel | None = None,
+    ) -> CountScore:
         """Score one catalog detector without learning; features missing from ``x`` are left out."""
         scores: list[FeatureScore] = []
         breach = False
@@ -419,7 +419,7 @@ class NetworkScanModel(_CountsState):
         surprise = -math.log10(max(best, _MIN_P)) + sum(
             -math.log10(max(f.probability, _MIN_P)) for f in scores if f not in triggers
         )
-        return ScanScore(
+        return CountScore(
             tuple(scores), surprise, score_from_surprise(surprise, self.params.breach_probability), breach
         )
 
@@ -434,8 +434,8 @@ class NetworkScanModel(_CountsState):
         return minimum
 
     def score_one(
-        self, x: Mapping[str, float], *, window: int, population: PopulationScanModel | None = None
-    ) -> ScanScore:
+        self, x: Mapping[str, float], *, window: int, population: PopulationCountModel | None = None
+    ) -> CountScore:
         """The Network Scan detector (the first catalog model), as scored since schema 1."""
         return self.score_detector(DETECTOR_BY_NAME[NAME], x, window=window, population=population)
 

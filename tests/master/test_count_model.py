@@ -7,19 +7,19 @@ import random
 
 import pytest
 
-from master.models.scan import (
+from master.models.counts import (
     DESTINATIONS,
     FAILED,
-    NetworkScanModel,
-    PopulationScanModel,
-    ScanParams,
+    CountParams,
+    DeviceCountModel,
+    PopulationCountModel,
     score_from_surprise,
 )
 
-PARAMS = ScanParams(window_s=60.0, breach_probability=1e-4, half_life_s=7 * 24 * 3600.0)
+PARAMS = CountParams(window_s=60.0, breach_probability=1e-4, half_life_s=7 * 24 * 3600.0)
 
 
-def _baseline(model: NetworkScanModel, population: PopulationScanModel, windows: int, seed: int = 1) -> None:
+def _baseline(model: DeviceCountModel, population: PopulationCountModel, windows: int, seed: int = 1) -> None:
     rng = random.Random(seed)
     for w in range(windows):
         x = {DESTINATIONS: float(rng.choice([1, 2, 3, 3, 4, 5, 6])), FAILED: float(rng.random() < 0.1)}
@@ -28,7 +28,7 @@ def _baseline(model: NetworkScanModel, population: PopulationScanModel, windows:
 
 
 def test_scan_after_baseline_breaches_with_a_high_score() -> None:
-    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
     _baseline(model, population, 500)
     result = model.score_one({DESTINATIONS: 212, FAILED: 198}, window=500, population=population)
     assert result.breach
@@ -40,7 +40,7 @@ def test_scan_after_baseline_breaches_with_a_high_score() -> None:
 
 
 def test_benign_variation_does_not_breach() -> None:
-    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
     _baseline(model, population, 500)
     for count in range(0, 11):
         result = model.score_one({DESTINATIONS: count, FAILED: 1}, window=500, population=population)
@@ -48,8 +48,8 @@ def test_benign_variation_does_not_breach() -> None:
 
 
 def test_fewer_than_min_destinations_never_breach() -> None:
-    model = NetworkScanModel(PARAMS)
-    population = PopulationScanModel(PARAMS)
+    model = DeviceCountModel(PARAMS)
+    population = PopulationCountModel(PARAMS)
     _baseline(model, population, 200)
     # A fully unexpected but tiny fan-out is not a network scan.
     result = model.score_one({DESTINATIONS: 9, FAILED: 50}, window=200, population=population)
@@ -57,28 +57,28 @@ def test_fewer_than_min_destinations_never_breach() -> None:
 
 
 def test_new_device_borrows_the_network_prior() -> None:
-    population = PopulationScanModel(PARAMS)
+    population = PopulationCountModel(PARAMS)
     # The network: many devices, each around 20 destinations a minute (a server-heavy segment).
     for w in range(300):
         for _ in range(10):
             population.learn_one({DESTINATIONS: 20.0, FAILED: 0.0}, window=w, zeros={})
-    newcomer = NetworkScanModel(PARAMS)
+    newcomer = DeviceCountModel(PARAMS)
     belief = newcomer.belief(DESTINATIONS, window=300, population=population)
     assert belief.mean == pytest.approx(20.0, rel=0.01)
     # 25 is ordinary on this network, so it is ordinary for the newcomer too ...
     assert not newcomer.score_one({DESTINATIONS: 25}, window=300, population=population).breach
     # ... while the same count on a quiet network breaches.
-    quiet = PopulationScanModel(PARAMS)
+    quiet = PopulationCountModel(PARAMS)
     for w in range(300):
         quiet.learn_one({DESTINATIONS: 1.0}, window=w, zeros={})
     assert newcomer.score_one({DESTINATIONS: 25}, window=300, population=quiet).breach
 
 
 def test_own_history_outweighs_the_prior_once_it_has_some() -> None:
-    population = PopulationScanModel(PARAMS)
+    population = PopulationCountModel(PARAMS)
     for w in range(300):
         population.learn_one({DESTINATIONS: 2.0}, window=w, zeros={})
-    server = NetworkScanModel(PARAMS)
+    server = DeviceCountModel(PARAMS)
     for w in range(200):
         server.learn_one({DESTINATIONS: 40.0}, window=w)
     belief = server.belief(DESTINATIONS, window=200, population=population)
@@ -88,8 +88,8 @@ def test_own_history_outweighs_the_prior_once_it_has_some() -> None:
 
 
 def test_decay_lets_the_model_revise() -> None:
-    params = ScanParams(window_s=60.0, half_life_s=60.0 * 50)
-    model = NetworkScanModel(params)
+    params = CountParams(window_s=60.0, half_life_s=60.0 * 50)
+    model = DeviceCountModel(params)
     for w in range(500):
         model.learn_one({DESTINATIONS: 2.0}, window=w)
     for w in range(500, 1000):
@@ -107,7 +107,7 @@ def test_score_mapping_is_documented_linear() -> None:
 
 
 def test_state_is_plain_json() -> None:
-    model, population = NetworkScanModel(PARAMS), PopulationScanModel(PARAMS)
+    model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
     _baseline(model, population, 20)
     for state in (model.to_dict(), population.to_dict()):
         assert json.loads(json.dumps(state)) == state
@@ -116,10 +116,10 @@ def test_state_is_plain_json() -> None:
 
 def test_hour_of_week_seasonality_expects_the_busy_hour() -> None:
     """Four weeks in which Monday 09:00 UTC is ten times busier than the rest of the week."""
-    from master.models.scan import hour_of_week
+    from master.models.counts import hour_of_week
 
-    params = ScanParams(window_s=600.0, half_life_s=90 * 24 * 3600.0)
-    model, population = NetworkScanModel(params), PopulationScanModel(params)
+    params = CountParams(window_s=600.0, half_life_s=90 * 24 * 3600.0)
+    model, population = DeviceCountModel(params), PopulationCountModel(params)
     monday_9 = None
     rng = random.Random(4)
     per_week = 168 * 6
@@ -139,14 +139,14 @@ def test_hour_of_week_seasonality_expects_the_busy_hour() -> None:
     at_three = model.score_one({DESTINATIONS: 30.0}, window=quiet, population=population)
     assert not at_nine.breach and at_three.breach
     # The state keeps the profile.
-    restored = PopulationScanModel.from_dict(json.loads(json.dumps(population.to_dict())), params)
+    restored = PopulationCountModel.from_dict(json.loads(json.dumps(population.to_dict())), params)
     assert restored.season_factor(DESTINATIONS, busy_week_later) == population.season_factor(
         DESTINATIONS, busy_week_later
     )
 
 
 def test_hour_of_week_follows_the_site_time_zone() -> None:
-    from master.models.scan import hour_of_week
+    from master.models.counts import hour_of_week
 
     # 2026-07-06 07:00 UTC is a Monday, 09:00 in Berlin (summer time) and 03:00 in New York.
     window = 1783321200 // 60
