@@ -572,6 +572,11 @@ def _mac_text(mac: int) -> str:
 Emitter = Callable[[Conn, bool], sensor_pb2.Record]
 
 
+def _holds(table: dict[tuple[int, ...], Conn], conn: Conn) -> bool:
+    """Whether ``table`` has this very connection under its key (not a successor on the same 5-tuple)."""
+    return table.get(conn.key) is conn
+
+
 class FlowTable:
     """Connections keyed by canonical 5-tuple; see the module docstring for the per-block plan."""
 
@@ -681,6 +686,7 @@ class FlowTable:
         seg_conn: list[Conn] = []
         seg_aorig: list[bool] = []
         ended: list[Conn] = []
+        created: list[int] = []  # segments whose connection starts at their first packet
         key_rows = zip(
             a_hi[fp].tolist(),
             a_lo[fp].tolist(),
@@ -727,12 +733,40 @@ class FlowTable:
                 conn = self._create(key, t0, fp_from_a[s], fp_flags[s], info)
                 conns[key] = conn
                 lru[conn.tclass][key] = conn
+                created.append(s)
             seg_conn.append(conn)
             seg_aorig.append(conn.a_is_orig)
 
+        tcp_s = prs == PROTO_TCP
+        # ---- 3b. a SYN on a 5-tuple whose connection is over starts a new connection (see _reuse_splits)
+        syn_only = tcp_s & ((flags_s & (TH_SYN | TH_ACK)) == TH_SYN)
+        syn_only[starts[created]] = False  # a connection's own first SYN
+        if syn_only.any():
+            seq_s, ack_s = dec.seq[idx][order], dec.ack[idx][order]
+            cand = np.flatnonzero(syn_only)
+            splits = self._reuse_splits(
+                cand, starts, seg_of, seg_conn, set(created), flags_s, seq_s, ack_s, from_a
+            )
+            if splits:
+                key_cols = (a_hi, a_lo, b_hi, b_lo, ports)
+                starts, seg_of = self._split_segments(
+                    splits,
+                    starts,
+                    new_seg,
+                    seg_conn,
+                    seg_aorig,
+                    ended,
+                    idx,
+                    order,
+                    dec,
+                    tss,
+                    flags_s,
+                    from_a,
+                    key_cols,
+                )
+
         is_orig = from_a == np.array(seg_aorig, dtype=np.bool_)[seg_of]
         # ---- 5. TCP: state machine on the packets that can change it (may flip roles in place)
-        tcp_s = prs == PROTO_TCP
         seg_is_tcp = tcp_s[starts]
         if tcp_s.any():
             self._tcp_block(dec, idx, order, starts, seg_of, seg_conn, is_orig, tcp_s, flags_s, plen_s, tss)
@@ -775,16 +809,17 @@ class FlowTable:
                     conn.check_history(False, "D", fr)
             if conn.pending:
                 conn.commit_history()
-            if conn.closed_at is not None and conn.key in conns and conn.key not in closing:
+            # By identity: a connection ended inside this block shares its key with its successor.
+            if conn.closed_at is not None and _holds(conns, conn) and conn.key not in closing:
                 closing[conn.key] = conn
             if is_tcp:
                 ckey = conn.key
                 if resp.pkts == 0 and orig.state == SYN_SENT and resp.state == INACTIVE:
                     # Still an attempt: (re)queue at the young end, keeping the dict ordered by last packet.
-                    attempts.pop(ckey, None)
-                    if ckey in conns:
+                    if _holds(conns, conn):
+                        attempts.pop(ckey, None)
                         attempts[ckey] = conn
-                elif ckey in attempts:
+                elif _holds(attempts, conn):
                     del attempts[ckey]
             if conn.last - conn.rec_start >= active and conn.closed_at is None:
                 self._emit(conn, partial=True)
@@ -802,6 +837,113 @@ class FlowTable:
         return self._out
 
     # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _reuse_splits(
+        cand: Arr,
+        starts: Arr,
+        seg_of: Arr,
+        seg_conn: list[Conn],
+        created: set[int],
+        flags_s: Arr,
+        seq_s: Arr,
+        ack_s: Arr,
+        from_a: Arr,
+    ) -> list[int]:
+        """Positions (in block order) of SYNs that end their connection and start a new one on the same
+        5-tuple, by Zeek's rule for connection reuse: a SYN without ACK, on a connection where either side
+        already sent FIN or RST, or whose sequence number is not the originator's initial one (nor the
+        one a SYN-ACK seen first acknowledged). A retransmitted SYN stays in its connection.
+
+        Only segments holding such a candidate are walked, and only their SYN/FIN/RST packets, in order."""
+        splits: list[int] = []
+        n = flags_s.size
+        nseg = starts.size
+        ctl = TH_SYN | TH_FIN | TH_RST
+        for s in np.unique(seg_of[cand]).tolist():
+            c = seg_conn[s]
+            lo = int(starts[s])
+            hi = int(starts[s + 1]) if s + 1 < nseg else n
+            orig_a = c.a_is_orig
+            if s in created:
+                closed, orig_isn, acked_isn = False, None, None
+            else:
+                closed = c.orig.did_close or c.resp.did_close
+                orig_isn = c.orig.start
+                acked_isn = (
+                    c.resp.start if c.orig.state == SYN_ACK_SENT and c.resp.state == INACTIVE else None
+                )
+            at = lo + np.flatnonzero(flags_s[lo:hi] & ctl)
+            for p, fl, sq, ak, fa in zip(at.tolist(), flags_s[at].tolist(), seq_s[at].tolist(),
+                                         ack_s[at].tolist(), from_a[at].tolist(), strict=True):  # fmt: skip
+                if fl & (TH_SYN | TH_ACK) == TH_SYN:
+                    if (p != lo or s not in created) and (closed or sq not in (orig_isn, acked_isn)):
+                        splits.append(p)
+                        closed, orig_a, orig_isn, acked_isn = bool(fl & (TH_FIN | TH_RST)), fa, sq, None
+                        continue
+                    if orig_isn is None and fa == orig_a:
+                        orig_isn = sq
+                elif fl & TH_SYN and orig_isn is None:
+                    # A SYN-ACK seen before any SYN: it numbers the side that sent the SYN.
+                    if fa == orig_a:
+                        orig_isn, acked_isn = sq, (ak - 1) & M32
+                    else:
+                        orig_isn = (ak - 1) & M32
+                if fl & (TH_FIN | TH_RST):
+                    closed = True
+        return splits
+
+    def _split_segments(
+        self,
+        splits: list[int],
+        starts: Arr,
+        new_seg: Arr,
+        seg_conn: list[Conn],
+        seg_aorig: list[bool],
+        ended: list[Conn],
+        idx: Arr,
+        order: Arr,
+        dec: DecodedBlock,
+        tss: Arr,
+        flags_s: Arr,
+        from_a: Arr,
+        key_cols: tuple[Arr, ...],
+    ) -> tuple[Arr, Arr]:
+        """Start a new connection at each split position: the one before it ends (finished with the block's
+        other ended connections), the new one takes the key. ``seg_conn`` and ``seg_aorig`` are rebuilt in
+        place for the new segments; returns the new ``starts`` and ``seg_of``."""
+        old_index = {pos: i for i, pos in enumerate(starts.tolist())}
+        seg_of = np.cumsum(new_seg) - 1
+        current: dict[int, Conn] = {}  # segment -> its connection before the next split
+        at_split: dict[int, Conn] = {}
+        for p in splits:
+            s = int(seg_of[p])
+            prev = current.get(s, seg_conn[s])
+            key = tuple(int(col[order[p]]) for col in key_cols)
+            i = int(idx[order[p]])
+            info = (int(dec.family[i]), int(dec.vlan[i]), int(dec.inner_vlan[i]), bool(dec.has_mac[i]),
+                    int(dec.src_mac[i]), int(dec.dst_mac[i]), int(dec.icmp_code[i]))  # fmt: skip
+            conn = self._create(key, float(tss[p]), bool(from_a[p]), int(flags_s[p]), info)
+            if self.conns.get(key) is prev:
+                self._remove(prev)
+                ended.append(prev)
+                self.conns[key] = conn
+                self._lru[conn.tclass][key] = conn
+            else:
+                # A later segment of this block already replaced ``prev`` (an idle split): this one ends too.
+                ended.append(conn)
+            current[s] = conn
+            at_split[p] = conn
+        new_seg = new_seg.copy()
+        new_seg[splits] = True
+        new_starts = np.flatnonzero(new_seg)
+        rebuilt: list[Conn] = []
+        for pos in new_starts.tolist():
+            started = at_split.get(pos)
+            rebuilt.append(started if started is not None else seg_conn[old_index[pos]])
+        seg_conn[:] = rebuilt
+        seg_aorig[:] = [c.a_is_orig for c in rebuilt]
+        return new_starts, np.cumsum(new_seg) - 1
+
     def _create(
         self,
         key: tuple[int, ...],
@@ -1146,13 +1288,14 @@ class FlowTable:
         off_a = dec.payload_off[pk]
         data = block.data
         no_stream = TH_SYN | TH_RST
-        for seg, io, start, end, flags, seq, ts in zip(
+        for seg, io, start, end, flags, seq, ack, ts in zip(
             seg_of[where].tolist(),
             is_orig[where].tolist(),
             off_a.tolist(),
             (off_a + cap_all[where]).tolist(),
             dec.tcp_flags[pk].tolist(),
             dec.seq[pk].tolist(),
+            dec.ack[pk].tolist(),
             block.ts[pk].tolist(),
             strict=True,
         ):
@@ -1180,6 +1323,11 @@ class FlowTable:
                     if payload:
                         session.data(io, ts, payload)
                 else:
+                    # The peer's bytes stuck behind a hole this packet acknowledges go first, so a
+                    # request lost to the hole's neighbourhood still precedes its answer.
+                    waiting = (conn.resp if io else conn.orig).reasm
+                    if waiting is not None and waiting.waiting and flags & TH_ACK:
+                        waiting.acked(ts, ack)
                     reasm = (conn.orig if io else conn.resp).reasm
                     if reasm is not None and not flags & no_stream:
                         reasm.segment(ts, seq, payload)

@@ -2,8 +2,9 @@
 
 Segments arrive as (sequence number, payload); the stream hands the session contiguous bytes in
 sequence order. Out-of-order segments wait in a bounded buffer; retransmitted or overlapping bytes
-are skipped (first copy wins, as in most IDS reassembly policies); when the buffer is full or the
-stream ends, the hole is reported through ``gap()`` and delivery resumes after it.
+are skipped (first copy wins, as in most IDS reassembly policies); when the peer acknowledges bytes
+past the hole, the buffer is full or the stream ends, the hole is reported through ``gap()`` and
+delivery resumes after it.
 
 A session may say it does not need the next N bytes of a direction (the rest of an HTTP body):
 ``hint()`` is asked after each delivery; those bytes are then counted instead of delivered, and
@@ -105,6 +106,22 @@ class StreamReassembler:
         self._buffered += len(payload)
         if self._buffered > self.max_buffer or len(self._buffer) > self.max_segments:
             # Memory bound reached: give up on the hole and move on to what we have.
+            self._skip_to_buffered(ts)
+
+    @property
+    def waiting(self) -> bool:
+        """Bytes wait behind a hole."""
+        return bool(self._buffer)
+
+    def acked(self, ts: float, ack: int) -> None:
+        """The peer acknowledged the stream up to ``ack``. An acknowledged hole will not be filled by a
+        retransmission (the receiver has those bytes; the capture missed them), so it is reported now and
+        what waits after it delivered, in step with the peer's answers, instead of when the buffer fills
+        or the stream ends."""
+        if not self._buffer or self.next_seq is None:
+            return
+        ahead = seq_diff(ack, self.next_seq)
+        if 0 < ahead < 1 << 30:
             self._skip_to_buffered(ts)
 
     def _emit(self, ts: float, payload: bytes) -> None:

@@ -348,3 +348,95 @@ def test_clean_connection_fast_path_matches_the_state_machine(seed: int) -> None
         )
     blocks = rng.choice((1, 2, 3))
     assert _records(c.frames, True, blocks) == _records(c.frames, False, blocks)
+
+
+# -- a 5-tuple used again (Zeek's connection reuse: a new SYN on a closed connection, or one whose
+# sequence number is not the connection's) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 4])
+def test_syn_retried_after_a_reset_is_a_new_connection(blocks: int) -> None:
+    c = TcpConv(sport=6969)
+    c.pkt(True, "S")
+    c.pkt(False, "RA", seq=0)
+    c.pkt(True, "S", seq=c.cseq - 1, dt=0.5)  # the same SYN again, half a second later
+    c.pkt(False, "RA", seq=0)
+    flows = run(c.frames, blocks=blocks)
+    assert [(state(f), f.history, f.orig_pkts, f.resp_pkts) for f in flows] == [("REJ", "Sr", 1, 1)] * 2
+    assert flows[0].uid != flows[1].uid
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 7])
+def test_new_handshake_after_a_close_is_a_new_connection_with_its_own_bytes(blocks: int) -> None:
+    c = TcpConv()
+    c.handshake()
+    c.pkt(True, "PA", b"x" * 100)
+    c.pkt(False, "PA", b"y" * 40)
+    c.close()
+    c.cseq, c.sseq = 900_000, 70_000  # the port comes back with new initial sequence numbers
+    c.handshake()
+    c.pkt(True, "PA", b"z" * 7)
+    c.pkt(False, "A")
+    c.close()
+    flows = run(c.frames, blocks=blocks)
+    assert [(state(f), f.orig_bytes, f.resp_bytes, f.missed_bytes) for f in flows] == [
+        ("SF", 100, 40, 0),
+        ("SF", 7, 0, 0),
+    ]
+    assert flows[0].uid != flows[1].uid and flows[1].history == "ShADaFf"
+
+
+@pytest.mark.parametrize("blocks", [1, 2, 5])
+def test_syn_with_a_far_sequence_number_on_an_open_connection_starts_a_new_one(blocks: int) -> None:
+    c = TcpConv()
+    c.handshake()
+    c.pkt(True, "PA", b"x" * 50)
+    c.pkt(False, "A")
+    # Neither FIN nor RST was captured; the client's next connection from the same port.
+    c.cseq, c.sseq = (1000 + 3_000_000_000) & 0xFFFFFFFF, 123_456
+    c.handshake()
+    c.pkt(True, "PA", b"z" * 20)
+    c.close()
+    flows = run(c.frames, blocks=blocks)
+    assert [(state(f), f.orig_bytes, f.resp_bytes) for f in flows] == [("S1", 50, 0), ("SF", 20, 0)]
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_retransmitted_syn_stays_one_connection(blocks: int) -> None:
+    c = TcpConv()
+    c.pkt(True, "S")
+    c.pkt(True, "S", seq=c.cseq - 1, dt=1.0)
+    c.pkt(False, "SA")
+    c.pkt(True, "A")
+    c.pkt(True, "PA", b"q" * 3)
+    c.close()
+    flows = run(c.frames, blocks=blocks)
+    assert [(state(f), f.orig_pkts, f.orig_bytes) for f in flows] == [("SF", 6, 3)]
+
+
+def test_connect_scan_retries_after_reset_are_separate_connections() -> None:
+    """nmap -sT from a Windows host (markofu/pcaps): connect() retries a refused port with the same SYN
+    after each RST, up to three times; Zeek writes each retry as its own REJ row (TCP_Analyzer::IsReuse:
+    a SYN on a closed connection starts a new one)."""
+    from pathlib import Path
+
+    from sensor.logwriter import pipeline_records
+    from tests.conftest import CORPUS
+
+    capture = CORPUS / "wild/markofu__pcaps/TCP_CONNECT_SCAN.pcap"
+    if not capture.is_file():
+        pytest.skip(f"wild corpus not found at {capture.parent}")
+    # tshark -r TCP_CONNECT_SCAN.pcap -T fields -e tcp.stream | sort -u | wc -l        -> 2012 5-tuples
+    # tshark -r TCP_CONNECT_SCAN.pcap -Y tcp -T fields -e ip.src -e tcp.srcport -e ip.dst -e tcp.dstport
+    #   -e tcp.flags: per 5-tuple, SYNs (no ACK) that follow a RST or FIN on it     -> 2749
+    #   (and 386 SYNs repeated before any answer, retransmissions inside one connection)
+    records = pipeline_records(SensorConfig(), [Path(capture)], seed=1)
+    flows = [r.flow for r in records if r.HasField("flow")]
+    assert len(flows) == 2012 + 2749
+    assert len({f.uid for f in flows}) == len(flows)
+    by_state: dict[str, int] = {}
+    for f in flows:
+        by_state[state(f)] = by_state.get(state(f), 0) + 1
+    # Split the same way, the tshark rows above give 23 connections whose responder sent nothing (S0: the
+    # scan's last SYNs, retries among them) and 4,738 answered: 22 after a handshake (RSTO), the rest REJ.
+    assert by_state == {"REJ": 4716, "RSTO": 22, "S0": 23}
