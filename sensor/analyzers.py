@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dns, dtls, http, kerberos, ldap, ntlm, openvpn, quic, rdp, smb, tls, wireguard
+from sensor.protocols import dce_rpc, dns, dtls, http, kerberos, ldap, openvpn, quic, rdp, smb, tls, wireguard
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
-
-
-def dcerpc_bind(payload: bytes, is_orig: bool) -> bool:
-    """A connection-oriented DCE-RPC v5.0 bind from the client.
-
-    RPC services listen on dynamic ports the endpoint mapper (135) hands out; Zeek follows the mapper's
-    answers, we recognise the bind that opens every such connection.
-    """
-    return is_orig and len(payload) >= 16 and payload[:3] == b"\x05\x00\x0b"
 
 
 def default_registry() -> Registry:
@@ -36,5 +27,9 @@ def default_registry() -> Registry:
     registry.register("smb", smb.TRANSPORTS, smb.PORTS, smb.FACTORY)
     registry.register("ldap", ldap.TRANSPORTS, ldap.PORTS, ldap.FACTORY)
     registry.register("krb", kerberos.TRANSPORTS, kerberos.PORTS, kerberos.FACTORY)
-    registry.register("dce_rpc", ntlm.TRANSPORTS, ntlm.PORTS, ntlm.FACTORY, heuristic=dcerpc_bind)
+    # RPC services listen on dynamic ports the endpoint mapper (135) hands out; Zeek follows the mapper's
+    # answers, we recognise the bind that opens every such connection (or the server's answers to it).
+    registry.register(
+        "dce_rpc", dce_rpc.TRANSPORTS, dce_rpc.PORTS, dce_rpc.FACTORY, heuristic=dce_rpc.heuristic
+    )
     return registry

@@ -32,6 +32,8 @@ from prometheus_client import CollectorRegistry
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError, read_capture
 from sensor.pipeline import SensorPipeline
+from sensor.protocols.base import FLIP_ROLES
+from sensor.protocols.dce_rpc import zeek as dce_rpc_zeek
 from sensor.protocols.dhcp import zeek as dhcp_zeek
 from sensor.protocols.dns import zeek as dns_zeek
 from sensor.protocols.http import zeek as http_zeek
@@ -53,8 +55,9 @@ FORMATS = ("zeek-json", "jsonl")
 
 # Record kind -> (Zeek log name, row mapper). SmbNegotiate, SmbSessionSetup and SmbCommandCounts
 # have no log in Zeek's base scripts (smb1/smb2 negotiation is not logged; smb_cmd.log is a policy
-# script with a per-command row we do not keep), so they appear only in the jsonl output.
-_APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
+# script with a per-command row we do not keep), so they appear only in the jsonl output. A mapper
+# returns None for a record Zeek's default configuration would not log (dce_rpc.log's ignored operations).
+_APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any] | None]]] = {
     "dns": ("dns", dns_zeek.to_zeek),
     "http": ("http", http_zeek.to_zeek),
     "tls": ("ssl", tls_zeek.to_zeek),
@@ -65,6 +68,7 @@ _APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any]]]] = {
     "ldap_search": ("ldap_search", ldap_zeek.search_to_zeek),
     "kerberos": ("kerberos", krb_zeek.to_zeek),
     "rdp": ("rdp", rdp_zeek.to_zeek),
+    "dce_rpc": ("dce_rpc", dce_rpc_zeek.to_zeek),
 }
 ZEEK_LOGS = ("conn", "dhcp", *sorted({log for log, _ in _APP_LOGS.values()}))
 
@@ -154,7 +158,11 @@ def conn_row(flow: flow_pb2.Flow) -> Row:
 def _clean(row: Row) -> Row:
     # Zeek's writer leaves unset fields out; zeek.py mappers already do, this guards against None.
     # Every float in these logs is a time or an interval, which Zeek knows to the microsecond.
-    return {k: round(v, 6) if isinstance(v, float) else v for k, v in row.items() if v is not None}
+    return {
+        k: round(v, 6) if isinstance(v, float) else v
+        for k, v in row.items()
+        if v is not None and k != FLIP_ROLES
+    }
 
 
 class ZeekRows:
@@ -167,8 +175,12 @@ class ZeekRows:
     uid's endpoints are kept until its final (non-partial) flow record.
     """
 
-    def __init__(self, max_pending_rows: int = MAX_PENDING_ROWS) -> None:
+    def __init__(
+        self, max_pending_rows: int = MAX_PENDING_ROWS, ldap_search_attributes: bool = False
+    ) -> None:
         self.max_pending_rows = max_pending_rows
+        # Zeek's LDAP::default_log_search_attributes: ldap_search.log rows list the requested attributes.
+        self.ldap_search_attributes = ldap_search_attributes
         self._pending: OrderedDict[str, list[tuple[str, Row]]] = OrderedDict()
         self._pending_rows = 0
         self._conns: dict[str, tuple[Row, str]] = {}
@@ -189,7 +201,14 @@ class ZeekRows:
             return []
         log, mapper = spec
         msg = getattr(record, kind or "")
-        row = {"ts": epoch(msg.time), "uid": msg.uid, **mapper(msg)}
+        fields: Row | None
+        if kind == "ldap_search":
+            fields = ldap_zeek.search_to_zeek(msg, self.ldap_search_attributes)
+        else:
+            fields = mapper(msg)
+        if fields is None:
+            return []
+        row = {"ts": epoch(msg.time), "uid": msg.uid, **fields}
         known = self._conns.get(msg.uid)
         if known is not None:
             return [(log, self._join(log, row, *known))]
@@ -228,6 +247,14 @@ class ZeekRows:
     @staticmethod
     def _join(log: str, row: Row, ident: Row, proto: str) -> Row:
         # Zeek's column order: ts, uid, id.*, (proto), then the log's own fields.
+        if row.pop(FLIP_ROLES, False):
+            # The analyzer saw the connection the other way round (dns.log: a response came first).
+            ident = {
+                "id.orig_h": ident["id.resp_h"],
+                "id.orig_p": ident["id.resp_p"],
+                "id.resp_h": ident["id.orig_h"],
+                "id.resp_p": ident["id.orig_p"],
+            }
         head: Row = {"ts": row.pop("ts"), "uid": row.pop("uid"), **ident}
         if log in _LOGS_WITH_PROTO:
             head["proto"] = proto
@@ -274,9 +301,11 @@ def pipeline_records(
         raise failures[0]
 
 
-def zeek_logs(records: Iterable[sensor_pb2.Record]) -> dict[str, list[Row]]:
+def zeek_logs(
+    records: Iterable[sensor_pb2.Record], ldap_search_attributes: bool = False
+) -> dict[str, list[Row]]:
     """All Zeek rows of ``records`` by log name (in memory: for tests and small captures)."""
-    rows = ZeekRows()
+    rows = ZeekRows(ldap_search_attributes=ldap_search_attributes)
     out: dict[str, list[Row]] = {}
     for rec in records:
         for log, row in rows.add(rec):

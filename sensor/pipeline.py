@@ -255,6 +255,9 @@ class SensorPipeline:
         if bad is None or not bad.any():
             return
         idx = np.flatnonzero(bad)
+        if not self.config.spare_offloading_senders:
+            dec.reason[idx] = R_BAD_IP_CHECKSUM
+            return
         pairs = np.stack((dec.src_hi[idx], dec.src_lo[idx]), axis=1)
         unique, inverse, counts = np.unique(pairs, axis=0, return_inverse=True, return_counts=True)
         exempt = np.zeros(len(unique), dtype=bool)
@@ -266,7 +269,13 @@ class SensorPipeline:
                 continue
             if len(tallies) >= L4_AUTO_MAX_SENDERS and key not in tallies:
                 continue
-            sent = int(np.count_nonzero((dec.family == 4) & (dec.src_hi == hi) & (dec.src_lo == lo)))
+            # Of its packets, those whose checksum could be checked: a segmentation-offloaded one (length 0)
+            # was never checked, and is itself the mark of the capturing host.
+            sent = int(
+                np.count_nonzero(
+                    (dec.family == 4) & (dec.ip_len != 0) & (dec.src_hi == hi) & (dec.src_lo == lo)
+                )
+            )
             tally = tallies.setdefault(key, [0, 0])
             tally[0] += sent
             tally[1] += n_bad

@@ -147,3 +147,9 @@ class HandshakeWatch:
 
     def finish(self, ts: float) -> None:
         pass
+
+
+# A key a zeek.py mapper may put in its row (never written as a column): the row's originator is the
+# flow's responder, as when Zeek flips a connection's roles from what its analyzer saw (a DNS response
+# seen first). sensor.logwriter swaps the row's id.* accordingly.
+FLIP_ROLES = "_flip_roles"

@@ -178,3 +178,46 @@ def test_a_capture_taken_on_a_windows_workstation_keeps_its_own_requests() -> No
     assert set(uris) - {""} <= {"/login/process.php", "/news.php", "/admin/get.php"}
     c2 = [r.flow for r in records if r.HasField("flow") and r.flow.resp.ip == ip_bytes("10.10.10.5")]
     assert c2 and c2[0].orig_pkts > 80 and c2[0].orig.ip == ip_bytes("172.18.39.5")
+
+
+def test_zeek_without_dash_c_drops_even_an_offloading_senders_packets(corpus: Path) -> None:
+    """dce_rpc_ntlm.pcapng: every packet of 10.10.10.120 has IPv4 header checksum 0x0000 (frames 1, 4, 6:
+    `tshark -o ip.check_checksum:TRUE -T fields -e frame.number -e ip.src -e ip.checksum.status`), the
+    capturing host's offload. The sensor spares such a sender; Zeek run without -C (its btest
+    dce_rpc_ntlm) drops them, sees only frames 3 and 5 from 10.10.10.121, and makes that host the
+    originator. spare_offloading_senders=False is that behaviour, for comparing with such baselines."""
+    capture = corpus / "zeek/dce-rpc/dce_rpc_ntlm.pcapng"
+
+    def rpc_flows(config: SensorConfig) -> list[flow_pb2.Flow]:
+        flows = [r.flow for r in pipeline_records(config, [capture], seed=1) if r.HasField("flow")]
+        return [f for f in flows if {f.orig.port, f.resp.port} == {54784, 58772}]
+
+    assert [(f.orig_pkts, f.resp_pkts) for f in rpc_flows(SensorConfig())] == [(3, 2)]
+    strict = SensorConfig(verify_l4_checksums="on", spare_offloading_senders=False)
+    only_121 = [(ip_bytes("10.10.10.121"), 2, 0)]
+    assert [(f.orig.ip, f.orig_pkts, f.resp_pkts) for f in rpc_flows(strict)] == only_121
+
+
+def test_a_windows_hosts_segmentation_offloaded_packets_do_not_hide_its_unfilled_checksums() -> None:
+    """Mordor's schtask_create capture, taken on WORKSTATION5 172.18.39.5: all 1174 of its packets carry
+    IPv4 header checksum 0x0000 (tshark -Y ip.src==172.18.39.5 -T fields -e ip.checksum), 252 of them
+    large segments whose length field the NIC fills in too. Those cannot be checked, and counting them as
+    "checked and fine" kept its share of bad checksums (922 of 1174) under the offload verdict's, so
+    every checkable packet it sent was dropped - its DCE-RPC calls to 172.18.39.6 with them (8 packets
+    from 172.18.39.5:56588, tshark -Y 'ip.src==172.18.39.5 && tcp.srcport==56588')."""
+    from tests.conftest import CORPUS
+
+    capture = CORPUS / "wild/OTRF__Security-Datasets/schtask_create_2020-12-1907003032.pcapng"
+    if not capture.is_file():
+        pytest.skip(f"wild corpus not found at {capture.parent}")
+    records = list(pipeline_records(SensorConfig(), [capture], seed=1))
+    flows = [
+        r.flow
+        for r in records
+        if r.HasField("flow") and {r.flow.orig.port, r.flow.resp.port} == {56588, 49671}
+    ]
+    assert len(flows) == 1
+    sent = flows[0].orig_pkts if flows[0].orig.ip == ip_bytes("172.18.39.5") else flows[0].resp_pkts
+    assert sent == 8
+    calls = [r.dce_rpc.operation for r in records if r.HasField("dce_rpc")]
+    assert "SchRpcRegisterTask" in calls

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+UNSET = "-"
+# Zeek's ASCII writer marks a field that is set but empty (an empty string or container) this way.
+EMPTY = "(empty)"
 
 
 def read_zeek_log(path: Path | str) -> list[dict[str, str]]:
@@ -41,41 +46,88 @@ def unescape(value: str) -> str:
 
 
 def zeek_value(value: object) -> str:
-    """Render a zeek.py value as Zeek's TSV writer would (before escaping)."""
-    if value is None or value == "":
-        return "-"
+    """Render a zeek.py value as Zeek's TSV writer would (before escaping): unset (None) is "-", a set
+    but empty string or container is "(empty)"."""
+    if value is None:
+        return UNSET
+    if value == "":
+        return EMPTY
     if isinstance(value, bool):
         return "T" if value else "F"
     if isinstance(value, float):
         return f"{value:.6f}"
     if isinstance(value, list | tuple):
-        return ",".join(zeek_value(v) for v in value) if value else "-"
+        return ",".join(zeek_value(v) for v in value) if value else EMPTY
     return str(value)
 
 
 CONN_KEY = ("id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p")
+
+# How a baseline row and ours differ, worst first: the roles of the two endpoints, a value that both
+# set differently, a field one side set and the other left unset, a row only Zeek wrote, one only we did.
+DIRECTION, VALUE, SET_VS_UNSET, MISSING, EXTRA = "direction", "value", "set-vs-unset", "missing", "extra"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One baseline row (or one row of ours) without an equal partner."""
+
+    conn: str
+    kind: str
+    detail: str
+
+
+def _endpoints(row: dict[str, str]) -> tuple[str, str] | None:
+    if not all(c in row for c in CONN_KEY):
+        return None
+    return f"{row['id.orig_h']}:{row['id.orig_p']}", f"{row['id.resp_h']}:{row['id.resp_p']}"
+
+
+def _column_kind(want: str, got: str) -> str:
+    return SET_VS_UNSET if (want == UNSET) != (got == UNSET) else VALUE
+
+
+def row_diff(want: dict[str, str], got: dict[str, str], columns: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(kind, description) of every difference between a baseline row and ours.
+
+    The connection's direction counts: Zeek's originator must be ours. Columns missing from a trimmed
+    baseline are not compared; a column we do not write is unset ("-") on our side.
+    """
+    out: list[tuple[str, str]] = []
+    w_ends, g_ends = _endpoints(want), _endpoints(got)
+    if w_ends is not None and g_ends is not None and w_ends != g_ends:
+        out.append((DIRECTION, f"direction: zeek={w_ends[0]}->{w_ends[1]} ours={g_ends[0]}->{g_ends[1]}"))
+    for c in columns:
+        if c not in want:
+            continue
+        w = want[c] if want[c] in (UNSET, EMPTY) else unescape(want[c])
+        g = got.get(c, UNSET)
+        if w != g:
+            out.append((_column_kind(w, g), f"{c}: zeek={w!r} ours={g!r}"))
+    return out
+
+
+def _kind(diffs: list[tuple[str, str]]) -> str:
+    kinds = {k for k, _ in diffs}
+    return next(k for k in (DIRECTION, VALUE, SET_VS_UNSET) if k in kinds)
 
 
 def match_rows(
     expected: list[dict[str, str]],
     actual: list[dict[str, str]],
     columns: tuple[str, ...],
-    wildcard_unset: frozenset[str] = frozenset(),
-) -> tuple[int, int, list[str]]:
-    """Pair expected with actual rows (same connection when both carry id.*; order-insensitive).
+) -> tuple[int, int, list[Mismatch]]:
+    """Pair baseline rows with ours and count the equal pairs; nothing is forgiven.
 
-    Returns (rows, agreeing rows, disagreement descriptions). ``rows`` is max(expected, actual) per
-    connection, so both missing and extra rows count against agreement. Columns missing from a
-    trimmed baseline are not compared; ``wildcard_unset`` columns accept anything when Zeek left
-    them unset ("-").
+    Rows are grouped by the pair of endpoints (in either order, so that a row of ours with the roles
+    swapped is reported as a direction disagreement rather than as one missing and one extra row);
+    baselines trimmed of the connection id form a single group. Returns (rows, agreeing rows,
+    mismatches); ``rows`` is max(baseline, ours) per group, so missing and extra rows both count.
     """
 
     def key(row: dict[str, str]) -> tuple[str, ...]:
-        # Direction-insensitive: a capture that starts mid-connection may be oriented differently.
-        if not all(c in row for c in CONN_KEY):
-            return ()
-        a, b = (row["id.orig_h"], row["id.orig_p"]), (row["id.resp_h"], row["id.resp_p"])
-        return (*min(a, b), *max(a, b))
+        ends = _endpoints(row)
+        return tuple(sorted(ends)) if ends is not None else ()
 
     use_conn = bool(expected) and all(key(r) for r in expected)
     groups: dict[tuple[str, ...], tuple[list[dict[str, str]], list[dict[str, str]]]] = {}
@@ -84,27 +136,15 @@ def match_rows(
     for row in actual:
         groups.setdefault(key(row) if use_conn else (), ([], []))[1].append(row)
 
-    def diff(want: dict[str, str], got: dict[str, str]) -> list[str]:
-        out = []
-        for c in columns:
-            if c not in want:
-                continue
-            w, g = unescape(want[c]), got.get(c, "-")
-            if w == "(empty)":
-                w = "-"
-            if w == g or (c in wildcard_unset and w == "-"):
-                continue
-            out.append(f"{c}: zeek={w!r} ours={g!r}")
-        return out
-
     total = agree = 0
-    problems: list[str] = []
+    problems: list[Mismatch] = []
     for conn, (want_rows, got_rows) in groups.items():
+        name = " <-> ".join(conn) if conn else "(no connection id in the baseline)"
         total += max(len(want_rows), len(got_rows))
         remaining = list(got_rows)
         unmatched: list[dict[str, str]] = []
         for want in want_rows:
-            hit = next((g for g in remaining if not diff(want, g)), None)
+            hit = next((g for g in remaining if not row_diff(want, g, columns)), None)
             if hit is not None:
                 remaining.remove(hit)
                 agree += 1
@@ -112,11 +152,15 @@ def match_rows(
                 unmatched.append(want)
         for want in unmatched:
             if remaining:
-                best = min(remaining, key=lambda g: len(diff(want, g)))
+                best = min(remaining, key=lambda g: len(row_diff(want, g, columns)))
                 remaining.remove(best)
-                problems.append(f"{conn}: " + "; ".join(diff(want, best)))
+                diffs = row_diff(want, best, columns)
+                problems.append(Mismatch(name, _kind(diffs), "; ".join(d for _, d in diffs)))
             else:
-                problems.append(f"{conn}: missing row {[unescape(want.get(c, '')) for c in columns]}")
+                shown = [want.get(c, "") if want.get(c) in (UNSET, EMPTY) else unescape(want.get(c, ""))
+                         for c in columns if c in want]  # fmt: skip
+                problems.append(Mismatch(name, MISSING, f"missing row {shown}"))
         for extra in remaining:
-            problems.append(f"{conn}: extra row {[extra.get(c, '-') for c in columns]}")
+            shown = [extra.get(c, UNSET) for c in columns]
+            problems.append(Mismatch(name, EXTRA, f"extra row {shown}"))
     return total, agree, problems

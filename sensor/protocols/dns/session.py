@@ -67,6 +67,10 @@ class DnsSession:
         self._broken: set[bool] = set()
         self._pending: OrderedDict[int, deque[_Pending]] = OrderedDict()
         self._pending_count = 0
+        # Zeek's rule: when the first message on the connection is a response from the originator, the
+        # roles are flipped (the query was missed, so the sender is the server).
+        self._first_message = True
+        self._roles_flipped = False
 
     @property
     def done(self) -> bool:
@@ -77,7 +81,7 @@ class DnsSession:
             if self._tcp:
                 self._tcp_data(is_orig, ts, payload)
             else:
-                self._message(ts, payload)
+                self._message(is_orig, ts, payload)
         except ParseError as exc:
             self._count_error(PROTOCOL, exc.reason)
         # A sensor must survive any input: an analyzer bug becomes a counted error, never a crash.
@@ -115,7 +119,7 @@ class DnsSession:
             message = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             try:
-                self._message(ts, message)
+                self._message(is_orig, ts, message)
             except ParseError as exc:
                 # One bad message does not desynchronise the length-prefixed stream.
                 self._count_error(PROTOCOL, exc.reason)
@@ -123,8 +127,11 @@ class DnsSession:
             self._broken.add(is_orig)
             buf.clear()
 
-    def _message(self, ts: float, payload: bytes) -> None:
+    def _message(self, is_orig: bool, ts: float, payload: bytes) -> None:
         msg = parser.parse_message(payload)
+        if self._first_message:
+            self._first_message = False
+            self._roles_flipped = msg.is_response and is_orig
         if not msg.is_response:
             self._add_pending(ts, msg)
             return
@@ -158,6 +165,7 @@ class DnsSession:
         rec = record.dns
         rec.uid = self._ctx.uid
         set_time(rec.time, ts)
+        rec.roles_flipped = self._roles_flipped
         first = query if query is not None else reply
         assert first is not None
         rec.trans_id = first.trans_id

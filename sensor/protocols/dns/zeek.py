@@ -8,12 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sensor.protocols.base import FLIP_ROLES
 from sensor.protocols.dns import parser
 from vigil.flow.v1 import dns_pb2
 
 
 def to_zeek(rec: dns_pb2.DnsRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"trans_id": rec.trans_id}
+    if rec.roles_flipped:
+        # Zeek flipped the connection (its first message was a response): the logwriter swaps id.*.
+        row[FLIP_ROLES] = True
     if rec.HasField("rtt_ms"):
         row["rtt"] = rec.rtt_ms / 1000.0
     if rec.query:

@@ -28,6 +28,7 @@ _HEURISTIC_METHODS = (
 @dataclass(frozen=True, slots=True)
 class RequestLine:
     method: str
+    # The target with its percent-escapes decoded, as Zeek logs it (unescape_uri).
     uri: str
     # "1.1", "1.0", or "0.9" for a two-token line.
     version: str
@@ -46,6 +47,48 @@ def _fail(reason: str) -> ParseError:
 
 def _text(raw: bytes) -> str:
     return raw.decode("latin-1")
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def unescape_uri(raw: bytes) -> str:
+    """The request target with its percent-escapes decoded, as Zeek's http.log writes ``uri``.
+
+    Zeek's rules, each a way attackers hide a path from a sensor: ``%XY`` (two hex digits) is the byte;
+    ``%uABCD`` (IIS) is the byte AB, left out when 00, then the byte CD; in ``%%`` the first ``%`` is
+    dropped and the second starts the escape; any other ``%`` stays together with the character after
+    it, as does a ``%`` (with at most one character) at the end. ``+`` is not decoded. Bytes come back
+    as latin-1 characters, like the raw target, so nothing is lost.
+    """
+    out = bytearray()
+    i, end = 0, len(raw)
+    while i < end:
+        byte = raw[i]
+        i += 1
+        if byte != 0x25:  # "%"
+            out.append(byte)
+            continue
+        if end - i < 2:
+            # "%" or "%c" closing the target: kept as written.
+            out += raw[i - 1 :]
+            break
+        if raw[i] == 0x25:
+            # "%%": this "%" is dropped; the next one is read as an escape.
+            continue
+        if raw[i] in _HEX and raw[i + 1] in _HEX:
+            out.append(int(raw[i : i + 2], 16))
+            i += 2
+        elif raw[i] == 0x75 and end - i >= 5 and all(b in _HEX for b in raw[i + 1 : i + 5]):  # "%uABCD"
+            high, low = int(raw[i + 1 : i + 3], 16), int(raw[i + 3 : i + 5], 16)
+            if high:
+                out.append(high)
+            out.append(low)
+            i += 5
+        else:
+            out += raw[i - 1 : i + 1]
+            i += 1
+    return out.decode("latin-1")
 
 
 # Memos of the start-line tokens (methods, "HTTP/x.y"): a network uses a handful of each, and a hit
@@ -85,14 +128,14 @@ def parse_request_line(line: bytes) -> RequestLine:
         raise _fail("bad_request_line")
     method = _method_text(parts[0])
     if len(parts) == 2 and not parts[1].startswith(b"HTTP/"):
-        return RequestLine(method, _text(parts[1]), "0.9")
+        return RequestLine(method, unescape_uri(parts[1]), "0.9")
     if not parts[-1].startswith(b"HTTP/"):
         raise _fail("bad_request_version")
     # A garbled version ("HTTP/1.") leaves the version to the response, as Zeek does.
     version = _version_text(parts[-1])
     # Unencoded spaces inside the target are malformed but common; keep them rather than drop the request.
     uri = parts[1] if len(parts) == 3 else b" ".join(parts[1:-1])
-    return RequestLine(method, _text(uri), version or "")
+    return RequestLine(method, unescape_uri(uri), version or "")
 
 
 def parse_status_line(line: bytes) -> StatusLine:

@@ -11,6 +11,7 @@ from collections import deque
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.kerberos import parser
+from sensor.protocols.ntlm import parser as ntlm_parser
 from vigil.flow.v1 import kerberos_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -49,6 +50,8 @@ def record_for(
             rec.client = _client(request.cname, request.realm)
         if request.sname is not None:
             rec.service = request.sname.render()
+        if request.from_time is not None:
+            set_time(rec.from_time, request.from_time)
         if request.till is not None:
             set_time(rec.till_time, request.till)
         rec.forwardable = request.forwardable
@@ -187,3 +190,59 @@ class KerberosSession:
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> Session:
     return KerberosSession(ctx, emit, count_error)
+
+
+# MS-RPCE 2.2.1.1.7: a DCE-RPC auth verifier holding a bare Kerberos GSS token (9 is SPNEGO).
+RPC_C_AUTHN_GSS_KERBEROS = 16
+
+
+class GssApTracker:
+    """The Kerberos AP exchanges of a carrier that hands over every GSS-API token it sees, from both
+    sides (DCE-RPC auth verifiers: SPNEGO or bare Kerberos). An AP-REQ from the client opens an exchange;
+    the server's answer closes it, as Zeek's kerberos.log "AP" row: success when an AP-REP came back,
+    failure on a KRB-ERROR; an exchange never answered is written at finish with success unset.
+    """
+
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+        self._ctx = ctx
+        self._emit = emit
+        self._count_error = count_error
+        self._pending: tuple[float, parser.ApRequest] | None = None
+
+    def _kerberos(self, blob: bytes) -> bytes:
+        try:
+            found = ntlm_parser.unwrap(blob)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            return b""
+        return found.token if found.mech == "kerberos" else b""
+
+    def client_token(self, ts: float, blob: bytes) -> None:
+        token = self._kerberos(blob)
+        ap = ap_request_in(token, self._count_error) if token else None
+        if ap is not None:
+            self._write(None)
+            self._pending = (ts, ap)
+
+    def server_token(self, ts: float, blob: bytes) -> None:
+        token = self._kerberos(blob)
+        if not token or self._pending is None:
+            return
+        try:
+            answer = parser.parse_prefix(token)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            return
+        if isinstance(answer, parser.ApReply):
+            self._write(True)
+        elif isinstance(answer, parser.KrbError):
+            self._write(False)
+
+    def finish(self, ts: float) -> None:
+        self._write(None)
+
+    def _write(self, success: bool | None) -> None:
+        if self._pending is not None:
+            ts, ap = self._pending
+            self._pending = None
+            self._emit(sensor_pb2.Record(kerberos=ap_record(self._ctx.uid, ts, ap, success)))

@@ -19,11 +19,14 @@ def to_zeek(rec: kerberos_pb2.KerberosRecord) -> dict[str, Any]:
         row["client"] = rec.client
     if rec.service:
         row["service"] = rec.service
-    row["success"] = rec.success
+    if rec.HasField("success"):
+        row["success"] = rec.success
     if rec.error_msg:
         row["error_msg"] = rec.error_msg
     if rec.HasField("error_code"):
         row["error_code"] = rec.error_code
+    if rec.HasField("from_time"):
+        row["from"] = _epoch(rec.from_time)
     if rec.HasField("till_time"):
         row["till"] = _epoch(rec.till_time)
     if rec.cipher:

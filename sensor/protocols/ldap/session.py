@@ -310,8 +310,9 @@ class LdapSession:
 
     def _flush(self, pending: _Pending, result: parser.Result | None) -> None:
         if pending.ap is not None:
-            success = None if result is None else result.code == 0
-            self._emit(sensor_pb2.Record(kerberos=ap_record(self._ctx.uid, pending.ts, pending.ap, success)))
+            # Zeek hands only the bind request's credentials to GSS-API, never the answer's AP-REP, so
+            # its "AP" row has no success; the bind's outcome is the ldap row's result.
+            self._emit(sensor_pb2.Record(kerberos=ap_record(self._ctx.uid, pending.ts, pending.ap, None)))
         if pending.search is not None:
             if result is not None:
                 pending.search.result = parser.RESULT_NAMES.get(result.code, str(result.code))

@@ -38,7 +38,9 @@ def message_to_zeek(rec: ldap_pb2.LdapMessage) -> dict[str, Any]:
     return row
 
 
-def search_to_zeek(rec: ldap_pb2.LdapSearch) -> dict[str, Any]:
+def search_to_zeek(rec: ldap_pb2.LdapSearch, attributes: bool = False) -> dict[str, Any]:
+    """An ldap_search.log row. The requested attributes are written only with ``attributes`` (Zeek's
+    LDAP::default_log_search_attributes, off by default); the record always keeps them."""
     row: dict[str, Any] = {
         "message_id": rec.message_id,
         "scope": rec.scope,
@@ -51,6 +53,6 @@ def search_to_zeek(rec: ldap_pb2.LdapSearch) -> dict[str, Any]:
                        ("filter", rec.filter)):  # fmt: skip
         if value:
             row[key] = value
-    if rec.attributes:
+    if attributes and rec.attributes:
         row["attributes"] = list(rec.attributes)
     return row

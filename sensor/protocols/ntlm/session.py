@@ -16,6 +16,8 @@ from vigil.flow.v1 import ntlm_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "ntlm"
+# SPNEGO negState values (RFC 4178 4.2.2) that end a negotiation.
+SPNEGO_ACCEPT_COMPLETED, SPNEGO_REJECT = 0, 2
 
 
 @dataclass(slots=True)
@@ -23,6 +25,8 @@ class _Auth:
     ts: float
     challenge: parser.Challenge | None = None
     authenticate: parser.Authenticate | None = None
+    # The server's SPNEGO verdict, when an answer carried one (Zeek's ntlm.log "success").
+    spnego_success: bool | None = None
 
 
 class NtlmTracker:
@@ -37,19 +41,26 @@ class NtlmTracker:
 
     # The carrier may hand us anything it found in a security-blob slot: parse failures are counted
     # here so that no carrier has to know NTLM's error labels.
-    def _message(self, blob: bytes) -> parser.NtlmMessage | None:
+    def _unwrap(self, blob: bytes) -> parser.GssToken | None:
         try:
-            found = parser.unwrap(blob)
-            if found.mech != "ntlm" or not found.token:
-                return None
+            return parser.unwrap(blob)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            return None
+
+    def _message(self, found: parser.GssToken | None) -> parser.NtlmMessage | None:
+        if found is None or found.mech != "ntlm" or not found.token:
+            return None
+        try:
             return parser.parse(found.token)
         except ParseError as exc:
             self._count_error(PROTOCOL, exc.reason)
             return None
 
-    def client_token(self, ts: float, blob: bytes) -> None:
-        """A blob the client sent (NEGOTIATE or AUTHENTICATE, possibly wrapped)."""
-        msg = self._message(blob)
+    def client_token(self, ts: float, blob: bytes) -> parser.NtlmMessage | None:
+        """A blob the client sent (NEGOTIATE or AUTHENTICATE, possibly wrapped); returns the message, so
+        the carrier can name the user on its own records without parsing it again."""
+        msg = self._message(self._unwrap(blob))
         if isinstance(msg, parser.Negotiate):
             # A new handshake: whatever was pending never got a verdict.
             self._flush(None, None)
@@ -60,15 +71,24 @@ class NtlmTracker:
                 self._current = _Auth(ts)
             self._current.authenticate = msg
             self._current.ts = ts
+        return msg
 
     def server_token(self, ts: float, blob: bytes) -> None:
         """A blob the server sent (CHALLENGE, or a final SPNEGO answer)."""
-        msg = self._message(blob)
+        found = self._unwrap(blob)
+        msg = self._message(found)
         if isinstance(msg, parser.Challenge):
             if self._current is None or self._current.authenticate is not None:
                 self._flush(None, None)
                 self._current = _Auth(ts)
             self._current.challenge = msg
+        elif (
+            found is not None
+            and found.neg_state in (SPNEGO_ACCEPT_COMPLETED, SPNEGO_REJECT)
+            and self._current is not None
+        ):
+            # The verdict Zeek logs as success ("accept-incomplete" only asks for the next leg).
+            self._current.spnego_success = found.neg_state == SPNEGO_ACCEPT_COMPLETED
 
     def outcome(self, ts: float, success: bool, status: int) -> None:
         """The carrier's verdict on the AUTHENTICATE just sent; ignored before one was seen."""
@@ -99,6 +119,8 @@ class NtlmTracker:
             rec.server_tree_name = auth.challenge.dns_tree_name
         if success is not None:
             rec.success = success
+        if auth.spnego_success is not None:
+            rec.spnego_success = auth.spnego_success
         if status is not None:
             rec.status = status
         self._emit(sensor_pb2.Record(ntlm=rec))

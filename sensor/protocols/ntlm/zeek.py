@@ -1,4 +1,9 @@
-"""NtlmRecord -> Zeek ntlm.log row. Empty strings and unknown outcomes are left out (Zeek's unset)."""
+"""NtlmRecord -> Zeek ntlm.log row. Empty strings and unknown outcomes are left out (Zeek's unset).
+
+Zeek's success is the server's SPNEGO verdict only (its gssapi_neg_result), so it is written from
+``spnego_success``: a raw NTLMSSP exchange, or a failed SMB logon (no security blob in the answer), has
+none, whatever the carrier said.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,6 @@ def to_zeek(rec: ntlm_pb2.NtlmRecord) -> dict[str, Any]:
     ):
         if value:
             row[key] = value
-    if rec.HasField("success"):
-        row["success"] = rec.success
+    if rec.HasField("spnego_success"):
+        row["success"] = rec.spnego_success
     return row

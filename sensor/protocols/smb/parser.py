@@ -340,7 +340,29 @@ SMB1_COMMAND_NAMES: dict[int, str] = {
 
 SMB1_FLAGS_REPLY = 0x80
 SMB1_FLAGS2_UNICODE = 0x8000
+SMB1_FLAGS2_NT_STATUS = 0x4000
 SMB1_FLAGS2_EXTENDED_SECURITY = 0x0800
+# Without SMB1_FLAGS2_NT_STATUS the status field is ErrorClass (1 byte), reserved, ErrorCode (2 bytes)
+# (MS-CIFS 2.2.3.1). The DOS errors a logon or tree connect can get, mapped to the NT status MS-CIFS 2.2.2.4
+# pairs them with; others become STATUS_UNSUCCESSFUL, a failure all the same.
+ERRDOS, ERRSRV = 0x01, 0x02
+STATUS_UNSUCCESSFUL = 0xC0000001
+DOS_TO_NT_STATUS: dict[tuple[int, int], int] = {
+    (ERRDOS, 0x0002): 0xC0000034,  # ERRbadfile -> OBJECT_NAME_NOT_FOUND
+    (ERRDOS, 0x0003): 0xC000003A,  # ERRbadpath -> OBJECT_PATH_NOT_FOUND
+    (ERRDOS, 0x0005): 0xC0000022,  # ERRnoaccess -> ACCESS_DENIED
+    (ERRDOS, 0x0008): 0xC0000017,  # ERRnomem -> NO_MEMORY
+    (ERRDOS, 0x0057): 0xC000000D,  # ERRinvalidparam -> INVALID_PARAMETER
+    (ERRSRV, 0x0001): STATUS_UNSUCCESSFUL,  # ERRerror
+    (ERRSRV, 0x0002): STATUS_LOGON_FAILURE,  # ERRbadpw
+    (ERRSRV, 0x0004): 0xC0000022,  # ERRaccess -> ACCESS_DENIED
+    (ERRSRV, 0x0006): 0xC00000CC,  # ERRinvnetname -> BAD_NETWORK_NAME
+    (ERRSRV, 0x005B): 0xC0000203,  # ERRbaduid -> USER_SESSION_DELETED
+    (ERRSRV, 0x08BF): 0xC0000193,  # ERRaccountExpired -> ACCOUNT_EXPIRED
+    (ERRSRV, 0x08C0): 0xC000006F,  # ERRbadLogonTime -> INVALID_LOGON_HOURS
+    (ERRSRV, 0x08C1): 0xC0000070,  # ERRbadClient -> INVALID_WORKSTATION
+    (ERRSRV, 0x08C2): 0xC0000071,  # ERRpasswordExpired -> PASSWORD_EXPIRED
+}
 SMB1_HEADER_SIZE = 32
 # SMB1 tree connect service strings (MS-CIFS 2.2.4.55.2) -> Zeek's share type.
 SMB1_SERVICE_TYPES = {"A:": "DISK", "LPT1:": "PRINTER", "IPC": "PIPE", "COMM": "COMM", "?????": "DISK"}
@@ -397,13 +419,23 @@ def _smb1_block(data: bytes, command: int, at: int) -> tuple[Smb1Block, int]:
     return Smb1Block(command, data[at + 1 : words_end], raw, data_start), word_count
 
 
+def smb1_status(raw: bytes, flags2: int) -> int:
+    """The NT status of an SMB1 header's 4-byte status field, whichever of the two forms it is in."""
+    if flags2 & SMB1_FLAGS2_NT_STATUS:
+        return int.from_bytes(raw, "little")
+    error_class, code = raw[0], int.from_bytes(raw[2:4], "little")
+    if error_class == 0:
+        return STATUS_SUCCESS
+    return DOS_TO_NT_STATUS.get((error_class, code), STATUS_UNSUCCESSFUL)
+
+
 def parse_smb1(data: bytes, max_chain: int = 8) -> Smb1Message:
     if len(data) < SMB1_HEADER_SIZE + 1 or data[:4] != SMB1_MAGIC:
         raise ParseError(PROTOCOL, "bad_smb1_header")
     flags2 = _u16(data, 10)
     header = Smb1Header(
         command=data[4],
-        status=_u32(data, 5),
+        status=smb1_status(data[5:9], flags2),
         flags=data[9],
         flags2=flags2,
         tid=_u16(data, 24),
@@ -466,6 +498,83 @@ def smb1_session_setup_request(block: Smb1Block) -> bytes:
     return block.data[:length]
 
 
+@dataclass(frozen=True, slots=True)
+class Smb1SessionSetup:
+    """A Session Setup AndX request without extended security (WordCount 13, MS-CIFS 2.2.4.53.1): who
+    logs on, and the shape of the two password fields. The password bytes themselves are not kept."""
+
+    account: str
+    domain: str
+    oem_length: int
+    nt_length: int
+    # Both fields hold the same bytes (a client that puts its NTLM response in the LM slot too).
+    identical: bool
+    # The NTLM field carries an NTLMv2 client challenge (blob header 0x01 0x01 after the 16-byte proof).
+    ntlmv2_blob: bool
+    # The OEM field is empty or one NUL byte: no password at all.
+    oem_empty: bool
+
+    @property
+    def mechanism(self) -> str:
+        """The mechanism as far as the request shows it (see ``smb1_logon_mechanism``)."""
+        return smb1_logon_mechanism(self, encrypted_passwords=True)
+
+
+RESPONSE_LENGTH_V1 = 24  # LM and NTLMv1 responses (MS-NLMP 3.3.1)
+_NTLMV2_MIN_LENGTH = 16 + 28  # NTProofStr + the fixed part of the client challenge (MS-NLMP 2.2.2.7)
+
+
+def smb1_session_setup_andx(block: Smb1Block, unicode: bool) -> Smb1SessionSetup | None:
+    """Account, domain and password shape of a non-extended-security Session Setup AndX request; None for
+    other forms. The strings follow the two password fields (MS-CIFS 2.2.4.53.1 SMB_Data)."""
+    if len(block.words) != 26:
+        return None
+    oem_length, nt_length = _u16(block.words, 14), _u16(block.words, 16)
+    data = block.data
+    oem = data[:oem_length]
+    nt = data[oem_length : oem_length + nt_length]
+    after = oem_length + nt_length
+    if after > len(data):
+        raise ParseError(PROTOCOL, "session_setup_passwords_out_of_bounds")
+    account, after = _smb1_string(block, after, unicode)
+    domain, _ = _smb1_string(block, after, unicode) if after < len(data) else ("", after)
+    return Smb1SessionSetup(
+        account=account,
+        domain=domain,
+        oem_length=oem_length,
+        nt_length=nt_length,
+        identical=bool(nt) and oem == nt,
+        ntlmv2_blob=nt_length >= _NTLMV2_MIN_LENGTH and nt[16:18] == b"\x01\x01",
+        oem_empty=oem in (b"", b"\x00"),
+    )
+
+
+def smb1_logon_mechanism(setup: Smb1SessionSetup, encrypted_passwords: bool) -> str:
+    """The logon's mechanism from the password fields' shape and whether the server's negotiate asked for
+    challenge/response: "anonymous", "lm", "ntlmv1", "ntlmv2" or "plaintext" ("" for a named account with
+    no password at all)."""
+    if setup.oem_empty and setup.nt_length == 0:
+        return "" if setup.account else "anonymous"
+    if not encrypted_passwords:
+        return "plaintext"
+    if setup.ntlmv2_blob:
+        return "ntlmv2"
+    if setup.oem_length == RESPONSE_LENGTH_V1 and (setup.nt_length == 0 or setup.identical):
+        return "lm"
+    if setup.nt_length == RESPONSE_LENGTH_V1:
+        return "ntlmv1"
+    # Lengths no challenge/response has: the client sent its password in clear.
+    return "plaintext"
+
+
+def smb1_negotiate_encrypts(block: Smb1Block) -> bool:
+    """Whether an NT LM 0.12 negotiate response asks for challenge/response (SecurityMode bit 0x02,
+    MS-CIFS 2.2.4.52.2); True when the response is too short to say."""
+    if len(block.words) < 3:
+        return True
+    return bool(block.words[2] & 0x02)
+
+
 def smb1_session_setup_response(block: Smb1Block) -> bytes:
     if len(block.words) != 8:
         return b""
@@ -506,3 +615,107 @@ def smb1_nt_create_response(block: Smb1Block) -> tuple[int, int] | None:
     if len(block.words) < 68:
         return None
     return _u16(block.words, 5), _u64(block.words, 55)
+
+
+# -- named pipes: the bytes DCE-RPC rides on ------------------------------------------------------
+# Frames are kept only up to a prefix (session.PREFIX), so each reader returns the payload it could see
+# and how many announced bytes it could not ("missing"), for the pipe's reader to skip.
+
+SMB2_IOCTL = 11
+FSCTL_PIPE_TRANSCEIVE = 0x0011C017
+# A pipe message longer than the read asked for: the data is valid, the rest follows in another read.
+STATUS_BUFFER_OVERFLOW = 0x80000005
+SMB1_CLOSE = 0x04
+SMB1_TRANSACTION = 0x25
+SMB1_READ_ANDX = 0x2E
+SMB1_WRITE_ANDX = 0x2F
+TRANS_TRANSACT_NMPIPE = 0x0026
+
+
+@dataclass(frozen=True, slots=True)
+class PipeIo:
+    file_id: bytes
+    data: bytes
+    missing: int
+
+
+def _payload(data: bytes, offset: int, length: int) -> tuple[bytes, int]:
+    """``length`` bytes at ``offset`` as far as ``data`` holds them, and how many it does not."""
+    if length <= 0 or offset < 0:
+        return b"", 0
+    seen = data[offset : offset + length] if offset < len(data) else b""
+    return seen, length - len(seen)
+
+
+def smb2_write_request(data: bytes) -> PipeIo:
+    """WRITE request (MS-SMB2 2.2.21): DataOffset u16 at 2, Length u32 at 4, FileId at 16."""
+    body = SMB2_HEADER_SIZE
+    payload, missing = _payload(data, _u16(data, body + 2), _u32(data, body + 4))
+    return PipeIo(smb2_file_id(data, 16), payload, missing)
+
+
+def smb2_read_response(data: bytes) -> tuple[bytes, int]:
+    """READ response (2.2.20): DataOffset u8 at 2, DataLength u32 at 4."""
+    body = SMB2_HEADER_SIZE
+    if len(data) < body + 8 or _u16(data, body) != 17:
+        return b"", 0
+    return _payload(data, data[body + 2], _u32(data, body + 4))
+
+
+@dataclass(frozen=True, slots=True)
+class Smb2Ioctl:
+    ctl_code: int
+    file_id: bytes
+    data: bytes
+    missing: int
+
+
+def smb2_ioctl(data: bytes, response: bool) -> Smb2Ioctl:
+    """IOCTL request (2.2.31) or response (2.2.32): CtlCode at 4, FileId at 8, the request's input buffer
+    (offset/count at 24/28) or the response's output buffer (offset/count at 32/36)."""
+    body = SMB2_HEADER_SIZE
+    at = 32 if response else 24
+    payload, missing = _payload(data, _u32(data, body + at), _u32(data, body + at + 4))
+    return Smb2Ioctl(_u32(data, body + 4), smb2_file_id(data, 8), payload, missing)
+
+
+def _smb1_payload(block: Smb1Block, offset: int, length: int) -> tuple[bytes, int]:
+    # SMB1 data offsets count from the start of the SMB header, as Smb1Block.data_offset does.
+    return _payload(block.data, offset - block.data_offset, length)
+
+
+def smb1_fid(block: Smb1Block) -> int:
+    """FID of READ_ANDX / WRITE_ANDX requests (after AndXCommand, reserved and AndXOffset)."""
+    return _u16(block.words, 4)
+
+
+def smb1_write_andx_request(block: Smb1Block) -> tuple[int, bytes, int]:
+    """(FID, data, missing) of WRITE_ANDX (MS-CIFS 2.2.4.43.1): DataLength at 20, DataOffset at 22."""
+    if len(block.words) < 24:
+        raise ParseError(PROTOCOL, "short_write_andx")
+    data, missing = _smb1_payload(block, _u16(block.words, 22), _u16(block.words, 20))
+    return smb1_fid(block), data, missing
+
+
+def smb1_read_andx_response(block: Smb1Block) -> tuple[bytes, int]:
+    """(data, missing) of READ_ANDX (2.2.4.42.2): DataLength at 10, DataOffset at 12, DataLengthHigh at 14."""
+    if len(block.words) < 16:
+        return b"", 0
+    length = _u16(block.words, 10) | _u16(block.words, 14) << 16
+    return _smb1_payload(block, _u16(block.words, 12), length)
+
+
+def smb1_transact_nmpipe_request(block: Smb1Block) -> tuple[int, bytes, int] | None:
+    """(FID, data, missing) of a TRANSACTION request whose subcommand is TransactNmPipe (2.2.4.33.1,
+    2.2.5.6): DataCount at 22, DataOffset at 24, SetupCount at 26, Setup (subcommand, FID) at 28."""
+    if len(block.words) < 32 or block.words[26] < 2 or _u16(block.words, 28) != TRANS_TRANSACT_NMPIPE:
+        return None
+    data, missing = _smb1_payload(block, _u16(block.words, 24), _u16(block.words, 22))
+    return _u16(block.words, 30), data, missing
+
+
+def smb1_transaction_response(block: Smb1Block) -> tuple[bytes, int]:
+    """(data, missing) of a TRANSACTION response (2.2.4.33.2): DataCount at 12, DataOffset at 14."""
+    if len(block.words) < 20:
+        return b"", 0
+    return _smb1_payload(block, _u16(block.words, 14), _u16(block.words, 12))

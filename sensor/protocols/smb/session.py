@@ -13,6 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
+from sensor.protocols.dce_rpc.session import PipeCalls
 from sensor.protocols.kerberos import parser as krb_parser
 from sensor.protocols.kerberos.session import ap_record, ap_request_in
 from sensor.protocols.ntlm import parser as ntlm_parser
@@ -26,6 +27,34 @@ PREFIX = 16 * 1024
 MAX_PENDING = 1024
 MAX_FILES = 4096
 _NBSS_MESSAGE = 0x00
+# What a resynchronisation after a gap accepts as the next frame: a session message (type 0x00) whose
+# length fits NetBIOS's 17 bits and an SMB message's minimum (an SMB1 header with empty words and data),
+# followed at once by an SMB1, SMB2 or SMB3-transform signature.
+_RESYNC_MIN_LENGTH = 35
+_RESYNC_MAX_LENGTH = 0x1FFFF
+_RESYNC_SIGNATURE_BYTES = frozenset(
+    m[0] for m in (parser.SMB1_MAGIC, parser.SMB2_MAGIC, parser.TRANSFORM_MAGIC)
+)
+_RESYNC_PROBE = 8  # NetBIOS header + signature
+
+
+def next_frame_start(data: bytes) -> int:
+    """Offset of the first plausible NetBIOS session message + SMB signature in ``data``, or -1.
+
+    Scans for the "SMB" that ends every signature (a C-speed find), then checks the five bytes before it."""
+    pos = data.find(b"SMB", 5)
+    while pos >= 0:
+        start = pos - 5
+        if (
+            data[pos - 1] in _RESYNC_SIGNATURE_BYTES
+            and data[start] == _NBSS_MESSAGE
+            and not data[start + 1] & 0xFE
+        ):
+            length = int.from_bytes(data[start + 1 : start + 4], "big")
+            if _RESYNC_MIN_LENGTH <= length <= _RESYNC_MAX_LENGTH:
+                return start
+        pos = data.find(b"SMB", pos + 1)
+    return -1
 
 
 @dataclass(slots=True)
@@ -38,7 +67,12 @@ class _Request:
     offered: tuple[str, ...] = ()
     service: str = ""
     mech: str = ""
+    # Who logs on (session setup): SMB1 AccountName / PrimaryDomain, or the NTLMSSP AUTHENTICATE's.
+    user: str = ""
+    domain: str = ""
     ap: krb_parser.ApRequest | None = None
+    # READ / IOCTL / SMB1 transaction on a named pipe: the file its answer belongs to.
+    file_id: bytes = b""
 
 
 @dataclass(slots=True)
@@ -59,10 +93,17 @@ class SmbSession:
         self._emit = emit
         self._count_error = count_error
         self._ntlm = NtlmTracker(ctx, emit, count_error, "smb")
+        # DCE-RPC over the named pipes of this connection (dce_rpc.log).
+        self._pipes = PipeCalls(ctx, emit, count_error)
+        self._encrypted = False
         self._buf = {True: bytearray(), False: bytearray()}
         self._need = {True: 0, False: 0}  # bytes of the current frame not yet seen
         self._keep = {True: 0, False: 0}  # of which we still want to keep
         self._dead = {True: False, False: False}
+        # Framing lost to a gap: scan for the next frame; ``_carry`` keeps the last bytes of a chunk in
+        # case a frame header straddles two.
+        self._lost = {True: False, False: False}
+        self._carry = {True: b"", False: b""}
         self._pending: dict[tuple[int, int], _Request] = {}
         self._trees: dict[int, str] = {}
         self._files: dict[bytes, _File] = {}
@@ -70,6 +111,8 @@ class SmbSession:
         self._version = 0
         self._offered: tuple[str, ...] = ()
         self._smb1_offered = False
+        # Whether the SMB1 server asked for challenge/response passwords (its negotiate's SecurityMode).
+        self._smb1_encrypts = True
         self._negotiated = False
         self._done = False
         self._last_ts = 0.0
@@ -92,6 +135,9 @@ class SmbSession:
     def _stream(self, is_orig: bool, ts: float, view: memoryview) -> None:
         buf = self._buf[is_orig]
         while view:
+            if self._lost[is_orig]:
+                view = self._resync(is_orig, view)
+                continue
             if self._need[is_orig]:
                 take = min(self._need[is_orig], len(view))
                 keep = min(self._keep[is_orig], take)
@@ -128,6 +174,24 @@ class SmbSession:
             self._need[is_orig] = length
             self._keep[is_orig] = min(length, PREFIX)
 
+    def _resync(self, is_orig: bool, view: memoryview) -> memoryview:
+        """The stream from the next plausible frame on (counted as a resync), or nothing yet."""
+        data = self._carry[is_orig] + bytes(view)
+        start = next_frame_start(data)
+        if start < 0:
+            self._carry[is_orig] = data[-(_RESYNC_PROBE - 1) :]
+            return memoryview(b"")
+        self._carry[is_orig] = b""
+        self._lost[is_orig] = False
+        self._count_error(PROTOCOL, "resync")
+        return memoryview(data)[start:]
+
+    def _lose_framing(self, is_orig: bool) -> None:
+        self._lost[is_orig] = True
+        self._carry[is_orig] = b""
+        self._buf[is_orig].clear()
+        self._need[is_orig] = self._keep[is_orig] = 0
+
     def _lose(self, is_orig: bool, reason: str) -> None:
         self._count_error(PROTOCOL, reason)
         self._dead[is_orig] = True
@@ -147,6 +211,10 @@ class SmbSession:
                 # Encrypted or compressed: unreadable, but other sessions/trees on the connection may
                 # still talk in clear, so keep going.
                 self._counts["ENCRYPTED" if magic == parser.TRANSFORM_MAGIC else "COMPRESSED"] += 1
+                if magic == parser.TRANSFORM_MAGIC and not self._encrypted:
+                    # Noted once: named-pipe calls (DCE-RPC) inside are not seen, and not guessed at.
+                    self._encrypted = True
+                    self._count_error(PROTOCOL, "encrypted_session")
             else:
                 self._count_error(PROTOCOL, "not_smb")
         except ParseError as exc:
@@ -186,6 +254,7 @@ class SmbSession:
                 ):  # fmt: skip
                     self._file_delete(ts, info.file_id)
             self._remember(key, req)
+            self._pipe_request2(ts, hdr, data, req)
             return
         # Interim async responses (STATUS_PENDING) are followed by the real one.
         if hdr.status == 0x00000103:
@@ -197,6 +266,7 @@ class SmbSession:
                 pending = self._pending.pop((1, 0), None)
             if pending is None:
                 return
+        self._pipe_response2(ts, hdr, data, pending)
         if hdr.command == parser.SMB2_NEGOTIATE:
             if hdr.status == parser.STATUS_SUCCESS:
                 resp = parser.smb2_negotiate_response(data)
@@ -230,19 +300,23 @@ class SmbSession:
                     req.offered = tuple(parser.smb1_negotiate_request(block))
                 elif block.command == parser.SMB1_SESSION_SETUP_ANDX:
                     self._client_blob(ts, req, parser.smb1_session_setup_request(block))
+                    self._smb1_logon(req, block, hdr.unicode)
                 elif block.command == parser.SMB1_TREE_CONNECT_ANDX:
                     req.name, req.service = parser.smb1_tree_connect_request(block, hdr.unicode)
                 elif block.command == parser.SMB1_NT_CREATE_ANDX:
                     req.name, req.options = parser.smb1_nt_create_request(block, hdr.unicode)
             self._remember(key, req)
+            self._pipe_request1(ts, msg, req)
             return
         pending = self._pending.pop(key, None)
         if pending is None:
             return
+        self._pipe_response1(ts, msg, pending)
         for block in msg.blocks:
             if block.command == parser.SMB1_NEGOTIATE and pending.offered:
                 index = parser.smb1_negotiate_response(block) if block.words else 0xFFFF
                 chosen = pending.offered[index] if index < len(pending.offered) else ""
+                self._smb1_encrypts = parser.smb1_negotiate_encrypts(block)
                 self._negotiate(ts, pending, chosen, 1)
             elif block.command == parser.SMB1_SESSION_SETUP_ANDX:
                 blob = parser.smb1_session_setup_response(block) if block.words else b""
@@ -259,6 +333,96 @@ class SmbSession:
                 if created is not None:
                     fid, eof = created
                     self._opened(ts, struct.pack("<HH", hdr.tid, fid), pending, eof)
+
+    # -- named pipes (DCE-RPC) ------------------------------------------------------------------
+    # What clients write to pipes and servers answer goes to PipeCalls, keyed by the file id (SMB1:
+    # tree id + FID, as files are). Only IPC$ trees carry pipes; a tree whose connect the capture missed
+    # may too, and PipeCalls starts a pipe only on data that opens with a DCE-RPC header.
+
+    @staticmethod
+    def _pipe_tree(path: str) -> bool:
+        return not path or path.upper().endswith("IPC$")
+
+    def _pipe_request2(self, ts: float, hdr: parser.Smb2Header, data: bytes, req: _Request) -> None:
+        if not self._pipe_tree(req.tree_path):
+            return
+        try:
+            if hdr.command == parser.SMB2_WRITE:
+                io = parser.smb2_write_request(data)
+                self._pipes.client_data(io.file_id, ts, io.data, io.missing)
+            elif hdr.command == parser.SMB2_READ:
+                req.file_id = parser.smb2_file_id(data, 16)
+            elif hdr.command == parser.SMB2_IOCTL:
+                ioctl = parser.smb2_ioctl(data, response=False)
+                if ioctl.ctl_code == parser.FSCTL_PIPE_TRANSCEIVE:
+                    req.file_id = ioctl.file_id
+                    self._pipes.client_data(ioctl.file_id, ts, ioctl.data, ioctl.missing)
+            elif hdr.command == parser.SMB2_CLOSE:
+                self._pipes.closed(parser.smb2_file_id(data, 8))
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+
+    def _pipe_response2(self, ts: float, hdr: parser.Smb2Header, data: bytes, req: _Request) -> None:
+        if not self._pipe_tree(req.tree_path):
+            return
+        ok = hdr.status in (parser.STATUS_SUCCESS, parser.STATUS_BUFFER_OVERFLOW)
+        try:
+            if hdr.command == parser.SMB2_CREATE and hdr.status == parser.STATUS_SUCCESS and req.tree_path:
+                created = parser.smb2_create_response(data)
+                if created is not None:
+                    self._pipes.opened(created.file_id, req.name)
+            elif hdr.command == parser.SMB2_READ and ok and req.file_id:
+                payload, missing = parser.smb2_read_response(data)
+                self._pipes.server_data(req.file_id, ts, payload, missing)
+            elif hdr.command == parser.SMB2_IOCTL and ok and req.file_id:
+                ioctl = parser.smb2_ioctl(data, response=True)
+                self._pipes.server_data(req.file_id, ts, ioctl.data, ioctl.missing)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+
+    def _pipe_request1(self, ts: float, msg: parser.Smb1Message, req: _Request) -> None:
+        hdr = msg.header
+        if not self._pipe_tree(req.tree_path):
+            return
+        try:
+            for block in msg.blocks:
+                if block.command == parser.SMB1_TRANSACTION:
+                    found = parser.smb1_transact_nmpipe_request(block)
+                    if found is not None:
+                        fid, payload, missing = found
+                        req.file_id = struct.pack("<HH", hdr.tid, fid)
+                        self._pipes.client_data(req.file_id, ts, payload, missing)
+                elif block.command == parser.SMB1_WRITE_ANDX:
+                    fid, payload, missing = parser.smb1_write_andx_request(block)
+                    self._pipes.client_data(struct.pack("<HH", hdr.tid, fid), ts, payload, missing)
+                elif block.command == parser.SMB1_READ_ANDX and len(block.words) >= 6:
+                    req.file_id = struct.pack("<HH", hdr.tid, parser.smb1_fid(block))
+                elif block.command == parser.SMB1_CLOSE and len(block.words) >= 2:
+                    self._pipes.closed(struct.pack("<HH", hdr.tid, int.from_bytes(block.words[:2], "little")))
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+
+    def _pipe_response1(self, ts: float, msg: parser.Smb1Message, req: _Request) -> None:
+        hdr = msg.header
+        if not self._pipe_tree(req.tree_path):
+            return
+        ok = hdr.status in (parser.STATUS_SUCCESS, parser.STATUS_BUFFER_OVERFLOW)
+        try:
+            for block in msg.blocks:
+                if block.command == parser.SMB1_NT_CREATE_ANDX and hdr.status == 0 and req.tree_path:
+                    created = parser.smb1_nt_create_response(block)
+                    if created is not None:
+                        self._pipes.opened(struct.pack("<HH", hdr.tid, created[0]), req.name)
+                elif not ok or not req.file_id:
+                    continue
+                elif block.command == parser.SMB1_TRANSACTION:
+                    payload, missing = parser.smb1_transaction_response(block)
+                    self._pipes.server_data(req.file_id, ts, payload, missing)
+                elif block.command == parser.SMB1_READ_ANDX:
+                    payload, missing = parser.smb1_read_andx_response(block)
+                    self._pipes.server_data(req.file_id, ts, payload, missing)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
 
     # -- shared semantics ----------------------------------------------------------------------
 
@@ -288,11 +452,20 @@ class SmbSession:
             return
         req.mech = token.mech
         if token.mech == "ntlm":
-            self._ntlm.client_token(ts, blob)
+            msg = self._ntlm.client_token(ts, blob)
+            if isinstance(msg, ntlm_parser.Authenticate):
+                req.user, req.domain = msg.user, msg.domain
         elif token.mech == "kerberos" and token.token:
             ap = ap_request_in(token.token, self._count_error)
             if ap is not None:
                 req.ap = ap
+
+    def _smb1_logon(self, req: _Request, block: parser.Smb1Block, unicode: bool) -> None:
+        """A logon without extended security names its account and domain in clear."""
+        logon = parser.smb1_session_setup_andx(block, unicode)
+        if logon is not None:
+            req.user, req.domain = logon.account, logon.domain
+            req.mech = parser.smb1_logon_mechanism(logon, self._smb1_encrypts)
 
     def _session_setup(self, ts: float, req: _Request, status: int, blob: bytes) -> None:
         if blob:
@@ -309,6 +482,8 @@ class SmbSession:
             version=smb_pb2.SmbVersion.ValueType(self._version),
             status=status,
             auth_mechanism=req.mech,
+            username=req.user,
+            domain=req.domain,
         )
         set_time(setup.time, ts)
         self._emit(sensor_pb2.Record(smb_session_setup=setup))
@@ -363,11 +538,17 @@ class SmbSession:
                 self._buf[is_orig].clear()
                 self._frame(is_orig, ts, frame)
             return
-        self._lose(is_orig, "gap")
+        if self._lost[is_orig]:
+            self._carry[is_orig] = b""  # the bytes either side of a hole do not join
+            return
+        # Framing is lost: count the gap, then look for the next frame in what follows.
+        self._count_error(PROTOCOL, "gap")
+        self._lose_framing(is_orig)
 
     def finish(self, ts: float) -> None:
         try:
             self._ntlm.finish(ts)
+            self._pipes.finish()
             if self._counts:
                 rec = smb_pb2.SmbCommandCounts(
                     uid=self._ctx.uid, version=smb_pb2.SmbVersion.ValueType(self._version)

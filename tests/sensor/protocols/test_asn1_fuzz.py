@@ -10,7 +10,7 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensor.protocols import asn1, kerberos, ldap, ntlm, smb
+from sensor.protocols import asn1, dce_rpc, kerberos, ldap, smb
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.kerberos import parser as krb_parser
 from sensor.protocols.ldap import parser as ldap_parser
@@ -67,7 +67,7 @@ def _ctx(transport: str) -> ConnContext:
 @given(st.lists(st.tuples(st.booleans(), payloads), max_size=6), st.sampled_from(["tcp", "udp"]))
 def test_sessions_never_raise(chunks: list[tuple[bool, bytes]], transport: str) -> None:
     errors: list[tuple[str, str]] = []
-    for package in (smb, ldap, kerberos, ntlm):
+    for package in (smb, ldap, kerberos, dce_rpc):
         if transport not in package.TRANSPORTS:
             continue
         session = package.FACTORY(_ctx(transport), lambda rec: None, lambda p, r: errors.append((p, r)))

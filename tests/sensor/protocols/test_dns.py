@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -11,6 +12,7 @@ from hypothesis import strategies as st
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.dns import FACTORY, parser
 from sensor.protocols.dns.zeek import to_zeek
+from tests.sensor import golden
 from vigil.sensor.v1 import sensor_pb2
 
 
@@ -151,3 +153,22 @@ def test_z_bits_come_from_the_query_header() -> None:
     asked, orphan = (r.dns for r in recs)
     assert asked.z == 2 and to_zeek(asked)["Z"] == 2
     assert orphan.z == 0 and to_zeek(orphan)["Z"] == 0
+
+
+# Zeek flips a connection's roles when the first DNS message it sees there is a response sent by the
+# originator (the query was missed): dns53.pcap holds one packet, a response from 207.158.192.40:53 to
+# 10.20.1.31:53 (`tshark -r dns53.pcap -T fields -e ip.src -e dns.flags.response` -> 207.158.192.40 1),
+# and Zeek's dns.log (btest dns.flip) has orig 10.20.1.31.
+def test_response_first_flips_the_rows_roles() -> None:
+    recs, _ = _run(CTX_UDP, [(True, 1.0, _reply(7, "a.example", [(1, 60, b"\x01\x02\x03\x04")]))])
+    assert [r.dns.roles_flipped for r in recs] == [True]
+    recs, _ = _run(CTX_UDP, [(True, 1.0, _query(7, "a.example")), (False, 1.1, _reply(7, "a.example", []))])
+    assert [r.dns.roles_flipped for r in recs] == [False]
+    # Only the first message decides: a later unanswered response from the originator does not flip.
+    recs, _ = _run(CTX_UDP, [(True, 1.0, _query(7, "a.example")), (True, 1.1, _reply(9, "b.example", []))])
+    assert [r.dns.roles_flipped for r in recs] == [False, False]
+
+
+def test_flipped_row_swaps_its_connection_in_dns_log(corpus: Path) -> None:
+    logs = golden.run(corpus / "zeek/dns53.pcap", verified_checksums=True).logs
+    assert [(r["id.orig_h"], r["id.resp_h"]) for r in logs["dns"]] == [("10.20.1.31", "207.158.192.40")]

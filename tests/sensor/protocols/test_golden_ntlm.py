@@ -9,4 +9,4 @@ from tests.sensor.protocols.test_golden_common import assert_agreement
 
 
 def test_ntlm_agrees_with_zeek(corpus: Path) -> None:
-    assert_agreement(corpus, golden.NTLM)
+    assert_agreement(corpus, golden.spec(corpus, "ntlm"))

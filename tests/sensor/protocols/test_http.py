@@ -140,3 +140,36 @@ def test_session_never_raises_on_mutated_streams(pos: int, value: int, step: int
         stream[pos] = value
     cut = len(REQ1 + REQ2)
     _run([(True, bytes(stream[:cut])), (False, bytes(stream[cut:]))], step=step)
+
+
+# --- the URI as Zeek logs it: percent-escapes decoded (HTTP.cc's unescape_URI rules) ---------------
+
+
+def test_uri_escapes_are_decoded_as_zeek_decodes_them() -> None:
+    # Hex pairs in either case become their byte; "+" is not an escape in a path or query.
+    assert parser.unescape_uri(b"/a%20b?id=1%27+OR+%271%27%3d%271") == "/a b?id=1'+OR+'1'='1"
+    # A "%" not followed by two hex digits stays, with the character after it.
+    assert parser.unescape_uri(b"/100%zz") == "/100%zz"
+    assert parser.unescape_uri(b"/a%g%41") == "/a%gA"
+    # At the very end: "%" alone, or "%" and one character, are kept as they are.
+    assert parser.unescape_uri(b"/a%") == "/a%"
+    assert parser.unescape_uri(b"/a%4") == "/a%4"
+    # "%%" drops the first "%" (an old IDS evasion) and reads the second as the escape.
+    assert parser.unescape_uri(b"/%%41") == "/A"
+    # IIS-style %uXXXX: the high byte (unless 00), then the low byte.
+    assert parser.unescape_uri(b"/%u0041%u263a") == "/A&:"
+    # Bytes that are not printable survive as bytes (latin-1 characters), like the raw target.
+    assert parser.unescape_uri(b"/%00%ff\xe9") == "/\x00\xff\xe9"
+
+
+def test_request_record_carries_the_decoded_uri() -> None:
+    req = b"GET /dvwa/?id=1%27+UNION+SELECT+NULL%2C+version%28%29+%23&x=%41 HTTP/1.1\r\nHost: h\r\n\r\n"
+    recs, errors, _ = _run([(True, req), (False, RESP1)])
+    assert errors == []
+    assert [r.http.uri for r in recs] == ["/dvwa/?id=1'+UNION+SELECT+NULL,+version()+#&x=A"]
+
+
+@given(st.binary(max_size=64))
+def test_uri_unescaping_never_raises_nor_grows(raw: bytes) -> None:
+    out = parser.unescape_uri(raw)
+    assert len(out) <= len(raw)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sensor.protocols.base import ConnContext
 from sensor.protocols.kerberos import FACTORY, zeek
 from sensor.protocols.kerberos import parser as p
+from sensor.protocols.kerberos.session import GssApTracker, ap_record
+from tests.sensor import golden
 from tests.sensor.protocols.test_asn1 import tlv
 from vigil.sensor.v1 import sensor_pb2
 
@@ -22,13 +26,14 @@ def integer(v: int) -> bytes:
     return tlv(0x02, v.to_bytes(2, "big", signed=True).lstrip(b"\x00") or b"\x00")
 
 
-def as_req(user: str = "alice", realm: str = "CORP.LOCAL") -> bytes:
+def as_req(user: str = "alice", realm: str = "CORP.LOCAL", start: bytes = b"") -> bytes:
     body = tlv(
         0x30,
         ctx_field(0, tlv(0x03, b"\x00\x40\x81\x00\x10"))  # forwardable, renewable, ...
         + ctx_field(1, principal(user))
         + ctx_field(2, tlv(0x1B, realm.encode()))
         + ctx_field(3, principal("krbtgt", realm))
+        + (ctx_field(4, tlv(0x18, start)) if start else b"")
         + ctx_field(5, tlv(0x18, b"20370913024805Z"))
         + ctx_field(7, integer(1234))
         + ctx_field(8, tlv(0x30, integer(18) + integer(23))),
@@ -135,4 +140,52 @@ def test_preauth_challenge_not_logged() -> None:
     session.data(True, 1.0, AS_REQ_BYTES)  # type: ignore[attr-defined]
     session.data(False, 1.1, krb_error(25, "NEEDED_PREAUTH"))  # type: ignore[attr-defined]
     session.finish(2.0)  # type: ignore[attr-defined]
+    assert out == []
+
+
+def test_kdc_request_from_time_is_logged() -> None:
+    # kinit -s asks for a postdated ticket: KDC-REQ-BODY "from" [4] (kinit.pcap's 15 AS exchanges of
+    # `tshark -Y "kerberos.from"`), which Zeek's kerberos.log writes as "from".
+    req = as_req(start=b"20150119230005Z")
+    session, out = _session("udp")
+    session.data(True, 1.0, req)  # type: ignore[attr-defined]
+    session.data(False, 1.1, as_rep())  # type: ignore[attr-defined]
+    session.finish(2.0)  # type: ignore[attr-defined]
+    assert zeek.to_zeek(out[0].kerberos)["from"] == 1421708405.0
+
+
+def test_ap_request_without_an_answer_leaves_success_unset() -> None:
+    # Zeek's "AP" row learns success only from an AP-REP (or KRB-ERROR) handed back to it.
+    ap = p.ApRequest(ticket_realm="CORP.LOCAL", ticket_sname=p.Principal(2, ("cifs", "srv")), ticket_etype=18)
+    row = zeek.to_zeek(ap_record("C1", 1.0, ap, None))
+    assert "success" not in row
+    assert zeek.to_zeek(ap_record("C1", 1.0, ap, True))["success"] is True
+
+
+def test_ap_exchange_in_a_dce_rpc_bind_is_logged(corpus: Path) -> None:
+    # kerberos135_auth.pcapng: frame 5 binds ISystemActivator with a SPNEGO auth verifier holding an
+    # AP-REQ for RPCSS/BLACKCLOVER-DC.SRT-AD.local (auth_type 9, kerberos.msg_type 14); frame 7, the
+    # bind_ack, answers with the AP-REP (msg_type 15) (`tshark -T fields -e frame.number -e
+    # dcerpc.auth_type -e kerberos.msg_type`). Zeek's kerberos.log (btest spnego-gssapi-kerberos):
+    # one AP row, success T.
+    run = golden.run(corpus / "zeek/dce-rpc/kerberos135_auth.pcapng")
+    rows = [zeek.to_zeek(r.kerberos) for r in run.records if r.WhichOneof("kind") == "kerberos"]
+    assert rows == [
+        {
+            "request_type": "AP",
+            "client": "/SRT-AD.LOCAL",
+            "service": "RPCSS/BLACKCLOVER-DC.SRT-AD.local",
+            "success": True,
+            "cipher": "aes256-cts-hmac-sha1-96",
+        }
+    ]
+    assert run.parse_errors == {}
+
+
+def test_gss_tracker_ignores_an_answer_without_a_request() -> None:
+    out: list[sensor_pb2.Record] = []
+    ctx = ConnContext("C1", "10.0.0.1", 5000, "10.0.0.2", 135, "tcp")
+    tracker = GssApTracker(ctx, out.append, lambda _p, _r: None)
+    tracker.server_token(1.0, b"\x00garbage")
+    tracker.finish(2.0)
     assert out == []

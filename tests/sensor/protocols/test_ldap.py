@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sensor.protocols.base import ConnContext
 from sensor.protocols.ldap import FACTORY, zeek
 from sensor.protocols.ldap import parser as p
+from tests.sensor import golden
 from tests.sensor.protocols.test_asn1 import tlv
 from tests.sensor.protocols.test_ntlm import spnego_init
+from vigil.flow.v1 import ldap_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 
@@ -93,3 +97,22 @@ def test_cldap_datagram() -> None:
     entry = msg(2, tlv(0x64, tlv(0x04, b"") + tlv(0x30, b"")))
     session.data(False, 1.1, entry + result(2, 0x65, 0))  # type: ignore[attr-defined]
     assert [r.ldap_search.result_count for r in out] == [1]
+
+
+def test_kerberos_ap_in_a_sasl_bind_leaves_success_unset(corpus: Path) -> None:
+    # aduser1.pcap frame 46: bindRequest "User1" sasl GSS-SPNEGO carrying an AP-REQ; frame 47 answers
+    # success with the AP-REP in serverSaslCreds. Zeek's LDAP analyzer hands only the request to GSS-API,
+    # so its kerberos.log "AP" row leaves success unset (Baseline ldap.aduser1/krb.kerberos.log); the
+    # bind's outcome is in the ldap row.
+    run = golden.run(corpus / "zeek/ldap/aduser1.pcap")
+    aps = [r.kerberos for r in run.records if r.WhichOneof("kind") == "kerberos"]
+    aps = [a for a in aps if a.request_type == "AP"]
+    assert [(a.service, a.HasField("success")) for a in aps] == [("ldap/WIN-VGO56I95EAK", False)]
+
+
+def test_search_attributes_are_logged_only_when_asked_as_in_zeek() -> None:
+    # Zeek's LDAP::default_log_search_attributes is F: ldap_search.log leaves attributes unset unless a
+    # site turns it on (its btest ldap.attributes does; ldap.basic, on the same simpleauth.pcap, does not).
+    search = ldap_pb2.LdapSearch(message_id=2, scope="tree", deref_aliases="never", attributes=["cn", "mail"])
+    assert "attributes" not in zeek.search_to_zeek(search)
+    assert zeek.search_to_zeek(search, attributes=True)["attributes"] == ["cn", "mail"]

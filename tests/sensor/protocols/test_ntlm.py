@@ -7,7 +7,7 @@ import struct
 import pytest
 
 from sensor.protocols.base import ConnContext, ParseError
-from sensor.protocols.ntlm import NtlmTracker
+from sensor.protocols.ntlm import NtlmTracker, zeek
 from sensor.protocols.ntlm import parser as p
 from tests.sensor.protocols.test_asn1 import tlv
 from vigil.sensor.v1 import sensor_pb2
@@ -131,3 +131,43 @@ def test_tracker_flushes_at_finish_without_outcome() -> None:
     tracker.server_token(1.1, CHALLENGE_BYTES)
     tracker.finish(2.0)
     assert len(out) == 1 and not out[0].ntlm.HasField("success") and out[0].ntlm.username == ""
+
+
+# Zeek's ntlm.log sets success only from the server's SPNEGO verdict (negState accept-completed or
+# reject; accept-incomplete is ignored). A failed SMB logon carries no security blob at all
+# (suricata-verify smb2-ntlmssp-negotiateflags: `tshark -Y "smb2.cmd==1 && smb2.nt_status==0xc000006d"
+# -e smb2.security_blob` is empty in frames 710, 720, 730, 740, 766), and raw NTLMSSP (LDAP SASL
+# "NTLM", DCE-RPC) has no verdict either: there the log's success stays unset, while the record keeps
+# the carrier's verdict for the master.
+def test_zeek_success_comes_from_the_spnego_verdict_only() -> None:
+    tracker, out = _tracker()
+    tracker.client_token(1.0, spnego_init(NEGOTIATE_BYTES))
+    tracker.server_token(1.1, spnego_resp(CHALLENGE_BYTES))
+    tracker.client_token(1.2, spnego_resp(AUTHENTICATE_BYTES))
+    tracker.server_token(1.3, tlv(0xA1, tlv(0x30, tlv(0xA0, tlv(0x0A, b"\x00")))))
+    tracker.outcome(1.3, True, 0)
+    rec = out[0].ntlm
+    assert rec.success and rec.spnego_success
+    assert zeek.to_zeek(rec)["success"] is True
+
+
+def test_zeek_success_stays_unset_without_a_spnego_verdict() -> None:
+    tracker, out = _tracker()
+    tracker.client_token(1.0, NEGOTIATE_BYTES)
+    tracker.server_token(1.1, CHALLENGE_BYTES)
+    tracker.client_token(1.2, AUTHENTICATE_BYTES)
+    tracker.outcome(1.3, False, 0xC000006D)
+    rec = out[0].ntlm
+    assert rec.HasField("success") and not rec.success
+    assert not rec.HasField("spnego_success")
+    assert "success" not in zeek.to_zeek(rec)
+
+
+def test_spnego_reject_is_a_failure_and_incomplete_no_verdict() -> None:
+    tracker, out = _tracker()
+    tracker.client_token(1.0, spnego_init(NEGOTIATE_BYTES))
+    tracker.server_token(1.1, spnego_resp(CHALLENGE_BYTES, state=1))
+    tracker.client_token(1.2, spnego_resp(AUTHENTICATE_BYTES))
+    tracker.server_token(1.3, tlv(0xA1, tlv(0x30, tlv(0xA0, tlv(0x0A, b"\x02")))))
+    tracker.finish(2.0)
+    assert zeek.to_zeek(out[0].ntlm)["success"] is False

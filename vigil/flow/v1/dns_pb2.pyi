@@ -73,6 +73,7 @@ class DnsRecord(_message.Message):
     REJECTED_FIELD_NUMBER: _builtins.int
     OPCODE_FIELD_NUMBER: _builtins.int
     Z_FIELD_NUMBER: _builtins.int
+    ROLES_FLIPPED_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     trans_id: _builtins.int
     query: _builtins.str
@@ -97,6 +98,11 @@ class DnsRecord(_message.Message):
     """The query header's three Z bits (RFC 1035's reserved field, now AD, CD and one reserved bit),
     as Zeek's dns.log Z; 0 when no query was seen.
     """
+    roles_flipped: _builtins.bool
+    """The first DNS message seen on the connection was a response sent by the flow's originator (its
+    query was missed): Zeek then flips the connection's roles, so its dns.log originator is the flow's
+    responder.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -120,10 +126,11 @@ class DnsRecord(_message.Message):
         rejected: _builtins.bool = ...,
         opcode: _builtins.int = ...,
         z: _builtins.int = ...,
+        roles_flipped: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_rcode", b"_rcode", "_rtt_ms", b"_rtt_ms", "rcode", b"rcode", "rtt_ms", b"rtt_ms", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rcode", b"_rcode", "_rtt_ms", b"_rtt_ms", "answers", b"answers", "authoritative", b"authoritative", "opcode", b"opcode", "qclass", b"qclass", "qtype", b"qtype", "query", b"query", "rcode", b"rcode", "recursion_available", b"recursion_available", "recursion_desired", b"recursion_desired", "rejected", b"rejected", "rtt_ms", b"rtt_ms", "time", b"time", "trans_id", b"trans_id", "truncated", b"truncated", "uid", b"uid", "z", b"z"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rcode", b"_rcode", "_rtt_ms", b"_rtt_ms", "answers", b"answers", "authoritative", b"authoritative", "opcode", b"opcode", "qclass", b"qclass", "qtype", b"qtype", "query", b"query", "rcode", b"rcode", "recursion_available", b"recursion_available", "recursion_desired", b"recursion_desired", "rejected", b"rejected", "roles_flipped", b"roles_flipped", "rtt_ms", b"rtt_ms", "time", b"time", "trans_id", b"trans_id", "truncated", b"truncated", "uid", b"uid", "z", b"z"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__rcode: _TypeAlias = _typing.Literal["rcode"]  # noqa: Y015
     _WhichOneofArgType__rcode: _TypeAlias = _typing.Literal["_rcode", b"_rcode"]  # noqa: Y015

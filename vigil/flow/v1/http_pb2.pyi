@@ -49,6 +49,7 @@ class HttpRecord(_message.Message):
     method: _builtins.str
     host: _builtins.str
     uri: _builtins.str
+    """The request target with its percent-escapes decoded, as Zeek's http.log writes it."""
     referrer: _builtins.str
     version: _builtins.str
     user_agent: _builtins.str

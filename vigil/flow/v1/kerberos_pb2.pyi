@@ -35,6 +35,7 @@ class KerberosRecord(_message.Message):
     CIPHER_FIELD_NUMBER: _builtins.int
     FORWARDABLE_FIELD_NUMBER: _builtins.int
     RENEWABLE_FIELD_NUMBER: _builtins.int
+    FROM_TIME_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     request_type: _builtins.str
     """"AS" or "TGS"; "AP" for an AP-REQ seen inside another protocol (SMB, LDAP), as Zeek logs it."""
@@ -43,6 +44,9 @@ class KerberosRecord(_message.Message):
     service: _builtins.str
     """Service principal."""
     success: _builtins.bool
+    """A KDC reply: true; a KRB-ERROR: false. An "AP" row: true when the AP-REP came back in the carrier's
+    answer, unset when the carrier does not show one (Zeek logs those unset too).
+    """
     error_msg: _builtins.str
     """KRB-ERROR code name, e.g. "KDC_ERR_PREAUTH_REQUIRED", empty on success."""
     error_code: _builtins.int
@@ -54,6 +58,10 @@ class KerberosRecord(_message.Message):
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def till_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def from_time(self) -> _timestamp_pb2.Timestamp:
+        """Start of validity the client asked for (KDC-REQ-BODY "from", a postdated ticket); unset when absent."""
+
     def __init__(
         self,
         *,
@@ -62,20 +70,26 @@ class KerberosRecord(_message.Message):
         request_type: _builtins.str = ...,
         client: _builtins.str = ...,
         service: _builtins.str = ...,
-        success: _builtins.bool = ...,
+        success: _builtins.bool | None = ...,
         error_msg: _builtins.str = ...,
         error_code: _builtins.int | None = ...,
         till_time: _timestamp_pb2.Timestamp | None = ...,
         cipher: _builtins.str = ...,
         forwardable: _builtins.bool = ...,
         renewable: _builtins.bool = ...,
+        from_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "error_code", b"error_code", "till_time", b"till_time", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "error_code", b"error_code", "from_time", b"from_time", "success", b"success", "till_time", b"till_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "cipher", b"cipher", "client", b"client", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "renewable", b"renewable", "request_type", b"request_type", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
     _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
+    _WhichOneofReturnType__success: _TypeAlias = _typing.Literal["success"]  # noqa: Y015
+    _WhichOneofArgType__success: _TypeAlias = _typing.Literal["_success", b"_success"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error_code) -> _WhichOneofReturnType__error_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__success) -> _WhichOneofReturnType__success | None: ...
 
 Global___KerberosRecord: _TypeAlias = KerberosRecord  # noqa: Y015

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vigil/flow/v1/ntlm.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa7\x02\n\nNtlmRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x1f\n\x17server_nb_computer_name\x18\x06 \x01(\t\x12 \n\x18server_dns_computer_name\x18\x07 \x01(\t\x12\x18\n\x10server_tree_name\x18\x08 \x01(\t\x12\x14\n\x07success\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x06status\x18\n \x01(\rH\x01\x88\x01\x01\x12\x0f\n\x07\x63\x61rrier\x18\x0b \x01(\tB\n\n\x08_successB\t\n\x07_statusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vigil/flow/v1/ntlm.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd7\x02\n\nNtlmRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x0e\n\x06\x64omain\x18\x04 \x01(\t\x12\x10\n\x08hostname\x18\x05 \x01(\t\x12\x1f\n\x17server_nb_computer_name\x18\x06 \x01(\t\x12 \n\x18server_dns_computer_name\x18\x07 \x01(\t\x12\x18\n\x10server_tree_name\x18\x08 \x01(\t\x12\x14\n\x07success\x18\t \x01(\x08H\x00\x88\x01\x01\x12\x13\n\x06status\x18\n \x01(\rH\x01\x88\x01\x01\x12\x0f\n\x07\x63\x61rrier\x18\x0b \x01(\t\x12\x1b\n\x0espnego_success\x18\x0c \x01(\x08H\x02\x88\x01\x01\x42\n\n\x08_successB\t\n\x07_statusB\x11\n\x0f_spnego_successb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.flow.v1.ntlm_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NTLMRECORD']._serialized_start=77
-  _globals['_NTLMRECORD']._serialized_end=372
+  _globals['_NTLMRECORD']._serialized_end=420
 # @@protoc_insertion_point(module_scope)

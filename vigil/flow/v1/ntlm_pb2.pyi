@@ -34,6 +34,7 @@ class NtlmRecord(_message.Message):
     SUCCESS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CARRIER_FIELD_NUMBER: _builtins.int
+    SPNEGO_SUCCESS_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     username: _builtins.str
     domain: _builtins.str
@@ -49,6 +50,11 @@ class NtlmRecord(_message.Message):
     """Carrier status (NT status for SMB, LDAP result code, HTTP status)."""
     carrier: _builtins.str
     """Carrier protocol: "smb", "http", "ldap", "dce_rpc"."""
+    spnego_success: _builtins.bool
+    """The server's SPNEGO verdict (negTokenResp negState accept-completed: true, reject: false) when its
+    answer carried one: what Zeek's ntlm.log calls success. Unset for raw NTLMSSP and for answers without
+    a security blob (a failed SMB logon), where only the carrier's verdict (success, status) is known.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -65,15 +71,20 @@ class NtlmRecord(_message.Message):
         success: _builtins.bool | None = ...,
         status: _builtins.int | None = ...,
         carrier: _builtins.str = ...,
+        spnego_success: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "_success", b"_success", "status", b"status", "success", b"success", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_spnego_success", b"_spnego_success", "_status", b"_status", "_success", b"_success", "spnego_success", b"spnego_success", "status", b"status", "success", b"success", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_status", b"_status", "_success", b"_success", "carrier", b"carrier", "domain", b"domain", "hostname", b"hostname", "server_dns_computer_name", b"server_dns_computer_name", "server_nb_computer_name", b"server_nb_computer_name", "server_tree_name", b"server_tree_name", "status", b"status", "success", b"success", "time", b"time", "uid", b"uid", "username", b"username"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_spnego_success", b"_spnego_success", "_status", b"_status", "_success", b"_success", "carrier", b"carrier", "domain", b"domain", "hostname", b"hostname", "server_dns_computer_name", b"server_dns_computer_name", "server_nb_computer_name", b"server_nb_computer_name", "server_tree_name", b"server_tree_name", "spnego_success", b"spnego_success", "status", b"status", "success", b"success", "time", b"time", "uid", b"uid", "username", b"username"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__spnego_success: _TypeAlias = _typing.Literal["spnego_success"]  # noqa: Y015
+    _WhichOneofArgType__spnego_success: _TypeAlias = _typing.Literal["_spnego_success", b"_spnego_success"]  # noqa: Y015
     _WhichOneofReturnType__status: _TypeAlias = _typing.Literal["status"]  # noqa: Y015
     _WhichOneofArgType__status: _TypeAlias = _typing.Literal["_status", b"_status"]  # noqa: Y015
     _WhichOneofReturnType__success: _TypeAlias = _typing.Literal["success"]  # noqa: Y015
     _WhichOneofArgType__success: _TypeAlias = _typing.Literal["_success", b"_success"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__spnego_success) -> _WhichOneofReturnType__spnego_success | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__status) -> _WhichOneofReturnType__status | None: ...
     @_typing.overload

@@ -99,12 +99,27 @@ class SmbSessionSetup(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     AUTH_MECHANISM_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    DOMAIN_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     version: Global___SmbVersion.ValueType
     status: _builtins.int
-    """NT status of the reply (0 = success, 0xC000006D = STATUS_LOGON_FAILURE)."""
+    """NT status of the reply (0 = success, 0xC000006D = STATUS_LOGON_FAILURE). An SMB1 server answering
+    in DOS error format (Flags2 without NT status) has its error class/code mapped to the NT status.
+    """
     auth_mechanism: _builtins.str
-    """"ntlm", "kerberos" or "" when not recognised."""
+    """Extended security (SMB2/3, SMB1 with NTLMSSP/SPNEGO): "ntlm", "kerberos".
+    SMB1 without extended security, from the shape of the two password fields: "lm" (a 24-byte
+    LM/OEM response with an empty or identical NTLM one), "ntlmv1" (24-byte NTLM response), "ntlmv2"
+    (longer NTLM response), "plaintext" (clear-text password), "anonymous" (no account, no passwords).
+    "" when not recognised. Passwords and responses themselves are never recorded.
+    """
+    username: _builtins.str
+    """Account name the client logged on with: SMB1 AccountName, or the NTLMSSP AUTHENTICATE user name.
+    Empty when the logon carried none (anonymous, Kerberos).
+    """
+    domain: _builtins.str
+    """Domain the client named: SMB1 PrimaryDomain, or the NTLMSSP AUTHENTICATE domain name."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -115,10 +130,12 @@ class SmbSessionSetup(_message.Message):
         version: Global___SmbVersion.ValueType = ...,
         status: _builtins.int = ...,
         auth_mechanism: _builtins.str = ...,
+        username: _builtins.str = ...,
+        domain: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_mechanism", b"auth_mechanism", "status", b"status", "time", b"time", "uid", b"uid", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_mechanism", b"auth_mechanism", "domain", b"domain", "status", b"status", "time", b"time", "uid", b"uid", "username", b"username", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
