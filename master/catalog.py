@@ -46,6 +46,18 @@ EXTERNAL_UPLOAD = "external_upload_kib"
 # Of those, what went to endpoints rare for the network (few or no other devices reached them in a week).
 RARE_UPLOAD = "rare_endpoint_upload_kib"
 TUNNEL_NAMES = "distinct_long_dns_names"
+# Remote procedure calls and Kerberos (master/rpc.py says which operation counts for which).
+SERVICE_CHANGES = "remote_service_installations"
+SCM_HOSTS = "distinct_remote_service_managers_opened"
+WMI_EXEC = "remote_wmi_methods_and_instances"
+DRS_REPLICATION = "directory_replication_requests"
+ENUM_CALLS = "account_and_share_enumeration_calls"
+ENUM_HOSTS = "distinct_hosts_enumerated"
+REGISTRY_CALLS = "remote_registry_calls"
+COERCION_CALLS = "authentication_coercion_calls"
+RC4_SERVICE_TICKETS = "distinct_rc4_service_tickets"
+FAILED_KERBEROS_PRINCIPALS = "distinct_failed_kerberos_principals"
+WINRM_REQUESTS = "winrm_requests"
 VPN_RARE = "distinct_rare_vpn_endpoints"
 
 
@@ -109,6 +121,75 @@ FEATURES: tuple[Feature, ...] = (
         True,
         0.0001,
         family="transfer",
+    ),
+)
+FEATURES += (
+    Feature(
+        SERVICE_CHANGES,
+        "services, scheduled tasks or printer drivers installed or started on other hosts",
+        False,
+        0.0001,
+        family="remote-exec",
+        quote_example=True,
+    ),
+    Feature(SCM_HOSTS, "distinct hosts whose service manager was opened", True, 0.001, family="remote-exec"),
+    Feature(
+        WMI_EXEC,
+        "WMI methods called or instances created on other hosts",
+        False,
+        0.0001,
+        family="remote-exec",
+        quote_example=True,
+    ),
+    Feature(
+        DRS_REPLICATION,
+        "directory replication requests (DRSUAPI)",
+        False,
+        0.00001,
+        family="replication",
+        quote_example=True,
+    ),
+    Feature(
+        ENUM_CALLS,
+        "account, group member, session and share enumeration calls",
+        False,
+        0.01,
+        family="enumeration",
+        quote_example=True,
+    ),
+    Feature(ENUM_HOSTS, "distinct hosts enumerated over RPC", True, 0.01, family="enumeration"),
+    Feature(REGISTRY_CALLS, "remote registry calls", False, 0.001, family="registry", quote_example=True),
+    Feature(
+        COERCION_CALLS,
+        "calls that make a server authenticate elsewhere (printer bug, EFSRPC, DFS)",
+        False,
+        0.0001,
+        family="coercion",
+        quote_example=True,
+    ),
+    Feature(
+        WINRM_REQUESTS,
+        "WS-Management (WinRM, PowerShell Remoting) requests to other hosts",
+        False,
+        0.01,
+        family="remote-exec",
+        quote_example=True,
+    ),
+    Feature(
+        RC4_SERVICE_TICKETS,
+        "distinct services for which RC4 tickets were issued",
+        True,
+        0.05,
+        family="kerberos",
+        quote_example=True,
+    ),
+    Feature(
+        FAILED_KERBEROS_PRINCIPALS,
+        "distinct accounts whose Kerberos logon failed (bad password, unknown or revoked)",
+        True,
+        0.2,
+        family="kerberos",
+        quote_example=True,
     ),
 )
 FEATURE_BY_NAME = {f.name: f for f in FEATURES}
@@ -235,6 +316,44 @@ DETECTORS: tuple[CountDetector, ...] = (
         Response.BLOCK_PEER,
         lateral=False,
     ),
+)
+DETECTORS += (
+    CountDetector(
+        "Anomalous Connection / New or Uncommon Service Control",
+        ((SERVICE_CHANGES, 1), (SCM_HOSTS, 2)),
+        (),
+        ("T1569.002", "T1543.003", "T1053.005", "T1021.002"),
+    ),
+    CountDetector(
+        "Anomalous Connection / Remote WMI Execution", ((WMI_EXEC, 1),), (), ("T1047", "T1546.003")
+    ),
+    CountDetector(
+        "Device / Anomalous DRSGetNCChanges Operation",
+        ((DRS_REPLICATION, 1),),
+        (),
+        ("T1003.006", "T1207"),
+    ),
+    CountDetector(
+        "Anomalous Connection / SMB Enumeration",
+        ((ENUM_CALLS, 3), (ENUM_HOSTS, 3)),
+        (),
+        ("T1087.002", "T1069.002", "T1135", "T1049"),
+    ),
+    CountDetector(
+        "Anomalous Connection / Unusual Remote Registry Access",
+        ((REGISTRY_CALLS, 3),),
+        (),
+        ("T1012", "T1112"),
+    ),
+    CountDetector("Device / Authentication Coercion", ((COERCION_CALLS, 1),), (), ("T1187",)),
+    CountDetector(
+        "Anomalous Connection / Unusual Remote PowerShell (WinRM)",
+        ((WINRM_REQUESTS, 5),),
+        (),
+        ("T1021.006", "T1059.001"),
+    ),
+    CountDetector("Device / Kerberoasting Activity", ((RC4_SERVICE_TICKETS, 3),), (), ("T1558.003",)),
+    CountDetector("Device / Kerberos Password Spray", ((FAILED_KERBEROS_PRINCIPALS, 5),), (), ("T1110.003",)),
 )
 DETECTOR_BY_NAME = {d.name: d for d in DETECTORS}
 

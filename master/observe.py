@@ -17,9 +17,12 @@ from master.catalog import (
     ADMIN_AUTH_FAILURES,
     ANSWERED_DESTINATIONS,
     AUTH_FAILURES,
+    ENUM_CALLS,
+    ENUM_HOSTS,
     EXTERNAL_UPLOAD,
     FAILED,
     FAILED_EXTERNAL,
+    FAILED_KERBEROS_PRINCIPALS,
     HALF_OPEN,
     INTERNAL_DESTINATIONS,
     INTERNAL_TARGETS,
@@ -27,8 +30,10 @@ from master.catalog import (
     LDAP_ENTRIES,
     LDAP_SEARCHES,
     PTR_QUERIES,
+    RC4_SERVICE_TICKETS,
     RDP_DESTINATIONS,
     RDP_PORT,
+    SCM_HOSTS,
     SENSITIVE_PORTS,
     SENSITIVE_TARGETS,
     SMB_DESTINATIONS,
@@ -38,7 +43,10 @@ from master.catalog import (
     UDP_TARGETS,
     UNANSWERED_DESTINATIONS,
     USERNAMES,
+    WINRM_REQUESTS,
 )
+from master.features import ip_text
+from master.rpc import ROASTABLE_CIPHERS, RPC_FEATURES, SPRAY_ERRORS
 from master.signatures import (
     C2Fingerprint,
     http_c2_fingerprint,
@@ -46,7 +54,7 @@ from master.signatures import (
     tls_c2_fingerprint,
     tool_fingerprint,
 )
-from vigil.flow.v1 import flow_pb2, ldap_pb2, smb_pb2
+from vigil.flow.v1 import flow_pb2, kerberos_pb2, ldap_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 
@@ -69,6 +77,7 @@ DNS_PTR = 12
 TUNNEL_MIN_CHARS = 25
 TUNNEL_MIN_ENTROPY_BITS = 3.3
 BROWSER_MARK = "mozilla/"
+WSMAN_PATH = "/wsman"
 
 
 # The per-record observations are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each
@@ -250,10 +259,68 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
             if is_admin_account(ntlm.username):
                 items.append(Observation(ADMIN_AUTH_FAILURES, None, user, 1))
         return tuple(items)
+    elif kind == "smb_session_setup":
+        return smb1_logon_items(record.smb_session_setup)
+    elif kind == "dce_rpc":
+        return rpc_items(record)
+    elif kind == "kerberos":
+        return kerberos_items(record.kerberos)
     elif kind == "http":
-        found = tool_fingerprint(record.http.user_agent, record.http.uri)
+        http = record.http
+        if http.uri.lower().startswith(WSMAN_PATH):
+            # WS-Management: PowerShell Remoting and WinRM commands run on the server.
+            server = ip_text(record.resp.ip) or http.host
+            text = f"{http.method} {http.uri[:48]} to {server}:{record.resp.port} ({http.user_agent[:40]})"
+            return (Observation(WINRM_REQUESTS, None, text, 1, server),)
+        found = tool_fingerprint(http.user_agent, http.uri)
         if found is not None:
             return (Observation(TOOL_REQUESTS, None, found, 1),)
+    return ()
+
+
+# SMB1 logons without NTLMSSP (old tools: Metasploit's smb_login, hydra, nmap's smb-brute) carry their
+# account in the session setup itself; NTLMSSP logons ("ntlm") are counted from their NTLM record.
+_SMB1_LOGONS = frozenset({"lm", "ntlmv1", "ntlmv2", "plaintext"})
+
+
+def smb1_logon_items(setup: smb_pb2.SmbSessionSetup) -> tuple[Observation, ...]:
+    """A logon that named its account without NTLMSSP: the name tried and, when refused, a failure."""
+    if setup.auth_mechanism not in _SMB1_LOGONS or not setup.username:
+        return ()
+    user = f"{setup.domain}\\{setup.username}" if setup.domain else setup.username
+    found = [Observation(USERNAMES, user.lower(), user)]
+    if setup.status != 0:
+        found.append(Observation(AUTH_FAILURES, None, f"{user} ({setup.auth_mechanism})"))
+        if is_admin_account(setup.username):
+            found.append(Observation(ADMIN_AUTH_FAILURES, None, f"{user} ({setup.auth_mechanism})"))
+    return tuple(found)
+
+
+def rpc_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
+    """A remote procedure call the catalog cares about (master/rpc.py), counted for its caller."""
+    call = record.dce_rpc
+    feature = RPC_FEATURES.get((call.endpoint, call.operation))
+    if feature is None:
+        return ()
+    server = ip_text(record.resp.ip) or "?"
+    text = f"{call.endpoint} {call.operation} on {server}"
+    if feature == SCM_HOSTS:
+        return (Observation(SCM_HOSTS, server, text),)
+    if feature == ENUM_CALLS:
+        return (Observation(ENUM_CALLS, None, text), Observation(ENUM_HOSTS, server, text))
+    return (Observation(feature, None, text, 1, server),)
+
+
+def kerberos_items(krb: kerberos_pb2.KerberosRecord) -> tuple[Observation, ...]:
+    """Failed AS logons per account (password spraying), RC4 service tickets per service (Kerberoasting)."""
+    if krb.request_type == "AS" and krb.error_msg in SPRAY_ERRORS and krb.client:
+        client = krb.client.lower()
+        return (Observation(FAILED_KERBEROS_PRINCIPALS, client, f"{krb.client} ({krb.error_msg})"),)
+    if krb.request_type == "TGS" and krb.cipher in ROASTABLE_CIPHERS and krb.service:
+        service = krb.service.lower()
+        if service.startswith("krbtgt/"):
+            return ()
+        return (Observation(RC4_SERVICE_TICKETS, service, f"{krb.service} ({krb.cipher}) for {krb.client}"),)
     return ()
 
 

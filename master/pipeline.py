@@ -28,6 +28,7 @@ from master.beacon import (
 from master.breaches import count_breach, seconds
 from master.catalog import (
     DETECTORS,
+    DRS_REPLICATION,
     FEATURE_BY_NAME,
     FLOW_BEACON,
     HTTP_BEACON,
@@ -93,6 +94,8 @@ SIGNIFICANT_SURPRISE = 8.0
 # Default allowance for flows that arrive after their window's end: a failed TCP attempt is emitted only
 # when the sensor's idle timeout (300 s by default) fires, plus batching delay.
 DEFAULT_ALLOWED_LATENESS_S = 360.0
+KERBEROS_PORT = 88
+_TCP, _UDP = flow_pb2.TRANSPORT_TCP, flow_pb2.TRANSPORT_UDP
 
 
 @dataclass(frozen=True)
@@ -295,9 +298,11 @@ class Pipeline:
         by the sensor, else found through a flow with the same uid in this batch. Those that count for none
         are not read further; those that do go through the door first."""
         by_uid = {f.uid: f for f in out.flows}
-        for record, kind in apps:
+        for received, kind in apps:
             out.kinds[kind] += 1
-            body = getattr(record, kind)
+            body = getattr(received, kind)
+            # A call whose caller is the connection's responder is what that device did.
+            record = _caller_first(received) if kind == "dce_rpc" and body.roles_flipped else received
             orig = record.orig if record.HasField("orig") else None
             orig_ip = orig.ip if orig is not None else b""
             ip = ip_text(orig_ip) if orig_ip else None
@@ -398,6 +403,15 @@ class Pipeline:
     def run(self, ex: Extracted, ws: WorkingSet, clock: EventClock) -> Outcome:
         """One unit over its working set; ``clock`` from :meth:`event_clock`."""
         return _BatchRun(self, ws, clock).run(ex)
+
+
+def _caller_first(record: sensor_pb2.Record) -> sensor_pb2.Record:
+    """A copy of an application record with its endpoints swapped (orig becomes the caller)."""
+    swapped = sensor_pb2.Record()
+    swapped.CopyFrom(record)
+    swapped.orig.CopyFrom(record.resp)
+    swapped.resp.CopyFrom(record.orig)
+    return swapped
 
 
 def _size_problem(http: Any) -> str | None:
@@ -657,6 +671,17 @@ class _BatchRun:
                 beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra, h.peer)
             )
 
+    def _mark_domain_controller(self, device_id: str) -> None:
+        """A device that answers Kerberos is a domain controller (a KDC), for as long as it is known."""
+        doc = self.inventory.doc(device_id)
+        if doc is not None and not doc.get("kdc"):
+            doc["kdc"] = True
+            self.inventory.put_doc(device_id, doc)
+
+    def _is_domain_controller(self, device_id: str) -> bool:
+        doc = self.inventory.doc(device_id)
+        return bool(doc and doc.get("kdc"))
+
     def _known_c2(self, device_id: str, act: Act) -> None:
         """A framework's default fingerprint: a certificate or a stager breaches at once, profile requests
         from their second check-in (one request alone is something a real site may show)."""
@@ -769,7 +794,9 @@ class _BatchRun:
                 self.context.hostname(device_id, d.ip, d.hostname, d.t, "dhcp")
         for f in ex.flows:
             if f.resp_internal and f.answered:
-                self.inventory.observe(f.resp_ip, f.t, f.resp_mac)
+                server = self.inventory.observe(f.resp_ip, f.t, f.resp_mac)
+                if f.resp_port == KERBEROS_PORT and f.transport in (_TCP, _UDP):
+                    self._mark_domain_controller(server)
         # Event-time order across flows and application records: windows advance as the device acts.
         for act in sorted(ex.acts, key=lambda a: a.t):
             device_id = self.inventory.observe(act.ip, act.t, act.mac, flows=0 if act.app else 1)
@@ -782,6 +809,9 @@ class _BatchRun:
             for closed in state.advance(self.clock.ceiling(act.t)):
                 self._close(device_id, closed)
             items = list(act.items)
+            if act.app and self._is_domain_controller(device_id):
+                # Domain controllers replicate with each other all day: that is what they are for.
+                items = [o for o in items if o.feature != DRS_REPLICATION]
             if act.flow is not None and not act.flow.resp_internal:
                 items += self._external_flow(device_id, act, act.flow)
             elif act.flow is not None and _internal_peer(act.flow):

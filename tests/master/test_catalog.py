@@ -271,10 +271,11 @@ def test_catalog_is_complete() -> None:
     """Every model the catalog registers has a scenario here, except those the wild corpus proves
     (tests/master/test_wild.py)."""
     from master.catalog import CATALOG, KNOWN_C2
+    from tests.master.test_wild import DOMAIN_ATTACKS
 
-    proved_on_wild_captures = {KNOWN_C2}
+    proved_on_wild_captures = {KNOWN_C2} | {model for _, _, model, _ in DOMAIN_ATTACKS}
     assert {m.name for m in CATALOG} == set(SCENARIOS) | proved_on_wild_captures
-    assert len(CATALOG) == 29
+    assert len(CATALOG) == 38
 
 
 def test_a_model_is_registered_once_and_a_breach_needs_a_registered_model() -> None:
@@ -514,3 +515,28 @@ def test_machine_binds_and_dc_locator_reads_at_boot_are_no_enumeration(
         )  # fmt: skip
         boot.append(_stamp(sensor_pb2.Record(ldap_search=locator), START + i, ME, "10.0.0.3", 389))
     assert not [b for b in run(boot, records) if b.model == LDAP_MODEL and b.device.ip == ME]
+
+
+def test_smb1_logons_without_ntlmssp_count_for_the_brute_force_models(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """Old tools log on over SMB1 without NTLMSSP (an LM/NTLMv1 response in the session setup itself):
+    no NTLM record exists, the session setup's account and status are the evidence."""
+    records, _ = learned
+    attack = []
+    for i, user in enumerate(["administrator", "admin", "root", "guest", "backup", "svc_sql", "test"]):
+        setup = smb_pb2.SmbSessionSetup(
+            version=smb_pb2.SMB_VERSION_1,
+            status=0xC000006D,
+            auth_mechanism="ntlmv1",
+            username=user,
+            domain="CORP",
+        )
+        attack.append(_stamp(sensor_pb2.Record(smb_session_setup=setup), START + i * 2, ME, "10.0.0.4", 445))
+    breaches = run(attack, records)
+    fired = {b.model for b in breaches if b.device.ip == ME}
+    assert "Device / SMB Session Brute Force (Admin)" in fired
+    assert "Device / SMB Session Brute Force (Non-Admin)" in fired
+    admin = next(b for b in breaches if b.model == "Device / SMB Session Brute Force (Admin)")
+    examples = [x for e in admin.evidence for x in e.examples]
+    assert "CORP\\administrator (ntlmv1)" in examples

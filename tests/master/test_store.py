@@ -124,7 +124,9 @@ async def test_fresh_only_state_expires_and_learned_state_does_not(
     assert ttl[k.device("dev-a")] == -1 and ttl[k.count_model("dev-a")] == -1  # no expiry
 
 
-async def test_a_store_of_the_old_layout_is_migrated_once_and_loudly(redis_server: embedded.EmbeddedRedis) -> None:
+async def test_a_store_of_the_old_layout_is_migrated_once_and_loudly(
+    redis_server: embedded.EmbeddedRedis,
+) -> None:
     """Stores written before 0.x's rename keep the count models under "scan" keys: the master moves them
     (with their expiry) before reading anything, records layout 2, and does nothing the second time."""
     import redis.asyncio as aioredis

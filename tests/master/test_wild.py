@@ -136,3 +136,79 @@ def test_a_client_that_speaks_only_smb1_is_suspicious_smb(capture: str, device: 
     smb = [b for b in _breaches(capture) if b.model == "Compromise / Suspicious SMB Activity"]
     assert [b.device.ip for b in smb] == [device]
     assert smb[0].severity == "medium"
+
+
+# What an intruder does inside a Windows domain, one model each: (capture, the device that did it, the
+# model, what its explanation must name). Each line's comment is what tshark shows there.
+DOMAIN_ATTACKS = [
+    # svcctl OpenSCManagerW, CreateServiceWOW64W, StartServiceW on the DC over RPC/TCP (tshark -Y svcctl).
+    ("sbousseaden__PCAP-ATTACK/LM_psexec_smb_dcerpc_epm_svcctl.pcapng", "172.16.66.1",
+     "Anomalous Connection / New or Uncommon Service Control", "CreateServiceWOW64W on 172.16.66.36"),
+    # Find-LocalAdminAccess: the service manager opened on the DC (OpenSCManagerW over \svcctl) and on
+    # 172.18.39.6 (ROpenSCManager2, opnum 64, over RPC/TCP); no service created.
+    ("OTRF__Security-Datasets/empire_find_localadmin_smb_svcctl_OpenSCManager_2020-09-22021559.cap",
+     "172.18.39.5", "Anomalous Connection / New or Uncommon Service Control", "service manager was opened"),
+    # RpcAddPrinterDriverEx x3 over \spoolss (tshark -Y spoolss).
+    ("corelight__CVE-2021-1675/PrintNightmare.pcap", "192.168.1.149",
+     "Anomalous Connection / New or Uncommon Service Control", "RpcAddPrinterDriverEx"),
+    # IWbemServices (9556dc99-...) opnum 24, ExecMethod, after a DCOM activation.
+    ("sbousseaden__PCAP-ATTACK/LM_WMI_ProcessCallCreate.pcapng", "172.16.66.1",
+     "Anomalous Connection / Remote WMI Execution", "ExecMethod"),
+    # DRSUAPI DsGetNCChanges from a workstation to the DC 172.18.38.5 (tshark -Y drsuapi).
+    ("OTRF__Security-Datasets/covenant_dcsync_dcerpc_drsuapi_DsGetNCChanges_2020-08-05020926.cap",
+     "172.18.39.5", "Device / Anomalous DRSGetNCChanges Operation", "DRSGetNCChanges on 172.18.38.5"),
+    # DCShadow: DsBind then DRSUAPI_REPLICA_ADD from 172.16.66.1 to the DC 172.16.66.36:49667. The capture
+    # starts mid-connection (no SYN): the caller is named by who sends the requests, not the first packet.
+    ("sbousseaden__PCAP-ATTACK/DCShadow_add_primarygroupid_512_to_std_account.pcapng", "172.16.66.1",
+     "Device / Anomalous DRSGetNCChanges Operation", "DRSReplicaAdd on 172.16.66.36"),
+    # SharpHound: SAMR GetMembersInAlias x28 and more against the DC 192.168.12.11.
+    ("studylab1__SAMR-Enum-Lab/sharphound_domain_z.pcapng", "192.168.11.101",
+     "Anomalous Connection / SMB Enumeration", "on 192.168.12.11"),
+    # PsLoggedOn: \winreg OpenUsers and EnumKey on 172.16.66.36 (tshark -Y winreg).
+    ("sbousseaden__PCAP-ATTACK/Discovery_PsLoggedOn_remotelocalusers_enum_winreg_lsarpc_dcerpc_smb.pcapng",
+     "172.16.66.1", "Anomalous Connection / Unusual Remote Registry Access", "winreg OpenUsers"),
+    # SpoolSample: RpcRemoteFindFirstPrinterChangeNotificationEx on the DC (the printer bug).
+    ("sbousseaden__PCAP-ATTACK/CA_LM_SpoolSample_SMB_BiAuth.pcapng", "172.16.66.37",
+     "Device / Authentication Coercion", "RpcRemoteFindFirstPrinterChangeNotificationEx"),
+    # PetitPotam: EfsRpcOpenFileRaw over \lsarpc on 192.168.0.85.
+    ("corelight__PetitPotam/UnPatchedDCOpenFileRaw.pcapng", "192.168.0.15",
+     "Device / Authentication Coercion", "EfsRpcOpenFileRaw"),
+    # PurpleSharp: TGS-REQs answered with RC4 tickets for 5 service accounts within a second.
+    ("OTRF__Security-Datasets/purplesharp_ad_playbook_I_2020-10-22042947.cap", "172.18.39.5",
+     "Device / Kerberoasting Activity", "rc4-hmac"),
+    # schtasks /create on 172.18.39.6: ITaskSchedulerService SchRpcRegisterTask (the capturing host's own
+    # packets carry unfilled IPv4 checksums; see tests/sensor/test_checksums.py).
+    ("OTRF__Security-Datasets/schtask_create_2020-12-1907003032.pcapng", "172.18.39.5",
+     "Anomalous Connection / New or Uncommon Service Control", "SchRpcRegisterTask"),
+    # PowerShell Remoting: 18 POST /wsman?PSVersion=5.1.18362.752 to 172.18.39.6:5985 (-Y http.request).
+    ("OTRF__Security-Datasets/covenant_psremoting_command_2020-08-06115603.cap", "172.18.39.5",
+     "Anomalous Connection / Unusual Remote PowerShell (WinRM)", "/wsman"),
+    # kerbrute: AS-REQs for many accounts, answered KDC_ERR_C_PRINCIPAL_UNKNOWN / KDC_ERR_PREAUTH_FAILED.
+    ("sbousseaden__PCAP-ATTACK/CA_kerbrute_passwordspray_kerberos_AS-REQ.pcapng", "172.16.66.1",
+     "Device / Kerberos Password Spray", "KDC_ERR_"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("capture", "device", "model", "named"), DOMAIN_ATTACKS)
+def test_a_domain_attack_breaches_its_model_on_the_device_that_did_it(
+    capture: str, device: str, model: str, named: str
+) -> None:
+    breaches = _breaches(capture)
+    found = [b for b in breaches if b.model == model]
+    assert found, f"missed; got {sorted({(b.model, b.device.ip) for b in breaches})}"
+    assert {b.device.ip for b in found} == {device}
+    assert max(b.score for b in found) >= 40
+    assert any(named in b.explanation for b in found), [b.explanation for b in found]
+
+
+def test_a_domains_own_rpc_and_kerberos_chatter_breaches_none_of_the_domain_models() -> None:
+    """NEWYORK (OTRF, APT29 day 2 seen from the DC): besides the intruder's host 10.0.1.5, 10.0.1.4,
+    10.0.1.6 and 10.0.0.5 do what Windows does at logon and for group policy - SAMR domain lookups,
+    LSARPC name and trust queries, DRSUAPI name cracking, Kerberos - and must stay below medium."""
+    models = {m for _, _, m, _ in DOMAIN_ATTACKS}
+    loud = [
+        (b.model, b.device.ip, b.score)
+        for b in _breaches("OTRF__Security-Datasets/NEWYORK.cap")
+        if b.model in models and b.device.ip != "10.0.1.5" and b.severity != "low"
+    ]
+    assert loud == []
