@@ -88,7 +88,7 @@ def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
         flow.service.extend(conn.service)
     if conn.guessed:
         flow.direction_guessed = True
-    start, last = conn.rec_start, conn.last
+    start, last = conn.rec_start, conn.end_time()
     sec = int(start)
     ts = flow.start_time
     ts.seconds = sec

@@ -400,6 +400,14 @@ class Conn:
             if ep.state == RESET or peer.did_close or peer.state == INACTIVE:
                 self.closed_at = ts
 
+    def end_time(self) -> float:
+        """When the connection ended, for its duration: at the second FIN of an orderly close (as Zeek
+        ends it; the ACK after it still counts in packets and bytes), else at its last packet."""
+        closed = self.closed_at
+        if closed is not None and self.orig.state == CLOSED and self.resp.state == CLOSED:
+            return min(self.last, max(closed, self.rec_start))
+        return self.last
+
     def flip(self, pos: int) -> None:
         self.orig, self.resp = self.resp, self.orig
         self.o_addr, self.r_addr = self.r_addr, self.o_addr
