@@ -58,6 +58,8 @@ COERCION_CALLS = "authentication_coercion_calls"
 RC4_SERVICE_TICKETS = "distinct_rc4_service_tickets"
 FAILED_KERBEROS_PRINCIPALS = "distinct_failed_kerberos_principals"
 WINRM_REQUESTS = "winrm_requests"
+EPM_LOOKUPS = "rpc_endpoint_mapper_lookups"
+TXT_PAYLOADS = "distinct_dns_txt_payloads"
 VPN_RARE = "distinct_rare_vpn_endpoints"
 
 
@@ -165,6 +167,22 @@ FEATURES += (
         False,
         0.0001,
         family="coercion",
+        quote_example=True,
+    ),
+    Feature(
+        EPM_LOOKUPS,
+        "endpoint-mapper lookups (listing a host's RPC services)",
+        False,
+        0.05,
+        family="probe",
+        quote_example=True,
+    ),
+    Feature(
+        TXT_PAYLOADS,
+        "distinct DNS TXT names answered with 100+ characters of text",
+        True,
+        0.05,
+        family="dns",
         quote_example=True,
     ),
     Feature(
@@ -306,7 +324,12 @@ DETECTORS: tuple[CountDetector, ...] = (
         lateral=False,
     ),
     CountDetector(
-        "Compromise / DNS Tunnel", ((TUNNEL_NAMES, 30),), (), ("T1071.004", "T1048"), lateral=False
+        # Data in the names (long random labels) or in the answers (TXT records carrying encoded chunks).
+        "Compromise / DNS Tunnel",
+        ((TUNNEL_NAMES, 30), (TXT_PAYLOADS, 10)),
+        (),
+        ("T1071.004", "T1048"),
+        lateral=False,
     ),
     CountDetector(
         "Anomalous Connection / Outbound VPN to Rare Endpoint",
@@ -346,6 +369,7 @@ DETECTORS += (
         ("T1012", "T1112"),
     ),
     CountDetector("Device / Authentication Coercion", ((COERCION_CALLS, 1),), (), ("T1187",)),
+    CountDetector("Device / RPC Endpoint Enumeration", ((EPM_LOOKUPS, 20),), (), ("T1046",)),
     CountDetector(
         "Anomalous Connection / Unusual Remote PowerShell (WinRM)",
         ((WINRM_REQUESTS, 5),),

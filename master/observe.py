@@ -40,6 +40,7 @@ from master.catalog import (
     SMB_PORTS,
     TOOL_REQUESTS,
     TUNNEL_NAMES,
+    TXT_PAYLOADS,
     UDP_TARGETS,
     UNANSWERED_DESTINATIONS,
     USERNAMES,
@@ -73,6 +74,10 @@ class Observation(NamedTuple):
 
 
 DNS_PTR = 12
+DNS_TXT = 16
+# A TXT answer this long carries data (a stager chunk, a command); SPF and verification records of the
+# domains a workstation looks up are rarer and shorter.
+TXT_PAYLOAD_MIN_CHARS = 100
 # A DNS name whose subdomain part is at least this long and this random carries data, not a host name.
 TUNNEL_MIN_CHARS = 25
 TUNNEL_MIN_ENTROPY_BITS = 3.3
@@ -226,6 +231,10 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
         name = dns.query.lower().rstrip(".")
         if not name:
             return ()
+        if dns.qtype == DNS_TXT:
+            chars = sum(len(a.value) for a in dns.answers if a.rr_type == DNS_TXT)
+            if chars >= TXT_PAYLOAD_MIN_CHARS:
+                return (Observation(TXT_PAYLOADS, name, f"{name[:80]} (TXT, {chars} characters)"),)
         if dns.qtype == DNS_PTR:
             return (Observation(PTR_QUERIES, name, name, 1),)
         if looks_tunnelled(name):

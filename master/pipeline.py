@@ -301,8 +301,9 @@ class Pipeline:
         for received, kind in apps:
             out.kinds[kind] += 1
             body = getattr(received, kind)
-            # A call whose caller is the connection's responder is what that device did.
-            record = _caller_first(received) if kind == "dce_rpc" and body.roles_flipped else received
+            # A call (or a DNS query) whose client is the connection's responder is what that device did.
+            flipped = kind in ("dce_rpc", "dns") and body.roles_flipped
+            record = _caller_first(received) if flipped else received
             orig = record.orig if record.HasField("orig") else None
             orig_ip = orig.ip if orig is not None else b""
             ip = ip_text(orig_ip) if orig_ip else None

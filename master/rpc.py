@@ -15,6 +15,7 @@ from master.catalog import (
     COERCION_CALLS,
     DRS_REPLICATION,
     ENUM_CALLS,
+    EPM_LOOKUPS,
     REGISTRY_CALLS,
     SCM_HOSTS,
     SERVICE_CHANGES,
@@ -97,7 +98,12 @@ _COERCION = _table(
     _ops("netdfs", "NetrDfsAddStdRoot NetrDfsRemoveStdRoot"),
 )
 
+# Asking the endpoint mapper for every registered interface (rpcdump, nmap's msrpc-enum): a client that
+# wants one service asks ept_map for it.
+_EPM = _table(EPM_LOOKUPS, _ops("epmapper", "ept_lookup"))
+
 RPC_FEATURES: dict[tuple[str, str], str] = {
+    **_EPM,
     **_SERVICE_CHANGES,
     **_SCM_OPENS,
     **_WMI,

@@ -114,7 +114,7 @@ def test_help_lists_every_command() -> None:
 def test_models_lists_the_whole_catalog_with_its_response(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["models", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 38 and len({r["model_id"] for r in rows}) == 38
+    assert len(rows) == 39 and len({r["model_id"] for r in rows}) == 39
     by_name = {r["model"]: r for r in rows}
     assert by_name["Device / Network Scan"]["response"].startswith("cut the device off from the internal")
     assert "445" in by_name["Device / SMB Session Brute Force (Admin)"]["response"]

@@ -275,7 +275,7 @@ def test_catalog_is_complete() -> None:
 
     proved_on_wild_captures = {KNOWN_C2} | {model for _, _, model, _ in DOMAIN_ATTACKS}
     assert {m.name for m in CATALOG} == set(SCENARIOS) | proved_on_wild_captures
-    assert len(CATALOG) == 38
+    assert len(CATALOG) == 39
 
 
 def test_a_model_is_registered_once_and_a_breach_needs_a_registered_model() -> None:
@@ -540,3 +540,20 @@ def test_smb1_logons_without_ntlmssp_count_for_the_brute_force_models(
     admin = next(b for b in breaches if b.model == "Device / SMB Session Brute Force (Admin)")
     examples = [x for e in admin.evidence for x in e.examples]
     assert "CORP\\administrator (ntlmv1)" in examples
+
+
+def test_a_dns_query_whose_roles_the_sensor_flipped_is_the_querier_s(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """The sensor saw the resolver's answers first (the queries were missed) and says so with
+    roles_flipped: the flow's originator is the resolver, the querier is its responder."""
+    records, _ = learned
+    sweep = []
+    for i in range(40):
+        rec = dns(START + i * 0.5, f"{i}.1.0.10.in-addr.arpa", qtype=12, orig="10.0.0.2")
+        rec.resp.ip = ip(ME)
+        rec.resp.port = 53000 + i
+        rec.dns.roles_flipped = True
+        sweep.append(rec)
+    breaches = [b for b in run(sweep, records) if b.model == "Device / Reverse DNS Sweep"]
+    assert {b.device.ip for b in breaches} == {ME}

@@ -183,6 +183,9 @@ DOMAIN_ATTACKS = [
     # PowerShell Remoting: 18 POST /wsman?PSVersion=5.1.18362.752 to 172.18.39.6:5985 (-Y http.request).
     ("OTRF__Security-Datasets/covenant_psremoting_command_2020-08-06115603.cap", "172.18.39.5",
      "Anomalous Connection / Unusual Remote PowerShell (WinRM)", "/wsman"),
+    # rpcdump: 349 EPM Lookup requests to 10.0.2.18:135 in 0.12 s (tshark -Y "epm.opnum == 2").
+    ("sbousseaden__PCAP-ATTACK/discovery_scan_dcerpc_endpoint_mapper.pcapng", "10.0.2.17",
+     "Device / RPC Endpoint Enumeration", "ept_lookup on 10.0.2.18"),
     # kerbrute: AS-REQs for many accounts, answered KDC_ERR_C_PRINCIPAL_UNKNOWN / KDC_ERR_PREAUTH_FAILED.
     ("sbousseaden__PCAP-ATTACK/CA_kerbrute_passwordspray_kerberos_AS-REQ.pcapng", "172.16.66.1",
      "Device / Kerberos Password Spray", "KDC_ERR_"),
@@ -212,3 +215,21 @@ def test_a_domains_own_rpc_and_kerberos_chatter_breaches_none_of_the_domain_mode
         if b.model in models and b.device.ip != "10.0.1.5" and b.severity != "low"
     ]
     assert loud == []
+
+
+@pytest.mark.parametrize(
+    ("capture", "device", "chunks"),
+    [
+        # 25 TXT names 1.redteam.me .. 25.redteam.me, each answered with a base64 chunk of a PowerShell
+        # stager (tshark -Y "dns.qry.type == 16 && dns.flags.response == 1" -T fields -e dns.txt).
+        ("mantvydasb__RedTeaming-Tactics-and-Techniques/dns-packets.pcapng", "192.168.2.124", 25),
+        # 50 TXT names under ns.ostrykebs.pl: 18 stager chunks, then command polls with base64 answers.
+        ("sbousseaden__PCAP-ATTACK/cmds over dns txt queries and reponses.pcap", "192.168.100.121", 10),
+    ],
+)
+def test_data_carried_in_dns_txt_answers_is_a_dns_tunnel(capture: str, device: str, chunks: int) -> None:
+    found = [b for b in _breaches(capture) if b.model == "Compromise / DNS Tunnel"]
+    assert {b.device.ip for b in found} == {device}
+    assert max(b.score for b in found) >= 40
+    assert any("TXT" in b.explanation for b in found)
+    assert max(b.evidence[0].observed for b in found) >= chunks
