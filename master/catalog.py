@@ -53,6 +53,7 @@ WMI_EXEC = "remote_wmi_methods_and_instances"
 DRS_REPLICATION = "directory_replication_requests"
 ENUM_CALLS = "account_and_share_enumeration_calls"
 ENUM_HOSTS = "distinct_hosts_enumerated"
+ENUM_LISTINGS = "whole_directory_listings"
 REGISTRY_CALLS = "remote_registry_calls"
 COERCION_CALLS = "authentication_coercion_calls"
 RC4_SERVICE_TICKETS = "distinct_rc4_service_tickets"
@@ -160,6 +161,14 @@ FEATURES += (
         quote_example=True,
     ),
     Feature(ENUM_HOSTS, "distinct hosts enumerated over RPC", True, 0.01, family="enumeration"),
+    Feature(
+        ENUM_LISTINGS,
+        "calls listing every user, group, session or right of a domain or host",
+        False,
+        0.0001,
+        family="enumeration",
+        quote_example=True,
+    ),
     Feature(REGISTRY_CALLS, "remote registry calls", False, 0.001, family="registry", quote_example=True),
     Feature(
         COERCION_CALLS,
@@ -358,7 +367,7 @@ DETECTORS += (
     ),
     CountDetector(
         "Anomalous Connection / SMB Enumeration",
-        ((ENUM_CALLS, 3), (ENUM_HOSTS, 3)),
+        ((ENUM_LISTINGS, 1), (ENUM_CALLS, 3), (ENUM_HOSTS, 3)),
         (),
         ("T1087.002", "T1069.002", "T1135", "T1049"),
     ),

@@ -19,6 +19,7 @@ from master.catalog import (
     AUTH_FAILURES,
     ENUM_CALLS,
     ENUM_HOSTS,
+    ENUM_LISTINGS,
     EXTERNAL_UPLOAD,
     FAILED,
     FAILED_EXTERNAL,
@@ -47,7 +48,7 @@ from master.catalog import (
     WINRM_REQUESTS,
 )
 from master.features import ip_text
-from master.rpc import ROASTABLE_CIPHERS, RPC_FEATURES, SPRAY_ERRORS
+from master.rpc import ROASTABLE_CIPHERS, RPC_FEATURES, SPRAY_ERRORS, WHOLE_LISTINGS
 from master.signatures import (
     C2Fingerprint,
     http_c2_fingerprint,
@@ -316,7 +317,10 @@ def rpc_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
     if feature == SCM_HOSTS:
         return (Observation(SCM_HOSTS, server, text),)
     if feature == ENUM_CALLS:
-        return (Observation(ENUM_CALLS, None, text), Observation(ENUM_HOSTS, server, text))
+        found = [Observation(ENUM_CALLS, None, text), Observation(ENUM_HOSTS, server, text)]
+        if (call.endpoint, call.operation) in WHOLE_LISTINGS:
+            found.append(Observation(ENUM_LISTINGS, None, text))
+        return tuple(found)
     return (Observation(feature, None, text, 1, server),)
 
 

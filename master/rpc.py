@@ -70,6 +70,22 @@ _ENUMERATION = _table(
     _ops("srvsvc", "NetrShareEnum NetrShareEnumSticky NetrSessionEnum NetrConnectionEnum NetrFileEnum"),
     _ops("wkssvc", "NetrWkstaUserEnum"),
 )
+# Of those, the calls that list everything at once (every user of the domain, every session on a host):
+# what `net user /domain`, BloodHound and PowerView do and what Windows does not do for itself.
+WHOLE_LISTINGS = frozenset(
+    {
+        ("samr", "SamrEnumerateUsersInDomain"),
+        ("samr", "SamrEnumerateGroupsInDomain"),
+        ("samr", "SamrEnumerateAliasesInDomain"),
+        ("samr", "SamrQueryDisplayInformation"),
+        ("samr", "SamrQueryDisplayInformation2"),
+        ("samr", "SamrQueryDisplayInformation3"),
+        ("srvsvc", "NetrSessionEnum"),
+        ("wkssvc", "NetrWkstaUserEnum"),
+        ("lsarpc", "LsarEnumerateAccounts"),
+        ("lsarpc", "LsarEnumerateAccountsWithUserRight"),
+    }
+)
 # Remote registry: reading who is logged on (PsLoggedOn, BloodHound), services and run keys, or writing them.
 _REGISTRY = _table(
     REGISTRY_CALLS,

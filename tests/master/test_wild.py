@@ -164,6 +164,9 @@ DOMAIN_ATTACKS = [
     # SharpHound: SAMR GetMembersInAlias x28 and more against the DC 192.168.12.11.
     ("studylab1__SAMR-Enum-Lab/sharphound_domain_z.pcapng", "192.168.11.101",
      "Anomalous Connection / SMB Enumeration", "on 192.168.12.11"),
+    # net user /domain: SAMR EnumDomainUsers, one call listing every user (tshark -Y samr).
+    ("studylab1__SAMR-Enum-Lab/net.exe_user__domain.pcapng", "192.168.11.101",
+     "Anomalous Connection / SMB Enumeration", "SamrEnumerateUsersInDomain"),
     # PsLoggedOn: \winreg OpenUsers and EnumKey on 172.16.66.36 (tshark -Y winreg).
     ("sbousseaden__PCAP-ATTACK/Discovery_PsLoggedOn_remotelocalusers_enum_winreg_lsarpc_dcerpc_smb.pcapng",
      "172.16.66.1", "Anomalous Connection / Unusual Remote Registry Access", "winreg OpenUsers"),
