@@ -1,7 +1,10 @@
-"""One batch of records through entities → features → models → breaches, over a working set.
+"""One batch of records through entities → windows → each detector → commit, over a working set.
 
-The pipeline does no I/O. A driver (the JetStream consumer, or the offline replay) asks it which keys a
-batch needs (:meth:`Pipeline.address_keys`, then :meth:`Pipeline.state_keys`), loads them into a
+:meth:`Pipeline.extract` turns records into typed observations (through the door); :class:`BatchRun`
+resolves them to devices (the inventory), advances each device's event-time windows, hands every act,
+window and the batch's end to the detector wing (:mod:`master.detectors`, one table), and writes the
+state back. The pipeline does no I/O. A driver (the JetStream consumer, or the offline replay) asks it
+which keys a batch needs (:meth:`Pipeline.address_keys`, then :meth:`Pipeline.state_keys`), loads them into a
 :class:`~master.store.WorkingSet`, calls :meth:`Pipeline.run`, and commits the working set's writes with
 the breaches. Both drivers therefore learn and score identically.
 """
@@ -17,30 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from master.beacon import (
-    INFRASTRUCTURE_PORTS,
     DeviceBeacons,
-    PairStats,
-    beacon_breach,
-    flow_beacon,
-    http_c2,
-    known_c2_breach,
 )
-from master.breaches import count_breach, seconds
+from master.breaches import seconds
 from master.catalog import (
-    DETECTORS,
     DRS_REPLICATION,
-    FEATURE_BY_NAME,
-    FLOW_BEACON,
-    HTTP_BEACON,
-    HTTP_C2,
-    INTERNAL_BEACON,
-    KNOWN_C2,
-    RARE_UPLOAD,
-    SIGNIFICANT_ANOMALY,
-    VPN_RARE,
-    CountDetector,
 )
 from master.context import ContextModels, network_clock
+from master.detectors import ACT_HOOKS, FINISH_HOOKS, WINDOW_HOOKS, internal_peer
 from master.door import (
     MAX_BYTES,
     NO_LATEST,
@@ -53,43 +40,30 @@ from master.door import (
     outlier_floor,
     time_problem,
 )
-from master.endpoints import Endpoints, Rarity, rare_external_breach
+from master.endpoints import Endpoints
 from master.entities import Inventory, device_id_for
 from master.features import DeviceWindows, Networks, Window, answered, ip_text, is_failed, mac_text
 from master.gcpause import gc_paused
 from master.models.counts import (
     CountParams,
-    CountScore,
     DeviceCountModel,
-    FeatureScore,
     PopulationCountModel,
-    score_from_surprise,
 )
 from master.observe import (
     VPN_SERVICES,
     Act,
     FlowObs,
-    HttpObs,
-    Observation,
     app_items,
     c2_obs,
     flow_items,
     http_obs,
     is_half_open,
-    is_vpn,
     smb_dialect,
 )
 from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
 from vigil.flow.v1 import flow_pb2
 from vigil.sensor.v1 import sensor_pb2
-
-# Unusual Activity / Significant Anomaly: at least this many behaviours, each at least this improbable
-# (and at least this large), jointly at least this many decades of surprise.
-SIGNIFICANT_MIN_FEATURES = 3
-SIGNIFICANT_FEATURE_P = 1e-2
-SIGNIFICANT_MIN_OBSERVED = 3
-SIGNIFICANT_SURPRISE = 8.0
 
 # Default allowance for flows that arrive after their window's end: a failed TCP attempt is emitted only
 # when the sensor's idle timeout (300 s by default) fires, plus batching delay.
@@ -371,7 +345,7 @@ class Pipeline:
                 self.keys.beacons(device_id),
             ]
         for act in ex.acts:
-            if act.flow is not None and (not act.flow.resp_internal or _internal_peer(act.flow)):
+            if act.flow is not None and (not act.flow.resp_internal or internal_peer(act.flow)):
                 keys.append(self.keys.endpoint(act.flow.resp_ip))
             elif act.http is not None:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
@@ -403,7 +377,7 @@ class Pipeline:
     @gc_paused
     def run(self, ex: Extracted, ws: WorkingSet, clock: EventClock) -> Outcome:
         """One unit over its working set; ``clock`` from :meth:`event_clock`."""
-        return _BatchRun(self, ws, clock).run(ex)
+        return BatchRun(self, ws, clock).run(ex)
 
 
 def _caller_first(record: sensor_pb2.Record) -> sensor_pb2.Record:
@@ -420,12 +394,6 @@ def _size_problem(http: Any) -> str | None:
     if http.request_body_len > MAX_BYTES or http.response_body_len > MAX_BYTES:
         return "size_out_of_range"
     return None
-
-
-def _internal_peer(f: FlowObs) -> bool:
-    """An answered connection to an internal endpoint outside the network's own plumbing (for the internal
-    beacon model)."""
-    return f.resp_internal and f.answered and f.resp_port not in INFRASTRUCTURE_PORTS
 
 
 def _vpn_named(services: Sequence[str]) -> str:
@@ -511,7 +479,7 @@ def peer_group(doc: Doc | None, ip: str) -> str:
     return str(group) if group else subnet_group(ip)
 
 
-class _BatchRun:
+class BatchRun:
     """One batch run: the devices touched, their windows and models; written back at the end."""
 
     def __init__(self, pipeline: Pipeline, ws: WorkingSet, clock: EventClock) -> None:
@@ -558,7 +526,7 @@ class _BatchRun:
             self.late_at_load[device_id] = self.windows[device_id].late_records
         return self.windows[device_id], self.models[device_id]
 
-    def _group(self, device_id: str, subnet: bool = False) -> PopulationCountModel:
+    def group_of_device(self, device_id: str, subnet: bool = False) -> PopulationCountModel:
         # The group a device had when the batch was loaded: a role learned mid-batch counts from the next.
         ip = self.last_ip.get(device_id, "0.0.0.0")
         name = subnet_group(ip) if subnet else self.group_of.get(device_id)
@@ -579,98 +547,11 @@ class _BatchRun:
                 )
         return self.groups[name]
 
-    def _beacons(self, device_id: str) -> DeviceBeacons:
+    def beacons_of(self, device_id: str) -> DeviceBeacons:
         if device_id not in self.beacons:
             doc = self.ws.get(self.keys.beacons(device_id))
             self.beacons[device_id] = DeviceBeacons.from_dict(doc) if doc else DeviceBeacons()
         return self.beacons[device_id]
-
-    def _external_flow(self, device_id: str, act: Act, f: FlowObs) -> list[Observation]:
-        """Rarity, the first-ever contact, VPNs and beacons for a flow to an external address."""
-        items: list[Observation] = []
-        rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
-        learned = self.context.learned(act.t)
-        if f.answered:
-            if rarity.new and learned >= self.p.params.new_device_grace_s:
-                ref = self.context.ref(device_id, act.ip)
-                self.breaches.append(rare_external_breach(ref, rarity, act.t, f.resp_port, learned, f.uid))
-            if rarity.rare and f.orig_bytes >= 1024:
-                endpoint = f"{f.resp_ip}:{f.resp_port}"
-                sent = f"{f.orig_bytes / 1e6:.1f} MB to {endpoint}; {rarity.text()}"
-                items.append(Observation(RARE_UPLOAD, None, sent, f.orig_bytes // 1024, endpoint))
-            if rarity.rare and is_vpn(f):
-                target = (
-                    f"{f.resp_ip}:{f.resp_port}" if f.resp_port else f"{f.resp_ip} (IP protocol {f.ip_proto})"
-                )
-                if f.vpn_protocol:
-                    target += f" ({f.vpn_protocol} handshake seen)"
-                endpoint = f"{f.resp_ip}:{f.resp_port}"
-                items.append(Observation(VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
-            stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
-            stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
-            if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):
-                stats.mark(FLOW_BEACON, act.t)
-                ref = self.context.ref(device_id, act.ip)
-                endpoint = f"{f.resp_ip}:{f.resp_port}"
-                self.breaches.append(
-                    beacon_breach(FLOW_BEACON, ref, endpoint, stats, rarity, act.t, f.uid, peer=endpoint)
-                )
-            self.endpoints.contact(f.resp_ip, device_id, act.t)
-        return items
-
-    def _internal_flow(self, device_id: str, act: Act, f: FlowObs) -> None:
-        """Connections to an internal endpoint few devices reach, for the internal beacon model."""
-        rarity = self.endpoints.rarity(f.resp_ip, device_id, act.t, self.context.known_devices())
-        stats = self._beacons(device_id).pair(f"flow:{f.resp_ip}")
-        stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
-        endpoint = f"{f.resp_ip}:{f.resp_port}"
-        self._internal_beacon(device_id, act, stats, rarity, endpoint, f.uid, endpoint)
-        self.endpoints.contact(f.resp_ip, device_id, act.t)
-
-    def _http_series(self, device_id: str, act: Act) -> tuple[HttpObs, Rarity, PairStats]:
-        """The request, its server's rarity, and the (device, host) series it joins."""
-        h = act.http
-        assert h is not None
-        rarity = self.endpoints.rarity(h.resp_ip, device_id, act.t, self.context.known_devices())
-        stats = self._beacons(device_id).pair(f"http:{h.host}")
-        stats.add(act.t, float(h.response_bytes))
-        return h, rarity, stats
-
-    def _internal_http(self, device_id: str, act: Act) -> None:
-        h, rarity, stats = self._http_series(device_id, act)
-        self._internal_beacon(device_id, act, stats, rarity, f"http://{h.host}", act.uid, h.peer)
-        self.endpoints.contact(h.resp_ip, device_id, act.t)
-
-    def _internal_beacon(
-        self, device_id: str, act: Act, stats: PairStats, rarity: Rarity, endpoint: str, uid: str, peer: str
-    ) -> None:
-        if flow_beacon(stats, rarity) and stats.due(INTERNAL_BEACON, act.t):
-            stats.mark(INTERNAL_BEACON, act.t)
-            ref = self.context.ref(device_id, act.ip)
-            self.breaches.append(
-                beacon_breach(INTERNAL_BEACON, ref, endpoint, stats, rarity, act.t, uid, peer=peer)
-            )
-
-    def _external_http(self, device_id: str, act: Act) -> None:
-        h, rarity, stats = self._http_series(device_id, act)
-        stats.octet += int(h.octet_stream)
-        stats.browser = stats.browser or h.browser
-        ref = None
-        if flow_beacon(stats, rarity) and stats.due(HTTP_BEACON, act.t):
-            stats.mark(HTTP_BEACON, act.t)
-            ref = self.context.ref(device_id, act.ip)
-            self.breaches.append(
-                beacon_breach(
-                    HTTP_BEACON, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, peer=h.peer
-                )
-            )
-        if http_c2(stats, rarity) and stats.due(HTTP_C2, act.t):
-            stats.mark(HTTP_C2, act.t)
-            ref = ref or self.context.ref(device_id, act.ip)
-            extra = f", {stats.octet} application/octet-stream responses to user agent {h.user_agent[:60]!r}"
-            self.breaches.append(
-                beacon_breach(HTTP_C2, ref, f"http://{h.host}", stats, rarity, act.t, act.uid, extra, h.peer)
-            )
 
     def _mark_domain_controller(self, device_id: str) -> None:
         """A device that answers Kerberos is a domain controller (a KDC), for as long as it is known."""
@@ -683,39 +564,11 @@ class _BatchRun:
         doc = self.inventory.doc(device_id)
         return bool(doc and doc.get("kdc"))
 
-    def _known_c2(self, device_id: str, act: Act) -> None:
-        """A framework's default fingerprint: a certificate or a stager breaches at once, profile requests
-        from their second check-in (one request alone is something a real site may show)."""
-        c2 = act.c2
-        assert c2 is not None
-        stats = self._beacons(device_id).pair(f"c2:{c2.peer.rpartition(':')[0]}")
-        stats.add(act.t, 0.0)
-        if not (c2.fingerprint.conclusive or stats.n >= 2) or not stats.due(KNOWN_C2, act.t):
-            return
-        stats.mark(KNOWN_C2, act.t)
-        ref = self.context.ref(device_id, act.ip)
-        self.breaches.append(known_c2_breach(ref, c2, stats.n, stats.first, act.t, act.uid))
-
     def _score(self, device_id: str, window: Window) -> None:
-        window.dirty = False
-        x = window.features()
-        model = self.models[device_id]
-        for detector in DETECTORS:
-            if detector.name in window.breached or not model.may_breach(detector, x):
-                continue
-            result = model.score_detector(
-                detector, x, window=window.index, population=self.population, group=self._group(device_id)
-            )
-            if not result.breach:
-                continue
-            window.breached.add(detector.name)
-            when = self._breach_time(device_id, window)
-            ref = self.context.ref(device_id, self.last_ip[device_id])
-            self.breaches.append(count_breach(detector, ref, window, result, self.p.params.window_s, when))
-        if not window.breached:
-            self._significant_anomaly(device_id, window, x)
+        for detector in WINDOW_HOOKS:
+            detector.window(self, device_id, window)
 
-    def _breach_time(self, device_id: str, window: Window) -> float:
+    def breach_time(self, device_id: str, window: Window) -> float:
         """The observation that completed a breach happened at the device's newest time (not its watermark,
         which may wait for the network clock), at most at the window's end (a late record may complete an
         older window)."""
@@ -723,44 +576,6 @@ class _BatchRun:
         watermark = self.windows[device_id].watermark
         newest = max(self.newest.get(device_id, -math.inf), watermark if watermark is not None else -math.inf)
         return min(newest, end) if newest > -math.inf else end
-
-    def _significant_anomaly(self, device_id: str, window: Window, x: dict[str, float]) -> None:
-        """Several behaviours each improbable, none a specific model's: the device's joint surprise."""
-        model = self.models[device_id]
-        unusual = []
-        for feature, observed in x.items():
-            if observed < SIGNIFICANT_MIN_OBSERVED:
-                continue
-            fs = model.feature_score(
-                feature,
-                observed,
-                window=window.index,
-                population=self.population,
-                group=self._group(device_id),
-            )
-            if fs.probability < SIGNIFICANT_FEATURE_P:
-                unusual.append(fs)
-        # One number per family (its most improbable feature): correlated views of one behaviour count once.
-        by_family: dict[str, FeatureScore] = {}
-        for fs in unusual:
-            family = FEATURE_BY_NAME[fs.feature].family or fs.feature
-            if family not in by_family or fs.probability < by_family[family].probability:
-                by_family[family] = fs
-        unusual = sorted(by_family.values(), key=lambda f: f.probability)
-        if len(unusual) < SIGNIFICANT_MIN_FEATURES:
-            return
-        surprise = sum(-math.log10(max(f.probability, 1e-300)) for f in unusual)
-        if surprise < SIGNIFICANT_SURPRISE:
-            return
-        window.breached.add(SIGNIFICANT_ANOMALY)
-        score = score_from_surprise(surprise, 10.0**-SIGNIFICANT_SURPRISE)
-        when = self._breach_time(device_id, window)
-        ref = self.context.ref(device_id, self.last_ip[device_id])
-        result = CountScore(tuple(unusual), surprise, score, True)
-        spec = CountDetector(
-            SIGNIFICANT_ANOMALY, (), tuple(f.feature for f in unusual), ("T1078",), lateral=False
-        )
-        self.breaches.append(count_breach(spec, ref, window, result, self.p.params.window_s, when))
 
     def _close(self, device_id: str, window: Window) -> None:
         # Score before learning: a window closed within one batch must still get its chance to breach.
@@ -773,7 +588,7 @@ class _BatchRun:
         # new device's prior. The device itself does learn it, so a scanner that scans daily becomes normal.
         if not window.breached:
             self.population.learn_one(x, window=window.index, zeros=zeros)
-            group, subnet = self._group(device_id), self._group(device_id, subnet=True)
+            group, subnet = self.group_of_device(device_id), self.group_of_device(device_id, subnet=True)
             group.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
             if subnet is not group:
                 subnet.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
@@ -813,19 +628,10 @@ class _BatchRun:
             if act.app and self._is_domain_controller(device_id):
                 # Domain controllers replicate with each other all day: that is what they are for.
                 items = [o for o in items if o.feature != DRS_REPLICATION]
-            if act.flow is not None and not act.flow.resp_internal:
-                items += self._external_flow(device_id, act, act.flow)
-            elif act.flow is not None and _internal_peer(act.flow):
-                self._internal_flow(device_id, act, act.flow)
-            if act.http is not None:
-                if act.http.internal:
-                    self._internal_http(device_id, act)
-                else:
-                    self._external_http(device_id, act)
-            if act.c2 is not None:
-                self._known_c2(device_id, act)
-            if act.smb is not None:
-                self.context.smb_dialect(device_id, act.ip, act.smb, act.t, act.uid)
+            for detector in ACT_HOOKS:
+                found = detector.act(self, device_id, act)
+                if found:
+                    items += found
             window = state.window_for(act.t)
             if window is not None:
                 for o in items:
@@ -842,7 +648,8 @@ class _BatchRun:
         for device_id, state in self.windows.items():
             for window in state.dirty_windows():
                 self._score(device_id, window)
-        self.breaches += self.context.finish(self.breaches)
+        for detector in FINISH_HOOKS:
+            detector.finish(self)
         late = 0
         for device_id, state in self.windows.items():
             late += state.late_records - self.late_at_load[device_id]

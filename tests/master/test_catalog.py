@@ -557,3 +557,14 @@ def test_a_dns_query_whose_roles_the_sensor_flipped_is_the_querier_s(
         sweep.append(rec)
     breaches = [b for b in run(sweep, records) if b.model == "Device / Reverse DNS Sweep"]
     assert {b.device.ip for b in breaches} == {ME}
+
+
+def test_every_catalog_model_is_raised_by_exactly_one_detector_of_the_wing() -> None:
+    from collections import Counter
+
+    from master.catalog import CATALOG
+    from master.detectors import WING
+
+    raised = Counter(model for detector in WING for model in detector.models)
+    assert [m for m, n in raised.items() if n > 1] == []
+    assert set(raised) == {m.name for m in CATALOG}
