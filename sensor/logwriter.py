@@ -176,11 +176,16 @@ class ZeekRows:
     """
 
     def __init__(
-        self, max_pending_rows: int = MAX_PENDING_ROWS, ldap_search_attributes: bool = False
+        self,
+        max_pending_rows: int = MAX_PENDING_ROWS,
+        ldap_search_attributes: bool = False,
+        smb_reads_writes: bool = False,
     ) -> None:
         self.max_pending_rows = max_pending_rows
         # Zeek's LDAP::default_log_search_attributes: ldap_search.log rows list the requested attributes.
         self.ldap_search_attributes = ldap_search_attributes
+        # SMB::FILE_READ and SMB::FILE_WRITE added to Zeek's SMB::logged_file_actions (smb_files.log).
+        self.smb_reads_writes = smb_reads_writes
         self._pending: OrderedDict[str, list[tuple[str, Row]]] = OrderedDict()
         self._pending_rows = 0
         self._conns: dict[str, tuple[Row, str]] = {}
@@ -204,6 +209,8 @@ class ZeekRows:
         fields: Row | None
         if kind == "ldap_search":
             fields = ldap_zeek.search_to_zeek(msg, self.ldap_search_attributes)
+        elif kind == "smb_file":
+            fields = smb_zeek.file_to_zeek(msg, self.smb_reads_writes)
         else:
             fields = mapper(msg)
         if fields is None:
@@ -302,10 +309,10 @@ def pipeline_records(
 
 
 def zeek_logs(
-    records: Iterable[sensor_pb2.Record], ldap_search_attributes: bool = False
+    records: Iterable[sensor_pb2.Record], ldap_search_attributes: bool = False, smb_reads_writes: bool = False
 ) -> dict[str, list[Row]]:
     """All Zeek rows of ``records`` by log name (in memory: for tests and small captures)."""
-    rows = ZeekRows(ldap_search_attributes=ldap_search_attributes)
+    rows = ZeekRows(ldap_search_attributes=ldap_search_attributes, smb_reads_writes=smb_reads_writes)
     out: dict[str, list[Row]] = {}
     for rec in records:
         for log, row in rows.add(rec):

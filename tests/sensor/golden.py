@@ -56,6 +56,8 @@ class BTest:
     dhcp_limits: tuple[int, int] | None = None
     # redef LDAP::default_log_search_attributes = T
     ldap_search_attributes: bool = False
+    # redef SMB::logged_file_actions += { SMB::FILE_READ, SMB::FILE_WRITE }
+    smb_reads_writes: bool = False
     excluded: str = ""
     # `zeek -b` loading base/protocols/dce-rpc alone: no SMB analyzer ran, so DCE-RPC over SMB named pipes
     # (ports 139/445) has no rows in the baseline; the sensor's rows there are left out of the comparison.
@@ -136,8 +138,9 @@ BTESTS: dict[str, BTest] = {
     "scripts.base.protocols.smb.smb1": BTest(True),  # bro -b -r
     "scripts.base.protocols.smb.smb2": BTest(True),  # bro -r
     "scripts.base.protocols.smb.smb3": BTest(True),  # zeek -r
-    "scripts.base.protocols.smb.smb2-read-write": BTest(False),  # zeek -C -r
-    "scripts.base.protocols.smb.smb2-create-delete-on-close": BTest(False),  # zeek -C -r
+    # zeek -C -r; both redef SMB::logged_file_actions += { SMB::FILE_READ, SMB::FILE_WRITE }
+    "scripts.base.protocols.smb.smb2-read-write": BTest(False, smb_reads_writes=True),
+    "scripts.base.protocols.smb.smb2-create-delete-on-close": BTest(False, smb_reads_writes=True),
     "scripts.base.protocols.smb.smb2-max-pending-messages": BTest(True),  # weird.log only
     "scripts.base.protocols.smb.smb2-read-response-non-zero-reserved1": BTest(True),  # files.log only
     "scripts.base.protocols.websocket.wstunnel-https": BTest(True),  # zeek -b -r
@@ -198,6 +201,7 @@ class Case:
     dhcp_limits: tuple[int, int] | None = None
     ldap_search_attributes: bool = False
     without_smb: bool = False
+    smb_reads_writes: bool = False
 
 
 @dataclass(frozen=True)
@@ -274,6 +278,7 @@ def discover(corpus: Path, log: str) -> tuple[tuple[Case, ...], tuple[Excluded, 
                     _dhcp_limits(btest.dhcp_limits),
                     btest.ldap_search_attributes,
                     btest.without_smb,
+                    btest.smb_reads_writes,
                 )
             )
     return tuple(cases), tuple(excluded)
@@ -445,8 +450,9 @@ def compare(corpus: Path, spec: LogSpec) -> Result:
         expected = read_zeek_log(corpus / case.baseline)
         ran = run(corpus / case.capture, case.dhcp_limits, case.verified_checksums)
         logs = ran.logs
-        if case.ldap_search_attributes:
-            logs = {log: [tsv(r) for r in rows] for log, rows in zeek_logs(ran.records, True).items()}
+        if case.ldap_search_attributes or case.smb_reads_writes:
+            remapped = zeek_logs(ran.records, case.ldap_search_attributes, case.smb_reads_writes)
+            logs = {log: [tsv(r) for r in rows] for log, rows in remapped.items()}
         actual = logs.get(spec.log, [])
         if case.without_smb:
             actual = [r for r in actual if r.get("id.resp_p") not in _SMB_PORTS]

@@ -91,6 +91,7 @@ SMB2_HEADER_SIZE = 64
 
 SHARE_TYPE_NAMES = {1: "DISK", 2: "PIPE", 3: "PRINT"}
 FILE_DELETE_ON_CLOSE = 0x00001000
+FILE_RENAME_INFORMATION = 10
 FILE_DISPOSITION_INFORMATION = 13
 FILE_DISPOSITION_INFORMATION_EX = 64
 SMB2_0_INFO_FILE = 1
@@ -256,18 +257,35 @@ def smb2_create_request(data: bytes) -> Smb2CreateRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class MacTimes:
+    """A file's four times as FILETIMEs (100 ns units since 1601-01-01 UTC), as the server sent them."""
+
+    modified: int
+    accessed: int
+    created: int
+    changed: int
+
+
+@dataclass(frozen=True, slots=True)
 class Smb2CreateResponse:
     create_action: int
     end_of_file: int
     file_id: bytes
+    times: MacTimes
 
 
 def smb2_create_response(data: bytes) -> Smb2CreateResponse | None:
+    """CREATE response (MS-SMB2 2.2.14): CreateAction at 4, CreationTime, LastAccessTime, LastWriteTime,
+    ChangeTime at 8/16/24/32, EndofFile at 48, FileId at 64."""
     body = SMB2_HEADER_SIZE
     if _u16(data, body) != 89:
         return None
     file_id = _slice(data, body + 64, 16, "truncated")
-    return Smb2CreateResponse(_u32(data, body + 4), _u64(data, body + 48), file_id)
+    times = MacTimes(
+        modified=_u64(data, body + 24), accessed=_u64(data, body + 16),
+        created=_u64(data, body + 8), changed=_u64(data, body + 32),
+    )  # fmt: skip
+    return Smb2CreateResponse(_u32(data, body + 4), _u64(data, body + 48), file_id, times)
 
 
 def smb2_file_id(data: bytes, at: int) -> bytes:
@@ -289,8 +307,19 @@ def smb2_set_info_request(data: bytes) -> Smb2SetInfo:
         raise ParseError(PROTOCOL, "truncated_set_info")
     info_type, info_class = data[body + 2], data[body + 3]
     length, offset = _u32(data, body + 4), _u16(data, body + 8)
-    buffer = _slice(data, offset, min(length, 64), "buffer_out_of_bounds") if length else b""
+    buffer = _slice(data, offset, min(length, MAX_SET_INFO_BUFFER), "buffer_out_of_bounds") if length else b""
     return Smb2SetInfo(info_type, info_class, smb2_file_id(data, 16), buffer)
+
+
+# Enough for a rename target of 2,000 UTF-16 characters; longer ones are cut (the frame prefix is 16 KiB).
+MAX_SET_INFO_BUFFER = 4096
+_RENAME_NAME_AT = 20  # ReplaceIfExists, 7 reserved bytes, RootDirectory (8), FileNameLength (4)
+
+
+def smb2_rename_target(buffer: bytes) -> str:
+    """The new name of a FileRenameInformation buffer (MS-FSCC 2.4.37.2), as far as the buffer holds it."""
+    length = _u32(buffer, _RENAME_NAME_AT - 4)
+    return _utf16(buffer[_RENAME_NAME_AT : _RENAME_NAME_AT + length])
 
 
 # -- SMB1 ---------------------------------------------------------------------------------------
@@ -610,11 +639,23 @@ def smb1_nt_create_request(block: Smb1Block, unicode: bool) -> tuple[str, int]:
     return name, options
 
 
-def smb1_nt_create_response(block: Smb1Block) -> tuple[int, int] | None:
-    """(FID, end of file) of a successful NT_CREATE_ANDX response."""
+@dataclass(frozen=True, slots=True)
+class Smb1Created:
+    fid: int
+    end_of_file: int
+    times: MacTimes
+
+
+def smb1_nt_create_response(block: Smb1Block) -> Smb1Created | None:
+    """FID, end of file and times of a successful NT_CREATE_ANDX response (MS-CIFS 2.2.4.64.2): FID at 5,
+    CreateTime, LastAccessTime, LastWriteTime, LastChangeTime at 11/19/27/35, EndOfFile at 55."""
     if len(block.words) < 68:
         return None
-    return _u16(block.words, 5), _u64(block.words, 55)
+    words = block.words
+    times = MacTimes(
+        modified=_u64(words, 27), accessed=_u64(words, 19), created=_u64(words, 11), changed=_u64(words, 35)
+    )
+    return Smb1Created(_u16(words, 5), _u64(words, 55), times)
 
 
 # -- named pipes: the bytes DCE-RPC rides on ------------------------------------------------------

@@ -19,13 +19,13 @@ from sensor.protocols.kerberos.session import ap_record, ap_request_in
 from sensor.protocols.ntlm import parser as ntlm_parser
 from sensor.protocols.ntlm.session import NtlmTracker
 from sensor.protocols.smb import parser
+from sensor.protocols.smb.files import FILE_READ, FILE_WRITE, FileRows
 from vigil.flow.v1 import smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "smb"
 PREFIX = 16 * 1024
 MAX_PENDING = 1024
-MAX_FILES = 4096
 _NBSS_MESSAGE = 0x00
 # What a resynchronisation after a gap accepts as the next frame: a session message (type 0x00) whose
 # length fits NetBIOS's 17 bits and an SMB message's minimum (an SMB1 header with empty words and data),
@@ -36,6 +36,8 @@ _RESYNC_SIGNATURE_BYTES = frozenset(
     m[0] for m in (parser.SMB1_MAGIC, parser.SMB2_MAGIC, parser.TRANSFORM_MAGIC)
 )
 _RESYNC_PROBE = 8  # NetBIOS header + signature
+# A READ answered with these carries data (a pipe message longer than the read asked for: the first part).
+_DATA_STATUSES = frozenset({parser.STATUS_SUCCESS, parser.STATUS_BUFFER_OVERFLOW})
 
 
 def next_frame_start(data: bytes) -> int:
@@ -62,6 +64,8 @@ class _Request:
     ts: float
     command: int
     tree_path: str = ""
+    # The tree's share type ("DISK", "PIPE", "PRINT"; "" when its connect was not seen).
+    share: str = ""
     name: str = ""
     options: int = 0
     offered: tuple[str, ...] = ()
@@ -71,18 +75,8 @@ class _Request:
     user: str = ""
     domain: str = ""
     ap: krb_parser.ApRequest | None = None
-    # READ / IOCTL / SMB1 transaction on a named pipe: the file its answer belongs to.
+    # READ / IOCTL / SMB1 transaction: the file its answer belongs to.
     file_id: bytes = b""
-
-
-@dataclass(slots=True)
-class _File:
-    name: str
-    path: str
-    size: int
-    read: bool = False
-    written: bool = False
-    deleted: bool = False
 
 
 class SmbSession:
@@ -106,7 +100,8 @@ class SmbSession:
         self._carry = {True: b"", False: b""}
         self._pending: dict[tuple[int, int], _Request] = {}
         self._trees: dict[int, str] = {}
-        self._files: dict[bytes, _File] = {}
+        self._shares: dict[int, str] = {}
+        self._files = FileRows(ctx.uid, emit)
         self._counts: Counter[str] = Counter()
         self._version = 0
         self._offered: tuple[str, ...] = ()
@@ -232,7 +227,9 @@ class SmbSession:
         key = (2, hdr.message_id)
         if not hdr.is_response:
             self._counts[parser.SMB2_COMMAND_NAMES.get(hdr.command, f"UNKNOWN_{hdr.command}")] += 1
-            req = _Request(ts, hdr.command, self._trees.get(hdr.tree_id, ""))
+            req = _Request(
+                ts, hdr.command, self._trees.get(hdr.tree_id, ""), self._shares.get(hdr.tree_id, "")
+            )
             if hdr.command == parser.SMB2_NEGOTIATE:
                 req.offered = tuple(parser.dialect_name(d) for d in parser.smb2_negotiate_request(data))
             elif hdr.command == parser.SMB2_SESSION_SETUP:
@@ -242,17 +239,18 @@ class SmbSession:
             elif hdr.command == parser.SMB2_CREATE:
                 create = parser.smb2_create_request(data)
                 req.name, req.options = create.name, create.create_options
-            elif hdr.command in (parser.SMB2_READ, parser.SMB2_WRITE):
-                self._file_io(ts, parser.smb2_file_id(data, 16), hdr.command == parser.SMB2_WRITE)
+            elif hdr.command == parser.SMB2_READ:
+                req.file_id = parser.smb2_file_id(data, 16)
+                self._files.read(ts, req.file_id)
+            elif hdr.command == parser.SMB2_WRITE:
+                io = parser.smb2_write_request(data)
+                self._files.written(ts, io.file_id)
+                if io.data or io.missing:
+                    self._files.data(ts, io.file_id, FILE_WRITE)
             elif hdr.command == parser.SMB2_SET_INFO:
-                info = parser.smb2_set_info_request(data)
-                if (
-                    info.info_type == parser.SMB2_0_INFO_FILE
-                    and info.info_class in (parser.FILE_DISPOSITION_INFORMATION,
-                                            parser.FILE_DISPOSITION_INFORMATION_EX)
-                    and info.buffer[:1] not in (b"", b"\x00")
-                ):  # fmt: skip
-                    self._file_delete(ts, info.file_id)
+                self._set_info(ts, parser.smb2_set_info_request(data))
+            elif hdr.command == parser.SMB2_CLOSE:
+                self._files.closed(ts, parser.smb2_file_id(data, 8))
             self._remember(key, req)
             self._pipe_request2(ts, hdr, data, req)
             return
@@ -276,14 +274,33 @@ class SmbSession:
             self._session_setup(ts, pending, hdr.status, parser.smb2_session_setup_response(data))
         elif hdr.command == parser.SMB2_TREE_CONNECT:
             share_type = parser.smb2_tree_connect_response(data) if hdr.status == 0 else 0
+            share = parser.SHARE_TYPE_NAMES.get(share_type, "")
             if hdr.status == 0:
                 self._trees[hdr.tree_id] = pending.name
-            self._tree(ts, pending.name, share_type=parser.SHARE_TYPE_NAMES.get(share_type, ""), service="",
-                       native="", status=hdr.status)  # fmt: skip
+                self._shares[hdr.tree_id] = share
+            self._tree(ts, pending.name, share_type=share, service="", native="", status=hdr.status)
         elif hdr.command == parser.SMB2_CREATE and hdr.status == 0:
             created = parser.smb2_create_response(data)
             if created is not None:
-                self._opened(ts, created.file_id, pending, created.end_of_file)
+                self._files.opened(
+                    ts, created.file_id, name=pending.name, path=pending.tree_path, share=pending.share,
+                    size=created.end_of_file, times=created.times,
+                    delete_on_close=bool(pending.options & parser.FILE_DELETE_ON_CLOSE),
+                )  # fmt: skip
+        elif hdr.command == parser.SMB2_READ and pending.file_id and hdr.status in _DATA_STATUSES:
+            payload, missing = parser.smb2_read_response(data)
+            if payload or missing:
+                self._files.data(ts, pending.file_id, FILE_READ)
+
+    def _set_info(self, ts: float, info: parser.Smb2SetInfo) -> None:
+        """Deletes (FileDispositionInformation with DeletePending) and renames of a file."""
+        if info.info_type != parser.SMB2_0_INFO_FILE:
+            return
+        if info.info_class in (parser.FILE_DISPOSITION_INFORMATION, parser.FILE_DISPOSITION_INFORMATION_EX):
+            if info.buffer[:1] not in (b"", b"\x00"):
+                self._files.deleted(ts, info.file_id)
+        elif info.info_class == parser.FILE_RENAME_INFORMATION:
+            self._files.renamed(ts, info.file_id, parser.smb2_rename_target(info.buffer))
 
     # -- SMB1 ----------------------------------------------------------------------------------
 
@@ -293,7 +310,7 @@ class SmbSession:
             self._version = self._version or 1
         key = (1, hdr.mid)
         if not hdr.is_response:
-            req = _Request(ts, hdr.command, self._trees.get(hdr.tid, ""))
+            req = _Request(ts, hdr.command, self._trees.get(hdr.tid, ""), self._shares.get(hdr.tid, ""))
             for block in msg.blocks:
                 self._counts[parser.SMB1_COMMAND_NAMES.get(block.command, f"SMB1_0x{block.command:02x}")] += 1
                 if block.command == parser.SMB1_NEGOTIATE:
@@ -306,6 +323,7 @@ class SmbSession:
                 elif block.command == parser.SMB1_NT_CREATE_ANDX:
                     req.name, req.options = parser.smb1_nt_create_request(block, hdr.unicode)
             self._remember(key, req)
+            self._file_request1(ts, msg, req)
             self._pipe_request1(ts, msg, req)
             return
         pending = self._pending.pop(key, None)
@@ -325,14 +343,43 @@ class SmbSession:
                 service, native = parser.smb1_tree_connect_response(block, hdr.unicode)
                 if hdr.status == 0:
                     self._trees[hdr.tid] = pending.name
+                    # Zeek tells SMB1 pipe trees from the rest by the IPC service alone.
+                    self._shares[hdr.tid] = "PIPE" if service == "IPC" else "DISK"
                 share_type = parser.SMB1_SERVICE_TYPES.get(service, "")
                 self._tree(ts, pending.name, share_type=share_type, service=service, native=native,
                            status=hdr.status)  # fmt: skip
             elif block.command == parser.SMB1_NT_CREATE_ANDX and hdr.status == 0:
                 created = parser.smb1_nt_create_response(block)
                 if created is not None:
-                    fid, eof = created
-                    self._opened(ts, struct.pack("<HH", hdr.tid, fid), pending, eof)
+                    file_id = struct.pack("<HH", hdr.tid, created.fid)
+                    self._files.opened(
+                        ts, file_id, name=pending.name, path=pending.tree_path, share=pending.share,
+                        size=created.end_of_file, times=created.times, smb1=True,
+                    )  # fmt: skip
+            elif block.command == parser.SMB1_READ_ANDX and pending.file_id and hdr.status in _DATA_STATUSES:
+                payload, missing = parser.smb1_read_andx_response(block)
+                if payload or missing:
+                    self._files.data(ts, pending.file_id, FILE_READ)
+
+    def _file_request1(self, ts: float, msg: parser.Smb1Message, req: _Request) -> None:
+        """SMB1 reads, writes and closes of files (smb_files.log)."""
+        tid = msg.header.tid
+        try:
+            for block in msg.blocks:
+                if block.command == parser.SMB1_READ_ANDX and len(block.words) >= 6:
+                    req.file_id = struct.pack("<HH", tid, parser.smb1_fid(block))
+                    self._files.read(ts, req.file_id, req.tree_path)
+                elif block.command == parser.SMB1_WRITE_ANDX:
+                    fid, payload, missing = parser.smb1_write_andx_request(block)
+                    file_id = struct.pack("<HH", tid, fid)
+                    self._files.written(ts, file_id, req.tree_path)
+                    if payload or missing:
+                        self._files.data(ts, file_id, FILE_WRITE)
+                elif block.command == parser.SMB1_CLOSE and len(block.words) >= 2:
+                    fid = int.from_bytes(block.words[:2], "little")
+                    self._files.closed(ts, struct.pack("<HH", tid, fid), req.tree_path)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
 
     # -- named pipes (DCE-RPC) ------------------------------------------------------------------
     # What clients write to pipes and servers answer goes to PipeCalls, keyed by the file id (SMB1:
@@ -412,7 +459,7 @@ class SmbSession:
                 if block.command == parser.SMB1_NT_CREATE_ANDX and hdr.status == 0 and req.tree_path:
                     created = parser.smb1_nt_create_response(block)
                     if created is not None:
-                        self._pipes.opened(struct.pack("<HH", hdr.tid, created[0]), req.name)
+                        self._pipes.opened(struct.pack("<HH", hdr.tid, created.fid), req.name)
                 elif not ok or not req.file_id:
                     continue
                 elif block.command == parser.SMB1_TRANSACTION:
@@ -495,39 +542,6 @@ class SmbSession:
         )  # fmt: skip
         set_time(rec.time, ts)
         self._emit(sensor_pb2.Record(smb_tree_connect=rec))
-
-    def _file_record(self, ts: float, action: str, file: _File) -> None:
-        rec = smb_pb2.SmbFile(uid=self._ctx.uid, action=action, name=file.name, path=file.path,
-                              size_bytes=file.size)  # fmt: skip
-        set_time(rec.time, ts)
-        self._emit(sensor_pb2.Record(smb_file=rec))
-
-    def _opened(self, ts: float, file_id: bytes, req: _Request, size: int) -> None:
-        file = _File(req.name or "<share_root>", req.tree_path, size)
-        if len(self._files) >= MAX_FILES:
-            self._files.pop(next(iter(self._files)))
-        self._files[file_id] = file
-        self._file_record(ts, "SMB::FILE_OPEN", file)
-        if req.options & parser.FILE_DELETE_ON_CLOSE:
-            self._file_delete(ts, file_id)
-
-    def _file_io(self, ts: float, file_id: bytes, write: bool) -> None:
-        file = self._files.get(file_id)
-        if file is None:
-            return
-        # One row per file and direction: the log says a file was read or written, not how often.
-        if write and not file.written:
-            file.written = True
-            self._file_record(ts, "SMB::FILE_WRITE", file)
-        elif not write and not file.read:
-            file.read = True
-            self._file_record(ts, "SMB::FILE_READ", file)
-
-    def _file_delete(self, ts: float, file_id: bytes) -> None:
-        file = self._files.get(file_id)
-        if file is not None and not file.deleted:
-            file.deleted = True
-            self._file_record(ts, "SMB::FILE_DELETE", file)
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
         # Inside a frame we are skipping anyway, a gap costs nothing; elsewhere framing is lost.

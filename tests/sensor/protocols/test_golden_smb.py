@@ -16,10 +16,6 @@ def test_smb_mapping_agrees_with_zeek(corpus: Path) -> None:
     assert_agreement(corpus, golden.spec(corpus, "smb_mapping"))
 
 
-# Zeek writes a file's row once per action not yet logged for it, and not for share-root or pipe opens;
-# the sensor writes every open, read and write (tests/data/golden/DISAGREEMENTS.md). The SMB analyzer's
-# owner is changing this; strict, so the mark must go once the log agrees.
-@pytest.mark.xfail(strict=True, reason="smb_files.log rows per action differ from Zeek's (SMB analyzer)")
 def test_smb_files_agrees_with_zeek(corpus: Path) -> None:
     assert_agreement(corpus, golden.spec(corpus, "smb_files"))
 

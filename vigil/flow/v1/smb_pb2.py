@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vigil/flow/v1/smb.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0cSmbNegotiate\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10offered_dialects\x18\x03 \x03(\t\x12\x1a\n\x12negotiated_dialect\x18\x04 \x01(\t\x12*\n\x07version\x18\x05 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12\x14\n\x0csmb1_offered\x18\x06 \x01(\x08\"\xbe\x01\n\x0fSmbSessionSetup\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07version\x18\x03 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x16\n\x0e\x61uth_mechanism\x18\x05 \x01(\t\x12\x10\n\x08username\x18\x06 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\"\xa6\x01\n\x0eSmbTreeConnect\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x12\n\nshare_type\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x1a\n\x12native_file_system\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\r\"\x80\x01\n\x07SmbFile\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\"\xe7\x01\n\x10SmbCommandCounts\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07version\x18\x03 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12?\n\x08requests\x18\x04 \x03(\x0b\x32-.vigil.flow.v1.SmbCommandCounts.RequestsEntry\x1a/\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01*b\n\nSmbVersion\x12\x1b\n\x17SMB_VERSION_UNSPECIFIED\x10\x00\x12\x11\n\rSMB_VERSION_1\x10\x01\x12\x11\n\rSMB_VERSION_2\x10\x02\x12\x11\n\rSMB_VERSION_3\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17vigil/flow/v1/smb.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x01\n\x0cSmbNegotiate\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10offered_dialects\x18\x03 \x03(\t\x12\x1a\n\x12negotiated_dialect\x18\x04 \x01(\t\x12*\n\x07version\x18\x05 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12\x14\n\x0csmb1_offered\x18\x06 \x01(\x08\"\xbe\x01\n\x0fSmbSessionSetup\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07version\x18\x03 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12\x0e\n\x06status\x18\x04 \x01(\r\x12\x16\n\x0e\x61uth_mechanism\x18\x05 \x01(\t\x12\x10\n\x08username\x18\x06 \x01(\t\x12\x0e\n\x06\x64omain\x18\x07 \x01(\t\"\xa6\x01\n\x0eSmbTreeConnect\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x12\n\nshare_type\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x1a\n\x12native_file_system\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\r\"\xc4\x01\n\x0cSmbFileTimes\x12,\n\x08modified\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x61\x63\x63\x65ssed\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63reated\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07\x63hanged\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd2\x01\n\x07SmbFile\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x0c\n\x04path\x18\x05 \x01(\t\x12\x12\n\nsize_bytes\x18\x06 \x01(\x04\x12\x11\n\tprev_name\x18\x07 \x01(\t\x12*\n\x05times\x18\x08 \x01(\x0b\x32\x1b.vigil.flow.v1.SmbFileTimes\x12\x11\n\tdata_seen\x18\t \x01(\x08\"\xe7\x01\n\x10SmbCommandCounts\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x07version\x18\x03 \x01(\x0e\x32\x19.vigil.flow.v1.SmbVersion\x12?\n\x08requests\x18\x04 \x03(\x0b\x32-.vigil.flow.v1.SmbCommandCounts.RequestsEntry\x1a/\n\rRequestsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\r:\x02\x38\x01*b\n\nSmbVersion\x12\x1b\n\x17SMB_VERSION_UNSPECIFIED\x10\x00\x12\x11\n\rSMB_VERSION_1\x10\x01\x12\x11\n\rSMB_VERSION_2\x10\x02\x12\x11\n\rSMB_VERSION_3\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,18 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._loaded_options = None
   _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._serialized_options = b'8\001'
-  _globals['_SMBVERSION']._serialized_start=994
-  _globals['_SMBVERSION']._serialized_end=1092
+  _globals['_SMBVERSION']._serialized_start=1275
+  _globals['_SMBVERSION']._serialized_end=1373
   _globals['_SMBNEGOTIATE']._serialized_start=76
   _globals['_SMBNEGOTIATE']._serialized_end=265
   _globals['_SMBSESSIONSETUP']._serialized_start=268
   _globals['_SMBSESSIONSETUP']._serialized_end=458
   _globals['_SMBTREECONNECT']._serialized_start=461
   _globals['_SMBTREECONNECT']._serialized_end=627
-  _globals['_SMBFILE']._serialized_start=630
-  _globals['_SMBFILE']._serialized_end=758
-  _globals['_SMBCOMMANDCOUNTS']._serialized_start=761
-  _globals['_SMBCOMMANDCOUNTS']._serialized_end=992
-  _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._serialized_start=945
-  _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._serialized_end=992
+  _globals['_SMBFILETIMES']._serialized_start=630
+  _globals['_SMBFILETIMES']._serialized_end=826
+  _globals['_SMBFILE']._serialized_start=829
+  _globals['_SMBFILE']._serialized_end=1039
+  _globals['_SMBCOMMANDCOUNTS']._serialized_start=1042
+  _globals['_SMBCOMMANDCOUNTS']._serialized_end=1273
+  _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._serialized_start=1226
+  _globals['_SMBCOMMANDCOUNTS_REQUESTSENTRY']._serialized_end=1273
 # @@protoc_insertion_point(module_scope)

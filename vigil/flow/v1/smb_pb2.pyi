@@ -183,8 +183,54 @@ class SmbTreeConnect(_message.Message):
 Global___SmbTreeConnect: _TypeAlias = SmbTreeConnect  # noqa: Y015
 
 @_typing.final
+class SmbFileTimes(_message.Message):
+    """A file's times as the server reported them when it was opened (SMB2 CREATE / SMB1 NT_CREATE_ANDX
+    response), exact to the wire's 100 ns.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODIFIED_FIELD_NUMBER: _builtins.int
+    ACCESSED_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def modified(self) -> _timestamp_pb2.Timestamp:
+        """LastWriteTime"""
+
+    @_builtins.property
+    def accessed(self) -> _timestamp_pb2.Timestamp:
+        """LastAccessTime"""
+
+    @_builtins.property
+    def created(self) -> _timestamp_pb2.Timestamp:
+        """CreationTime"""
+
+    @_builtins.property
+    def changed(self) -> _timestamp_pb2.Timestamp:
+        """ChangeTime"""
+
+    def __init__(
+        self,
+        *,
+        modified: _timestamp_pb2.Timestamp | None = ...,
+        accessed: _timestamp_pb2.Timestamp | None = ...,
+        created: _timestamp_pb2.Timestamp | None = ...,
+        changed: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accessed", b"accessed", "changed", b"changed", "created", b"created", "modified", b"modified"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accessed", b"accessed", "changed", b"changed", "created", b"created", "modified", b"modified"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmbFileTimes: _TypeAlias = SmbFileTimes  # noqa: Y015
+
+@_typing.final
 class SmbFile(_message.Message):
-    """A file opened on a share, as a Zeek smb_files.log row."""
+    """One action on a file of a share, as a Zeek smb_files.log row. Which actions make a record, and when
+    one repeats, is written in sensor/protocols/smb/files.py.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -194,14 +240,34 @@ class SmbFile(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    PREV_NAME_FIELD_NUMBER: _builtins.int
+    TIMES_FIELD_NUMBER: _builtins.int
+    DATA_SEEN_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     action: _builtins.str
-    """Zeek's action name, e.g. "SMB::FILE_OPEN", "SMB::FILE_READ", "SMB::FILE_WRITE", "SMB::FILE_DELETE"."""
+    """Zeek's action name: "SMB::FILE_OPEN", "SMB::FILE_READ", "SMB::FILE_WRITE", "SMB::FILE_DELETE",
+    "SMB::FILE_RENAME", "SMB::PRINT_OPEN", "SMB::PRINT_CLOSE".
+    """
     name: _builtins.str
+    """The name the client opened ("<share_root>" for the share itself); after a rename, the new name."""
     path: _builtins.str
+    """The tree's path ("\\\\server\\share"); empty when the tree connect was not seen."""
     size_bytes: _builtins.int
+    """End of file when it was opened."""
+    prev_name: _builtins.str
+    """The name before the last rename, if any."""
+    data_seen: _builtins.bool
+    """The repeat of a read or write row written when the file's bytes first flow: Zeek writes it again
+    then, carrying the id of its file analysis (fuid), which the sensor does not do.
+    """
     @_builtins.property
-    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def time(self) -> _timestamp_pb2.Timestamp:
+        """When the action was seen (Zeek's rows carry the time the file was first seen instead)."""
+
+    @_builtins.property
+    def times(self) -> Global___SmbFileTimes:
+        """Unset when the server reported no last-write time after 1970 (pipes), as Zeek leaves them."""
+
     def __init__(
         self,
         *,
@@ -211,10 +277,13 @@ class SmbFile(_message.Message):
         name: _builtins.str = ...,
         path: _builtins.str = ...,
         size_bytes: _builtins.int = ...,
+        prev_name: _builtins.str = ...,
+        times: Global___SmbFileTimes | None = ...,
+        data_seen: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time", "times", b"times"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "name", b"name", "path", b"path", "size_bytes", b"size_bytes", "time", b"time", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "data_seen", b"data_seen", "name", b"name", "path", b"path", "prev_name", b"prev_name", "size_bytes", b"size_bytes", "time", b"time", "times", b"times", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
