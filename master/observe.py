@@ -329,11 +329,16 @@ def kerberos_items(krb: kerberos_pb2.KerberosRecord) -> tuple[Observation, ...]:
     if krb.request_type == "AS" and krb.error_msg in SPRAY_ERRORS and krb.client:
         client = krb.client.lower()
         return (Observation(FAILED_KERBEROS_PRINCIPALS, client, f"{krb.client} ({krb.error_msg})"),)
-    if krb.request_type == "TGS" and krb.cipher in ROASTABLE_CIPHERS and krb.service:
-        service = krb.service.lower()
-        if service.startswith("krbtgt/"):
-            return ()
-        return (Observation(RC4_SERVICE_TICKETS, service, f"{krb.service} ({krb.cipher}) for {krb.client}"),)
+    if krb.request_type != "TGS" or not krb.service or krb.service.lower().startswith("krbtgt/"):
+        return ()
+    # Issued with a crackable cipher, or asked for one and nothing else (Rubeus, GetUserSPNs downgrade).
+    asked_weak_only = bool(krb.client_ciphers) and all(c in ROASTABLE_CIPHERS for c in krb.client_ciphers)
+    if krb.cipher in ROASTABLE_CIPHERS or asked_weak_only:
+        how = krb.cipher or "no reply seen"
+        if asked_weak_only:
+            how += ", asked for " + "/".join(krb.client_ciphers) + " only"
+        example = f"{krb.service} ({how}) for {krb.client}"
+        return (Observation(RC4_SERVICE_TICKETS, krb.service.lower(), example),)
     return ()
 
 

@@ -18,7 +18,7 @@ from master.offline import OfflineMaster, OfflineResult
 from tests.master.traffic import CS, T0, flow, ip, office, scan
 from vigil.alert.v1 import alert_pb2
 from vigil.config import MasterConfig
-from vigil.flow.v1 import dhcp_pb2, dns_pb2, flow_pb2, http_pb2, ldap_pb2, ntlm_pb2, smb_pb2
+from vigil.flow.v1 import dhcp_pb2, dns_pb2, flow_pb2, http_pb2, kerberos_pb2, ldap_pb2, ntlm_pb2, smb_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 ME = "10.0.1.5"
@@ -568,3 +568,22 @@ def test_every_catalog_model_is_raised_by_exactly_one_detector_of_the_wing() -> 
     raised = Counter(model for detector in WING for model in detector.models)
     assert [m for m, n in raised.items() if n > 1] == []
     assert set(raised) == {m.name for m in CATALOG}
+
+
+def test_service_tickets_asked_for_with_rc4_only_are_kerberoasting(
+    learned: tuple[list[sensor_pb2.Record], OfflineResult],
+) -> None:
+    """Roasting tools ask for service tickets offering RC4 alone, so that even an account with AES keys
+    gets a ticket that cracks offline; the offer is the evidence, whatever the KDC answered."""
+    records, _ = learned
+    roast = []
+    for i, svc in enumerate(
+        ["MSSQLSvc/db1:1433", "HTTP/intranet", "svc_backup/files", "CIFS/nas2", "ldap/app"]
+    ):
+        krb = kerberos_pb2.KerberosRecord(
+            request_type="TGS", client="alice/CORP.EXAMPLE", service=svc, client_ciphers=["rc4-hmac"]
+        )
+        roast.append(_stamp(sensor_pb2.Record(kerberos=krb), START + i * 0.2, ME, "10.0.0.3", 88))
+    found = [b for b in run(roast, records) if b.model == "Device / Kerberoasting Activity"]
+    assert {b.device.ip for b in found} == {ME}
+    assert "asked for rc4-hmac only" in found[0].explanation

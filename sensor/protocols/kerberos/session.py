@@ -56,6 +56,7 @@ def record_for(
             set_time(rec.till_time, request.till)
         rec.forwardable = request.forwardable
         rec.renewable = request.renewable
+        rec.client_ciphers.extend(parser.CIPHER_NAMES.get(e, str(e)) for e in request.etypes)
     if isinstance(reply, parser.KdcReply):
         rec.success = True
         if not rec.client and reply.cname is not None:

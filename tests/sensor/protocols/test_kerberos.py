@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from sensor.protocols.base import ConnContext
 from sensor.protocols.kerberos import FACTORY, zeek
 from sensor.protocols.kerberos import parser as p
@@ -189,3 +191,24 @@ def test_gss_tracker_ignores_an_answer_without_a_request() -> None:
     tracker.server_token(1.0, b"\x00garbage")
     tracker.finish(2.0)
     assert out == []
+
+
+def test_the_encryption_types_a_client_offered_are_recorded() -> None:
+    """kerbrute's AS-REQs each offer aes256, aes128, rc4 (tshark -Y "kerberos.msg_type == 10" -T fields
+    -e kerberos.ENCTYPE: "18,17,23" on every one)."""
+    from tests.conftest import CORPUS
+
+    capture = CORPUS / "wild/sbousseaden__PCAP-ATTACK/CA_kerbrute_passwordspray_kerberos_AS-REQ.pcapng"
+    if not capture.is_file():
+        pytest.skip(f"wild corpus not found at {capture.parent}")
+    from sensor.logwriter import pipeline_records
+    from vigil.config import SensorConfig
+
+    records = [
+        r.kerberos for r in pipeline_records(SensorConfig(), [capture], seed=1) if r.HasField("kerberos")
+    ]
+    as_requests = [r for r in records if r.request_type == "AS"]
+    assert as_requests
+    assert {tuple(r.client_ciphers) for r in as_requests} == {
+        ("aes256-cts-hmac-sha1-96", "aes128-cts-hmac-sha1-96", "rc4-hmac")
+    }

@@ -3,9 +3,11 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -36,6 +38,7 @@ class KerberosRecord(_message.Message):
     FORWARDABLE_FIELD_NUMBER: _builtins.int
     RENEWABLE_FIELD_NUMBER: _builtins.int
     FROM_TIME_FIELD_NUMBER: _builtins.int
+    CLIENT_CIPHERS_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     request_type: _builtins.str
     """"AS" or "TGS"; "AP" for an AP-REQ seen inside another protocol (SMB, LDAP), as Zeek logs it."""
@@ -62,6 +65,13 @@ class KerberosRecord(_message.Message):
     def from_time(self) -> _timestamp_pb2.Timestamp:
         """Start of validity the client asked for (KDC-REQ-BODY "from", a postdated ticket); unset when absent."""
 
+    @_builtins.property
+    def client_ciphers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Encryption types the client offered in its request (KDC-REQ-BODY etype), in its order of preference:
+        a request for service tickets that offers only RC4 or DES asks for a ticket that cracks offline.
+        Not a Zeek kerberos.log column.
+        """
+
     def __init__(
         self,
         *,
@@ -78,10 +88,11 @@ class KerberosRecord(_message.Message):
         forwardable: _builtins.bool = ...,
         renewable: _builtins.bool = ...,
         from_time: _timestamp_pb2.Timestamp | None = ...,
+        client_ciphers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "error_code", b"error_code", "from_time", b"from_time", "success", b"success", "till_time", b"till_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "client_ciphers", b"client_ciphers", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
     _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
