@@ -73,9 +73,13 @@ _NO_OBSERVATIONS: tuple[Observation, ...] = ()
 
 
 class Detector:
-    """One detector: the catalog models it raises, and the hooks it needs (each does nothing by default)."""
+    """One detector: the catalog models it raises, and the hooks it needs (each does nothing by default).
+
+    ``reads`` names the parts of an act its ``act`` hook looks at ("flow", "http", "c2", "smb"): the run
+    calls it only for acts that have one (a batch is mostly flows, and most detectors want none)."""
 
     models: tuple[str, ...] = ()
+    reads: frozenset[str] = frozenset()
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         return _NO_OBSERVATIONS
@@ -92,6 +96,7 @@ class ExternalEndpoints(Detector):
     volume sent to rare endpoints and VPNs to them (for the count models), and beacons of any protocol."""
 
     models = (RARE_EXTERNAL, FLOW_BEACON)
+    reads = frozenset({"flow"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         f = act.flow
@@ -135,6 +140,7 @@ class InternalBeacons(Detector):
     implant polling a listener inside the network (a pivot, a compromised server)."""
 
     models = (INTERNAL_BEACON,)
+    reads = frozenset({"flow", "http"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         f = act.flow
@@ -186,6 +192,7 @@ class HttpCommandAndControl(Detector):
     requests fetching binaries (command and control)."""
 
     models = (HTTP_BEACON, HTTP_C2)
+    reads = frozenset({"http"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         h = act.http
@@ -218,6 +225,7 @@ class KnownC2(Detector):
     from their second check-in (one request alone is something a real site may show)."""
 
     models = (KNOWN_C2,)
+    reads = frozenset({"c2"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         c2 = act.c2
@@ -245,6 +253,7 @@ class ContextDetector(Detector):
         LARGE_NUMBER_OF_BREACHES,
         MULTIPLE_LATERAL,
     )
+    reads = frozenset({"smb"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
         if act.smb is not None:
@@ -335,5 +344,9 @@ WING: tuple[Detector, ...] = (
     CountModels(),
 )
 ACT_HOOKS = tuple(d for d in WING if type(d).act is not Detector.act)
+# The act hooks by what they read, in the wing's order.
+HOOKS_BY_PART = {
+    part: tuple(d for d in ACT_HOOKS if part in d.reads) for part in ("flow", "http", "c2", "smb")
+}
 WINDOW_HOOKS = tuple(d for d in WING if type(d).window is not Detector.window)
 FINISH_HOOKS = tuple(d for d in WING if type(d).finish is not Detector.finish)

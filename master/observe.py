@@ -242,8 +242,7 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
             return (Observation(TUNNEL_NAMES, name, name[:80], 1),)
     elif kind == "ldap":
         ldap = record.ldap
-        # A SASL bind of several legs (NTLM's challenge, saslBindInProgress) is one bind: count its end.
-        if ldap.opcode == "bind" and ldap.result != "saslBindInProgress":
+        if ldap.opcode == "bind" and counts_as_bind(ldap):
             return (Observation(LDAP_BINDS, None, bind_text(ldap), 1),)
     elif kind == "ldap_search":
         search = record.ldap_search
@@ -340,6 +339,21 @@ def kerberos_items(krb: kerberos_pb2.KerberosRecord) -> tuple[Observation, ...]:
         example = f"{krb.service} ({how}) for {krb.client}"
         return (Observation(RC4_SERVICE_TICKETS, krb.service.lower(), example),)
     return ()
+
+
+# The sensor's name for result 14 (Zeek's spelling): a leg of a SASL bind that goes on.
+LDAP_BIND_IN_PROGRESS = "SASL bind in progress"
+# Binds a domain member makes with its own Kerberos ticket (the machine at start-up, the user at logon,
+# group policy): several a minute at every logon, the directory's everyday traffic.
+DOMAIN_MEMBER_BINDS = frozenset({"SASL GSS-SPNEGO", "SASL GSSAPI"})
+
+
+def counts_as_bind(ldap: ldap_pb2.LdapMessage) -> bool:
+    """A bind the enumeration model counts: one per bind (a multi-leg SASL bind counts at its end), and
+    not the domain member's own successful Kerberos binds - a failed one counts whatever its kind."""
+    if ldap.result == LDAP_BIND_IN_PROGRESS:
+        return False
+    return not (ldap.argument in DOMAIN_MEMBER_BINDS and ldap.result == "success")
 
 
 def bind_text(ldap: ldap_pb2.LdapMessage) -> str:

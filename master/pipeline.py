@@ -27,7 +27,7 @@ from master.catalog import (
     DRS_REPLICATION,
 )
 from master.context import ContextModels, network_clock
-from master.detectors import ACT_HOOKS, FINISH_HOOKS, WINDOW_HOOKS, internal_peer
+from master.detectors import ACT_HOOKS, FINISH_HOOKS, HOOKS_BY_PART, WINDOW_HOOKS, Detector, internal_peer
 from master.door import (
     MAX_BYTES,
     NO_LATEST,
@@ -564,6 +564,18 @@ class BatchRun:
         doc = self.inventory.doc(device_id)
         return bool(doc and doc.get("kdc"))
 
+    @staticmethod
+    def _hooks_for(act: Act) -> tuple[Detector, ...]:
+        """The act hooks that read something this act has (a flow act has nothing else)."""
+        if act.flow is not None:
+            return HOOKS_BY_PART["flow"]
+        parts = [p for p, v in (("http", act.http), ("c2", act.c2), ("smb", act.smb)) if v is not None]
+        if not parts:
+            return ()
+        if len(parts) == 1:
+            return HOOKS_BY_PART[parts[0]]
+        return tuple(d for d in ACT_HOOKS if not d.reads.isdisjoint(parts))
+
     def _score(self, device_id: str, window: Window) -> None:
         for detector in WINDOW_HOOKS:
             detector.window(self, device_id, window)
@@ -628,7 +640,7 @@ class BatchRun:
             if act.app and self._is_domain_controller(device_id):
                 # Domain controllers replicate with each other all day: that is what they are for.
                 items = [o for o in items if o.feature != DRS_REPLICATION]
-            for detector in ACT_HOOKS:
+            for detector in self._hooks_for(act):
                 found = detector.act(self, device_id, act)
                 if found:
                     items += found

@@ -496,12 +496,12 @@ def test_a_directory_dump_after_a_single_bind_breaches_and_names_the_bind(
 def test_machine_binds_and_dc_locator_reads_at_boot_are_no_enumeration(
     learned: tuple[list[sensor_pb2.Record], OfflineResult],
 ) -> None:
-    """A Windows machine starting up: GSS-SPNEGO binds whose NTLM legs say saslBindInProgress, and
+    """A Windows machine starting up: GSS-SPNEGO binds whose NTLM legs say "SASL bind in progress", and
     the DC locator's root-DSE reads (base scope, empty base, Netlogon attribute) - many of each."""
     records, _ = learned
     boot = []
     for i in range(6):
-        for result in ("saslBindInProgress", "success"):
+        for result in ("SASL bind in progress", "success"):
             msg = ldap_pb2.LdapMessage(opcode="bind", result=result, argument="SASL GSS-SPNEGO")
             boot.append(
                 _stamp(
@@ -587,3 +587,10 @@ def test_service_tickets_asked_for_with_rc4_only_are_kerberoasting(
     found = [b for b in run(roast, records) if b.model == "Device / Kerberoasting Activity"]
     assert {b.device.ip for b in found} == {ME}
     assert "asked for rc4-hmac only" in found[0].explanation
+
+
+def test_the_bind_in_progress_result_is_spelled_as_the_sensor_writes_it() -> None:
+    from master.observe import LDAP_BIND_IN_PROGRESS
+    from sensor.protocols.ldap.parser import RESULT_NAMES
+
+    assert RESULT_NAMES[14] == LDAP_BIND_IN_PROGRESS
