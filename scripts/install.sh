@@ -8,7 +8,10 @@ PYTHON=${PYTHON:-python3}
 
 # Tools the lab tests and the bench drive; only installed when missing, only as root.
 apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-dev curl iputils-ping
-  samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools openssl)
+  samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools openssl
+  # The lab's Active Directory domain: a Samba AD DC (its provisioning templates are only a recommendation
+  # of samba-ad-dc, so named here), kinit/klist, and GSSAPI for ldapsearch -Y GSSAPI.
+  samba-ad-dc samba-ad-provision krb5-user libsasl2-modules-gssapi-mit libnss-winbind)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

@@ -349,12 +349,16 @@ def fix_gateway_macs(built: Lab) -> None:
 
 
 @contextlib.contextmanager
-def _lab_when_free(lab_id: str, attempts: int = 6) -> Iterator[Lab]:
-    """``lab()`` with the fixed id, retried (bounded) when another recording grabbed the names first."""
+def _lab_when_free(
+    lab_id: str, attempts: int = 6, lan_a: Sequence[HostSpec] = tuple(LAN_A_HOSTS)
+) -> Iterator[Lab]:
+    """``lab()`` with the fixed id, retried (bounded) when another recording grabbed the names first.
+    ``lan_a`` may add hosts after the usual ones: those keep their LAN A addresses and MACs (the hosts behind
+    the gateway then get other MACs, which a capture on br-a never shows)."""
     for attempt in range(attempts):
         wait_lab_free(lab_id)
         try:
-            context = lab(LAN_A_HOSTS, LAN_B_HOSTS, INTERNET_HOSTS, lab_id=lab_id)
+            context = lab(lan_a, LAN_B_HOSTS, INTERNET_HOSTS, lab_id=lab_id)
             built = context.__enter__()
         except RuntimeError as exc:
             if "exists" not in str(exc) or attempt == attempts - 1:
