@@ -92,9 +92,7 @@ def test_config_errors_are_reported_together(capsys: pytest.CaptureFixture[str])
 
 
 def test_environment_overrides_and_validation() -> None:
-    cfg = build(
-        {"master": {"window_s": 30}}, {"VIGIL_MASTER__WINDOW_S": "15", "VIGIL_LOG__LEVEL": "debug"}
-    )
+    cfg = build({"master": {"window_s": 30}}, {"VIGIL_MASTER__WINDOW_S": "15", "VIGIL_LOG__LEVEL": "debug"})
     assert cfg.master.window_s == 15 and cfg.log.level == "debug"
     with pytest.raises(ConfigError) as exc:
         build(
