@@ -176,3 +176,30 @@ async def test_an_empty_store_starts_at_the_current_layout(redis_server: embedde
         assert (await store.load([store.keys.layout]))[store.keys.layout] == {"version": 2}
     finally:
         await store.close()
+
+
+async def test_a_migration_stopped_half_way_finishes_on_the_next_start(
+    redis_server: embedded.EmbeddedRedis,
+) -> None:
+    """A master killed during the 1 -> 2 step leaves some keys moved and no layout recorded: the next
+    start moves the rest, and nothing is lost or overwritten."""
+    import redis.asyncio as aioredis
+
+    from master.store import encode
+
+    prefix = "vigil:halfway"
+    raw = aioredis.Redis.from_url(redis_server.url)
+    await raw.set(f"{prefix}:model:count:dev-a", encode({"schema": 1, "counts": {"a": 1}}))  # moved already
+    await raw.set(f"{prefix}:model:scan:dev-b", encode({"schema": 1, "counts": {"b": 2}}))  # not yet
+    store = RedisStore(redis_server.url, prefix)
+    try:
+        assert await store.migrate() == {"1->2": 1}
+        k = store.keys
+        loaded = await store.load([k.count_model("dev-a"), k.count_model("dev-b")])
+        assert loaded == {
+            k.count_model("dev-a"): {"schema": 1, "counts": {"a": 1}},
+            k.count_model("dev-b"): {"schema": 1, "counts": {"b": 2}},
+        }
+    finally:
+        await store.close()
+        await raw.aclose()
