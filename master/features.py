@@ -34,6 +34,7 @@ SCHEMA = 3
 SKETCH_K = 64
 # Bounds on what one window remembers besides its sets.
 MAX_EXAMPLES = 5
+MAX_EXAMPLE_CHARS = 256
 MAX_UIDS = 20
 _MAX_KNOWN_ADDRESSES = 65536
 
@@ -111,7 +112,10 @@ _HASH_SPACE = float(1 << 64)
 
 def _remember(kept: dict[str, list[str]], feature: str, value: str, limit: int) -> None:
     """Keep ``value`` among the first ``limit`` distinct ones of ``feature`` (the list exists once the
-    feature has been observed, empty if nothing was worth keeping)."""
+    feature has been observed, empty if nothing was worth keeping). Examples quote what the traffic
+    carried (names, filters, principals): each is cut to MAX_EXAMPLE_CHARS so that state stays small
+    whatever a sender puts there."""
+    value = value[:MAX_EXAMPLE_CHARS]
     values = kept.get(feature)
     if values is None:
         kept[feature] = [value] if value else []

@@ -122,3 +122,13 @@ def test_networks() -> None:
     nets = Networks(["10.0.0.0/8", "fc00::/7"])
     assert "10.2.3.4" in nets and "fd00::1" in nets
     assert "8.8.8.8" not in nets and "2001:db8::1" not in nets
+
+
+def test_an_example_is_cut_to_a_bounded_length_whatever_the_traffic_carried() -> None:
+    """A DNS name, an LDAP filter or a Kerberos principal is the sender's to choose: the window keeps at
+    most MAX_EXAMPLE_CHARS of each example, so one hostile record cannot bloat a device's state."""
+    from master.features import MAX_EXAMPLE_CHARS, Window
+
+    window = Window(index=1)
+    window.observe("ldap_searches", None, "(" + "a" * 100_000 + ")", "C1", 1)
+    assert [len(e) for e in window.examples["ldap_searches"]] == [MAX_EXAMPLE_CHARS]
