@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from sensor.protocols import asn1
 from sensor.protocols.base import ParseError
+from sensor.protocols.tls.parser import certificate_names
 
 PROTOCOL = "kerberos"
 
@@ -136,6 +137,8 @@ class KdcRequest:
     forwardable: bool
     renewable: bool
     etypes: tuple[int, ...]
+    # PKINIT (RFC 4556): the subject of the first certificate the client sent in PA-PK-AS-REQ, or "".
+    cert_subject: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +150,8 @@ class KdcReply:
     ticket_sname: Principal | None
     ticket_etype: int | None
     enc_etype: int | None
+    # PKINIT: the subject of the first certificate the KDC sent in PA-PK-AS-REP, or "".
+    cert_subject: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +258,7 @@ def _kdc_req(msg_type: int, tlv: asn1.Tlv) -> KdcRequest:
         forwardable=_option(options, _OPT_FORWARDABLE),
         renewable=_option(options, _OPT_RENEWABLE),
         etypes=etypes,
+        cert_subject=_pkinit_subject(fields.get(3), PA_PK_AS_REQ),
     )
 
 
@@ -267,7 +273,82 @@ def _kdc_rep(msg_type: int, tlv: asn1.Tlv) -> KdcReply:
         ticket_sname=sname,
         ticket_etype=etype,
         enc_etype=_etype_of(fields.get(6)),
+        cert_subject=_pkinit_subject(fields.get(2), PA_PK_AS_REP),
     )
+
+
+# PKINIT pre-authentication data (RFC 4556): both carry a CMS SignedData (OID 1.2.840.113549.1.7.2) whose
+# certificates set holds the sender's certificate.
+PA_PK_AS_REQ = 16
+PA_PK_AS_REP = 17
+_SIGNED_DATA = "1.2.840.113549.1.7.2"
+_PKINIT_MAX_DEPTH = 6
+
+
+def _pkinit_subject(padata: asn1.Tlv | None, wanted: int) -> str:
+    """The subject of the first certificate in the PKINIT pre-authentication data of type ``wanted``, or ""
+    when there is none or it does not parse (a bad certificate never fails the Kerberos message)."""
+    if padata is None:
+        return ""
+    for item in asn1.children(padata)[:16]:
+        try:
+            fields = _fields(item)
+            if 1 not in fields or 2 not in fields or asn1.as_int(fields[1]) != wanted:
+                continue
+            cert = _first_certificate(asn1.read_all(asn1.as_bytes(fields[2])), 0)
+            return certificate_names(cert)[0] if cert is not None else ""
+        except ParseError:
+            return ""
+    return ""
+
+
+def _first_certificate(tlv: asn1.Tlv, depth: int) -> bytes | None:
+    """Walk down to a ContentInfo of SignedData (in an OCTET STRING or an implicitly tagged one, as the
+    request and the reply each wrap it) and return its first certificate, DER-encoded."""
+    if depth > _PKINIT_MAX_DEPTH:
+        return None
+    if tlv.constructed:
+        inner = asn1.children(tlv, limit=16)
+        if (
+            tlv.is_(asn1.CLASS_UNIVERSAL, asn1.TAG_SEQUENCE)
+            and len(inner) == 2
+            and inner[0].is_(asn1.CLASS_UNIVERSAL, asn1.TAG_OID)
+            and asn1.as_oid(inner[0]) == _SIGNED_DATA
+        ):
+            return _signed_data_certificate(inner[1])
+        for child in inner:
+            found = _first_certificate(child, depth + 1)
+            if found is not None:
+                return found
+        return None
+    if tlv.value[:1] == b"\x30":
+        try:
+            return _first_certificate(asn1.read_all(tlv.value), depth + 1)
+        except ParseError:
+            return None
+    return None
+
+
+def _signed_data_certificate(content: asn1.Tlv) -> bytes | None:
+    """The first certificate of ``[0] EXPLICIT SignedData``: its ``certificates [0] IMPLICIT SET``."""
+    inner = asn1.children(content, limit=2)
+    if len(inner) != 1 or not inner[0].is_(asn1.CLASS_UNIVERSAL, asn1.TAG_SEQUENCE):
+        return None
+    for part in asn1.children(inner[0], limit=8):
+        if part.cls == asn1.CLASS_CONTEXT and part.tag == 0 and part.constructed:
+            certs = asn1.children(part, limit=64)
+            if certs and certs[0].is_(asn1.CLASS_UNIVERSAL, asn1.TAG_SEQUENCE):
+                return _der_sequence(certs[0].value)
+    return None
+
+
+def _der_sequence(value: bytes) -> bytes:
+    """A SEQUENCE's DER encoding from its content octets (the decoder keeps only the content)."""
+    n = len(value)
+    if n < 0x80:
+        return b"\x30" + bytes([n]) + value
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return b"\x30" + bytes([0x80 | len(size)]) + size + value
 
 
 def _krb_error(tlv: asn1.Tlv) -> KrbError:

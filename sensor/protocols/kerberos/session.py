@@ -57,6 +57,7 @@ def record_for(
         rec.forwardable = request.forwardable
         rec.renewable = request.renewable
         rec.client_ciphers.extend(parser.CIPHER_NAMES.get(e, str(e)) for e in request.etypes)
+        rec.client_cert_subject = request.cert_subject
     if isinstance(reply, parser.KdcReply):
         rec.success = True
         if not rec.client and reply.cname is not None:
@@ -65,6 +66,7 @@ def record_for(
             rec.service = reply.ticket_sname.render()
         if reply.ticket_etype is not None:
             rec.cipher = parser.CIPHER_NAMES.get(reply.ticket_etype, str(reply.ticket_etype))
+        rec.server_cert_subject = reply.cert_subject
     elif isinstance(reply, parser.KrbError):
         rec.success = False
         rec.error_code = reply.error_code

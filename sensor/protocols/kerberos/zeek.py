@@ -31,6 +31,10 @@ def to_zeek(rec: kerberos_pb2.KerberosRecord) -> dict[str, Any]:
         row["till"] = _epoch(rec.till_time)
     if rec.cipher:
         row["cipher"] = rec.cipher
+    if rec.client_cert_subject:
+        row["client_cert_subject"] = rec.client_cert_subject
+    if rec.server_cert_subject:
+        row["server_cert_subject"] = rec.server_cert_subject
     if rec.request_type != "AP":
         # Zeek only knows the KDC options of KDC requests.
         row["forwardable"] = rec.forwardable

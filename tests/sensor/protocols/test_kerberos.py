@@ -212,3 +212,35 @@ def test_the_encryption_types_a_client_offered_are_recorded() -> None:
     assert {tuple(r.client_ciphers) for r in as_requests} == {
         ("aes256-cts-hmac-sha1-96", "aes128-cts-hmac-sha1-96", "rc4-hmac")
     }
+
+
+def test_pkinit_certificate_subjects_are_recorded(corpus: Path) -> None:
+    """Zeek's kinit.pcap: PKINIT AS exchanges whose PA-PK-AS-REQ carries the client's certificate
+    (CN=test_pkinit) and whose PA-PK-AS-REP carries the KDC's (CN=vladg.net), as Zeek's baseline logs."""
+    from sensor.logwriter import pipeline_records
+    from vigil.config import SensorConfig
+
+    capture = corpus / "zeek/krb/kinit.pcap"
+    records = [
+        r.kerberos for r in pipeline_records(SensorConfig(), [capture], seed=1) if r.HasField("kerberos")
+    ]
+    clients = {r.client_cert_subject for r in records} - {""}
+    servers = {r.server_cert_subject for r in records} - {""}
+    assert clients == {"CN=test_pkinit,O=Bro Testing\\, LLC,L=Champaign,ST=Illinois,C=US"}
+    assert servers == {"CN=vladg.net,O=Bro Testing\\, LLC,L=Champaign,ST=Illinois,C=US"}
+
+
+def test_a_damaged_pkinit_certificate_leaves_the_message_parsed() -> None:
+    """A PA-PK-AS-REQ whose content is garbage gives no subject, and the AS-REQ is still read."""
+    from sensor.protocols.asn1 import read_all
+
+    garbage = p._pkinit_subject(
+        read_all(
+            tlv(
+                0x30,
+                tlv(0x30, tlv(0xA1, tlv(0x02, b"\x10")) + tlv(0xA2, tlv(0x04, b"\x30\x03\x01\x01"))),
+            )
+        ),
+        16,
+    )
+    assert garbage == ""

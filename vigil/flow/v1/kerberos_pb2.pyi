@@ -39,6 +39,8 @@ class KerberosRecord(_message.Message):
     RENEWABLE_FIELD_NUMBER: _builtins.int
     FROM_TIME_FIELD_NUMBER: _builtins.int
     CLIENT_CIPHERS_FIELD_NUMBER: _builtins.int
+    CLIENT_CERT_SUBJECT_FIELD_NUMBER: _builtins.int
+    SERVER_CERT_SUBJECT_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     request_type: _builtins.str
     """"AS" or "TGS"; "AP" for an AP-REQ seen inside another protocol (SMB, LDAP), as Zeek logs it."""
@@ -57,6 +59,11 @@ class KerberosRecord(_message.Message):
     """Encryption type of the ticket/reply, e.g. "rc4-hmac", "aes256-cts-hmac-sha1-96"."""
     forwardable: _builtins.bool
     renewable: _builtins.bool
+    client_cert_subject: _builtins.str
+    """PKINIT: the subject (RFC 4514) of the first certificate in the client's PA-PK-AS-REQ and in the KDC's
+    PA-PK-AS-REP, as Zeek's client_cert_subject / server_cert_subject.
+    """
+    server_cert_subject: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -89,10 +96,12 @@ class KerberosRecord(_message.Message):
         renewable: _builtins.bool = ...,
         from_time: _timestamp_pb2.Timestamp | None = ...,
         client_ciphers: _abc.Iterable[_builtins.str] | None = ...,
+        client_cert_subject: _builtins.str = ...,
+        server_cert_subject: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "error_code", b"error_code", "from_time", b"from_time", "success", b"success", "till_time", b"till_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "client_ciphers", b"client_ciphers", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "client_cert_subject", b"client_cert_subject", "client_ciphers", b"client_ciphers", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "server_cert_subject", b"server_cert_subject", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
     _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
