@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from sensor.protocols import asn1
 from sensor.protocols.base import ParseError
-from sensor.protocols.tls.parser import certificate_names
+from sensor.protocols.x509 import certificate_names
 
 PROTOCOL = "kerberos"
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
 from sensor.protocols.tls import parser
+from sensor.protocols.x509 import certificate_names
 from vigil.flow.v1 import tls_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -218,7 +219,7 @@ class TlsSession:
             self._saw_certificate = True
             chain = parser.parse_certificate_chain(msg.body)
             if chain:
-                rec.subject, rec.issuer = parser.certificate_names(chain[0])
+                rec.subject, rec.issuer = certificate_names(chain[0])
         elif not client and msg.type == parser.HS_SERVER_KEY_EXCHANGE:
             group = parser.server_key_exchange_curve(msg.body)
             if group is not None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.tls import FACTORY, heuristic, parser
+from sensor.protocols.x509 import certificate_names
 from vigil.flow.v1 import tls_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -101,7 +102,7 @@ def test_ja3s() -> None:
 
 
 def test_certificate_names_rfc4514() -> None:
-    subject, issuer = parser.certificate_names(_certificate())
+    subject, issuer = certificate_names(_certificate())
     assert subject == "CN=www.example.com,O=Acme\\, Inc.,C=US"
     assert issuer == "CN=Test Root,O=Test CA,C=US"
 
@@ -146,7 +147,7 @@ def test_heuristic() -> None:
 @given(st.binary(max_size=400))
 def test_parsers_raise_only_parse_error(data: bytes) -> None:
     for fn in (parser.parse_client_hello, parser.parse_server_hello, parser.parse_certificate_chain,
-               parser.certificate_names):  # fmt: skip
+               certificate_names):  # fmt: skip
         with contextlib.suppress(ParseError):
             fn(data)
     parser.split_handshakes(data)
@@ -166,7 +167,7 @@ def test_mutated_handshakes_never_escape(pos: int, value: int, step: int) -> Non
         s.data(False, 1.0, bytes(server[i : i + step]))
     s.finish(2.0)
     with contextlib.suppress(ParseError):
-        parser.certificate_names(bytes(target))
+        certificate_names(bytes(target))
 
 
 def _server_hello_13(random: bytes = bytes(32)) -> bytes:
