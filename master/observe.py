@@ -409,20 +409,21 @@ def smb_dialect(record: sensor_pb2.Record) -> SmbDialectObs | None:
     return SmbDialectObs(family, neg.negotiated_dialect or family, smb2)
 
 
-def c2_obs(record: sensor_pb2.Record, kind: str, resp_ip: str) -> C2Obs | None:
-    """The C2 fingerprint an HTTP request or a TLS server certificate bears, if any."""
-    peer = f"{resp_ip}:{record.resp.port}"
-    if kind == "http":
-        http = record.http
-        mimes = [*http.resp_mime_types, http.response_content_type]
-        octet = any(m.startswith("application/octet-stream") for m in mimes)
-        found = http_c2_fingerprint(http.method, http.uri, http.user_agent, http.response_body_len, octet)
-        return C2Obs(found, (http.host or resp_ip).lower(), peer) if found is not None else None
-    if kind == "tls":
-        tls = record.tls
-        found = tls_c2_fingerprint(tls.subject, tls.issuer)
-        return C2Obs(found, tls.server_name or resp_ip, peer) if found is not None else None
-    return None
+def c2_obs(record: sensor_pb2.Record, resp_ip: str, http: HttpObs | None) -> C2Obs | None:
+    """The C2 fingerprint an HTTP request (``http``: its observation) or a TLS server certificate bears."""
+    if http is not None:
+        req = record.http
+        found = http_c2_fingerprint(
+            req.method, req.uri, http.user_agent, http.response_bytes, http.octet_stream
+        )
+        return C2Obs(found, http.host, http.peer) if found is not None else None
+    tls = record.tls
+    found = tls_c2_fingerprint(tls.subject, tls.issuer)
+    return (
+        C2Obs(found, tls.server_name or resp_ip, f"{resp_ip}:{record.resp.port}")
+        if found is not None
+        else None
+    )
 
 
 def http_obs(record: sensor_pb2.Record, resp_ip: str, internal: bool = False) -> HttpObs:

@@ -312,7 +312,7 @@ class Pipeline:
                 else None
             )
             smb = smb_dialect(record) if kind == "smb_negotiate" else None
-            c2 = c2_obs(record, kind, resp_text) if resp_text and kind in ("http", "tls") else None
+            c2 = c2_obs(record, resp_text, http) if resp_text and kind in ("http", "tls") else None
             if items or http is not None or smb is not None or c2 is not None:
                 mac = mac_text(orig_mac)
                 out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb, c2=c2))
