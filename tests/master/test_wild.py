@@ -16,10 +16,11 @@ from vigil.config import VigilConfig
 WILD = CORPUS / "wild"
 
 
-def _breaches(relative: str) -> list[alert_pb2.ModelBreach]:
-    capture = WILD / relative
+def _breaches(relative: str, corpus: Path = WILD) -> list[alert_pb2.ModelBreach]:
+    """What the master raises on one capture of the shared corpus (``corpus``: wild/ or reference/)."""
+    capture = corpus / relative
     if not capture.is_file():
-        pytest.skip(f"wild corpus not found at {WILD} (set VIGIL_CORPUS to the shared corpus)")
+        pytest.skip(f"{capture} not found (set VIGIL_CORPUS to the shared corpus)")
     cfg = VigilConfig()
     return OfflineMaster(cfg.master).process(CaptureRecords(cfg, [Path(capture)])).breaches
 
@@ -108,19 +109,15 @@ def test_ordinary_browsing_bears_no_c2_fingerprint(capture: str) -> None:
     assert not [b for b in _breaches(capture) if b.model == "Compromise / Known C2 Framework Traffic"]
 
 
-def _reference_breaches(relative: str) -> list[alert_pb2.ModelBreach]:
-    capture = CORPUS / "reference" / relative
-    if not capture.is_file():
-        pytest.skip(f"reference corpus not found at {capture}")
-    cfg = VigilConfig()
-    return OfflineMaster(cfg.master).process(CaptureRecords(cfg, [Path(capture)])).breaches
-
-
 def test_smb1_chosen_by_the_server_for_a_client_that_speaks_smb2_stays_low() -> None:
     """Zeek's raw_ntlm_in_smb.pcap: 192.168.56.1 offers NT LM 0.12, SMB 2.002 and SMB 2.??? and the
     server picks dialect index 0 (tshark: smb.dialect.name, smb.dialect.index). That is Windows falling
     back for an old server, not a tool that speaks only SMBv1."""
-    smb = [b for b in _reference_breaches("zeek/smb/raw_ntlm_in_smb.pcap") if "SMB Activity" in b.model]
+    smb = [
+        b
+        for b in _breaches("zeek/smb/raw_ntlm_in_smb.pcap", CORPUS / "reference")
+        if "SMB Activity" in b.model
+    ]
     assert all(b.severity == "low" for b in smb), [(b.score, b.explanation) for b in smb]
 
 
