@@ -54,6 +54,8 @@ DRS_REPLICATION = "directory_replication_requests"
 ENUM_CALLS = "account_and_share_enumeration_calls"
 ENUM_HOSTS = "distinct_hosts_enumerated"
 ENUM_LISTINGS = "whole_directory_listings"
+PRIVILEGED_GROUPS = "privileged_group_member_listings"
+NULL_SESSIONS = "anonymous_smb_logons"
 REGISTRY_CALLS = "remote_registry_calls"
 COERCION_CALLS = "authentication_coercion_calls"
 RC4_SERVICE_TICKETS = "distinct_rc4_service_tickets"
@@ -165,6 +167,22 @@ FEATURES += (
         ENUM_LISTINGS,
         "calls listing every user, group, session or right of a domain or host",
         False,
+        0.0001,
+        family="enumeration",
+        quote_example=True,
+    ),
+    Feature(
+        PRIVILEGED_GROUPS,
+        "privileged groups (Domain Admins, Administrators, ...) whose members were listed",
+        True,
+        0.0001,
+        family="enumeration",
+        quote_example=True,
+    ),
+    Feature(
+        NULL_SESSIONS,
+        "anonymous (null-session) SMB logons",
+        True,
         0.0001,
         family="enumeration",
         quote_example=True,
@@ -369,7 +387,9 @@ DETECTORS += (
         "Anomalous Connection / SMB Enumeration",
         # One full listing is what a helpdesk does too (the lab's helpdesk-domain session: one
         # `rpcclient enumdomusers`), and on the wire it is `net user /domain`: two make a collection.
-        ((ENUM_LISTINGS, 2), (ENUM_CALLS, 3), (ENUM_HOSTS, 3)),
+        # Who is in Domain Admins, or a logon with no account at all (the null session enumeration
+        # tools open first), is what an intruder asks and Windows does not ask for itself.
+        ((ENUM_LISTINGS, 2), (ENUM_CALLS, 3), (ENUM_HOSTS, 3), (PRIVILEGED_GROUPS, 1), (NULL_SESSIONS, 1)),
         (),
         ("T1087.002", "T1069.002", "T1135", "T1049"),
     ),

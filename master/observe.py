@@ -30,6 +30,8 @@ from master.catalog import (
     LDAP_BINDS,
     LDAP_ENTRIES,
     LDAP_SEARCHES,
+    NULL_SESSIONS,
+    PRIVILEGED_GROUPS,
     PTR_QUERIES,
     RC4_SERVICE_TICKETS,
     RDP_DESTINATIONS,
@@ -48,7 +50,14 @@ from master.catalog import (
     WINRM_REQUESTS,
 )
 from master.features import ip_text
-from master.rpc import ROASTABLE_CIPHERS, RPC_FEATURES, SPRAY_ERRORS, WHOLE_LISTINGS
+from master.rpc import (
+    MEMBER_LISTINGS,
+    PRIVILEGED_RIDS,
+    ROASTABLE_CIPHERS,
+    RPC_FEATURES,
+    SPRAY_ERRORS,
+    WHOLE_LISTINGS,
+)
 from master.signatures import (
     C2Fingerprint,
     http_c2_fingerprint,
@@ -260,6 +269,8 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
         if not ntlm.carrier.startswith("smb"):
             return ()
         user = f"{ntlm.domain}\\{ntlm.username}" if ntlm.domain else ntlm.username
+        if not user and not ntlm.hostname:
+            return null_session_items(record)
         items: list[Observation] = []
         if ntlm.username:
             items.append(Observation(USERNAMES, user.lower(), user, 1))
@@ -269,7 +280,7 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
                 items.append(Observation(ADMIN_AUTH_FAILURES, None, user, 1))
         return tuple(items)
     elif kind == "smb_session_setup":
-        return smb1_logon_items(record.smb_session_setup)
+        return smb1_logon_items(record.smb_session_setup, ip_text(record.resp.ip) or "?")
     elif kind == "dce_rpc":
         return rpc_items(record)
     elif kind == "kerberos":
@@ -292,8 +303,19 @@ def app_items(record: sensor_pb2.Record, kind: str) -> tuple[Observation, ...]:
 _SMB1_LOGONS = frozenset({"lm", "ntlmv1", "ntlmv2", "plaintext"})
 
 
-def smb1_logon_items(setup: smb_pb2.SmbSessionSetup) -> tuple[Observation, ...]:
-    """A logon that named its account without NTLMSSP: the name tried and, when refused, a failure."""
+def null_session_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
+    """An NTLM logon over SMB that named no account, no domain and no workstation: the null session that
+    enumeration tools (CrackMapExec, Impacket's) open. Windows names its workstation even when it falls
+    back to an anonymous logon (a coerced server does: the printer-bug capture), so that one is not."""
+    server = ip_text(record.resp.ip) or "?"
+    return (Observation(NULL_SESSIONS, server, f"anonymous (null session) NTLM logon to {server}"),)
+
+
+def smb1_logon_items(setup: smb_pb2.SmbSessionSetup, server: str) -> tuple[Observation, ...]:
+    """A logon that named its account without NTLMSSP: the name tried and, when refused, a failure;
+    one that named nothing at all, a null session."""
+    if setup.auth_mechanism == "anonymous":
+        return (Observation(NULL_SESSIONS, server, f"anonymous SMB1 logon to {server}"),)
     if setup.auth_mechanism not in _SMB1_LOGONS or not setup.username:
         return ()
     user = f"{setup.domain}\\{setup.username}" if setup.domain else setup.username
@@ -309,10 +331,13 @@ def rpc_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
     """A remote procedure call the catalog cares about (master/rpc.py), counted for its caller."""
     call = record.dce_rpc
     feature = RPC_FEATURES.get((call.endpoint, call.operation))
-    if feature is None:
-        return ()
     server = ip_text(record.resp.ip) or "?"
     text = f"{call.endpoint} {call.operation} on {server}"
+    group = PRIVILEGED_RIDS.get(call.rid) if call.HasField("rid") else None
+    if group is not None and (call.endpoint, call.operation) in MEMBER_LISTINGS:
+        return (Observation(PRIVILEGED_GROUPS, f"{server}:{call.rid}", f"{text}: {group}"),)
+    if feature is None:
+        return ()
     if feature == SCM_HOSTS:
         return (Observation(SCM_HOSTS, server, text),)
     if feature == ENUM_CALLS:

@@ -86,6 +86,26 @@ WHOLE_LISTINGS = frozenset(
         ("lsarpc", "LsarEnumerateAccountsWithUserRight"),
     }
 )
+# Well-known relative ids of the groups an intruder wants to join or whose members it wants to know
+# (MS-DTYP 2.4.2.4): the domain's own (Domain Admins 512, Schema Admins 518, Enterprise Admins 519, Group
+# Policy Creator Owners 520, Key Admins 526, Enterprise Key Admins 527) and the built-in aliases
+# (Administrators 544, Account Operators 548, Server Operators 549, Print Operators 550, Backup Operators
+# 551). Their members listed over SAMR by `net group "Domain Admins" /domain`, PowerView and BloodHound;
+# Windows itself opens Domain Admins at logon only to read its name (SamrQueryInformationGroup: NEWYORK).
+PRIVILEGED_RIDS: dict[int, str] = {
+    512: "Domain Admins",
+    518: "Schema Admins",
+    519: "Enterprise Admins",
+    520: "Group Policy Creator Owners",
+    526: "Key Admins",
+    527: "Enterprise Key Admins",
+    544: "Administrators",
+    548: "Account Operators",
+    549: "Server Operators",
+    550: "Print Operators",
+    551: "Backup Operators",
+}
+MEMBER_LISTINGS = frozenset({("samr", "SamrGetMembersInGroup"), ("samr", "SamrGetMembersInAlias")})
 # Remote registry: reading who is logged on (PsLoggedOn, BloodHound), services and run keys, or writing them.
 _REGISTRY = _table(
     REGISTRY_CALLS,

@@ -161,6 +161,13 @@ DOMAIN_ATTACKS = [
     # SharpHound: SAMR GetMembersInAlias x28 and more against the DC 192.168.12.11.
     ("studylab1__SAMR-Enum-Lab/sharphound_domain_z.pcapng", "192.168.11.101",
      "Anomalous Connection / SMB Enumeration", "on 192.168.12.11"),
+    # Who is in Domain Admins: SamrLookupNames("Domain Admins") -> 512, OpenGroup(512), GetMembersInGroup.
+    ("sbousseaden__PCAP-ATTACK/Discovery_privgroups_domain_admins_samr_lookupnames_req.pcapng",
+     "172.16.66.1", "Anomalous Connection / SMB Enumeration", "on 172.16.66.36: Domain Admins"),
+    # CrackMapExec --users: an NTLMSSP_AUTH with no user, domain or workstation (frame 24, the null
+    # session), then the SAMR listing inside SMB 3.1.1 encryption.
+    ("studylab1__SAMR-Enum-Lab/python.exe_crackmapexec_users.pcapng", "192.168.10.101",
+     "Anomalous Connection / SMB Enumeration", "null session"),
     # PsLoggedOn: \winreg OpenUsers and EnumKey on 172.16.66.36 (tshark -Y winreg).
     ("sbousseaden__PCAP-ATTACK/Discovery_PsLoggedOn_remotelocalusers_enum_winreg_lsarpc_dcerpc_smb.pcapng",
      "172.16.66.1", "Anomalous Connection / Unusual Remote Registry Access", "winreg OpenUsers"),
@@ -212,6 +219,17 @@ def test_a_domains_own_rpc_and_kerberos_chatter_breaches_none_of_the_domain_mode
         if b.model in models and b.device.ip != "10.0.1.5" and b.severity != "low"
     ]
     assert loud == []
+
+
+def test_windows_anonymous_fallback_of_a_coerced_server_is_not_a_null_session() -> None:
+    """SpoolSample: the coerced 172.16.66.36 logs on back to 172.16.66.37 as its machine account, then
+    twice anonymously (NTLMSSP_AUTH frames 48 and 58: NULL user and domain, workstation 01566S-WIN16-IR)."""
+    found = [
+        b.device.ip
+        for b in _breaches("sbousseaden__PCAP-ATTACK/CA_LM_SpoolSample_SMB_BiAuth.pcapng")
+        if b.model == "Anomalous Connection / SMB Enumeration"
+    ]
+    assert found == []
 
 
 @pytest.mark.parametrize(

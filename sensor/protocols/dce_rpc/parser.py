@@ -138,12 +138,18 @@ class Request:
     # The object UUID of the call when PFC_OBJECT_UUID is set (DCOM's IPID), lower-case text; else "".
     object_uuid: str
     stub_length: int
+    # The first bytes of the stub as far as the PDU was kept, and only when they are the call's own
+    # arguments in clear: the request's first fragment, without an auth verifier (a sealed stub is
+    # ciphertext and a later fragment starts mid-argument).
+    stub_head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
 class Response:
     context_id: int
     stub_length: int
+    # As for a request: the stub's first bytes, when they are the first fragment's and in clear.
+    stub_head: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +274,8 @@ def _request(body: bytes, h: Header) -> Request:
     if h.flags & PFC_OBJECT_UUID:
         object_uuid = uuid_text(body[8:24], h.little_endian)
         at = 24
-    return Request(context_id, opnum, object_uuid, max(0, len(body) - at))
+    head = body[at:] if h.first_frag and not h.auth_length else b""
+    return Request(context_id, opnum, object_uuid, max(0, len(body) - at), head)
 
 
 def parse_body(h: Header, body: bytes) -> Body:
@@ -276,7 +283,8 @@ def parse_body(h: Header, body: bytes) -> Body:
     if h.ptype == REQUEST:
         return _request(body, h)
     if h.ptype == RESPONSE:
-        return Response(_u16(body, 4, h.endian), max(0, len(body) - 8))
+        head = body[8:] if h.first_frag and not h.auth_length else b""
+        return Response(_u16(body, 4, h.endian), max(0, len(body) - 8), head)
     if h.ptype == FAULT:
         return Fault(_u16(body, 4, h.endian), _u32(body, 8, h.endian))
     if h.ptype in (BIND, ALTER_CONTEXT):

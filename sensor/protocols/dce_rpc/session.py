@@ -21,15 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
-from sensor.protocols.dce_rpc import names, parser
+from sensor.protocols.dce_rpc import arguments, names, parser
 from sensor.protocols.kerberos.session import RPC_C_AUTHN_GSS_KERBEROS, GssApTracker
 from sensor.protocols.ntlm.session import NtlmTracker
 from vigil.flow.v1 import dce_rpc_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 PROTOCOL = "dce_rpc"
-# Bytes of a request/response/fault kept: the header, the call header and a DCOM object UUID.
-CALL_PREFIX = 48
+# Bytes of a request/response/fault kept: the header, the call header, a DCOM object UUID and the stub's
+# leading arguments that the models read (sensor/protocols/dce_rpc/arguments.py).
+CALL_PREFIX = 40 + arguments.STUB_BYTES
 # Control PDUs (bind & co.) larger than this are not read (a real one is a few hundred bytes).
 MAX_CONTROL_PDU = 16 * 1024
 MAX_CONTEXTS = 256
@@ -130,6 +131,10 @@ class _Call:
     # The request came from the connection's responder: the capture began after the connection did and
     # the flow table oriented it by the first packet it saw (the caller is what the master blames).
     flipped: bool = False
+    # The relative id a SAMR call concerns: named by an open call, or the one its handle was opened for.
+    rid: int | None = None
+    # An open call: its answer carries the handle of ``rid``.
+    opens: bool = False
 
 
 class Channel:
@@ -160,6 +165,7 @@ class Channel:
         # are separate streams, and after lost bytes one of them may be delivered late (the reassembler
         # holds what follows a hole), so an answer can come before its request.
         self._early: dict[int, tuple[float, int | None]] = {}
+        self._handles = arguments.SamrHandles()
 
     def pdu(self, ts: float, raw: bytes, from_orig: bool = True) -> None:
         try:
@@ -170,8 +176,10 @@ class Channel:
         h, body = pdu.header, pdu.body
         if isinstance(body, parser.Request):
             if h.last_frag:
-                self._request(ts, h.call_id, body, not from_orig)
+                self._request(ts, h.call_id, body, not from_orig, h.little_endian)
         elif isinstance(body, parser.Response):
+            if h.first_frag:
+                self._opened(h.call_id, body.stub_head, h.little_endian)
             if h.last_frag:
                 self._answer(ts, h.call_id, None)
         elif isinstance(body, parser.Fault):
@@ -213,23 +221,36 @@ class Channel:
         # The capture missed the bind: a pipe that carries one interface still names it.
         return names.pipe_interface(self._pipe) if self._pipe else ""
 
-    def _request(self, ts: float, call_id: int, req: parser.Request, flipped: bool) -> None:
+    def _request(
+        self, ts: float, call_id: int, req: parser.Request, flipped: bool, little_endian: bool
+    ) -> None:
         interface = self._interface(req.context_id)
         if not interface:
             self._count_error(PROTOCOL, "unknown_context")
             return
+        call = _Call(ts, interface, req.opnum, flipped)
+        call.rid = arguments.opened_rid(interface, req.opnum, req.stub_head, little_endian)
+        if call.rid is not None:
+            call.opens = True
+        else:
+            call.rid = self._handles.rid_of(interface, req.stub_head)
         earlier = self._calls.pop(call_id, None)
         if earlier is not None:
             self._write(earlier, None, None)
         early = self._early.pop(call_id, None)
         if early is not None and early[0] >= ts:
-            self._write(_Call(ts, interface, req.opnum, flipped), early[0] - ts, early[1])
+            self._write(call, early[0] - ts, early[1])
             return
         if len(self._calls) >= MAX_PENDING_CALLS:
             self._count_error(PROTOCOL, "too_many_pending_calls")
             oldest = next(iter(self._calls))
             self._write(self._calls.pop(oldest), None, None)
-        self._calls[call_id] = _Call(ts, interface, req.opnum, flipped)
+        self._calls[call_id] = call
+
+    def _opened(self, call_id: int, answer: bytes, little_endian: bool) -> None:
+        call = self._calls.get(call_id)
+        if call is not None and call.opens and call.rid is not None:
+            self._handles.opened(call.rid, answer, little_endian)
 
     def _answer(self, ts: float, call_id: int, fault: int | None) -> None:
         call = self._calls.pop(call_id, None)
@@ -255,6 +276,8 @@ class Channel:
             rec.rtt.FromNanoseconds(round(max(rtt, 0.0) * 1e9))
         if fault is not None:
             rec.fault_status = fault
+        if call.rid is not None:
+            rec.rid = call.rid
         self._emit(sensor_pb2.Record(dce_rpc=rec))
 
     def finish(self) -> None:

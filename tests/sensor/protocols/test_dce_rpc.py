@@ -490,3 +490,70 @@ def test_real_association_parses_whole() -> None:
     assert {parser.REQUEST, parser.RESPONSE} <= set(kinds)
     ack = parser.parse_pdu(REAL[0]).body
     assert isinstance(ack, parser.BindAck) and ack.sec_addr == "\\PIPE\\drsuapi"
+
+
+# -- SAMR relative ids -----------------------------------------------------------------------------
+
+SAMR = "12345778-1234-abcd-ef00-0123456789ac"
+GROUP_HANDLE = b"\x00" * 4 + bytes(range(1, 17))
+
+
+def _open_group(rid: int, access: int = 1) -> bytes:
+    return b"\x00" * 4 + bytes(range(100, 116)) + struct.pack("<II", access, rid)
+
+
+def test_a_samr_call_on_an_opened_handle_names_the_group_it_was_opened_for() -> None:
+    session, out, errors = _session()
+    session.data(True, 1.0, bind(1, [(0, SAMR)]))
+    session.data(True, 2.0, request(2, 0, 19, _open_group(512)))  # SamrOpenGroup(Domain Admins)
+    session.data(False, 2.1, response(2, 0, GROUP_HANDLE + struct.pack("<I", 0)))
+    session.data(True, 3.0, request(3, 0, 25, GROUP_HANDLE))  # SamrGetMembersInGroup(handle)
+    session.data(False, 3.1, response(3, 0))
+    session.data(True, 4.0, request(4, 0, 25, b"\x00" * 4 + bytes(range(50, 66))))  # unknown handle
+    session.finish(5.0)
+    calls = [(r.dce_rpc.operation, r.dce_rpc.rid if r.dce_rpc.HasField("rid") else None) for r in out]
+    assert calls == [("SamrOpenGroup", 512), ("SamrGetMembersInGroup", 512), ("SamrGetMembersInGroup", None)]
+    assert not errors
+
+
+def test_a_refused_open_or_a_sealed_stub_names_nothing() -> None:
+    session, out, _errors = _session()
+    session.data(True, 1.0, bind(1, [(0, SAMR)]))
+    session.data(True, 2.0, request(2, 0, 19, _open_group(512)))
+    session.data(False, 2.1, response(2, 0, GROUP_HANDLE + struct.pack("<I", 0xC0000022)))  # access denied
+    session.data(True, 3.0, request(3, 0, 25, GROUP_HANDLE))
+    # A request with an auth verifier: its stub may be ciphertext, so no argument is read from it.
+    sealed = _header(
+        parser.REQUEST,
+        struct.pack("<IHH", 28, 0, 19) + _open_group(519),
+        4,
+        auth=bytes([10, 6, 0, 0]) + struct.pack("<I", 0) + b"\x00" * 16,
+    )
+    session.data(True, 4.0, sealed)
+    session.data(True, 5.0, request(5, 0, 19, _open_group(512)[:20]))  # cut short
+    session.finish(6.0)
+    rids = [(r.dce_rpc.operation, r.dce_rpc.HasField("rid") and r.dce_rpc.rid) for r in out]
+    assert rids == [
+        ("SamrOpenGroup", 512),
+        ("SamrGetMembersInGroup", False),
+        ("SamrOpenGroup", False),
+        ("SamrOpenGroup", False),
+    ]
+
+
+def test_wild_privileged_group_lookup_names_domain_admins_on_the_member_listing() -> None:
+    """tshark: SamrLookupNames("Domain Admins") -> RID 512; OpenGroup(512) twice, the second followed by
+    GetMembersInGroup on its handle (frames 13-14, 33-37)."""
+    records, _errors = _wild_records(
+        "sbousseaden__PCAP-ATTACK/Discovery_privgroups_domain_admins_samr_lookupnames_req.pcapng"
+    )
+    calls = [r.dce_rpc for r in records if r.WhichOneof("kind") == "dce_rpc"]
+    named = [(c.operation, c.rid) for c in calls if c.HasField("rid")]
+    assert named == [
+        ("SamrOpenGroup", 512),
+        ("SamrQueryInformationGroup", 512),
+        ("SamrCloseHandle", 512),
+        ("SamrOpenGroup", 512),
+        ("SamrGetMembersInGroup", 512),
+        ("SamrCloseHandle", 512),
+    ]

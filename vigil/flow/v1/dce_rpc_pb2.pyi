@@ -37,6 +37,7 @@ class DceRpcRecord(_message.Message):
     FAULT_STATUS_FIELD_NUMBER: _builtins.int
     TRANSPORT_FIELD_NUMBER: _builtins.int
     ROLES_FLIPPED_FIELD_NUMBER: _builtins.int
+    RID_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     named_pipe: _builtins.str
     """The server's secondary address from its bind_ack: the TCP port ("135", "49668") or the pipe
@@ -60,6 +61,12 @@ class DceRpcRecord(_message.Message):
     the flow was oriented by the first packet seen). Zeek's log keeps the connection's roles; whoever
     attributes the call to a device must take the caller, i.e. swap orig and resp.
     """
+    rid: _builtins.int
+    """The relative id of the group, alias or user a SAMR call concerns (512 is Domain Admins, 544
+    Administrators): the one an open call names (SamrOpenGroup, SamrOpenAlias, SamrOpenUser), or the one
+    whose handle the call passes (SamrGetMembersInGroup, SamrQueryInformationUser...), when the stubs
+    were seen in clear. Not a Zeek column.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the request's last fragment was seen."""
@@ -82,13 +89,19 @@ class DceRpcRecord(_message.Message):
         fault_status: _builtins.int | None = ...,
         transport: _builtins.str = ...,
         roles_flipped: _builtins.bool = ...,
+        rid: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "fault_status", b"fault_status", "rtt", b"rtt", "time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "_rid", b"_rid", "fault_status", b"fault_status", "rid", b"rid", "rtt", b"rtt", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "endpoint", b"endpoint", "fault_status", b"fault_status", "interface_uuid", b"interface_uuid", "named_pipe", b"named_pipe", "operation", b"operation", "opnum", b"opnum", "roles_flipped", b"roles_flipped", "rtt", b"rtt", "time", b"time", "transport", b"transport", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "_rid", b"_rid", "endpoint", b"endpoint", "fault_status", b"fault_status", "interface_uuid", b"interface_uuid", "named_pipe", b"named_pipe", "operation", b"operation", "opnum", b"opnum", "rid", b"rid", "roles_flipped", b"roles_flipped", "rtt", b"rtt", "time", b"time", "transport", b"transport", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__fault_status: _TypeAlias = _typing.Literal["fault_status"]  # noqa: Y015
     _WhichOneofArgType__fault_status: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status"]  # noqa: Y015
+    _WhichOneofReturnType__rid: _TypeAlias = _typing.Literal["rid"]  # noqa: Y015
+    _WhichOneofArgType__rid: _TypeAlias = _typing.Literal["_rid", b"_rid"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__fault_status) -> _WhichOneofReturnType__fault_status | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rid) -> _WhichOneofReturnType__rid | None: ...
 
 Global___DceRpcRecord: _TypeAlias = DceRpcRecord  # noqa: Y015
