@@ -47,6 +47,11 @@ class _Direction:
     sniff: bytearray = field(default_factory=bytearray)
 
 
+def _binary(head: bytes) -> bool:
+    """Bytes outside printable ASCII and the usual whitespace."""
+    return any(b < 0x09 or 0x0D < b < 0x20 or b > 0x7E for b in head)
+
+
 class HttpSession:
     protocol = PROTOCOL
 
@@ -63,6 +68,8 @@ class HttpSession:
         self._done = False
         # HTTP carries NTLM in Authorization / WWW-Authenticate; the NTLM analyzer owns that record.
         self._ntlm = NtlmTracker(ctx, emit, count_error, "http")
+        # Whether the first bytes seen were HTTP at all (None until some arrive): see ``rejected``.
+        self._first_was_http: bool | None = None
 
     @property
     def done(self) -> bool:
@@ -70,7 +77,17 @@ class HttpSession:
 
     # -- Session interface -------------------------------------------------------------------------------
 
+    @property
+    def rejected(self) -> bool:
+        """The connection's first bytes were binary, which no HTTP message starts with (TLS on 8080,
+        a raw shell on 80). The flow table then lets the payload heuristics have the connection, as
+        Zeek's dynamic protocol detection would. Malformed text (a bad request line) stays HTTP: Zeek
+        logs it, with the server's 400."""
+        return self._first_was_http is False
+
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
+        if self._first_was_http is None and payload:
+            self._first_was_http = not _binary(payload[:16])
         if self._done:
             return
         try:

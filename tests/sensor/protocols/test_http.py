@@ -5,12 +5,18 @@ from __future__ import annotations
 import base64
 import contextlib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
 
+from sensor.analyzers import default_registry
+from sensor.logwriter import pipeline_records
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.http import FACTORY, heuristic, looks_like, parser
 from sensor.protocols.http.zeek import to_zeek
+from tests.conftest import CORPUS
+from vigil.config import SensorConfig
 from vigil.sensor.v1 import sensor_pb2
 
 CTX = ConnContext("Chttp", "10.0.0.2", 51000, "10.0.0.80", 80, "tcp")
@@ -173,3 +179,39 @@ def test_request_record_carries_the_decoded_uri() -> None:
 def test_uri_unescaping_never_raises_nor_grows(raw: bytes) -> None:
     out = parser.unescape_uri(raw)
     assert len(out) <= len(raw)
+
+
+def _http_session(port: int) -> object:
+    return FACTORY(
+        ConnContext("C1", "10.0.0.1", 40000, "10.0.0.2", port, "tcp"), lambda r: None, lambda p, r: None
+    )
+
+
+def test_binary_first_bytes_are_no_http_and_bad_text_still_is() -> None:
+    tls = _http_session(8080)
+    tls.data(True, 1.0, bytes.fromhex("16030100630100005f0301"))  # type: ignore[attr-defined]
+    assert tls.rejected  # type: ignore[attr-defined]
+    # A malformed request line is still text: the HTTP session keeps it (Zeek logs it with the 400).
+    bad = _http_session(80)
+    bad.data(True, 1.0, b"PUT/ HTTP/1.1\r\nHost: x\r\n\r\n")  # type: ignore[attr-defined]
+    assert not bad.rejected  # type: ignore[attr-defined]
+
+
+def test_tls_on_an_http_port_is_tls() -> None:
+    """Meterpreter's reverse HTTPS to 10.0.5.13:8080 (OTRF metasploit_logonpasswords; tshark -d
+    tcp.port==8080,tls: five ClientHellos, four certificates, self-signed CN=prosacco.sons.com). The port
+    guessed HTTP; the first bytes are a TLS record, so the connection is TLS, as Zeek's protocol detection
+    makes it."""
+    path = CORPUS / "wild/OTRF__Security-Datasets/metasploit_logonpasswords_lsass_memory_dump.pcapng"
+    if not path.exists():
+        pytest.skip("wild corpus not found")
+    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
+    records = list(
+        pipeline_records(config, [path], default_registry(), errors=[], metrics_registry=CollectorRegistry())
+    )
+    on_8080 = [r for r in records if r.resp.port == 8080 or r.flow.resp.port == 8080]
+    kinds = [r.WhichOneof("kind") for r in on_8080]
+    assert kinds.count("tls") == 5 and "http" not in kinds
+    subjects = [r.tls.subject for r in on_8080 if r.WhichOneof("kind") == "tls"]
+    assert sum("CN=prosacco.sons.com" in s for s in subjects) == 4
+    assert [list(r.flow.service) for r in on_8080 if r.WhichOneof("kind") == "flow"] == [["ssl"]] * 5
