@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from master.beacon import (
     INFRASTRUCTURE_PORTS,
-    PairStats,
     beacon_breach,
     flow_beacon,
     http_c2,
@@ -57,6 +56,7 @@ from master.catalog import (
 from master.endpoints import Rarity, rare_external_breach
 from master.features import Window
 from master.models.counts import CountScore, FeatureScore, score_from_surprise
+from master.models.intervals import PairStats
 from master.observe import Act, FlowObs, Observation, is_vpn
 
 if TYPE_CHECKING:

@@ -19,9 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.beacon import (
-    DeviceBeacons,
-)
 from master.breaches import seconds
 from master.catalog import (
     DRS_REPLICATION,
@@ -49,6 +46,7 @@ from master.models.counts import (
     DeviceCountModel,
     PopulationCountModel,
 )
+from master.models.intervals import DeviceBeacons
 from master.observe import (
     VPN_SERVICES,
     Act,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from master.beacon import DeviceBeacons
 from master.catalog import DETECTORS
 from master.models.counts import DESTINATIONS, FAILED, CountParams, DeviceCountModel, PopulationCountModel
 from master.models.dirichlet import CategoryModel, fixed
 from master.models.gamma_poisson import CountModel, predictive_sf
+from master.models.intervals import DeviceBeacons
 
 PARAMS = CountParams()
 
