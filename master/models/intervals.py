@@ -17,9 +17,14 @@ master/beacon.py.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
+
+from master.models.belief import Score
 
 SCHEMA = 1
 MAX_PAIRS = 24
@@ -127,6 +132,25 @@ class PairStats:
         )  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Contact:
+    """One connection or request from the device: the series it joins (an endpoint) and its size in bytes."""
+
+    endpoint: str
+    size: float
+
+
+@dataclass(frozen=True)
+class BeaconScore(Score):
+    """The series a contact joins, as it would be with that contact (``probability`` is None: regularity
+    is not a probability)."""
+
+    beacon: float
+    connections: int
+    interval_cv: float
+    size_cv: float
+
+
 class DeviceBeacons:
     """A device's series, bounded to the ``MAX_PAIRS`` most recently active endpoints."""
 
@@ -143,11 +167,56 @@ class DeviceBeacons:
             stats = self.pairs[key] = PairStats()
         return stats
 
+    def learn_one(self, x: Contact, *, at: float) -> PairStats:
+        """Add the contact at event time ``at`` to its series, and return the series for the detectors."""
+        stats = self.pair(x.endpoint)
+        stats.add(at, x.size)
+        return stats
+
+    def score_one(self, x: Contact, *, at: float) -> BeaconScore:
+        """The series as it would be with this contact. The breach rules (and the endpoint's rarity they
+        need) are the detectors': master/beacon.py."""
+        known = self.pairs.get(x.endpoint)
+        # A copy: scoring must not learn, nor evict another series to make room.
+        stats = PairStats() if known is None else dataclasses.replace(known)
+        stats.add(at, x.size)
+        return BeaconScore(
+            probability=None,
+            breach=False,
+            beacon=stats.score(),
+            connections=stats.n,
+            interval_cv=stats.cv_interval(),
+            size_cv=stats.cv_size(),
+        )
+
+    def hyper(self) -> dict[str, Any]:
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "pairs": {k: v.to_list() for k, v in self.pairs.items()}}
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> DeviceBeacons:
+    def from_dict(cls, doc: Mapping[str, Any]) -> Self:
         if doc.get("schema") != SCHEMA:
             raise ValueError(f"unsupported beacon state schema {doc.get('schema')!r}")
         return cls({k: PairStats.from_list(v) for k, v in doc["pairs"].items()})
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls()
+
+    @classmethod
+    def example_stream(cls, seed: int) -> list[tuple[Contact, float]]:
+        """Half a day of a workstation: an implant checking in every 300 s ± 10 % (now and then two
+        requests in one check-in), and browsing to more sites than the series cap holds."""
+        rng = random.Random(seed)
+        stream = []
+        for i in range(150):
+            t = 300.0 * i + rng.uniform(-30.0, 30.0)
+            stream.append((Contact("c2:203.0.113.9", 900.0 + rng.randint(0, 50)), t))
+            if rng.random() < 0.2:
+                stream.append((Contact("c2:203.0.113.9", float(rng.randint(100, 5000))), t + 0.3))
+        for _ in range(200):
+            site = f"flow:198.51.100.{rng.randint(0, 2 * MAX_PAIRS)}"
+            stream.append((Contact(site, float(rng.randint(200, 50_000))), rng.uniform(0.0, 45_000.0)))
+        return sorted(stream, key=lambda contact_at: contact_at[1])
