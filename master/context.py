@@ -142,7 +142,7 @@ class ContextModels:
         sightings = model.total(t)
         if model.count(key) == 0 and sightings >= MIN_HOSTNAME_SIGHTINGS:
             self._unusual_hostname(device_id, ip, name, source, t, names, sightings, p)
-        model.learn_one(key, t)
+        model.learn_one(key, at=t)
         doc["hostname_model"] = model.to_dict()
         entry = names.setdefault(key, {"name": name, "first": t, "last": t, "count": 0, "source": source})
         entry["count"] += 1
@@ -186,7 +186,7 @@ class ContextModels:
                                     examples=[workstation, user])],
                 float(known[0]["first"]) if known else t,
             )  # fmt: skip
-        model.learn_one(name, t)
+        model.learn_one(name, at=t)
         entry = names.setdefault(name, {"name": workstation, "first": t, "last": t, "count": 0})
         entry["count"] += 1
         entry["last"] = max(entry["last"], t)
@@ -303,11 +303,11 @@ class ContextModels:
                     uids=[uid] if uid else [],
                 )
             )
-        device.learn_one(family, t)
+        device.learn_one(family, at=t)
         doc["smb_dialects"] = device.to_dict()
         self.inventory.put_doc(device_id, doc)
         if not breach:
-            network.learn_one(family, t)
+            network.learn_one(family, at=t)
             self.network["smb_dialects"] = network.to_dict()
 
     # -- the device as breaches show it --------------------------------------------------------------

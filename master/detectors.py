@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 from master.beacon import (
     INFRASTRUCTURE_PORTS,
-    PairStats,
     beacon_breach,
     flow_beacon,
     http_c2,
@@ -57,6 +56,7 @@ from master.catalog import (
 from master.endpoints import Rarity, rare_external_breach
 from master.features import Window
 from master.models.counts import CountScore, FeatureScore, score_from_surprise
+from master.models.intervals import Contact, PairStats
 from master.observe import Act, FlowObs, Observation, is_vpn
 
 if TYPE_CHECKING:
@@ -117,8 +117,9 @@ class ExternalEndpoints(Detector):
             if f.vpn_protocol:
                 target += f" ({f.vpn_protocol} handshake seen)"
             items.append(Observation(VPN_RARE, endpoint, f"{target}; {rarity.text()}", 1, endpoint))
-        stats = run.beacons_of(device_id).pair(f"flow:{f.resp_ip}")
-        stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
+        stats = run.beacons_of(device_id).learn_one(
+            Contact(f"flow:{f.resp_ip}", float(f.orig_bytes + f.resp_bytes)), at=act.t
+        )
         if flow_beacon(stats, rarity) and stats.due(FLOW_BEACON, act.t):
             stats.mark(FLOW_BEACON, act.t)
             ref = run.context.ref(device_id, act.ip)
@@ -146,8 +147,9 @@ class InternalBeacons(Detector):
         f = act.flow
         if f is not None and internal_peer(f):
             rarity = run.endpoints.rarity(f.resp_ip, device_id, act.t, run.context.known_devices())
-            stats = run.beacons_of(device_id).pair(f"flow:{f.resp_ip}")
-            stats.add(act.t, float(f.orig_bytes + f.resp_bytes))
+            stats = run.beacons_of(device_id).learn_one(
+                Contact(f"flow:{f.resp_ip}", float(f.orig_bytes + f.resp_bytes)), at=act.t
+            )
             endpoint = f"{f.resp_ip}:{f.resp_port}"
             self._beacon(run, device_id, act, stats, rarity, endpoint, f.uid, endpoint)
             run.endpoints.contact(f.resp_ip, device_id, act.t)
@@ -182,8 +184,7 @@ def http_series(run: BatchRun, device_id: str, act: Act) -> tuple[Rarity, PairSt
     h = act.http
     assert h is not None
     rarity = run.endpoints.rarity(h.resp_ip, device_id, act.t, run.context.known_devices())
-    stats = run.beacons_of(device_id).pair(f"http:{h.host}")
-    stats.add(act.t, float(h.response_bytes))
+    stats = run.beacons_of(device_id).learn_one(Contact(f"http:{h.host}", float(h.response_bytes)), at=act.t)
     return rarity, stats
 
 
@@ -231,8 +232,8 @@ class KnownC2(Detector):
         c2 = act.c2
         if c2 is None:
             return _NO_OBSERVATIONS
-        stats = run.beacons_of(device_id).pair(f"c2:{c2.peer.rpartition(':')[0]}")
-        stats.add(act.t, 0.0)
+        server = c2.peer.rpartition(":")[0]
+        stats = run.beacons_of(device_id).learn_one(Contact(f"c2:{server}", 0.0), at=act.t)
         if (c2.fingerprint.conclusive or stats.n >= 2) and stats.due(KNOWN_C2, act.t):
             stats.mark(KNOWN_C2, act.t)
             ref = run.context.ref(device_id, act.ip)
@@ -326,7 +327,9 @@ class CountModels(Detector):
         score = score_from_surprise(surprise, 10.0**-SIGNIFICANT_SURPRISE)
         when = run.breach_time(device_id, window)
         ref = run.context.ref(device_id, run.last_ip[device_id])
-        result = CountScore(tuple(unusual), surprise, score, True)
+        result = CountScore(
+            probability=10.0**-surprise, breach=True, features=tuple(unusual), surprise=surprise, score=score
+        )
         spec = CountDetector(
             SIGNIFICANT_ANOMALY, (), tuple(f.feature for f in unusual), ("T1078",), lateral=False
         )

@@ -19,9 +19,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from master.beacon import (
-    DeviceBeacons,
-)
 from master.breaches import seconds
 from master.catalog import (
     DRS_REPLICATION,
@@ -49,6 +46,7 @@ from master.models.counts import (
     DeviceCountModel,
     PopulationCountModel,
 )
+from master.models.intervals import DeviceBeacons
 from master.observe import (
     VPN_SERVICES,
     Act,
@@ -595,15 +593,15 @@ class BatchRun:
             self._score(device_id, window)
         x = window.features()
         model = self.models[device_id]
-        zeros = model.learn_one(x, window=window.index)
+        zeros = model.learn_one(x, at=window.index)
         # A breaching window does not teach the network what normal is: one scanner must not raise every
         # new device's prior. The device itself does learn it, so a scanner that scans daily becomes normal.
         if not window.breached:
-            self.population.learn_one(x, window=window.index, zeros=zeros)
+            self.population.learn_one(x, at=window.index, zeros=zeros)
             group, subnet = self.group_of_device(device_id), self.group_of_device(device_id, subnet=True)
-            group.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
+            group.learn_one(x, at=window.index, zeros=zeros, seasonal=False)
             if subnet is not group:
-                subnet.learn_one(x, window=window.index, zeros=zeros, seasonal=False)
+                subnet.learn_one(x, at=window.index, zeros=zeros, seasonal=False)
         role = model.role()
         doc = self.inventory.doc(device_id)
         if role is not None and doc is not None and doc.get("peer_group") != role:

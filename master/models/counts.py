@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime
 import functools
 import math
+import random
 import zoneinfo
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from master.catalog import (
     CountDetector,
 )
 from master.catalog import INTERNAL_DESTINATIONS as DESTINATIONS
+from master.models.belief import Score, example_windows
 from master.models.gamma_poisson import CountModel, Gamma, predictive_sf
 
 SCHEMA = 1
@@ -92,11 +94,13 @@ class FeatureScore:
 
 
 @dataclass(frozen=True)
-class CountScore:
+class CountScore(Score):
+    """A detector's judgement of a window: ``probability`` is 10^-surprise, the joint tail of its features
+    as if they were independent."""
+
     features: tuple[FeatureScore, ...]
     surprise: float
     score: int
-    breach: bool
 
     def feature(self, name: str) -> FeatureScore | None:
         return next((f for f in self.features if f.feature == name), None)
@@ -198,6 +202,9 @@ class _CountsState:
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "counts": self.counts.to_dict()}
 
+    def hyper(self) -> dict[str, Any]:
+        return {"params": self.params}
+
     @classmethod
     def from_dict(cls, state: Mapping[str, Any], params: CountParams) -> Self:
         if state.get("schema") != SCHEMA:
@@ -207,6 +214,27 @@ class _CountsState:
         # A document of another shape (written by an older version) is rewritten as to_dict shapes it.
         model._changed = state.keys() != cls._fields
         return model
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(CountParams())
+
+    @classmethod
+    def example_stream(cls, seed: int) -> list[tuple[dict[str, float], int]]:
+        """A device's windows: most with a few destinations and failed connections, the catalog's other
+        behaviours now and then (so most features are missing from most windows), and now and then a
+        burst far above the usual (a scan, a spray, a dump)."""
+        rng = random.Random(seed)
+        presence = {f: 0.9 if f in (DESTINATIONS, FAILED) else 0.2 for f in FEATURES}
+        stream = []
+        for window in example_windows(rng):
+            x = {
+                f: 200.0 if rng.random() < 0.04 else float(rng.randint(0, 9))
+                for f in FEATURES
+                if rng.random() < presence[f]
+            }
+            stream.append((x, window))
+        return stream
 
 
 HOURS_PER_WEEK = 168
@@ -311,22 +339,28 @@ class PopulationCountModel(_CountsState):
         self,
         x: Mapping[str, float],
         *,
-        window: int,
+        at: int,
         zeros: Mapping[str, int] | None = None,
         seasonal: bool = True,
     ) -> None:
+        """Pool one device's closed window ``at``, with the empty windows it counted as zeros."""
         self._changed = True
         families: dict[str, float] = {}
         for feature, model in self.counts.items():
             if feature in x:
-                model.learn_one(x[feature], window=window, zeros=(zeros or {}).get(feature, 0))
+                model.learn_one(x[feature], at=at, zeros=(zeros or {}).get(feature, 0))
                 family = _family(feature)
                 families[family] = families.get(family, 0.0) + x[feature]
         if not seasonal:
             return
-        hour = hour_of_week(window, self.params.window_s, self.params.timezone)
+        hour = hour_of_week(at, self.params.window_s, self.params.timezone)
         for family, value in families.items():
             self.season.learn(family, value, hour)
+
+    def score_one(self, x: Mapping[str, float], *, at: int) -> CountScore:
+        """The network's judgement of a window: what a device with no history of its own gets from the
+        Network Scan detector (the path every newcomer takes)."""
+        return DeviceCountModel(self.params).score_one(x, at=at, population=self)
 
     def evidence(self, feature: str) -> float:
         """Windows (decayed) this pooled belief rests on."""
@@ -420,7 +454,11 @@ class DeviceCountModel(_CountsState):
             -math.log10(max(f.probability, _MIN_P)) for f in scores if f not in triggers
         )
         return CountScore(
-            tuple(scores), surprise, score_from_surprise(surprise, self.params.breach_probability), breach
+            probability=10.0**-surprise,
+            breach=breach,
+            features=tuple(scores),
+            surprise=surprise,
+            score=score_from_surprise(surprise, self.params.breach_probability),
         )
 
     def may_breach(self, detector: CountDetector, x: Mapping[str, float]) -> bool:
@@ -434,10 +472,10 @@ class DeviceCountModel(_CountsState):
         return minimum
 
     def score_one(
-        self, x: Mapping[str, float], *, window: int, population: PopulationCountModel | None = None
+        self, x: Mapping[str, float], *, at: int, population: PopulationCountModel | None = None
     ) -> CountScore:
-        """The Network Scan detector (the first catalog model), as scored since schema 1."""
-        return self.score_detector(DETECTOR_BY_NAME[NAME], x, window=window, population=population)
+        """The Network Scan detector (the first catalog model) on window ``at``, as scored since schema 1."""
+        return self.score_detector(DETECTOR_BY_NAME[NAME], x, window=at, population=population)
 
     def role(self) -> str | None:
         """A behaviour signature from the device's own rates (None until it has history of its own).
@@ -454,12 +492,13 @@ class DeviceCountModel(_CountsState):
             digits.append(str(0 if rate < 0.1 else 1 if rate < 1 else 2 if rate < 10 else 3))
         return "role-" + "".join(digits)
 
-    def learn_one(self, x: Mapping[str, float], *, window: int) -> dict[str, int]:
-        """Learn one closed window; returns the empty windows counted as zeros per feature (for pooling)."""
+    def learn_one(self, x: Mapping[str, float], *, at: int) -> dict[str, int]:
+        """Learn the closed window ``at``; returns the empty windows counted as zeros per feature (for
+        pooling)."""
         self._changed = True
         zeros: dict[str, int] = {}
         for feature, model in self.counts.items():
             if feature in x:
-                zeros[feature] = model.gap_zeros(window)
-                model.learn_one(x[feature], window=window)
+                zeros[feature] = model.gap_zeros(at)
+                model.learn_one(x[feature], at=at)
         return zeros

@@ -18,8 +18,11 @@ look rarer.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Self
+
+from master.models.belief import Score, example_windows
 
 SCHEMA = 1
 
@@ -33,6 +36,11 @@ def uniform_unseen(weight: float) -> Base:
 
 def fixed(weights: Mapping[str, float], other: float) -> Base:
     return lambda category: weights.get(category, other)
+
+
+# Open sets (hostnames, workstations): every category the same weight, so with alpha 1 an unseen one has
+# P = 1 / (N + 1) after N sightings.
+OPEN_SET = uniform_unseen(1.0)
 
 
 class CategoryModel:
@@ -50,11 +58,12 @@ class CategoryModel:
             return 1.0
         return float(0.5 ** ((t - self.t) / self.half_life_s))
 
-    def learn_one(self, category: str, t: float) -> None:
-        factor = self._factor(t)
+    def learn_one(self, category: str, *, at: float) -> None:
+        """One use of ``category`` at event time ``at``."""
+        factor = self._factor(at)
         if factor != 1.0:
             self.counts = {c: n * factor for c, n in self.counts.items()}
-        self.t = t if self.t is None else max(self.t, t)
+        self.t = at if self.t is None else max(self.t, at)
         self.counts[category] = self.counts.get(category, 0.0) + 1.0
         if len(self.counts) > self.max_categories:
             weakest = min((c for c in self.counts if c != category), key=lambda c: self.counts[c])
@@ -78,12 +87,38 @@ class CategoryModel:
         """This model's predictive as a base for another (the network's, for its devices)."""
         return lambda category: self.prob(category, t, base)
 
+    def score_one(self, category: str, *, at: float, base: Base = OPEN_SET) -> Score:
+        """P(``category``) at event time ``at``; which category breaches, and when, is the caller's call."""
+        return Score(probability=self.prob(category, at, base), breach=False)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"half_life_s": self.half_life_s, "alpha": self.alpha, "max_categories": self.max_categories}
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "counts": self.counts, "t": self.t}
 
-    def load_dict(self, doc: Mapping[str, Any]) -> CategoryModel:
+    def load_dict(self, doc: Mapping[str, Any]) -> Self:
         if doc.get("schema") != SCHEMA:
             raise ValueError(f"unsupported category model schema {doc.get('schema')!r}")
         self.counts = {str(c): float(n) for c, n in doc["counts"].items()}
         self.t = None if doc.get("t") is None else float(doc["t"])
         return self
+
+    @classmethod
+    def from_dict(
+        cls, doc: Mapping[str, Any], half_life_s: float, alpha: float = 1.0, max_categories: int = 16
+    ) -> Self:
+        return cls(half_life_s, alpha, max_categories).load_dict(doc)
+
+    @classmethod
+    def example(cls) -> Self:
+        # Fewer slots than the stream has categories, so forgetting the weakest is part of every check.
+        return cls(half_life_s=24 * 3600.0, alpha=2.0, max_categories=3)
+
+    @classmethod
+    def example_stream(cls, seed: int) -> list[tuple[str, float]]:
+        """A device's names over days: one usual, a few occasional, and now and then a name chosen by the
+        sender (empty, or odd characters) that the state must carry as it is."""
+        rng = random.Random(seed)
+        names = ("ws-01",) * 6 + ("ws-01.corp", "WS-01", "print", "", '\u00e9\x00;"{}')
+        return [(rng.choice(names), window * 60.0) for window in example_windows(rng)]

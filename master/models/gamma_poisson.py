@@ -14,8 +14,12 @@ to double precision and cheap for the counts this model sees.
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
+
+from master.models.belief import Score, example_windows
 
 SCHEMA = 1
 
@@ -134,23 +138,24 @@ class CountModel:
             return 0
         return min(max(window - self.window - 1, 0), self.max_idle_windows)
 
-    def learn_one(self, x: float, *, window: int, zeros: int | None = None) -> None:
-        """Learn one closed window's count. ``zeros`` overrides the inferred number of empty windows.
+    def learn_one(self, x: float, *, at: int, zeros: int | None = None) -> None:
+        """Learn the count ``x`` of the closed window ``at``. ``zeros`` overrides the inferred number of
+        empty windows.
 
         A window older than the last learned one (possible when pooling many devices) is added without
         decay rather than rejected: its weight is then slightly too high, never lost.
         """
         if x < 0 or not math.isfinite(x):
             raise ValueError(f"count must be a finite non-negative number, got {x!r}")
-        counted = self.gap_zeros(window) if zeros is None else max(zeros, 0)
+        counted = self.gap_zeros(at) if zeros is None else max(zeros, 0)
         d = self.decay
-        elapsed = 0 if self.window is None else max(window - self.window, 0)
+        elapsed = 0 if self.window is None else max(at - self.window, 0)
         factor = d**elapsed
         # The counted zeros are the most recent empty windows: weights d^1 .. d^counted.
         zero_weight = sum(d**i for i in range(1, counted + 1))
         self.alpha = self.alpha * factor + x
         self.beta = self.beta * factor + 1.0 + zero_weight
-        self.window = window if self.window is None else max(self.window, window)
+        self.window = at if self.window is None else max(self.window, at)
 
     def posterior(self, window: int | None = None) -> Gamma:
         """The belief as of ``window``: decayed to it (same mean, less confidence) when later than learned."""
@@ -159,10 +164,17 @@ class CountModel:
         factor = self.decay ** (window - self.window)
         return Gamma(self.alpha * factor, self.beta * factor)
 
+    def score_one(self, x: float, *, at: int) -> Score:
+        """P(a count >= ``x``) in window ``at``; the threshold is the caller's (DeviceCountModel)."""
+        return Score(probability=predictive_sf(x, self.posterior(at)), breach=False)
+
+    def hyper(self) -> dict[str, Any]:
+        return {"half_life_windows": self.half_life_windows, "max_idle_windows": self.max_idle_windows}
+
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, "alpha": self.alpha, "beta": self.beta, "window": self.window}
 
-    def load_dict(self, state: dict[str, Any]) -> CountModel:
+    def load_dict(self, state: Mapping[str, Any]) -> Self:
         if state.get("schema") != SCHEMA:
             raise ValueError(f"unsupported count model schema {state.get('schema')!r}")
         self.alpha = float(state["alpha"])
@@ -173,6 +185,16 @@ class CountModel:
 
     @classmethod
     def from_dict(
-        cls, state: dict[str, Any], half_life_windows: float, max_idle_windows: int = 10
-    ) -> CountModel:
+        cls, state: Mapping[str, Any], half_life_windows: float, max_idle_windows: int = 10
+    ) -> Self:
         return cls(half_life_windows, max_idle_windows).load_dict(state)
+
+    @classmethod
+    def example(cls) -> Self:
+        return cls(half_life_windows=100.0, max_idle_windows=5)
+
+    @classmethod
+    def example_stream(cls, seed: int) -> list[tuple[float, int]]:
+        """Counts of 0-9 per window, and now and then a burst far above them."""
+        rng = random.Random(seed)
+        return [(200.0 if rng.random() < 0.05 else float(rng.randint(0, 9)), w) for w in example_windows(rng)]

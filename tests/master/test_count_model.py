@@ -23,14 +23,14 @@ def _baseline(model: DeviceCountModel, population: PopulationCountModel, windows
     rng = random.Random(seed)
     for w in range(windows):
         x = {DESTINATIONS: float(rng.choice([1, 2, 3, 3, 4, 5, 6])), FAILED: float(rng.random() < 0.1)}
-        zeros = model.learn_one(x, window=w)
-        population.learn_one(x, window=w, zeros=zeros)
+        zeros = model.learn_one(x, at=w)
+        population.learn_one(x, at=w, zeros=zeros)
 
 
 def test_scan_after_baseline_breaches_with_a_high_score() -> None:
     model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
     _baseline(model, population, 500)
-    result = model.score_one({DESTINATIONS: 212, FAILED: 198}, window=500, population=population)
+    result = model.score_one({DESTINATIONS: 212, FAILED: 198}, at=500, population=population)
     assert result.breach
     assert result.score >= 95
     dest = result.feature(DESTINATIONS)
@@ -43,7 +43,7 @@ def test_benign_variation_does_not_breach() -> None:
     model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
     _baseline(model, population, 500)
     for count in range(0, 11):
-        result = model.score_one({DESTINATIONS: count, FAILED: 1}, window=500, population=population)
+        result = model.score_one({DESTINATIONS: count, FAILED: 1}, at=500, population=population)
         assert not result.breach, count
 
 
@@ -52,7 +52,7 @@ def test_fewer_than_min_destinations_never_breach() -> None:
     population = PopulationCountModel(PARAMS)
     _baseline(model, population, 200)
     # A fully unexpected but tiny fan-out is not a network scan.
-    result = model.score_one({DESTINATIONS: 9, FAILED: 50}, window=200, population=population)
+    result = model.score_one({DESTINATIONS: 9, FAILED: 50}, at=200, population=population)
     assert not result.breach
 
 
@@ -61,39 +61,39 @@ def test_new_device_borrows_the_network_prior() -> None:
     # The network: many devices, each around 20 destinations a minute (a server-heavy segment).
     for w in range(300):
         for _ in range(10):
-            population.learn_one({DESTINATIONS: 20.0, FAILED: 0.0}, window=w, zeros={})
+            population.learn_one({DESTINATIONS: 20.0, FAILED: 0.0}, at=w, zeros={})
     newcomer = DeviceCountModel(PARAMS)
     belief = newcomer.belief(DESTINATIONS, window=300, population=population)
     assert belief.mean == pytest.approx(20.0, rel=0.01)
     # 25 is ordinary on this network, so it is ordinary for the newcomer too ...
-    assert not newcomer.score_one({DESTINATIONS: 25}, window=300, population=population).breach
+    assert not newcomer.score_one({DESTINATIONS: 25}, at=300, population=population).breach
     # ... while the same count on a quiet network breaches.
     quiet = PopulationCountModel(PARAMS)
     for w in range(300):
-        quiet.learn_one({DESTINATIONS: 1.0}, window=w, zeros={})
-    assert newcomer.score_one({DESTINATIONS: 25}, window=300, population=quiet).breach
+        quiet.learn_one({DESTINATIONS: 1.0}, at=w, zeros={})
+    assert newcomer.score_one({DESTINATIONS: 25}, at=300, population=quiet).breach
 
 
 def test_own_history_outweighs_the_prior_once_it_has_some() -> None:
     population = PopulationCountModel(PARAMS)
     for w in range(300):
-        population.learn_one({DESTINATIONS: 2.0}, window=w, zeros={})
+        population.learn_one({DESTINATIONS: 2.0}, at=w, zeros={})
     server = DeviceCountModel(PARAMS)
     for w in range(200):
-        server.learn_one({DESTINATIONS: 40.0}, window=w)
+        server.learn_one({DESTINATIONS: 40.0}, at=w)
     belief = server.belief(DESTINATIONS, window=200, population=population)
     # Own evidence ~200 windows vs prior worth 10: the mean sits near the device's own 40.
     assert belief.mean > 35
-    assert not server.score_one({DESTINATIONS: 45}, window=200, population=population).breach
+    assert not server.score_one({DESTINATIONS: 45}, at=200, population=population).breach
 
 
 def test_decay_lets_the_model_revise() -> None:
     params = CountParams(window_s=60.0, half_life_s=60.0 * 50)
     model = DeviceCountModel(params)
     for w in range(500):
-        model.learn_one({DESTINATIONS: 2.0}, window=w)
+        model.learn_one({DESTINATIONS: 2.0}, at=w)
     for w in range(500, 1000):
-        model.learn_one({DESTINATIONS: 30.0}, window=w)
+        model.learn_one({DESTINATIONS: 30.0}, at=w)
     # After ten half-lives the old behaviour is ~0.1% of the belief.
     assert model.counts[DESTINATIONS].posterior(1000).mean == pytest.approx(30.0, rel=0.02)
 
@@ -129,14 +129,14 @@ def test_hour_of_week_seasonality_expects_the_busy_hour() -> None:
         if busy and monday_9 is None:
             monday_9 = w
         x = {DESTINATIONS: float(rng.randint(25, 35) if busy else rng.randint(2, 4)), FAILED: 0.0}
-        population.learn_one(x, window=w, zeros=model.learn_one(x, window=w))
+        population.learn_one(x, at=w, zeros=model.learn_one(x, at=w))
     assert monday_9 is not None
     busy_week_later = monday_9 + 4 * per_week  # Monday 09:00, the fifth week
     quiet = busy_week_later - 6 * 6  # Monday 03:00
     assert population.season_factor(DESTINATIONS, busy_week_later) > 3.0
     assert population.season_factor(DESTINATIONS, quiet) < 1.1  # most hours are the quiet ones
-    at_nine = model.score_one({DESTINATIONS: 30.0}, window=busy_week_later, population=population)
-    at_three = model.score_one({DESTINATIONS: 30.0}, window=quiet, population=population)
+    at_nine = model.score_one({DESTINATIONS: 30.0}, at=busy_week_later, population=population)
+    at_three = model.score_one({DESTINATIONS: 30.0}, at=quiet, population=population)
     assert not at_nine.breach and at_three.breach
     # The state keeps the profile.
     restored = PopulationCountModel.from_dict(json.loads(json.dumps(population.to_dict())), params)
@@ -156,3 +156,29 @@ def test_hour_of_week_follows_the_site_time_zone() -> None:
     # In January Berlin is UTC+1: the same UTC hour is an hour earlier locally.
     january = 1767596400 // 60  # 2026-01-05 07:00 UTC, a Monday
     assert hour_of_week(january, 60.0, "Europe/Berlin") == 8
+
+
+def test_every_catalog_detector_scores_the_same_after_a_round_trip() -> None:
+    """The conformance suite scores the Network Scan (score_one); the master scores every catalog detector
+    with score_detector, against the device's, its peer group's and the network's beliefs."""
+    from master.catalog import DETECTORS
+    from master.store import decode, encode
+
+    stream = DeviceCountModel.example_stream(7)
+    model, population = DeviceCountModel(PARAMS), PopulationCountModel(PARAMS)
+    for x, w in stream[:200]:
+        population.learn_one(x, at=w, zeros=model.learn_one(x, at=w))
+    twin = DeviceCountModel.from_dict(decode(encode(model.to_dict())) or {}, PARAMS)
+    twin_network = PopulationCountModel.from_dict(decode(encode(population.to_dict())) or {}, PARAMS)
+    breaches = set()
+    for x, w in stream[200:]:
+        for detector in DETECTORS:
+            ours = model.score_detector(detector, x, window=w, population=population, group=population)
+            theirs = twin.score_detector(detector, x, window=w, population=twin_network, group=twin_network)
+            assert theirs == ours
+            if ours.breach:
+                breaches.add(detector.name)
+        population.learn_one(x, at=w, zeros=model.learn_one(x, at=w))
+        twin_network.learn_one(x, at=w, zeros=twin.learn_one(x, at=w))
+    # The stream's bursts trip more than one detector, so breaching scores are compared too.
+    assert len(breaches) >= 3, breaches

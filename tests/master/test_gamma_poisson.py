@@ -13,7 +13,7 @@ def test_learn_without_decay_is_the_conjugate_update() -> None:
     # Half-life so long that decay is invisible: alpha = sum of counts, beta = number of windows.
     m = CountModel(half_life_windows=1e12, max_idle_windows=0)
     for w, x in enumerate([2, 5, 0, 3]):
-        m.learn_one(x, window=w)
+        m.learn_one(x, at=w)
     assert m.alpha == pytest.approx(10.0)
     assert m.beta == pytest.approx(4.0)
     assert m.posterior().mean == pytest.approx(2.5)
@@ -21,8 +21,8 @@ def test_learn_without_decay_is_the_conjugate_update() -> None:
 
 def test_decay_halves_old_evidence_after_one_half_life() -> None:
     m = CountModel(half_life_windows=2.0, max_idle_windows=0)
-    m.learn_one(8, window=0)
-    m.learn_one(0, window=2)  # two windows later: the first window weighs 1/2
+    m.learn_one(8, at=0)
+    m.learn_one(0, at=2)  # two windows later: the first window weighs 1/2
     assert m.alpha == pytest.approx(8 * 0.5)
     assert m.beta == pytest.approx(1 * 0.5 + 1)
     # Predicting further ahead decays both numbers: same mean, less confidence.
@@ -34,11 +34,11 @@ def test_decay_halves_old_evidence_after_one_half_life() -> None:
 def test_gap_counts_only_bounded_idle_windows_as_zeros() -> None:
     d = 0.5 ** (1 / 10.0)
     m = CountModel(half_life_windows=10.0, max_idle_windows=3)
-    m.learn_one(4, window=0)
-    m.learn_one(4, window=2)  # one empty window between: counted
+    m.learn_one(4, at=0)
+    m.learn_one(4, at=2)  # one empty window between: counted
     assert m.beta == pytest.approx(d**2 + 1 + d)
     before = m.beta
-    m.learn_one(4, window=100)  # 97 empty windows: only 3 count; the device was away, not idle
+    m.learn_one(4, at=100)  # 97 empty windows: only 3 count; the device was away, not idle
     assert m.beta == pytest.approx(before * d**98 + 1 + d + d**2 + d**3)
 
 
@@ -74,6 +74,6 @@ def test_tempering_keeps_the_mean_and_widens_the_tail() -> None:
 def test_invalid_counts_are_refused() -> None:
     m = CountModel(10.0)
     with pytest.raises(ValueError):
-        m.learn_one(-1, window=0)
+        m.learn_one(-1, at=0)
     with pytest.raises(ValueError):
-        m.learn_one(float("nan"), window=0)
+        m.learn_one(float("nan"), at=0)

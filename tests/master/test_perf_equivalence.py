@@ -72,7 +72,7 @@ def test_foreign_shaped_windows_are_decoded_and_normalised() -> None:
 def test_models_are_unsaved_only_when_new_learned_or_reshaped() -> None:
     model = DeviceCountModel(PARAMS)
     assert model.unsaved
-    model.learn_one({INTERNAL_DESTINATIONS: 3.0, FAILED: 1.0}, window=5)
+    model.learn_one({INTERNAL_DESTINATIONS: 3.0, FAILED: 1.0}, at=5)
     loaded = DeviceCountModel.from_dict(json.loads(json.dumps(model.to_dict())), PARAMS)
     assert not loaded.unsaved
     # Scoring with a stored feature reads it: the document would be written back as it was.
@@ -90,13 +90,13 @@ def test_models_are_unsaved_only_when_new_learned_or_reshaped() -> None:
     sparse.feature_score(FAILED, 2.0, window=6, population=None)
     assert sparse.unsaved and sparse.to_dict() != partial
     learned = DeviceCountModel.from_dict(model.to_dict(), PARAMS)
-    learned.learn_one({INTERNAL_DESTINATIONS: 1.0}, window=6)
+    learned.learn_one({INTERNAL_DESTINATIONS: 1.0}, at=6)
     assert learned.unsaved
 
 
 def test_population_shape_changes_count_as_unsaved() -> None:
     pop = PopulationCountModel(PARAMS)
-    pop.learn_one({INTERNAL_DESTINATIONS: 2.0}, window=1)
+    pop.learn_one({INTERNAL_DESTINATIONS: 2.0}, at=1)
     doc = json.loads(json.dumps(pop.to_dict()))
     assert not PopulationCountModel.from_dict(doc, PARAMS).unsaved
     del doc["season"]
