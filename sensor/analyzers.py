@@ -53,8 +53,10 @@ def default_registry() -> Registry:
 
 
 def http_factory(registry: Registry) -> SessionFactory:
-    """HTTP sessions with their upgrade table: the protocols a 101 hands a connection to, by the token
-    of the server's Upgrade header."""
+    """HTTP sessions with their upgrade table (the protocols a 101 hands a connection to, by the token
+    of the server's Upgrade header) and the SQL-injection tag on request targets (http.log's
+    HTTP::URI_SQLI, on by default: it is evidence the master can weigh, and costs a bounded scan of the
+    first 2 KiB of each target)."""
     # The frames' payload goes to the analyzer whose payload heuristic in ``registry`` recognises it
     # (TLS inside wstunnel), as Zeek finds it by its payload. HTTP is not tried there: an upgrade inside
     # an upgrade would nest sessions without bound.
@@ -65,4 +67,4 @@ def http_factory(registry: Registry) -> SessionFactory:
         return None if analyzer is None else (analyzer.name, analyzer.factory)
 
     upgrades: dict[str, http.UpgradeFactory] = {"websocket": websocket.upgrade_factory(find)}
-    return http.session_factory(upgrades)
+    return http.session_factory(upgrades, tag_sqli=True)

@@ -7,6 +7,7 @@ after a 101 (the analyzer table gives them WebSocket).
 from __future__ import annotations
 
 from sensor.protocols.base import SessionFactory
+from sensor.protocols.http import sqli
 from sensor.protocols.http.parser import looks_like
 from sensor.protocols.http.session import HttpSession, new_session, session_factory
 from sensor.protocols.http.upgrade import Upgrade, UpgradeFactory
@@ -23,5 +24,5 @@ def heuristic(payload: bytes, is_orig: bool) -> bool:
 
 __all__ = [
     "FACTORY", "PORTS", "TRANSPORTS", "HttpSession", "Upgrade", "UpgradeFactory", "heuristic", "looks_like",
-    "session_factory",
+    "session_factory", "sqli",
 ]  # fmt: skip

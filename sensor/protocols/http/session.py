@@ -25,7 +25,7 @@ from sensor.protocols.base import (
     SessionFactory,
     set_time,
 )
-from sensor.protocols.http import parser
+from sensor.protocols.http import parser, sqli
 from sensor.protocols.http.upgrade import Fields, Upgrade, UpgradeFactory, protocol_token
 from sensor.protocols.ntlm.session import NtlmTracker
 from vigil.flow.v1 import http_pb2
@@ -73,6 +73,7 @@ class HttpSession:
         emit: Emit,
         count_error: ErrorCounter,
         upgrades: Mapping[str, UpgradeFactory] | None = None,
+        tag_sqli: bool = False,
     ) -> None:
         self._ctx = ctx
         self._emit = emit
@@ -89,6 +90,8 @@ class HttpSession:
         # Protocols a 101 may hand the connection to, by Upgrade token; the session of the one it did.
         self._upgrades: Mapping[str, UpgradeFactory] = upgrades or {}
         self._switched: Session | None = None
+        # Tag requests whose target reads like an SQL injection (http.log's HTTP::URI_SQLI).
+        self._tag_sqli = tag_sqli
 
     @property
     def done(self) -> bool:
@@ -339,6 +342,8 @@ class HttpSession:
             d.state = "head"
             return
         rec.method, rec.uri, rec.version = line.method, line.uri, line.version
+        if self._tag_sqli and sqli.looks_like_injection(line.uri):
+            rec.tags.append(http_pb2.HTTP_TAG_URI_SQLI)
         txn.is_head = line.method == "HEAD"
         txn.is_connect = line.method == "CONNECT"
         length, chunked = self._apply_headers(txn, fields, True)
@@ -533,11 +538,14 @@ def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> Http
     return HttpSession(ctx, emit, count_error)
 
 
-def session_factory(upgrades: Mapping[str, UpgradeFactory] | None = None) -> SessionFactory:
+def session_factory(
+    upgrades: Mapping[str, UpgradeFactory] | None = None, tag_sqli: bool = False
+) -> SessionFactory:
     """HTTP sessions that hand a connection to ``upgrades[token]`` when the server answers 101 to an
-    upgrade to ``token`` (lower case, e.g. "websocket")."""
+    upgrade to ``token`` (lower case, e.g. "websocket"), and with ``tag_sqli`` tag requests whose target
+    reads like an SQL injection (:mod:`sensor.protocols.http.sqli`)."""
 
     def new(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> Session:
-        return HttpSession(ctx, emit, count_error, upgrades)
+        return HttpSession(ctx, emit, count_error, upgrades, tag_sqli)
 
     return new
