@@ -2,7 +2,24 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dce_rpc, dns, dtls, http, kerberos, ldap, openvpn, quic, rdp, smb, tls, wireguard
+import functools
+
+from sensor.protocols import (
+    dce_rpc,
+    dns,
+    dtls,
+    http,
+    kerberos,
+    ldap,
+    openvpn,
+    quic,
+    rdp,
+    smb,
+    tls,
+    websocket,
+    wireguard,
+)  # fmt: skip
+from sensor.protocols.base import SessionFactory
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
@@ -13,7 +30,7 @@ def default_registry() -> Registry:
     registry.register("dns", dns.TRANSPORTS, dns.PORTS, dns.FACTORY)
     # DHCP exchanges span several "connections" (broadcast then unicast): one table pairs them.
     registry.register("dhcp", ("udp",), (67, 68), DhcpSessionFactory(TransactionTable()), server_ports=(67,))
-    registry.register("http", http.TRANSPORTS, http.PORTS, http.FACTORY, heuristic=http.heuristic)
+    registry.register("http", http.TRANSPORTS, http.PORTS, http_factory(registry), heuristic=http.heuristic)
     registry.register("ssl", tls.TRANSPORTS, tls.PORTS, tls.FACTORY, heuristic=tls.heuristic)
     # UDP/443 carries QUIC and DTLS (VPN clients) alike: both are told apart by their first flight,
     # on any port, so a connection is named after what it is rather than where it goes.
@@ -33,3 +50,21 @@ def default_registry() -> Registry:
         "dce_rpc", dce_rpc.TRANSPORTS, dce_rpc.PORTS, dce_rpc.FACTORY, heuristic=dce_rpc.heuristic
     )
     return registry
+
+
+def http_factory(registry: Registry) -> SessionFactory:
+    """HTTP sessions with their upgrade table (the protocols a 101 hands a connection to, by the token
+    of the server's Upgrade header) and the SQL-injection tag on request targets (http.log's
+    HTTP::URI_SQLI, on by default: it is evidence the master can weigh, and costs a bounded scan of the
+    first 2 KiB of each target)."""
+    # The frames' payload goes to the analyzer whose payload heuristic in ``registry`` recognises it
+    # (TLS inside wstunnel), as Zeek finds it by its payload. HTTP is not tried there: an upgrade inside
+    # an upgrade would nest sessions without bound.
+    inside = functools.partial(registry.match_payload, "tcp", skip=frozenset({"http"}))
+
+    def find(payload: bytes, is_orig: bool) -> tuple[str, SessionFactory] | None:
+        analyzer = inside(payload, is_orig)
+        return None if analyzer is None else (analyzer.name, analyzer.factory)
+
+    upgrades: dict[str, http.UpgradeFactory] = {"websocket": websocket.upgrade_factory(find)}
+    return http.session_factory(upgrades, tag_sqli=True)

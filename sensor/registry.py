@@ -157,9 +157,12 @@ class Registry:
     def has_heuristics(self, transport: str) -> bool:
         return any(a.heuristic is not None and transport in a.transports for a in self.analyzers)
 
-    def match_payload(self, transport: str, payload: bytes, is_orig: bool) -> Analyzer | None:
+    def match_payload(
+        self, transport: str, payload: bytes, is_orig: bool, skip: frozenset[str] = frozenset()
+    ) -> Analyzer | None:
+        """The first analyzer whose heuristic recognises ``payload`` (analyzers named in ``skip`` aside)."""
         for a in self.analyzers:
-            if a.heuristic is not None and transport in a.transports:
+            if a.heuristic is not None and transport in a.transports and a.name not in skip:
                 try:
                     if a.heuristic(payload, is_orig):
                         return a

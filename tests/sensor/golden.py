@@ -178,7 +178,7 @@ BTESTS: dict[str, BTest] = {
 # DCE-RPC analyzer writes it.
 LOGS = (
     "conn", "dns", "dhcp", "ssl", "http", "ntlm", "kerberos", "ldap", "ldap_search",
-    "smb_mapping", "smb_files", "dce_rpc",
+    "smb_mapping", "smb_files", "dce_rpc", "websocket",
 )  # fmt: skip
 
 # "krb.kerberos.log", "kerberos.log.135", "http.log.cut", "conn-wiki.log", "conn.log.cut.spicy", ...
@@ -318,6 +318,7 @@ _WHY: dict[str, tuple[str, frozenset[str]]] = {
         frozenset({"fuid"}),
     ),
     "dce_rpc": ("every column of dce_rpc.log but the connection", frozenset()),
+    "websocket": ("every column of websocket.log but the connection", frozenset()),
 }
 
 

@@ -2,6 +2,10 @@
 
 Bodies are skipped by Content-Length or chunk sizes; only the first bytes are kept, for MIME sniffing.
 Requests are queued so pipelined requests pair with responses in order (RFC 9112 section 9.3.2).
+
+A request asking to upgrade (RFC 9110 section 7.8) holds the client's bytes back until the server answers;
+a 101 to a protocol of the session's upgrade table hands the connection to that protocol's session, which
+then gets everything after the two heads (WebSocket, say). Any other answer lets HTTP read on.
 """
 
 from __future__ import annotations
@@ -9,10 +13,20 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, set_time
-from sensor.protocols.http import parser
+from sensor.protocols.base import (
+    ConnContext,
+    Emit,
+    ErrorCounter,
+    ParseError,
+    Session,
+    SessionFactory,
+    set_time,
+)
+from sensor.protocols.http import parser, sqli
+from sensor.protocols.http.upgrade import Fields, Upgrade, UpgradeFactory, protocol_token
 from sensor.protocols.ntlm.session import NtlmTracker
 from vigil.flow.v1 import http_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -33,6 +47,8 @@ class _Txn:
     is_connect: bool = False
     request_done: bool = False
     written: bool = False
+    # The request's header fields when it asked to upgrade (only then are they kept).
+    upgrade_fields: Fields | None = None
 
 
 @dataclass(slots=True)
@@ -41,6 +57,7 @@ class _Direction:
 
     buf: bytearray = field(default_factory=bytearray)
     # "head" | "length" | "chunk_size" | "chunk_data" | "chunk_crlf" | "trailer" | "close" | "dead"
+    # | "upgrading" (the client waits for the answer to its upgrade) | "switched" (handed over)
     state: str = "head"
     remaining: int = 0
     body_len: int = 0
@@ -55,7 +72,14 @@ def _binary(head: bytes) -> bool:
 class HttpSession:
     protocol = PROTOCOL
 
-    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
+    def __init__(
+        self,
+        ctx: ConnContext,
+        emit: Emit,
+        count_error: ErrorCounter,
+        upgrades: Mapping[str, UpgradeFactory] | None = None,
+        tag_sqli: bool = False,
+    ) -> None:
         self._ctx = ctx
         self._emit = emit
         self._count_error = count_error
@@ -70,10 +94,25 @@ class HttpSession:
         self._ntlm = NtlmTracker(ctx, emit, count_error, "http")
         # Whether the first bytes seen were HTTP at all (None until some arrive): see ``rejected``.
         self._first_was_http: bool | None = None
+        # Protocols a 101 may hand the connection to, by Upgrade token; the session of the one it did.
+        self._upgrades: Mapping[str, UpgradeFactory] = upgrades or {}
+        self._switched: Session | None = None
+        # Tag requests whose target reads like an SQL injection (http.log's HTTP::URI_SQLI).
+        self._tag_sqli = tag_sqli
 
     @property
     def done(self) -> bool:
+        if self._switched is not None:
+            return self._switched.done
         return self._done
+
+    @property
+    def inner_services(self) -> tuple[str, ...]:
+        """The protocol the connection switched to, and what that one found inside (conn.log's service)."""
+        inner = self._switched
+        if inner is None:
+            return ()
+        return (inner.protocol, *getattr(inner, "inner_services", ()))
 
     # -- Session interface -------------------------------------------------------------------------------
 
@@ -88,6 +127,9 @@ class HttpSession:
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
         if self._first_was_http is None and payload:
             self._first_was_http = not _binary(payload[:16])
+        if self._switched is not None:
+            self._switched.data(is_orig, ts, payload)
+            return
         if self._done:
             return
         try:
@@ -130,6 +172,9 @@ class HttpSession:
                 d.state = "chunk_crlf"
 
     def gap(self, is_orig: bool, ts: float, length: int) -> None:
+        if self._switched is not None:
+            self._switched.gap(is_orig, ts, length)
+            return
         d = self._dirs[is_orig]
         # A hole inside a body we are skipping anyway costs nothing; anywhere else framing is lost.
         if d.state == "length" and length <= d.remaining:
@@ -159,6 +204,8 @@ class HttpSession:
             self._ntlm.finish(ts)
         except Exception:  # see data()
             self._count_error(PROTOCOL, "internal_error")
+        if self._switched is not None:
+            self._switched.finish(ts)
 
     # -- framing ------------------------------------------------------------------------------------------
 
@@ -171,7 +218,12 @@ class HttpSession:
 
     def _drive(self, is_orig: bool, ts: float) -> None:
         d = self._dirs[is_orig]
-        while d.buf and d.state != "dead" and not self._done:
+        while d.buf and d.state not in ("dead", "switched") and not self._done:
+            if d.state == "upgrading":
+                # Sent before the server agreed (or refused): read once the answer says what it is.
+                if len(d.buf) > MAX_HEAD:
+                    raise ParseError(PROTOCOL, "upgrade_wait_too_long")
+                return
             if d.state == "head":
                 end = d.buf.find(b"\r\n\r\n")
                 sep = 4
@@ -307,9 +359,13 @@ class HttpSession:
             d.state = "head"
             return
         rec.method, rec.uri, rec.version = line.method, line.uri, line.version
+        if self._tag_sqli and sqli.looks_like_injection(line.uri):
+            rec.tags.append(http_pb2.HTTP_TAG_URI_SQLI)
         txn.is_head = line.method == "HEAD"
         txn.is_connect = line.method == "CONNECT"
         length, chunked = self._apply_headers(txn, fields, True)
+        if self._upgrades and any(name == "upgrade" for name, _ in fields):
+            txn.upgrade_fields = tuple(fields)
         self._requesting = txn
         if line.version == "0.9":
             txn.request_done = True
@@ -345,8 +401,14 @@ class HttpSession:
             # Protocol switch or tunnel: what follows is not HTTP.
             self._write(txn)
             self._responding = None
-            self._done = True
+            factory = self._upgrade_to(fields) if status.code == 101 else None
+            if factory is None:
+                self._done = True
+            else:
+                self._switch(factory, txn, tuple(fields), ts)
             return
+        if self._dirs[True].state == "upgrading":
+            self._resume_client(ts)
         if txn.is_head or status.code in (204, 304):
             self._body_done(False, ts)
         elif chunked:
@@ -357,6 +419,37 @@ class HttpSession:
                 self._body_done(False, ts)
         else:
             d.state = "close"
+
+    def _resume_client(self, ts: float) -> None:
+        """The server said no to the upgrade: the client's held-back bytes are HTTP after all."""
+        self._dirs[True].state = "head"
+        try:
+            self._drive(True, ts)
+        except ParseError as exc:
+            self._count_error(PROTOCOL, exc.reason)
+            self._kill(True)
+
+    def _upgrade_to(self, fields: list[tuple[str, str]]) -> UpgradeFactory | None:
+        for name, value in fields:
+            if name == "upgrade":
+                return self._upgrades.get(protocol_token(value))
+        return None
+
+    def _switch(self, factory: UpgradeFactory, txn: _Txn, response_fields: Fields, ts: float) -> None:
+        """Hand the connection over: the new session gets the bytes each side sent after its head."""
+        upgrade = Upgrade(txn.ts, txn.record, txn.upgrade_fields or (), response_fields)
+        held = {}
+        for is_orig, d in self._dirs.items():
+            held[is_orig] = bytes(d.buf) if d.state != "dead" else b""
+            d.buf.clear()
+            d.state = "switched"
+        self._pending.clear()
+        self._requesting = None
+        switched = factory(self._ctx, self._emit, self._count_error, upgrade)
+        self._switched = switched
+        for is_orig in (True, False):
+            if held[is_orig]:
+                switched.data(is_orig, ts, held[is_orig])
 
     def _apply_headers(
         self, txn: _Txn, fields: list[tuple[str, str]], is_orig: bool
@@ -422,6 +515,9 @@ class HttpSession:
             d.state = "head"
             if txn is None:
                 return
+            if txn.upgrade_fields is not None and txn in self._pending:
+                # Not answered yet: what the client sends next waits for the answer.
+                d.state = "upgrading"
             txn.request_done = True
             if txn.written:
                 return  # the server answered before the body ended; the record is already out
@@ -457,3 +553,16 @@ class HttpSession:
 
 def new_session(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> HttpSession:
     return HttpSession(ctx, emit, count_error)
+
+
+def session_factory(
+    upgrades: Mapping[str, UpgradeFactory] | None = None, tag_sqli: bool = False
+) -> SessionFactory:
+    """HTTP sessions that hand a connection to ``upgrades[token]`` when the server answers 101 to an
+    upgrade to ``token`` (lower case, e.g. "websocket"), and with ``tag_sqli`` tag requests whose target
+    reads like an SQL injection (:mod:`sensor.protocols.http.sqli`)."""
+
+    def new(ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> Session:
+        return HttpSession(ctx, emit, count_error, upgrades, tag_sqli)
+
+    return new

@@ -6,6 +6,9 @@ from typing import Any
 
 from vigil.flow.v1 import http_pb2
 
+# HttpTag -> the name Zeek's http.log writes for the tag.
+_TAG_NAMES = {http_pb2.HTTP_TAG_URI_SQLI: "HTTP::URI_SQLI"}
+
 
 def to_zeek(rec: http_pb2.HttpRecord) -> dict[str, Any]:
     row: dict[str, Any] = {"trans_depth": rec.trans_depth}
@@ -27,7 +30,7 @@ def to_zeek(rec: http_pb2.HttpRecord) -> dict[str, Any]:
     if rec.status_code or rec.status_msg:
         row["status_code"] = rec.status_code
         row["status_msg"] = rec.status_msg
-    row["tags"] = []
+    row["tags"] = [_TAG_NAMES[t] for t in rec.tags if t in _TAG_NAMES]
     if rec.orig_mime_types:
         row["orig_mime_types"] = list(rec.orig_mime_types)
     if rec.resp_mime_types:

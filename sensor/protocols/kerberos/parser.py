@@ -1,11 +1,13 @@
 """Kerberos V5 messages (RFC 4120 section 5): KDC-REQ/KDC-REP/KRB-ERROR and AP-REQ/AP-REP.
 
 Pure functions: bytes -> dataclasses; only :class:`ParseError` escapes. Encrypted parts are never
-decrypted; only their encryption type is read.
+decrypted; only their encryption type is read, and of tickets a SHA-256 of the ciphertext (it names a
+ticket without revealing anything: the same ticket shown from two hosts is the same hash).
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from sensor.protocols import asn1
@@ -139,6 +141,9 @@ class KdcRequest:
     etypes: tuple[int, ...]
     # PKINIT (RFC 4556): the subject of the first certificate the client sent in PA-PK-AS-REQ, or "".
     cert_subject: str = ""
+    # A TGS-REQ: the SHA-256 (hex) of the ciphertext of the ticket in its PA-TGS-REQ, the ticket the
+    # request is made with; "" when there is none.
+    auth_ticket_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +157,8 @@ class KdcReply:
     enc_etype: int | None
     # PKINIT: the subject of the first certificate the KDC sent in PA-PK-AS-REP, or "".
     cert_subject: str = ""
+    # SHA-256 (hex) of the ciphertext of the ticket the KDC returned.
+    ticket_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,8 @@ class ApRequest:
     ticket_realm: str
     ticket_sname: Principal | None
     ticket_etype: int | None
+    # SHA-256 (hex) of the ticket's ciphertext.
+    ticket_sha256: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,13 +234,34 @@ def _etype_of(tlv: asn1.Tlv | None) -> int | None:
     return asn1.as_int(fields[0]) if 0 in fields else None
 
 
-def _ticket(tlv: asn1.Tlv | None) -> tuple[str, Principal | None, int | None]:
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    realm: str = ""
+    sname: Principal | None = None
+    etype: int | None = None
+    sha256: str = ""
+
+
+def _ticket(tlv: asn1.Tlv | None) -> _Ticket:
+    """Ticket (RFC 4120 5.3): realm, service name, and of its EncryptedData the type and a SHA-256 of the
+    cipher."""
     if tlv is None:
-        return "", None, None
+        return _Ticket()
     if not tlv.is_(asn1.CLASS_APPLICATION, 1):
         raise ParseError(PROTOCOL, "bad_ticket")
     fields = _fields(tlv)
-    return _str(fields, 1), _principal(fields.get(2)), _etype_of(fields.get(3))
+    enc = fields.get(3)
+    digest = ""
+    if enc is not None:
+        enc_fields = _fields(enc)
+        if 2 in enc_fields:
+            digest = hashlib.sha256(asn1.as_bytes(enc_fields[2])).hexdigest()
+    return _Ticket(_str(fields, 1), _principal(fields.get(2)), _etype_of(enc), digest)
+
+
+def _ap_request(tlv: asn1.Tlv) -> ApRequest:
+    ticket = _ticket(_fields(tlv).get(3))
+    return ApRequest(ticket.realm, ticket.sname, ticket.etype, ticket.sha256)
 
 
 def _option(bits: bytes, bit: int) -> bool:
@@ -259,22 +289,44 @@ def _kdc_req(msg_type: int, tlv: asn1.Tlv) -> KdcRequest:
         renewable=_option(options, _OPT_RENEWABLE),
         etypes=etypes,
         cert_subject=_pkinit_subject(fields.get(3), PA_PK_AS_REQ),
+        auth_ticket_sha256=_tgs_ticket_sha256(fields.get(3)),
     )
 
 
 def _kdc_rep(msg_type: int, tlv: asn1.Tlv) -> KdcReply:
     fields = _fields(tlv)
-    realm, sname, etype = _ticket(fields.get(5))
+    ticket = _ticket(fields.get(5))
     return KdcReply(
         msg_type=msg_type,
         crealm=_str(fields, 3),
         cname=_principal(fields.get(4)),
-        ticket_realm=realm,
-        ticket_sname=sname,
-        ticket_etype=etype,
+        ticket_realm=ticket.realm,
+        ticket_sname=ticket.sname,
+        ticket_etype=ticket.etype,
         enc_etype=_etype_of(fields.get(6)),
         cert_subject=_pkinit_subject(fields.get(2), PA_PK_AS_REP),
+        ticket_sha256=ticket.sha256,
     )
+
+
+PA_TGS_REQ = 1
+
+
+def _tgs_ticket_sha256(padata: asn1.Tlv | None) -> str:
+    """The ticket hash of the AP-REQ in a PA-TGS-REQ (RFC 4120 5.2.7.1), or "" when there is none or it
+    does not parse (a damaged pre-authentication never fails the request it came with)."""
+    if padata is None:
+        return ""
+    for item in asn1.children(padata)[:16]:
+        try:
+            fields = _fields(item)
+            if 1 not in fields or 2 not in fields or asn1.as_int(fields[1]) != PA_TGS_REQ:
+                continue
+            ap = asn1.read_all(asn1.as_bytes(fields[2]))
+            return _ap_request(ap).ticket_sha256 if ap.is_(asn1.CLASS_APPLICATION, AP_REQ) else ""
+        except ParseError:
+            return ""
+    return ""
 
 
 # PKINIT pre-authentication data (RFC 4556): both carry a CMS SignedData (OID 1.2.840.113549.1.7.2) whose
@@ -378,9 +430,7 @@ def parse(data: bytes) -> Message:
         if tlv.tag == KRB_ERROR:
             return _krb_error(tlv)
         if tlv.tag == AP_REQ:
-            fields = _fields(tlv)
-            realm, sname, etype = _ticket(fields.get(3))
-            return ApRequest(realm, sname, etype)
+            return _ap_request(tlv)
         if tlv.tag == AP_REP:
             return ApReply(_etype_of(_fields(tlv).get(2)))
     except ParseError as exc:

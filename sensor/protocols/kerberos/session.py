@@ -58,6 +58,7 @@ def record_for(
         rec.renewable = request.renewable
         rec.client_ciphers.extend(parser.CIPHER_NAMES.get(e, str(e)) for e in request.etypes)
         rec.client_cert_subject = request.cert_subject
+        rec.auth_ticket_sha256 = request.auth_ticket_sha256
     if isinstance(reply, parser.KdcReply):
         rec.success = True
         if not rec.client and reply.cname is not None:
@@ -67,6 +68,7 @@ def record_for(
         if reply.ticket_etype is not None:
             rec.cipher = parser.CIPHER_NAMES.get(reply.ticket_etype, str(reply.ticket_etype))
         rec.server_cert_subject = reply.cert_subject
+        rec.new_ticket_sha256 = reply.ticket_sha256
     elif isinstance(reply, parser.KrbError):
         rec.success = False
         rec.error_code = reply.error_code
@@ -103,6 +105,7 @@ def ap_record(uid: str, ts: float, ap: parser.ApRequest, success: bool | None) -
         rec.service = ap.ticket_sname.render()
     if ap.ticket_etype is not None:
         rec.cipher = parser.CIPHER_NAMES.get(ap.ticket_etype, str(ap.ticket_etype))
+    rec.auth_ticket_sha256 = ap.ticket_sha256
     if success is not None:
         rec.success = success
     return rec

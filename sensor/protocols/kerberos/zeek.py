@@ -35,6 +35,11 @@ def to_zeek(rec: kerberos_pb2.KerberosRecord) -> dict[str, Any]:
         row["client_cert_subject"] = rec.client_cert_subject
     if rec.server_cert_subject:
         row["server_cert_subject"] = rec.server_cert_subject
+    # Columns of Zeek's policy script protocols/krb/ticket-logging.
+    if rec.auth_ticket_sha256:
+        row["auth_ticket_sha256"] = rec.auth_ticket_sha256
+    if rec.new_ticket_sha256:
+        row["new_ticket_sha256"] = rec.new_ticket_sha256
     if rec.request_type != "AP":
         # Zeek only knows the KDC options of KDC requests.
         row["forwardable"] = rec.forwardable

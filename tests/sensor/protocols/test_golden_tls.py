@@ -1,5 +1,5 @@
 """Golden for TLS. The corpus's Zeek ssl.log baselines are TLS after LDAP StartTLS, TLS inside QUIC and
-TLS inside WebSocket (the last trimmed of its connection id, and missed: no WebSocket analyzer).
+TLS inside WebSocket (the last trimmed of its connection id).
 Plain TLS-over-TCP has no Zeek baseline, so JA3, JA3S and SNI are also checked against tshark's own
 independent dissection of other captures (and of the QUIC one)."""
 
@@ -53,18 +53,19 @@ def test_tls_fingerprints_agree_with_tshark(corpus: Path) -> None:
     assert checked >= 10
 
 
-def test_ssl_log_of_ldap_starttls_and_quic_agrees_with_zeek(corpus: Path) -> None:
+def test_ssl_log_of_ldap_starttls_quic_and_websocket_agrees_with_zeek(corpus: Path) -> None:
     """Every column Zeek logs, ssl_history included: "CsiI" on the LDAP connection that switched to
-    TLS, "Cs" on the QUIC one (only the Initial packets' hellos are readable there)."""
-    # The third baseline, TLS inside WebSocket (trimmed of its connection id), is missed: the sensor has
-    # no WebSocket analyzer (causes.yaml).
-    result = assert_agreement(corpus, golden.spec(corpus, "ssl"), min_rows=2, floor=2 / 3)
-    assert result.agreeing == 2
-    assert [d.capture for d in result.disagreements] == ["zeek/websocket/wstunnel-https.pcap"]
-    for capture, service in (
-        ("zeek/ldap/ldap-starttls.pcap", ["ldap", "ssl"]),
-        ("zeek/quic/merlinc2_Zeek_example.pcapng", ["quic", "ssl"]),  # Zeek's conn.log: "quic,ssl"
+    TLS and on the TLS 1.3 session inside WebSocket frames (wstunnel), "Cs" on the QUIC one (only the
+    Initial packets' hellos are readable there)."""
+    result = assert_agreement(corpus, golden.spec(corpus, "ssl"), min_rows=3)
+    assert (result.agreeing, result.rows) == (3, 3)
+    # Each as its btest ran Zeek: with checksums verified (-r) or not (-C).
+    for capture, verified, service in (
+        ("zeek/ldap/ldap-starttls.pcap", True, ["ldap", "ssl"]),
+        ("zeek/quic/merlinc2_Zeek_example.pcapng", False, ["quic", "ssl"]),  # Zeek's conn.log: "quic,ssl"
+        # Zeek's conn.log: "http,ssl,websocket"
+        ("zeek/websocket/wstunnel-https.pcap", True, ["http", "websocket", "ssl"]),
     ):
-        run = golden.run(corpus / capture)
+        run = golden.run(corpus / capture, verified_checksums=verified)
         assert run.parse_errors == {}
         assert [r.flow.service for r in run.records if r.WhichOneof("kind") == "flow"] == [service]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -121,6 +123,8 @@ def test_udp_exchange_success() -> None:
         "cipher": "aes256-cts-hmac-sha1-96",
         "forwardable": True,
         "renewable": True,
+        # The returned ticket's cipher is eight zero bytes (as_rep above).
+        "new_ticket_sha256": hashlib.sha256(bytes(8)).hexdigest(),
     }
 
 
@@ -169,7 +173,8 @@ def test_ap_exchange_in_a_dce_rpc_bind_is_logged(corpus: Path) -> None:
     # AP-REQ for RPCSS/BLACKCLOVER-DC.SRT-AD.local (auth_type 9, kerberos.msg_type 14); frame 7, the
     # bind_ack, answers with the AP-REP (msg_type 15) (`tshark -T fields -e frame.number -e
     # dcerpc.auth_type -e kerberos.msg_type`). Zeek's kerberos.log (btest spnego-gssapi-kerberos):
-    # one AP row, success T.
+    # one AP row, success T. The ticket that authorized the bind is the AP-REQ's: SHA-256 of its cipher
+    # (the first kerberos.cipher tshark shows in frame 5), as the ticket-logging policy script logs it.
     run = golden.run(corpus / "zeek/dce-rpc/kerberos135_auth.pcapng")
     rows = [zeek.to_zeek(r.kerberos) for r in run.records if r.WhichOneof("kind") == "kerberos"]
     assert rows == [
@@ -179,6 +184,7 @@ def test_ap_exchange_in_a_dce_rpc_bind_is_logged(corpus: Path) -> None:
             "service": "RPCSS/BLACKCLOVER-DC.SRT-AD.local",
             "success": True,
             "cipher": "aes256-cts-hmac-sha1-96",
+            "auth_ticket_sha256": "d1d7b0c7f0c8b9219847755091585e4d33e9fb7ac8a229aee56ca3e3d5b545af",
         }
     ]
     assert run.parse_errors == {}
@@ -244,3 +250,81 @@ def test_a_damaged_pkinit_certificate_leaves_the_message_parsed() -> None:
         16,
     )
     assert garbage == ""
+
+
+def _tshark_ticket_hashes(pcap: Path, msg_type: int) -> list[str]:
+    """SHA-256 of the first EncryptedData cipher tshark decodes in each message of ``msg_type``: the
+    ticket's (in a TGS-REQ the ticket of its PA-TGS-REQ comes before the authenticator; in a reply the
+    ticket comes before the reply's own encrypted part)."""
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(pcap), "-Y", f"kerberos.msg_type == {msg_type}", "-T", "fields",
+         "-e", "kerberos.cipher"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    return [hashlib.sha256(bytes.fromhex(line.split(",")[0])).hexdigest() for line in out]
+
+
+@pytest.mark.skipif(not golden.have_tshark(), reason="tshark decodes the tickets")
+def test_ticket_hashes_are_sha256_of_the_tickets_ciphertext(corpus: Path) -> None:
+    """auth.pcap (Zeek's ticket-logging btest): a TGS exchange. auth_ticket_sha256 is the ticket the
+    client authorized the request with (in its PA-TGS-REQ), new_ticket_sha256 the one the KDC returned."""
+    pcap = corpus / "zeek/krb/auth.pcap"
+    run = golden.run(pcap, verified_checksums=True)
+    (row,) = [zeek.to_zeek(r.kerberos) for r in run.records if r.WhichOneof("kind") == "kerberos"]
+    assert row["request_type"] == "TGS"
+    assert [row["auth_ticket_sha256"]] == _tshark_ticket_hashes(pcap, p.TGS_REQ)
+    assert [row["new_ticket_sha256"]] == _tshark_ticket_hashes(pcap, p.TGS_REP)
+
+
+@pytest.mark.skipif(not golden.have_tshark(), reason="tshark decodes the tickets")
+def test_an_as_exchange_returns_a_ticket_and_used_none(corpus: Path) -> None:
+    pcap = corpus / "zeek/krb/kinit.pcap"
+    run = golden.run(pcap, verified_checksums=True)
+    rows = [zeek.to_zeek(r.kerberos) for r in run.records if r.WhichOneof("kind") == "kerberos"]
+    replies = [r for r in rows if r["request_type"] == "AS" and r.get("success")]
+    assert replies and all("auth_ticket_sha256" not in r for r in rows if r["request_type"] == "AS")
+    assert sorted(r["new_ticket_sha256"] for r in replies) == sorted(_tshark_ticket_hashes(pcap, p.AS_REP))
+
+
+def _tgs_req(pa_tgs_req: bytes) -> bytes:
+    """A TGS-REQ for krbtgt/CORP.LOCAL whose padata holds one PA-TGS-REQ with ``pa_tgs_req`` as value."""
+    pa = tlv(0x30, ctx_field(1, integer(1)) + ctx_field(2, tlv(0x04, pa_tgs_req)))
+    body = tlv(
+        0x30,
+        ctx_field(0, tlv(0x03, b"\x00\x40\x81\x00\x10"))
+        + ctx_field(2, tlv(0x1B, b"CORP.LOCAL"))
+        + ctx_field(3, principal("krbtgt", "CORP.LOCAL"))
+        + ctx_field(5, tlv(0x18, b"20370913024805Z"))
+        + ctx_field(7, integer(1234))
+        + ctx_field(8, tlv(0x30, integer(18))),
+    )
+    fields = (
+        ctx_field(1, integer(5))
+        + ctx_field(2, integer(12))
+        + ctx_field(3, tlv(0x30, pa))
+        + ctx_field(4, body)
+    )
+    return tlv(0x6C, tlv(0x30, fields))
+
+
+def test_the_ticket_of_a_pa_tgs_req_is_hashed_and_a_damaged_one_is_not_fatal() -> None:
+    cipher = bytes(range(40))
+    encrypted = tlv(0x30, ctx_field(0, integer(18)) + ctx_field(2, tlv(0x04, cipher)))
+    ticket = tlv(
+        0x61,
+        tlv(
+            0x30,
+            ctx_field(0, integer(5))
+            + ctx_field(1, tlv(0x1B, b"CORP.LOCAL"))
+            + ctx_field(2, principal("krbtgt", "CORP.LOCAL"))
+            + ctx_field(3, encrypted),
+        ),
+    )
+    ap_req = tlv(0x6E, tlv(0x30, ctx_field(0, integer(5)) + ctx_field(1, integer(14)) + ctx_field(3, ticket)))
+    good = p.parse(_tgs_req(ap_req))
+    assert isinstance(good, p.KdcRequest) and good.msg_type == p.TGS_REQ
+    assert good.auth_ticket_sha256 == hashlib.sha256(cipher).hexdigest()
+    for garbage in (b"", b"\x6e\x03\x30\x01", b"\x04\x02ab", ap_req[:-3]):
+        damaged = p.parse(_tgs_req(garbage))
+        assert isinstance(damaged, p.KdcRequest) and damaged.auth_ticket_sha256 == ""
+        assert damaged.sname is not None and damaged.sname.render() == "krbtgt/CORP.LOCAL"

@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vigil/flow/v1/http.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x03\n\nHttpRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrans_depth\x18\x03 \x01(\r\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12\x10\n\x08referrer\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x12\n\nuser_agent\x18\t \x01(\t\x12\x18\n\x10request_body_len\x18\n \x01(\x04\x12\x19\n\x11response_body_len\x18\x0b \x01(\x04\x12\x13\n\x0bstatus_code\x18\x0c \x01(\r\x12\x12\n\nstatus_msg\x18\r \x01(\t\x12\x17\n\x0forig_mime_types\x18\x0e \x03(\t\x12\x17\n\x0fresp_mime_types\x18\x0f \x03(\t\x12\x10\n\x08username\x18\x10 \x01(\t\x12\x1c\n\x14request_content_type\x18\x11 \x01(\t\x12\x1d\n\x15response_content_type\x18\x12 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18vigil/flow/v1/http.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x03\n\nHttpRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btrans_depth\x18\x03 \x01(\r\x12\x0e\n\x06method\x18\x04 \x01(\t\x12\x0c\n\x04host\x18\x05 \x01(\t\x12\x0b\n\x03uri\x18\x06 \x01(\t\x12\x10\n\x08referrer\x18\x07 \x01(\t\x12\x0f\n\x07version\x18\x08 \x01(\t\x12\x12\n\nuser_agent\x18\t \x01(\t\x12\x18\n\x10request_body_len\x18\n \x01(\x04\x12\x19\n\x11response_body_len\x18\x0b \x01(\x04\x12\x13\n\x0bstatus_code\x18\x0c \x01(\r\x12\x12\n\nstatus_msg\x18\r \x01(\t\x12\x17\n\x0forig_mime_types\x18\x0e \x03(\t\x12\x17\n\x0fresp_mime_types\x18\x0f \x03(\t\x12\x10\n\x08username\x18\x10 \x01(\t\x12\x1c\n\x14request_content_type\x18\x11 \x01(\t\x12\x1d\n\x15response_content_type\x18\x12 \x01(\t\x12$\n\x04tags\x18\x13 \x03(\x0e\x32\x16.vigil.flow.v1.HttpTag*:\n\x07HttpTag\x12\x18\n\x14HTTP_TAG_UNSPECIFIED\x10\x00\x12\x15\n\x11HTTP_TAG_URI_SQLI\x10\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.flow.v1.http_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_HTTPTAG']._serialized_start=526
+  _globals['_HTTPTAG']._serialized_end=584
   _globals['_HTTPRECORD']._serialized_start=77
-  _globals['_HTTPRECORD']._serialized_end=486
+  _globals['_HTTPRECORD']._serialized_end=524
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -18,6 +19,24 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _HttpTag:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HttpTagEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HttpTag.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HTTP_TAG_UNSPECIFIED: _HttpTag.ValueType  # 0
+    HTTP_TAG_URI_SQLI: _HttpTag.ValueType  # 1
+    """The decoded request target reads like an SQL injection attempt (Zeek: HTTP::URI_SQLI)."""
+
+class HttpTag(_HttpTag, metaclass=_HttpTagEnumTypeWrapper):
+    """Zeek's HTTP::Tags the sensor sets."""
+
+HTTP_TAG_UNSPECIFIED: HttpTag.ValueType  # 0
+HTTP_TAG_URI_SQLI: HttpTag.ValueType  # 1
+"""The decoded request target reads like an SQL injection attempt (Zeek: HTTP::URI_SQLI)."""
+Global___HttpTag: _TypeAlias = HttpTag  # noqa: Y015
 
 @_typing.final
 class HttpRecord(_message.Message):
@@ -43,6 +62,7 @@ class HttpRecord(_message.Message):
     USERNAME_FIELD_NUMBER: _builtins.int
     REQUEST_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
     RESPONSE_CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     trans_depth: _builtins.int
     """Position of this request in the connection, starting at 1."""
@@ -71,6 +91,10 @@ class HttpRecord(_message.Message):
 
     @_builtins.property
     def resp_mime_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[Global___HttpTag.ValueType]:
+        """What the sensor noticed about the request, as Zeek's http.log tags."""
+
     def __init__(
         self,
         *,
@@ -92,10 +116,11 @@ class HttpRecord(_message.Message):
         username: _builtins.str = ...,
         request_content_type: _builtins.str = ...,
         response_content_type: _builtins.str = ...,
+        tags: _abc.Iterable[Global___HttpTag.ValueType] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "method", b"method", "orig_mime_types", b"orig_mime_types", "referrer", b"referrer", "request_body_len", b"request_body_len", "request_content_type", b"request_content_type", "resp_mime_types", b"resp_mime_types", "response_body_len", b"response_body_len", "response_content_type", b"response_content_type", "status_code", b"status_code", "status_msg", b"status_msg", "time", b"time", "trans_depth", b"trans_depth", "uid", b"uid", "uri", b"uri", "user_agent", b"user_agent", "username", b"username", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["host", b"host", "method", b"method", "orig_mime_types", b"orig_mime_types", "referrer", b"referrer", "request_body_len", b"request_body_len", "request_content_type", b"request_content_type", "resp_mime_types", b"resp_mime_types", "response_body_len", b"response_body_len", "response_content_type", b"response_content_type", "status_code", b"status_code", "status_msg", b"status_msg", "tags", b"tags", "time", b"time", "trans_depth", b"trans_depth", "uid", b"uid", "uri", b"uri", "user_agent", b"user_agent", "username", b"username", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

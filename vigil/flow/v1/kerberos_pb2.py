@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvigil/flow/v1/kerberos.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc3\x03\n\x0eKerberosRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x07success\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\terror_msg\x18\x07 \x01(\t\x12\x17\n\nerror_code\x18\x08 \x01(\rH\x01\x88\x01\x01\x12-\n\ttill_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ipher\x18\n \x01(\t\x12\x13\n\x0b\x66orwardable\x18\x0b \x01(\x08\x12\x11\n\trenewable\x18\x0c \x01(\x08\x12-\n\tfrom_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63lient_ciphers\x18\x0e \x03(\t\x12\x1b\n\x13\x63lient_cert_subject\x18\x0f \x01(\t\x12\x1b\n\x13server_cert_subject\x18\x10 \x01(\tB\n\n\x08_successB\r\n\x0b_error_codeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cvigil/flow/v1/kerberos.proto\x12\rvigil.flow.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfa\x03\n\x0eKerberosRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crequest_type\x18\x03 \x01(\t\x12\x0e\n\x06\x63lient\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\x14\n\x07success\x18\x06 \x01(\x08H\x00\x88\x01\x01\x12\x11\n\terror_msg\x18\x07 \x01(\t\x12\x17\n\nerror_code\x18\x08 \x01(\rH\x01\x88\x01\x01\x12-\n\ttill_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x63ipher\x18\n \x01(\t\x12\x13\n\x0b\x66orwardable\x18\x0b \x01(\x08\x12\x11\n\trenewable\x18\x0c \x01(\x08\x12-\n\tfrom_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x63lient_ciphers\x18\x0e \x03(\t\x12\x1b\n\x13\x63lient_cert_subject\x18\x0f \x01(\t\x12\x1b\n\x13server_cert_subject\x18\x10 \x01(\t\x12\x1a\n\x12\x61uth_ticket_sha256\x18\x11 \x01(\t\x12\x19\n\x11new_ticket_sha256\x18\x12 \x01(\tB\n\n\x08_successB\r\n\x0b_error_codeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.flow.v1.kerberos_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_KERBEROSRECORD']._serialized_start=81
-  _globals['_KERBEROSRECORD']._serialized_end=532
+  _globals['_KERBEROSRECORD']._serialized_end=587
 # @@protoc_insertion_point(module_scope)

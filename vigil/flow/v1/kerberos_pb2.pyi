@@ -41,6 +41,8 @@ class KerberosRecord(_message.Message):
     CLIENT_CIPHERS_FIELD_NUMBER: _builtins.int
     CLIENT_CERT_SUBJECT_FIELD_NUMBER: _builtins.int
     SERVER_CERT_SUBJECT_FIELD_NUMBER: _builtins.int
+    AUTH_TICKET_SHA256_FIELD_NUMBER: _builtins.int
+    NEW_TICKET_SHA256_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     request_type: _builtins.str
     """"AS" or "TGS"; "AP" for an AP-REQ seen inside another protocol (SMB, LDAP), as Zeek logs it."""
@@ -64,6 +66,13 @@ class KerberosRecord(_message.Message):
     PA-PK-AS-REP, as Zeek's client_cert_subject / server_cert_subject.
     """
     server_cert_subject: _builtins.str
+    auth_ticket_sha256: _builtins.str
+    """SHA-256 (lower-case hex) of the ciphertext of the ticket the request was made with: the ticket in a
+    TGS-REQ's PA-TGS-REQ, or an "AP" row's ticket; empty for an AS exchange. Zeek's auth_ticket_sha256
+    (policy script protocols/krb/ticket-logging). One ticket shown from two hosts is one hash.
+    """
+    new_ticket_sha256: _builtins.str
+    """SHA-256 (lower-case hex) of the ciphertext of the ticket the KDC returned (Zeek's new_ticket_sha256)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -98,10 +107,12 @@ class KerberosRecord(_message.Message):
         client_ciphers: _abc.Iterable[_builtins.str] | None = ...,
         client_cert_subject: _builtins.str = ...,
         server_cert_subject: _builtins.str = ...,
+        auth_ticket_sha256: _builtins.str = ...,
+        new_ticket_sha256: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "error_code", b"error_code", "from_time", b"from_time", "success", b"success", "till_time", b"till_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "cipher", b"cipher", "client", b"client", "client_cert_subject", b"client_cert_subject", "client_ciphers", b"client_ciphers", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "renewable", b"renewable", "request_type", b"request_type", "server_cert_subject", b"server_cert_subject", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error_code", b"_error_code", "_success", b"_success", "auth_ticket_sha256", b"auth_ticket_sha256", "cipher", b"cipher", "client", b"client", "client_cert_subject", b"client_cert_subject", "client_ciphers", b"client_ciphers", "error_code", b"error_code", "error_msg", b"error_msg", "forwardable", b"forwardable", "from_time", b"from_time", "new_ticket_sha256", b"new_ticket_sha256", "renewable", b"renewable", "request_type", b"request_type", "server_cert_subject", b"server_cert_subject", "service", b"service", "success", b"success", "till_time", b"till_time", "time", b"time", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error_code: _TypeAlias = _typing.Literal["error_code"]  # noqa: Y015
     _WhichOneofArgType__error_code: _TypeAlias = _typing.Literal["_error_code", b"_error_code"]  # noqa: Y015
