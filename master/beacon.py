@@ -22,10 +22,10 @@ from __future__ import annotations
 import math
 
 from master.breaches import make_breach
-from master.catalog import CATALOG, HTTP_BEACON, HTTP_C2, KNOWN_C2
+from master.catalog import CATALOG, FLOW_BEACON, HTTP_BEACON, HTTP_C2, KNOWN_C2
 from master.endpoints import Rarity
 from master.models.intervals import MIN_INTERVAL_S, PairStats
-from master.observe import C2Obs
+from master.observe import C2Obs, SessionTimer
 from vigil.alert.v1 import alert_pb2
 
 # The network's own plumbing, which every workstation polls on timers of its own (name and time service,
@@ -51,6 +51,19 @@ def flow_beacon(stats: PairStats, rarity: Rarity) -> bool:
         and stats.mean_i >= MIN_INTERVAL_S
         and cv <= MAX_BEACON_CV
         and (stats.cv_size() <= 0.5 or cv <= STRICT_TIMER_CV)
+    )
+
+
+def session_beacon(timer: SessionTimer, rarity: Rarity, service_known: bool) -> bool:
+    """A timer inside one connection to a rare endpoint, in a protocol the sensor does not know: an
+    implant that keeps its session to the controller open and checks in on it (STRRAT). Keep-alives of
+    the protocols the sensor names (TLS, SSH-like services it recognises) are left to their own models."""
+    return (
+        rarity.rare
+        and not service_known
+        and timer.intervals >= 10
+        and timer.mean_s >= MIN_INTERVAL_S
+        and timer.cv <= MAX_BEACON_CV
     )
 
 
@@ -103,6 +116,41 @@ def beacon_breach(
         techniques=("T1071.001", "T1573") if model in (HTTP_BEACON, HTTP_C2) else ("T1071", "T1029"),
         uids=[uid] if uid else [],
         peer=peer,
+    )
+
+
+def session_beacon_breach(
+    device: alert_pb2.DeviceRef, endpoint: str, timer: SessionTimer, rarity: Rarity, start: float, uid: str
+) -> alert_pb2.ModelBreach:
+    """``Compromise / Beaconing Activity To External Rare`` from the timer inside one connection."""
+    span = timer.intervals * timer.mean_s
+    regularity = 1.0 - min(1.0, timer.cv / MAX_BEACON_CV)
+    score = min(100, round(50 + 30 * regularity + 10 * min(1.0, timer.intervals / 60.0)))
+    explanation = (
+        f"{device.ip} kept one connection to {endpoint} open and sent {timer.messages} messages in it over "
+        f"{span / 60:.1f} min, a new one every {timer.mean_s:.1f} s ± {timer.stdev_s:.2f} s (interval CV "
+        f"{timer.cv:.2f}; random arrivals have CV 1), in a protocol the sensor does not recognise; "
+        f"{rarity.text()}; score {score}"
+    )
+    evidence = [
+        alert_pb2.Evidence(
+            feature="messages_in_one_connection", observed=float(timer.messages), examples=[endpoint]
+        ),
+        alert_pb2.Evidence(feature="interval_cv", observed=timer.cv, expected=1.0),
+        alert_pb2.Evidence(feature="devices_contacting_endpoint", observed=float(rarity.others)),
+    ]
+    return make_breach(
+        FLOW_BEACON,
+        device,
+        key=int(start),
+        score=score,
+        when=start + span,
+        window=(start, start + span),
+        explanation=explanation,
+        evidence=evidence,
+        techniques=("T1071", "T1095", "T1029"),
+        uids=[uid] if uid else [],
+        peer=endpoint,
     )
 
 

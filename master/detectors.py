@@ -31,6 +31,8 @@ from master.beacon import (
     flow_beacon,
     http_c2,
     known_c2_breach,
+    session_beacon,
+    session_beacon_breach,
 )
 from master.breaches import count_breach
 from master.catalog import (
@@ -126,6 +128,15 @@ class ExternalEndpoints(Detector):
             run.breaches.append(
                 beacon_breach(FLOW_BEACON, ref, endpoint, stats, rarity, act.t, f.uid, peer=endpoint)
             )
+        timer = f.timer
+        if (
+            timer is not None
+            and session_beacon(timer, rarity, f.service_known)
+            and stats.due(FLOW_BEACON, act.t)
+        ):
+            stats.mark(FLOW_BEACON, act.t)
+            ref = run.context.ref(device_id, act.ip)
+            run.breaches.append(session_beacon_breach(ref, endpoint, timer, rarity, act.t, f.uid))
         run.endpoints.contact(f.resp_ip, device_id, act.t)
         return items
 

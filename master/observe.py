@@ -123,6 +123,31 @@ class FlowObs:
     # The originator sent packets (orig_pkts > 0). A flow whose "originator" only received (the sensor
     # oriented datagrams from a server port towards it) is nothing that device did.
     orig_sent: bool = True
+    # The sensor named the application protocol (conn.log's service).
+    service_known: bool = False
+    timer: SessionTimer | None = None
+
+
+class SessionTimer(NamedTuple):
+    """The originator's messages inside one connection (sensor/messages.py): how many, and the mean and
+    spread of the time between the starts of consecutive ones."""
+
+    messages: int
+    intervals: int
+    mean_s: float
+    stdev_s: float
+
+    @property
+    def cv(self) -> float:
+        return self.stdev_s / self.mean_s if self.mean_s > 0 else math.inf
+
+
+def session_timer(messages: int, intervals: int, mean_s: float, stdev_s: float) -> SessionTimer | None:
+    """The timer a flow record reports, or None when it reports none or nothing that can be a time (the
+    bus carries what any sender wrote)."""
+    if intervals < 2 or not (math.isfinite(mean_s) and math.isfinite(stdev_s)) or mean_s <= 0 or stdev_s < 0:
+        return None
+    return SessionTimer(messages, intervals, mean_s, stdev_s)
 
 
 @dataclass(slots=True)

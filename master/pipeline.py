@@ -56,6 +56,7 @@ from master.observe import (
     flow_items,
     http_obs,
     is_half_open,
+    session_timer,
     smb_dialect,
 )
 from master.store import Doc, Keys, WorkingSet
@@ -260,6 +261,13 @@ class Pipeline:
             resp_internal=resp in self.internal,
             vpn_protocol=_vpn_named(flow.service),
             orig_sent=flow.orig_pkts > 0,
+            service_known=bool(flow.service),
+            timer=session_timer(
+                flow.orig_messages,
+                flow.orig_message_intervals,
+                flow.orig_message_interval_mean_s,
+                flow.orig_message_interval_stdev_s,
+            ),
             **_cloud(flow, orig, resp, self.internal),
         )
 

@@ -88,6 +88,11 @@ def _fill(conn: Conn, flow: flow_pb2.Flow, partial: bool) -> None:
         flow.service.extend(conn.service)
     if conn.guessed:
         flow.direction_guessed = True
+    clock = conn.clock
+    if clock.messages:
+        flow.orig_messages = clock.messages
+        flow.orig_message_intervals = clock.intervals
+        flow.orig_message_interval_mean_s, flow.orig_message_interval_stdev_s = clock.mean_and_stdev()
     start, last = conn.rec_start, conn.end_time()
     sec = int(start)
     ts = flow.start_time

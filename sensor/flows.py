@@ -46,6 +46,7 @@ from sensor.decode import (
     DecodedBlock,
 )
 from sensor.emitter import addr_bytes
+from sensor.messages import MessageClock, record_messages
 from sensor.protocols.base import ConnContext, ParseError, Session
 from sensor.reassembly import M32, StreamReassembler, seq_diff
 from sensor.registry import Analyzer, Registry
@@ -160,6 +161,7 @@ class Conn:
 
     __slots__ = (
         "a_is_orig",
+        "clock",
         "closed_at",
         "family",
         "guessed",
@@ -223,6 +225,7 @@ class Conn:
         self.inner_vlan = 0
         self.tclass = 0
         self.icmp_code = 0
+        self.clock = MessageClock()
 
     # -- history -------------------------------------------------------------------------------
     def check_history(self, is_orig: bool, letter: str, pos: int) -> bool:
@@ -779,6 +782,9 @@ class FlowTable:
         if tcp_s.any():
             self._tcp_block(dec, idx, order, starts, seg_of, seg_conn, is_orig, tcp_s, flags_s, plen_s, tss)
         n = idx.size
+        data_o = np.flatnonzero(is_orig & (plen_s > 0))
+        if data_o.size:
+            record_messages(seg_of[data_o], tss[data_o], [c.clock for c in seg_conn])
         pos = np.arange(n)
         io64 = is_orig.astype(np.int64)
         orig_pkts = np.add.reduceat(io64, starts)
@@ -1401,6 +1407,7 @@ class FlowTable:
             ep.pkts = ep.ip_bytes = ep.payload = 0
             ep.size_base = ep.tcp_size()
             ep.seen_bytes = 0
+        conn.clock.reset()
         conn.rec_start = conn.last
 
     def _emit(self, conn: Conn, partial: bool) -> None:

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from master.beacon import session_beacon
+from master.endpoints import Rarity
+from master.observe import session_timer
 from master.offline import OfflineMaster
 from tests.conftest import CORPUS
 from vigil.alert.v1 import alert_pb2
@@ -23,6 +26,39 @@ def _breaches(relative: str, corpus: Path = WILD) -> list[alert_pb2.ModelBreach]
         pytest.skip(f"{capture} not found (set VIGIL_CORPUS to the shared corpus)")
     cfg = VigilConfig()
     return OfflineMaster(cfg.master).process(CaptureRecords(cfg, [Path(capture)])).breaches
+
+
+def test_strrat_checking_in_inside_one_long_connection_is_a_beacon() -> None:
+    """STRRAT: 192.168.100.11 keeps one TCP connection to 185.255.114.40:8219 open for three minutes and
+    sends a "ping|STRRAT|..." host report in it about every 5 s (tshark: 39 runs of payload a second or
+    more apart, every 4.65 s, stdev 1.04 s); the protocol is nothing the sensor recognises."""
+    found = [
+        b
+        for b in _breaches("corelight__zeek-strrat-detector/strrat-4423258f-59bc-4a88-bfec-d8ac08c88538.pcap")
+        if b.model == "Compromise / Beaconing Activity To External Rare"
+    ]
+    assert [b.device.ip for b in found] == ["192.168.100.11"]
+    assert found[0].score >= 40
+    assert "kept one connection to 185.255.114.40:8219 open and sent 39 messages" in found[0].explanation
+    assert "every 4.7 s" in found[0].explanation
+
+
+def test_a_timer_inside_a_connection_needs_an_unrecognised_protocol_and_a_real_time() -> None:
+    rare = Rarity("203.0.113.9", 0, 10, None, True, True)
+    timer = session_timer(40, 39, 30.0, 0.5)
+    assert timer is not None
+    assert session_beacon(timer, rare, service_known=False)
+    # A keep-alive of a protocol the sensor names (TLS, SSH...) is that protocol's business.
+    assert not session_beacon(timer, rare, service_known=True)
+    assert not session_beacon(timer, Rarity("203.0.113.9", 5, 10, 0.0, False, False), service_known=False)
+    # Whatever a sender wrote on the bus: no timer from values that cannot be times.
+    for hostile in (
+        (40, 39, float("nan"), 1.0),
+        (40, 39, 5.0, float("inf")),
+        (40, 39, -5.0, 1.0),
+        (3, 1, 5.0, 0.0),
+    ):
+        assert session_timer(*hostile) is None
 
 
 def test_quasarrat_reconnecting_every_3_5_s_is_a_beacon() -> None:

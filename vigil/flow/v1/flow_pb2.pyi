@@ -238,6 +238,10 @@ class Flow(_message.Message):
     SERVICE_FIELD_NUMBER: _builtins.int
     CLOUD_FIELD_NUMBER: _builtins.int
     DIRECTION_GUESSED_FIELD_NUMBER: _builtins.int
+    ORIG_MESSAGES_FIELD_NUMBER: _builtins.int
+    ORIG_MESSAGE_INTERVALS_FIELD_NUMBER: _builtins.int
+    ORIG_MESSAGE_INTERVAL_MEAN_S_FIELD_NUMBER: _builtins.int
+    ORIG_MESSAGE_INTERVAL_STDEV_S_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     """Connection identifier shared with every application record of this connection."""
     community_id: _builtins.str
@@ -267,6 +271,16 @@ class Flow(_message.Message):
     """True when the record was cut by the active timeout and the connection goes on."""
     direction_guessed: _builtins.bool
     """True when the orig side was chosen by heuristic (no SYN seen)."""
+    orig_messages: _builtins.int
+    """The originator's messages over this record's span: runs of its payload packets with less than a
+    second of its silence inside (a request, a check-in), and the time between the starts of
+    consecutive ones (intervals may reach back into the previous record of a long connection). Not Zeek
+    columns: they show a timer inside one long connection, as an implant that keeps its C2 session
+    open has (sensor/messages.py).
+    """
+    orig_message_intervals: _builtins.int
+    orig_message_interval_mean_s: _builtins.float
+    orig_message_interval_stdev_s: _builtins.float
     @_builtins.property
     def orig(self) -> Global___Endpoint:
         """Originator: the endpoint that sent the first packet (or the SYN)."""
@@ -322,10 +336,14 @@ class Flow(_message.Message):
         service: _abc.Iterable[_builtins.str] | None = ...,
         cloud: Global___CloudContext | None = ...,
         direction_guessed: _builtins.bool = ...,
+        orig_messages: _builtins.int = ...,
+        orig_message_intervals: _builtins.int = ...,
+        orig_message_interval_mean_s: _builtins.float = ...,
+        orig_message_interval_stdev_s: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["cloud", b"cloud", "duration", b"duration", "end_time", b"end_time", "orig", b"orig", "resp", b"resp", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloud", b"cloud", "community_id", b"community_id", "conn_state", b"conn_state", "direction_guessed", b"direction_guessed", "duration", b"duration", "end_time", b"end_time", "history", b"history", "inner_vlan", b"inner_vlan", "ip_proto", b"ip_proto", "missed_bytes", b"missed_bytes", "orig", b"orig", "orig_bytes", b"orig_bytes", "orig_ip_bytes", b"orig_ip_bytes", "orig_pkts", b"orig_pkts", "partial", b"partial", "resp", b"resp", "resp_bytes", b"resp_bytes", "resp_ip_bytes", b"resp_ip_bytes", "resp_pkts", b"resp_pkts", "service", b"service", "start_time", b"start_time", "transport", b"transport", "uid", b"uid", "vlan", b"vlan"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cloud", b"cloud", "community_id", b"community_id", "conn_state", b"conn_state", "direction_guessed", b"direction_guessed", "duration", b"duration", "end_time", b"end_time", "history", b"history", "inner_vlan", b"inner_vlan", "ip_proto", b"ip_proto", "missed_bytes", b"missed_bytes", "orig", b"orig", "orig_bytes", b"orig_bytes", "orig_ip_bytes", b"orig_ip_bytes", "orig_message_interval_mean_s", b"orig_message_interval_mean_s", "orig_message_interval_stdev_s", b"orig_message_interval_stdev_s", "orig_message_intervals", b"orig_message_intervals", "orig_messages", b"orig_messages", "orig_pkts", b"orig_pkts", "partial", b"partial", "resp", b"resp", "resp_bytes", b"resp_bytes", "resp_ip_bytes", b"resp_ip_bytes", "resp_pkts", b"resp_pkts", "service", b"service", "start_time", b"start_time", "transport", b"transport", "uid", b"uid", "vlan", b"vlan"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
