@@ -562,8 +562,8 @@ def _build_catalog() -> Catalog:
         Model(
             KNOWN_C2,
             "requests or certificates bearing a command-and-control framework's default fingerprint "
-            "(Cobalt Strike, Empire, Covenant, PoshC2, AsyncRAT, DcRat, Quasar): a certificate or a stager "
-            "at once, profile URIs with the framework's user agent from the second request",
+            "(Cobalt Strike, Empire, Covenant, PoshC2, Metasploit, AsyncRAT, DcRat, Quasar): a certificate "
+            "or a stager at once, profile URIs with the framework's user agent from the second request",
             ("T1071.001", "T1573.002", "T1587.001"),
             Response.BLOCK_PEER,
         ),

@@ -159,6 +159,51 @@ def http_c2_fingerprint(
     return None
 
 
+def name_attributes(name: str) -> dict[str, str]:
+    """The attributes of an RFC 4514 name ("CN=x,O=Smith\\, Jones,C=US"), each type once (the last
+    wins); escaped characters are kept as their character."""
+    out: dict[str, str] = {}
+    key: list[str] = []
+    value: list[str] = []
+    escaped = in_value = False
+    for ch in name[:1024]:
+        if escaped:
+            (value if in_value else key).append(ch)
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == "=" and not in_value:
+            in_value = True
+        elif ch in ",+" and in_value:
+            out["".join(key).strip()] = "".join(value)
+            key, value, in_value = [], [], False
+        else:
+            (value if in_value else key).append(ch)
+    if in_value:
+        out["".join(key).strip()] = "".join(value)
+    return out
+
+
+_STATE = re.compile(r"[A-Z]{2}$")
+_DOMAIN_SUFFIX = re.compile(r"\.[a-z]{2,}(\.[a-z]{2,})?$")
+
+
+def is_metasploit_certificate(subject: str, issuer: str) -> bool:
+    """Metasploit's generated handler certificate (lib/msf/core/cert_provider.rb): self-signed, C=US, a
+    two-letter state, and names derived from one another: the CN is the organisation lower-cased with
+    "and" dropped and every run of other characters made a dot, plus a domain suffix; the e-mail address
+    is the OU at the CN. Random names chosen this way do not otherwise agree on all of that."""
+    if not subject or subject != issuer:
+        return False
+    a = name_attributes(subject)
+    org, ou, cn = a.get("O", ""), a.get("OU", ""), a.get("CN", "")
+    if a.get("C") != "US" or not _STATE.match(a.get("ST", "")) or not (org and ou and cn):
+        return False
+    stem = re.sub(r"\W+", ".", org.lower().replace("and", ""))
+    rest = cn[len(stem) :] if cn.startswith(stem) else ""
+    return bool(_DOMAIN_SUFFIX.fullmatch(rest)) and a.get("emailAddress") == f"{ou}@{cn}"
+
+
 def tls_c2_fingerprint(subject: str, issuer: str) -> C2Fingerprint | None:
     """A server certificate a C2 framework generates by default, or None."""
     for name, framework in _C2_CERT_NAMES:
@@ -166,4 +211,7 @@ def tls_c2_fingerprint(subject: str, issuer: str) -> C2Fingerprint | None:
             return C2Fingerprint(framework, f"{framework}'s default certificate ({subject or issuer})", True)
     if subject == _EMPTY_NAME and issuer == _EMPTY_NAME:
         return C2Fingerprint("Cobalt Strike", "Cobalt Strike's default certificate (every name empty)", True)
+    if is_metasploit_certificate(subject, issuer):
+        what = f"Metasploit's generated handler certificate ({subject[:120]})"
+        return C2Fingerprint("Metasploit", what, True)
     return None

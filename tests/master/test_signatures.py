@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from master.signatures import STAGER_MIN_BYTES, http_c2_fingerprint, tls_c2_fingerprint
+import pytest
+from prometheus_client import CollectorRegistry
+
+from master.signatures import (
+    STAGER_MIN_BYTES,
+    http_c2_fingerprint,
+    is_metasploit_certificate,
+    tls_c2_fingerprint,
+)
+from sensor.analyzers import default_registry
+from sensor.logwriter import pipeline_records
+from tests.conftest import CORPUS
+from vigil.config import SensorConfig
 
 IE11_WIN7 = "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
@@ -39,3 +51,47 @@ def test_default_certificates() -> None:
     assert cobalt is not None and cobalt.framework == "Cobalt Strike"
     assert tls_c2_fingerprint("CN=www.example.com", "CN=R3,O=Let's Encrypt,C=US") is None
     assert tls_c2_fingerprint("", "") is None
+
+
+# The handler certificate of the Meterpreter session in OTRF's metasploit_logonpasswords capture
+# (tshark -d tcp.port==8080,tls: subject and issuer alike).
+MSF_CERT = (
+    "emailAddress=quantify@prosacco.sons.com,CN=prosacco.sons.com,OU=quantify,O=Prosacco and Sons,ST=MA,C=US"
+)
+
+
+def test_metasploits_generated_certificate_is_known_by_how_its_names_agree() -> None:
+    found = tls_c2_fingerprint(MSF_CERT, MSF_CERT)
+    assert found is not None and found.framework == "Metasploit" and found.conclusive
+    # An organisation with a comma (escaped in RFC 4514) and "and" inside a word ("Brandt" -> "brt").
+    org = "emailAddress=back.end@schmidt.brt.bergstrom.biz,CN=schmidt.brt.bergstrom.biz,OU=back.end,"
+    comma = org + "O=Schmidt\\, Brandt and Bergstrom,ST=NY,C=US"
+    assert is_metasploit_certificate(comma, comma)
+    # Any one disagreement and it is some other self-signed certificate.
+    for other in (
+        MSF_CERT.replace("emailAddress=quantify@", "emailAddress=admin@"),
+        MSF_CERT.replace("CN=prosacco.sons.com", "CN=www.prosacco.com"),
+        MSF_CERT.replace("C=US", "C=DE"),
+        MSF_CERT.replace("ST=MA", "ST=Massachusetts"),
+    ):
+        assert not is_metasploit_certificate(other, other), other
+    assert not is_metasploit_certificate(MSF_CERT, "CN=R3,O=Let's Encrypt,C=US")
+
+
+def test_no_certificate_in_the_corpora_is_taken_for_metasploits_but_its_own() -> None:
+    """Every server certificate the sensor reads in the reference and wild corpora (42 distinct: real
+    sites, appliances and C2 servers): only the Meterpreter capture's matches."""
+    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
+    captures = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
+    if not captures:
+        pytest.skip("corpus not found")
+    subjects: set[tuple[str, str]] = set()
+    for path in captures:
+        records = pipeline_records(
+            config, [path], default_registry(), errors=[], metrics_registry=CollectorRegistry()
+        )
+        subjects |= {
+            (r.tls.subject, r.tls.issuer) for r in records if r.WhichOneof("kind") == "tls" and r.tls.subject
+        }
+    assert len(subjects) >= 40
+    assert [s for s, i in subjects if is_metasploit_certificate(s, i)] == [MSF_CERT]

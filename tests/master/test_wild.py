@@ -116,6 +116,10 @@ KNOWN_C2_CAPTURES = [
     ("mantvydasb__RedTeaming-Tactics-and-Techniques/relay-attack.pcapng", "10.0.0.2", "Empire", "10.0.0.5"),
     # PoshC2's generated certificate (O=Pajfds, OU=Jethpro, CN=P18055077) on 192.168.0.4:443.
     ("OTRF__Security-Datasets/UTICA-A.cap", "10.0.1.5", "PoshC2", "192.168.0.4"),
+    # Meterpreter reverse HTTPS to 10.0.5.13:8080: the handler's generated certificate (emailAddress =
+    # OU@CN, CN from the organisation), after a GET of /winx64_payload.exe.
+    ("OTRF__Security-Datasets/metasploit_logonpasswords_lsass_memory_dump.pcapng", "192.168.1.41",
+     "Metasploit", "10.0.5.13"),
 ]  # fmt: skip
 
 
