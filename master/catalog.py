@@ -50,6 +50,7 @@ TUNNEL_NAMES = "distinct_long_dns_names"
 SERVICE_CHANGES = "remote_service_installations"
 SCM_HOSTS = "distinct_remote_service_managers_opened"
 WMI_EXEC = "remote_wmi_methods_and_instances"
+DCOM_CALLS = "remote_dcom_automation_calls"
 DRS_REPLICATION = "directory_replication_requests"
 ENUM_CALLS = "account_and_share_enumeration_calls"
 ENUM_HOSTS = "distinct_hosts_enumerated"
@@ -143,6 +144,14 @@ FEATURES += (
         "WMI methods called or instances created on other hosts",
         False,
         0.0001,
+        family="remote-exec",
+        quote_example=True,
+    ),
+    Feature(
+        DCOM_CALLS,
+        "calls on DCOM objects of other hosts through IDispatch, or on an interface whose bind was not seen",
+        False,
+        0.001,
         family="remote-exec",
         quote_example=True,
     ),
@@ -376,6 +385,14 @@ DETECTORS += (
     ),
     CountDetector(
         "Anomalous Connection / Remote WMI Execution", ((WMI_EXEC, 1),), (), ("T1047", "T1546.003")
+    ),
+    CountDetector(
+        # Scripting another host's COM objects (MMC20.Application's ExecuteShellCommand, ShellWindows'
+        # ShellExecute): what DCOM lateral movement does, and what Windows does not do between hosts.
+        "Anomalous Connection / Remote DCOM Execution",
+        ((DCOM_CALLS, 5),),
+        (),
+        ("T1021.003", "T1559.001"),
     ),
     CountDetector(
         "Device / Anomalous DRSGetNCChanges Operation",

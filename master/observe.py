@@ -17,6 +17,7 @@ from master.catalog import (
     ADMIN_AUTH_FAILURES,
     ANSWERED_DESTINATIONS,
     AUTH_FAILURES,
+    DCOM_CALLS,
     ENUM_CALLS,
     ENUM_HOSTS,
     ENUM_LISTINGS,
@@ -51,6 +52,7 @@ from master.catalog import (
 )
 from master.features import ip_text
 from master.rpc import (
+    DCOM_AUTOMATION,
     MEMBER_LISTINGS,
     PRIVILEGED_RIDS,
     ROASTABLE_CIPHERS,
@@ -358,6 +360,9 @@ def rpc_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
     feature = RPC_FEATURES.get((call.endpoint, call.operation))
     server = ip_text(record.resp.ip) or "?"
     text = f"{call.endpoint} {call.operation} on {server}"
+    if call.dcom and call.endpoint in ("", DCOM_AUTOMATION):
+        what = f"{call.endpoint} {call.operation}" if call.endpoint else f"{call.operation} (bind not seen)"
+        return (Observation(DCOM_CALLS, None, f"DCOM {what} on {server}", 1, server),)
     group = PRIVILEGED_RIDS.get(call.rid) if call.HasField("rid") else None
     if group is not None and (call.endpoint, call.operation) in MEMBER_LISTINGS:
         return (Observation(PRIVILEGED_GROUPS, f"{server}:{call.rid}", f"{text}: {group}"),)

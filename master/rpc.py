@@ -51,6 +51,9 @@ _SCM_OPENS = _table(SCM_HOSTS, _ops("svcctl", "OpenSCManagerW OpenSCManagerA Ope
 # WMI on another host: a method call (Win32_Process.Create) or a new instance (event filters and consumers
 # of a WMI persistence).
 _WMI = _table(WMI_EXEC, _ops("IWbemServices", "ExecMethod ExecMethodAsync PutInstance PutInstanceAsync"))
+# DCOM automation: calls through IDispatch on another host's object (and calls on an object whose
+# interface the capture never saw bound, which master/observe.py counts with them).
+DCOM_AUTOMATION = "IDispatch"
 # Replication asked of a domain controller (DCSync pulls secrets with GetNCChanges; DCShadow registers a
 # rogue replica with ReplicaAdd / AddEntry): what only domain controllers do to each other.
 _DRS = _table(DRS_REPLICATION, _ops("drsuapi", "DRSGetNCChanges DRSReplicaAdd DRSAddEntry DRSReplicaSync"))

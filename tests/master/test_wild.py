@@ -191,6 +191,13 @@ DOMAIN_ATTACKS = [
     # IWbemServices (9556dc99-...) opnum 24, ExecMethod, after a DCOM activation.
     ("sbousseaden__PCAP-ATTACK/LM_WMI_ProcessCallCreate.pcapng", "172.16.66.1",
      "Anomalous Connection / Remote WMI Execution", "ExecMethod"),
+    # MMC20.Application: 35 ORPC calls (object-UUID flag) on 172.16.66.36:60283 whose binds the capture
+    # missed, three of them opnum 6 (Invoke) on one context.
+    ("sbousseaden__PCAP-ATTACK/LM_dcom_mmc20.application_dcerpc.pcapng", "172.16.66.1",
+     "Anomalous Connection / Remote DCOM Execution", "bind not seen) on 172.16.66.36"),
+    # ShellWindows: IDispatch GetTypeInfoCount, GetTypeInfo and Invoke on 172.18.39.6 (tshark -Y dispatch).
+    ("OTRF__Security-Datasets/empire_dcom_shellwindows_WORKSTATION5_2020-09-18130751.cap", "172.18.39.5",
+     "Anomalous Connection / Remote DCOM Execution", "IDispatch"),
     # DRSUAPI DsGetNCChanges from a workstation to the DC 172.18.38.5 (tshark -Y drsuapi).
     ("OTRF__Security-Datasets/covenant_dcsync_dcerpc_drsuapi_DsGetNCChanges_2020-08-05020926.cap",
      "172.18.39.5", "Device / Anomalous DRSGetNCChanges Operation", "DRSGetNCChanges on 172.18.38.5"),

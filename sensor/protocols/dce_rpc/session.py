@@ -135,6 +135,8 @@ class _Call:
     rid: int | None = None
     # An open call: its answer carries the handle of ``rid``.
     opens: bool = False
+    # The request named a DCOM object (an ORPC call on an interface pointer).
+    dcom: bool = False
 
 
 class Channel:
@@ -227,8 +229,11 @@ class Channel:
         interface = self._interface(req.context_id)
         if not interface:
             self._count_error(PROTOCOL, "unknown_context")
-            return
-        call = _Call(ts, interface, req.opnum, flipped)
+            if not req.object_uuid:
+                return
+            # A DCOM call whose bind the capture missed is still a call on another host's object; it is
+            # written unnamed (Zeek's log has no row for it: zeek.py leaves it out).
+        call = _Call(ts, interface, req.opnum, flipped, dcom=bool(req.object_uuid))
         call.rid = arguments.opened_rid(interface, req.opnum, req.stub_head, little_endian)
         if call.rid is not None:
             call.opens = True
@@ -264,12 +269,13 @@ class Channel:
         rec = dce_rpc_pb2.DceRpcRecord(
             uid=self._ctx.uid,
             named_pipe=self._sec_addr or self._pipe,
-            endpoint=names.endpoint_name(call.interface),
+            endpoint=names.endpoint_name(call.interface) if call.interface else "",
             operation=names.operation_name(call.interface, call.opnum),
             interface_uuid=call.interface,
             opnum=call.opnum,
             transport=self._transport,
             roles_flipped=call.flipped,
+            dcom=call.dcom,
         )
         set_time(rec.time, call.ts)
         if rtt is not None:

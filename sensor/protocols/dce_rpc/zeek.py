@@ -10,8 +10,9 @@ from vigil.flow.v1 import dce_rpc_pb2
 
 def to_zeek(rec: dce_rpc_pb2.DceRpcRecord) -> dict[str, Any] | None:
     """The row, or None for an operation Zeek's default configuration does not log (routine registry and
-    printer-handle calls: ``DCE_RPC::ignored_operations``)."""
-    if rec.operation in names.ZEEK_IGNORED_OPERATIONS.get(rec.endpoint, ()):
+    printer-handle calls: ``DCE_RPC::ignored_operations``) or a DCOM call whose bind was not seen (no
+    interface to name)."""
+    if not rec.endpoint or rec.operation in names.ZEEK_IGNORED_OPERATIONS.get(rec.endpoint, ()):
         return None
     row: dict[str, Any] = {}
     if rec.HasField("rtt"):

@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvigil/flow/v1/dce_rpc.proto\x12\rvigil.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x02\n\x0c\x44\x63\x65RpcRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nnamed_pipe\x18\x04 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12\x16\n\x0einterface_uuid\x18\x07 \x01(\t\x12\r\n\x05opnum\x18\x08 \x01(\r\x12\x19\n\x0c\x66\x61ult_status\x18\t \x01(\rH\x00\x88\x01\x01\x12\x11\n\ttransport\x18\n \x01(\t\x12\x15\n\rroles_flipped\x18\x0b \x01(\x08\x12\x10\n\x03rid\x18\x0c \x01(\rH\x01\x88\x01\x01\x42\x0f\n\r_fault_statusB\x06\n\x04_ridb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bvigil/flow/v1/dce_rpc.proto\x12\rvigil.flow.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcb\x02\n\x0c\x44\x63\x65RpcRecord\x12\x0b\n\x03uid\x18\x01 \x01(\t\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12&\n\x03rtt\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nnamed_pipe\x18\x04 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12\x16\n\x0einterface_uuid\x18\x07 \x01(\t\x12\r\n\x05opnum\x18\x08 \x01(\r\x12\x19\n\x0c\x66\x61ult_status\x18\t \x01(\rH\x00\x88\x01\x01\x12\x11\n\ttransport\x18\n \x01(\t\x12\x15\n\rroles_flipped\x18\x0b \x01(\x08\x12\x10\n\x03rid\x18\x0c \x01(\rH\x01\x88\x01\x01\x12\x0c\n\x04\x64\x63om\x18\r \x01(\x08\x42\x0f\n\r_fault_statusB\x06\n\x04_ridb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,5 +34,5 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.flow.v1.dce_rpc_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DCERPCRECORD']._serialized_start=112
-  _globals['_DCERPCRECORD']._serialized_end=429
+  _globals['_DCERPCRECORD']._serialized_end=443
 # @@protoc_insertion_point(module_scope)

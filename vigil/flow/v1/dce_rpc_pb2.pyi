@@ -38,6 +38,7 @@ class DceRpcRecord(_message.Message):
     TRANSPORT_FIELD_NUMBER: _builtins.int
     ROLES_FLIPPED_FIELD_NUMBER: _builtins.int
     RID_FIELD_NUMBER: _builtins.int
+    DCOM_FIELD_NUMBER: _builtins.int
     uid: _builtins.str
     named_pipe: _builtins.str
     """The server's secondary address from its bind_ack: the TCP port ("135", "49668") or the pipe
@@ -67,6 +68,11 @@ class DceRpcRecord(_message.Message):
     whose handle the call passes (SamrGetMembersInGroup, SamrQueryInformationUser...), when the stubs
     were seen in clear. Not a Zeek column.
     """
+    dcom: _builtins.bool
+    """The request named a DCOM object (PFC_OBJECT_UUID: an ORPC call on an interface pointer). Such a call
+    is written even when the capture missed its bind: then endpoint is empty and operation
+    "unknown-<opnum>". Not a Zeek column.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the request's last fragment was seen."""
@@ -90,10 +96,11 @@ class DceRpcRecord(_message.Message):
         transport: _builtins.str = ...,
         roles_flipped: _builtins.bool = ...,
         rid: _builtins.int | None = ...,
+        dcom: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "_rid", b"_rid", "fault_status", b"fault_status", "rid", b"rid", "rtt", b"rtt", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "_rid", b"_rid", "endpoint", b"endpoint", "fault_status", b"fault_status", "interface_uuid", b"interface_uuid", "named_pipe", b"named_pipe", "operation", b"operation", "opnum", b"opnum", "rid", b"rid", "roles_flipped", b"roles_flipped", "rtt", b"rtt", "time", b"time", "transport", b"transport", "uid", b"uid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status", "_rid", b"_rid", "dcom", b"dcom", "endpoint", b"endpoint", "fault_status", b"fault_status", "interface_uuid", b"interface_uuid", "named_pipe", b"named_pipe", "operation", b"operation", "opnum", b"opnum", "rid", b"rid", "roles_flipped", b"roles_flipped", "rtt", b"rtt", "time", b"time", "transport", b"transport", "uid", b"uid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__fault_status: _TypeAlias = _typing.Literal["fault_status"]  # noqa: Y015
     _WhichOneofArgType__fault_status: _TypeAlias = _typing.Literal["_fault_status", b"_fault_status"]  # noqa: Y015
