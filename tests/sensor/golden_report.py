@@ -7,8 +7,8 @@ Every disagreement left is listed with its cause. Causes are written by people, 
 tests/data/golden/causes.yaml (log -> capture -> list of {match, cause}; ``match`` is a substring of
 the connection tuple or of the disagreement text); a disagreement no cause matches is listed as
 "UNEXPLAINED" so it cannot hide. A cause may call a row reference-incomplete (Zeek leaves unset what
-the packets carry) only with ``frames:``, the frame numbers (tshark's) of the packets that prove it,
-which the cause's text cites.
+the packets carry) or reference-contradicted (Zeek writes what the packets contradict) only with
+``frames:``, the frame numbers (tshark's) of the packets that prove it, which the cause's text cites.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ CAUSES = GOLDEN_DIR / "causes.yaml"
 # frames it names (tshark frame numbers). Such rows stay listed and lower the raw agreement; the target
 # gate counts them as agreeing, and the table shows both numbers.
 REFERENCE_INCOMPLETE = "reference-incomplete"
+# A cause of this kind: the reference row states what the packets it cites contradict (Zeek writes a call
+# with another call's operation and round trip), and Vigil writes what they carry. Proved and counted as
+# reference-incomplete is.
+REFERENCE_CONTRADICTED = "reference-contradicted"
+PROVED_BY_FRAMES = frozenset({REFERENCE_INCOMPLETE, REFERENCE_CONTRADICTED})
 DISAGREEMENTS = GOLDEN_DIR / "DISAGREEMENTS.md"
 # log -> capture -> causes, as written in causes.yaml.
 Causes = dict[str, dict[str, list[dict[str, Any]]]]
@@ -48,17 +53,17 @@ def load_causes(path: Path = CAUSES) -> Causes:
     for log, by_capture in causes.items():
         for capture, entries in by_capture.items():
             for entry in entries:
-                problem = unproved(entry) if entry.get("kind") == REFERENCE_INCOMPLETE else ""
+                problem = unproved(entry) if entry.get("kind") in PROVED_BY_FRAMES else ""
                 if problem:
                     raise ValueError(f"{path}: {log} {capture}: {problem}")
     return causes
 
 
 def unproved(entry: dict[str, Any]) -> str:
-    """Why a reference-incomplete cause does not prove itself ("" when it does)."""
+    """Why a cause that blames the reference does not prove itself ("" when it does)."""
     frames = entry.get("frames")
     if not frames or not all(isinstance(f, int) and f > 0 for f in frames):
-        return "a reference-incomplete cause needs frames: [tshark frame numbers]"
+        return f"a {entry.get('kind')} cause needs frames: [tshark frame numbers]"
     missing = [f for f in frames if not re.search(rf"\bframes? [\d, and]*\b{f}\b", entry.get("cause", ""))]
     if missing:
         return f"the cause's text does not cite frame(s) {missing}"
@@ -74,8 +79,9 @@ def cause_of(d: golden.Disagreement, causes: Causes) -> str | None:
 
 
 def reference_gaps(r: golden.Result, causes: Causes) -> int:
-    """Disagreements whose written cause says the reference lacks what Vigil correctly extracted."""
-    return sum(1 for d in r.disagreements if kind_of(d, causes) == REFERENCE_INCOMPLETE)
+    """Disagreements whose written cause proves, by frames, that the reference lacks or contradicts what
+    Vigil correctly extracted."""
+    return sum(1 for d in r.disagreements if kind_of(d, causes) in PROVED_BY_FRAMES)
 
 
 def kind_of(d: golden.Disagreement, causes: Causes) -> str | None:
@@ -99,12 +105,12 @@ def table(
     causes: Causes | None = None,
 ) -> str:
     """Per log: baseline rows, ours, rows equal in every compared column (strict), the rows whose only
-    differences are set-versus-unset (already counted as disagreeing), those proved reference-incomplete
-    and the agreement counting them, and the target."""
+    differences are set-versus-unset (already counted as disagreeing), those where frames prove the
+    reference incomplete or contradicted, and the agreement counting them, and the target."""
     causes = load_causes() if causes is None else causes
     head = (
         f"| {'log':<13} | captures | reference rows | our rows | agreeing | % | set-vs-unset | "
-        "reference-incomplete | % with those | target | excluded baselines |"
+        "reference proved wrong by frames | % with those | target | excluded baselines |"
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:

@@ -9,8 +9,11 @@ Known differences are listed with the packets that show their cause; they are no
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.sensor import golden
 from tests.sensor.zeek_baseline import read_zeek_log, unescape
@@ -136,3 +139,23 @@ def test_dce_rpc_over_smb_pipes_is_not_in_dce_rpc_only_baselines(corpus: Path) -
     assert {r["endpoint"] for r in smb} == {"lsarpc"}
     assert {r["named_pipe"] for r in smb} == {"\\PIPE\\lsass"}
     assert all(r["rtt"] != "-" for r in smb)
+
+
+@pytest.mark.skipif(not golden.have_tshark(), reason="tshark reads the frames")
+def test_the_reference_row_the_packets_contradict(corpus: Path) -> None:
+    """causes.yaml's reference-contradicted row, proved from the packets: on 1073 -> 1032 of mapi.pcap,
+    call 6 (opnum 4) is answered in frame 798 and call 7 (opnum 2), frame 800, never is; Zeek's baseline
+    nonetheless has two EcRRegisterPushNotification rows there and no EcDoRpc without rtt."""
+    out = subprocess.run(
+        ["tshark", "-n", "-r", str(corpus / "zeek/dce-rpc/mapi.pcap"), "-Y", "tcp.port == 1073 && dcerpc",
+         "-T", "fields", "-e", "frame.number", "-e", "dcerpc.pkt_type", "-e", "dcerpc.cn_call_id",
+         "-e", "dcerpc.opnum"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    frames = [line.split("\t") for line in out.splitlines()]
+    assert ["797", "0", "6", "4"] in frames and ["798", "2", "6", "4"] in frames
+    assert ["800", "0", "7", "2"] in frames
+    assert not [f for f in frames if f[1] == "2" and f[2] == "7"], "call 7 is answered after all"
+    rows = golden.run(corpus / "zeek/dce-rpc/mapi.pcap").logs["dce_rpc"]
+    ours = [r for r in rows if str(r["id.orig_p"]) == "1073"]
+    assert ours[-1]["operation"] == "EcDoRpc" and ours[-1].get("rtt", "-") == "-"
