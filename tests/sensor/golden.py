@@ -341,12 +341,14 @@ def registry(dhcp_limits: tuple[int, int] | None) -> Registry:
     """default_registry(), with DHCP's per-row limits as a btest redefined them."""
     if dhcp_limits is None:
         return default_registry()
-    out = Registry()
+    default = default_registry()
+    # The same table of expected connections: the FTP factory announces its data connections there.
+    out = Registry(expected=default.expected)
     max_msg_types, max_uids = dhcp_limits
     table = TransactionTable(max_msg_types=max_msg_types, max_uids=max_uids)
     # Registered first, so the port lookup finds it before the default DHCP analyzer (skipped below).
     out.register("dhcp", ("udp",), (67, 68), DhcpSessionFactory(table), server_ports=(67,))
-    for a in default_registry().analyzers:
+    for a in default.analyzers:
         if a.name != "dhcp":
             out.register(a.name, a.transports, a.ports, a.factory, a.heuristic)
     return out
