@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from sensor.protocols import dce_rpc, dns, dtls, http, kerberos, ldap, openvpn, quic, rdp, smb, tls, wireguard
+from sensor.protocols import (
+    dce_rpc,
+    dns,
+    dtls,
+    http,
+    kerberos,
+    ldap,
+    openvpn,
+    quic,
+    rdp,
+    smb,
+    smtp,
+    tls,
+    wireguard,
+)
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.registry import Registry
 
@@ -32,4 +46,6 @@ def default_registry() -> Registry:
     registry.register(
         "dce_rpc", dce_rpc.TRANSPORTS, dce_rpc.PORTS, dce_rpc.FACTORY, heuristic=dce_rpc.heuristic
     )
+    # SMTP on any port: the server's greeting or the client's EHLO says what it is.
+    registry.register("smtp", smtp.TRANSPORTS, smtp.PORTS, smtp.FACTORY, heuristic=smtp.heuristic)
     return registry

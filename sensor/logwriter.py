@@ -42,6 +42,7 @@ from sensor.protocols.ldap import zeek as ldap_zeek
 from sensor.protocols.ntlm import zeek as ntlm_zeek
 from sensor.protocols.rdp import zeek as rdp_zeek
 from sensor.protocols.smb import zeek as smb_zeek
+from sensor.protocols.smtp import zeek as smtp_zeek
 from sensor.protocols.tls import zeek as tls_zeek
 from sensor.registry import Registry
 from sensor.sources.pcap import capture_problems
@@ -69,6 +70,7 @@ _APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any] | None]]] = {
     "kerberos": ("kerberos", krb_zeek.to_zeek),
     "rdp": ("rdp", rdp_zeek.to_zeek),
     "dce_rpc": ("dce_rpc", dce_rpc_zeek.to_zeek),
+    "smtp": ("smtp", smtp_zeek.to_zeek),
 }
 ZEEK_LOGS = ("conn", "dhcp", *sorted({log for log, _ in _APP_LOGS.values()}))
 
