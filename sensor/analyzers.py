@@ -6,6 +6,7 @@ from sensor.protocols import (
     dce_rpc,
     dns,
     dtls,
+    ftp,
     http,
     kerberos,
     ldap,
@@ -48,4 +49,7 @@ def default_registry() -> Registry:
     )
     # SMTP on any port: the server's greeting or the client's EHLO says what it is.
     registry.register("smtp", smtp.TRANSPORTS, smtp.PORTS, smtp.FACTORY, heuristic=smtp.heuristic)
+    # FTP announces its data connections (PASV, PORT) in the registry's table of expected connections;
+    # those get the "ftp-data" analyzer whatever their port.
+    registry.register("ftp", ftp.TRANSPORTS, ftp.PORTS, ftp.FtpSessionFactory(registry.expected))
     return registry

@@ -36,6 +36,7 @@ from sensor.protocols.base import FLIP_ROLES
 from sensor.protocols.dce_rpc import zeek as dce_rpc_zeek
 from sensor.protocols.dhcp import zeek as dhcp_zeek
 from sensor.protocols.dns import zeek as dns_zeek
+from sensor.protocols.ftp import zeek as ftp_zeek
 from sensor.protocols.http import zeek as http_zeek
 from sensor.protocols.kerberos import zeek as krb_zeek
 from sensor.protocols.ldap import zeek as ldap_zeek
@@ -71,6 +72,7 @@ _APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any] | None]]] = {
     "rdp": ("rdp", rdp_zeek.to_zeek),
     "dce_rpc": ("dce_rpc", dce_rpc_zeek.to_zeek),
     "smtp": ("smtp", smtp_zeek.to_zeek),
+    "ftp": ("ftp", ftp_zeek.to_zeek),
 }
 ZEEK_LOGS = ("conn", "dhcp", *sorted({log for log, _ in _APP_LOGS.values()}))
 
