@@ -1,7 +1,7 @@
 """What the line-oriented command/reply protocols (SMTP, FTP) share: bounded line framing and the reply
 line ``ddd text`` / ``ddd-text`` (RFC 5321 section 4.2, RFC 959 section 4.2).
 
-Pure helpers, no protocol state: each protocol's session decides what a line means.
+Framing only, no protocol knowledge: each protocol's session decides what a line means.
 """
 
 from __future__ import annotations

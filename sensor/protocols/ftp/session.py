@@ -4,8 +4,8 @@ Rows follow Zeek's ftp.log: a command waits in a pending table (up to 20, Zeek's
 answered; the answered command is written when the next command arrives, when a reply resolves one of
 several pending commands, or when the connection ends; only the commands of
 :data:`parser.LOGGED_COMMANDS` make rows, plus one row for a session that named a user and made none
-(Zeek 8.3's "login-only session" row: a password guess shows). The reply code and text on a row are the
-session's latest, as Zeek keeps them.
+(the row Zeek writes since zeek/zeek#5579 for login-only sessions, with their last command: a password
+guess shows). The reply code and text on a row are the session's latest, as Zeek keeps them.
 
 PASV/EPSV answers and PORT/EPRT commands announce a data connection: it is registered in the
 registry's table of expected connections with the "ftp-data" analyzer, whose session counts the
