@@ -8,6 +8,7 @@ from sensor.protocols import (
     dce_rpc,
     dns,
     dtls,
+    ftp,
     http,
     kerberos,
     ldap,
@@ -15,6 +16,7 @@ from sensor.protocols import (
     quic,
     rdp,
     smb,
+    smtp,
     tls,
     websocket,
     wireguard,
@@ -49,6 +51,11 @@ def default_registry() -> Registry:
     registry.register(
         "dce_rpc", dce_rpc.TRANSPORTS, dce_rpc.PORTS, dce_rpc.FACTORY, heuristic=dce_rpc.heuristic
     )
+    # SMTP on any port: the server's greeting or the client's EHLO says what it is.
+    registry.register("smtp", smtp.TRANSPORTS, smtp.PORTS, smtp.FACTORY, heuristic=smtp.heuristic)
+    # FTP announces its data connections (PASV, PORT) in the registry's table of expected connections;
+    # those get the "ftp-data" analyzer whatever their port.
+    registry.register("ftp", ftp.TRANSPORTS, ftp.PORTS, ftp.FtpSessionFactory(registry.expected))
     return registry
 
 

@@ -84,6 +84,9 @@ _B62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 # Sort key of a queued history letter (position, letter): the position alone.
 _position = itemgetter(0)
 
+# Payload packets of a connection without a port analyzer that the payload heuristics look at.
+HEURISTIC_TRIES = 4
+
 # A packet payload handed to analyzers, and a (protocol, reason) error counter.
 ErrorCounter = Callable[[str, str], None]
 
@@ -1059,6 +1062,8 @@ class FlowTable:
         return emit
 
     def _attach_session(self, conn: Conn) -> None:
+        if self._claim_announced(conn, conn.start):
+            return
         transport = "tcp" if conn.proto == PROTO_TCP else "udp"
         analyzer = self.registry.match_ports(transport, conn.r_port, conn.o_port)
         if analyzer is not None:
@@ -1067,7 +1072,32 @@ class FlowTable:
                 # The port is a guess: if its analyzer rejects the first payload, the heuristics decide.
                 conn.heuristic_tries = -1
         elif self._want_heuristic[transport]:
-            conn.heuristic_tries = 4
+            conn.heuristic_tries = HEURISTIC_TRIES
+
+    def _claim_announced(self, conn: Conn, ts: float) -> bool:
+        """Start the analyzer another session announced for this connection (an FTP data channel: the
+        client's next connection to the address and port of a PASV answer), whatever its port.
+
+        Asked when the connection is created and again at its first packets handed to analyzers, in
+        capture order: the announcement may sit in the same block as the connection's SYN, and blocks
+        create their connections before any session reads the block's payload. The second ask reaches
+        connections the payload heuristics watch (no port analyzer, a registry with TCP heuristics, as
+        the default one); one a port analyzer took at creation keeps it.
+        """
+        expected = self.registry.expected
+        if not expected or conn.proto != PROTO_TCP:
+            return False
+        announced = expected.claim(
+            "tcp",
+            _addr_text(conn.family, *conn.o_addr),
+            _addr_text(conn.family, *conn.r_addr),
+            conn.r_port,
+            ts,
+        )
+        if announced is None:
+            return False
+        self._start_session(conn, announced)
+        return True
 
     def _start_session(self, conn: Conn, analyzer: Analyzer) -> None:
         try:
@@ -1315,6 +1345,13 @@ class FlowTable:
         ):
             conn = seg_conn[seg]
             session = conn.session
+            # Not read by any analyzer yet: maybe announced by a packet earlier in this block.
+            if (
+                session is None
+                and conn.heuristic_tries == HEURISTIC_TRIES
+                and self._claim_announced(conn, ts)
+            ):
+                session = conn.session
             if session is None:
                 if conn.heuristic_tries <= 0 or start == end:
                     continue

@@ -36,12 +36,14 @@ from sensor.protocols.base import FLIP_ROLES
 from sensor.protocols.dce_rpc import zeek as dce_rpc_zeek
 from sensor.protocols.dhcp import zeek as dhcp_zeek
 from sensor.protocols.dns import zeek as dns_zeek
+from sensor.protocols.ftp import zeek as ftp_zeek
 from sensor.protocols.http import zeek as http_zeek
 from sensor.protocols.kerberos import zeek as krb_zeek
 from sensor.protocols.ldap import zeek as ldap_zeek
 from sensor.protocols.ntlm import zeek as ntlm_zeek
 from sensor.protocols.rdp import zeek as rdp_zeek
 from sensor.protocols.smb import zeek as smb_zeek
+from sensor.protocols.smtp import zeek as smtp_zeek
 from sensor.protocols.tls import zeek as tls_zeek
 from sensor.protocols.websocket import zeek as websocket_zeek
 from sensor.registry import Registry
@@ -71,6 +73,8 @@ _APP_LOGS: dict[str, tuple[str, Callable[[Any], dict[str, Any] | None]]] = {
     "rdp": ("rdp", rdp_zeek.to_zeek),
     "dce_rpc": ("dce_rpc", dce_rpc_zeek.to_zeek),
     "websocket": ("websocket", websocket_zeek.to_zeek),
+    "smtp": ("smtp", smtp_zeek.to_zeek),
+    "ftp": ("ftp", ftp_zeek.to_zeek),
 }
 ZEEK_LOGS = ("conn", "dhcp", *sorted({log for log, _ in _APP_LOGS.values()}))
 

@@ -11,7 +11,7 @@ from sensor.capture import PacketBlock
 from sensor.pipeline import SensorPipeline
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError
 from sensor.reassembly import StreamReassembler
-from sensor.registry import Registry
+from sensor.registry import Analyzer, ExpectedConnections, Registry
 from tests.sensor.packets import MAC_A, MAC_B, TcpConv, ether, ipv4, udp
 from vigil.config import SensorConfig
 
@@ -187,3 +187,38 @@ def test_wrapped_registry_keeps_ports_server_ports_and_heuristics() -> None:
     magic.factory(None, None, None)  # type: ignore[arg-type]
     assert built == ["wrapped"]
     assert all(a.factory is factory for a in reg.analyzers)  # the original is untouched
+    # Sessions built by the copy announce connections where the copy's flow table looks for them.
+    assert copy.expected is reg.expected
+
+
+def test_expected_connections_expire_and_stay_bounded() -> None:
+    table = ExpectedConnections(max_entries=3, ttl_s=10.0)
+    announced = Analyzer("announced", frozenset({"tcp"}), frozenset(), lambda c, e, n: Recorder(c))
+    for port in range(1, 6):
+        table.expect("tcp", "10.0.0.1", "10.0.0.2", port, announced, now=float(port))
+    assert len(table) == 3 and table.evicted == 2
+    assert table.claim("tcp", "10.0.0.1", "10.0.0.2", 1, 6.0) is None  # pushed out by newer announcements
+    assert table.claim("tcp", "10.0.0.2", "10.0.0.1", 5, 6.0) is None  # the other direction was not announced
+    assert table.claim("tcp", "10.0.0.1", "10.0.0.2", 5, 6.0) is announced
+    assert table.claim("tcp", "10.0.0.1", "10.0.0.2", 5, 6.0) is announced  # it stays until it expires
+    assert table.claim("tcp", "10.0.0.1", "10.0.0.2", 5, 16.0) is None and len(table) == 0
+
+
+def test_an_announced_connection_gets_its_analyzer_whatever_its_port() -> None:
+    sessions: list[Recorder] = []
+    reg = registry_with(sessions, ports=(80,))
+    c = TcpConv(sport=80)
+    c.handshake()
+    c.pkt(True, "PA", b"GET / HTTP/1.0\r\n\r\n")
+    c.close()
+    announced: list[Recorder] = []
+
+    def factory(ctx: ConnContext, emit: Emit, count: ErrorCounter) -> Recorder:
+        announced.append(Recorder(ctx, protocol="announced"))
+        return announced[-1]
+
+    reg.expected.expect("tcp", "10.0.0.1", "10.0.0.2", 80, Analyzer("announced", frozenset({"tcp"}),
+                        frozenset(), factory), now=1000.0)  # fmt: skip
+    _, services = feed(c.frames, reg)
+    assert services == ["announced"] and sessions == []
+    assert [e[2] for e in announced[0].events] == [b"GET / HTTP/1.0\r\n\r\n"]

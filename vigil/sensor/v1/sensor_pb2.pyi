@@ -12,12 +12,14 @@ from vigil.flow.v1 import dce_rpc_pb2 as _dce_rpc_pb2
 from vigil.flow.v1 import dhcp_pb2 as _dhcp_pb2
 from vigil.flow.v1 import dns_pb2 as _dns_pb2
 from vigil.flow.v1 import flow_pb2 as _flow_pb2
+from vigil.flow.v1 import ftp_pb2 as _ftp_pb2
 from vigil.flow.v1 import http_pb2 as _http_pb2
 from vigil.flow.v1 import kerberos_pb2 as _kerberos_pb2
 from vigil.flow.v1 import ldap_pb2 as _ldap_pb2
 from vigil.flow.v1 import ntlm_pb2 as _ntlm_pb2
 from vigil.flow.v1 import rdp_pb2 as _rdp_pb2
 from vigil.flow.v1 import smb_pb2 as _smb_pb2
+from vigil.flow.v1 import smtp_pb2 as _smtp_pb2
 from vigil.flow.v1 import tls_pb2 as _tls_pb2
 from vigil.flow.v1 import websocket_pb2 as _websocket_pb2
 import builtins as _builtins
@@ -54,6 +56,8 @@ class Record(_message.Message):
     RDP_FIELD_NUMBER: _builtins.int
     DCE_RPC_FIELD_NUMBER: _builtins.int
     WEBSOCKET_FIELD_NUMBER: _builtins.int
+    SMTP_FIELD_NUMBER: _builtins.int
+    FTP_FIELD_NUMBER: _builtins.int
     ORIG_FIELD_NUMBER: _builtins.int
     RESP_FIELD_NUMBER: _builtins.int
     @_builtins.property
@@ -91,6 +95,10 @@ class Record(_message.Message):
     @_builtins.property
     def websocket(self) -> _websocket_pb2.WebSocketRecord: ...
     @_builtins.property
+    def smtp(self) -> _smtp_pb2.SmtpRecord: ...
+    @_builtins.property
+    def ftp(self) -> _ftp_pb2.FtpRecord: ...
+    @_builtins.property
     def orig(self) -> _flow_pb2.Endpoint:
         """Application records only: the connection's originator and responder as the sensor knew them when
         the analyzer started. The flow record with the same uid is emitted only when the connection ends,
@@ -119,14 +127,16 @@ class Record(_message.Message):
         rdp: _rdp_pb2.RdpRecord | None = ...,
         dce_rpc: _dce_rpc_pb2.DceRpcRecord | None = ...,
         websocket: _websocket_pb2.WebSocketRecord | None = ...,
+        smtp: _smtp_pb2.SmtpRecord | None = ...,
+        ftp: _ftp_pb2.FtpRecord | None = ...,
         orig: _flow_pb2.Endpoint | None = ...,
         resp: _flow_pb2.Endpoint | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["dce_rpc", b"dce_rpc", "dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls", "websocket", b"websocket"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dce_rpc", b"dce_rpc", "dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "ftp", b"ftp", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "smtp", b"smtp", "tls", b"tls", "websocket", b"websocket"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dce_rpc", b"dce_rpc", "dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "tls", b"tls", "websocket", b"websocket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dce_rpc", b"dce_rpc", "dhcp", b"dhcp", "dns", b"dns", "flow", b"flow", "ftp", b"ftp", "http", b"http", "kerberos", b"kerberos", "kind", b"kind", "ldap", b"ldap", "ldap_search", b"ldap_search", "ntlm", b"ntlm", "orig", b"orig", "rdp", b"rdp", "resp", b"resp", "smb_command_counts", b"smb_command_counts", "smb_file", b"smb_file", "smb_negotiate", b"smb_negotiate", "smb_session_setup", b"smb_session_setup", "smb_tree_connect", b"smb_tree_connect", "smtp", b"smtp", "tls", b"tls", "websocket", b"websocket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["flow", "dns", "http", "tls", "smb_negotiate", "smb_session_setup", "smb_tree_connect", "smb_file", "smb_command_counts", "ntlm", "ldap", "ldap_search", "kerberos", "dhcp", "rdp", "dce_rpc", "websocket"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["flow", "dns", "http", "tls", "smb_negotiate", "smb_session_setup", "smb_tree_connect", "smb_file", "smb_command_counts", "ntlm", "ldap", "ldap_search", "kerberos", "dhcp", "rdp", "dce_rpc", "websocket", "smtp", "ftp"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
