@@ -45,6 +45,9 @@ TOOL_REQUESTS = "attack_tool_requests"
 EXTERNAL_UPLOAD = "external_upload_kib"
 # Of those, what went to endpoints rare for the network (few or no other devices reached them in a week).
 RARE_UPLOAD = "rare_endpoint_upload_kib"
+# Mail or files sent in clear text (SMTP without STARTTLS, FTP uploads) to such endpoints: how commodity
+# stealers (Agent Tesla, HawkEye, Pony) send what they took, a kilobyte of passwords at a time.
+CLEAR_UPLOADS = "cleartext_uploads_to_rare_endpoints"
 TUNNEL_NAMES = "distinct_long_dns_names"
 # Remote procedure calls and Kerberos (master/rpc.py says which operation counts for which).
 SERVICE_CHANGES = "remote_service_installations"
@@ -119,6 +122,15 @@ FEATURES: tuple[Feature, ...] = (
     Feature(EXTERNAL_UPLOAD, "KiB sent to external hosts", False, 50.0, family="transfer"),
     Feature(
         RARE_UPLOAD, "KiB sent to external endpoints rare for the network", False, 10.0, family="transfer"
+    ),
+    Feature(
+        CLEAR_UPLOADS,
+        "mail messages or files sent in clear text (SMTP without STARTTLS, FTP) to external endpoints rare "
+        "for the network",
+        False,
+        0.0001,
+        family="transfer",
+        quote_example=True,
     ),
     Feature(TUNNEL_NAMES, "distinct long, random-looking DNS names queried", True, 0.2, family="dns"),
     Feature(
@@ -353,9 +365,10 @@ DETECTORS: tuple[CountDetector, ...] = (
         "Unusual Activity / Unusual External Data Transfer",
         # Ten megabytes a minute anywhere, or one to an endpoint the network does not know (the seed's
         # implanted device sent 7.5 MB home): the floors; the device's (or its peers') belief decides.
-        ((EXTERNAL_UPLOAD, 10 * 1024), (RARE_UPLOAD, 1024)),
+        # Whatever the size, a mail or a file sent in clear text to a server nobody here uses.
+        ((EXTERNAL_UPLOAD, 10 * 1024), (RARE_UPLOAD, 1024), (CLEAR_UPLOADS, 1)),
         (),
-        ("T1048", "T1041"),
+        ("T1048", "T1041", "T1048.003"),
         Response.BLOCK_PEER,
         lateral=False,
     ),

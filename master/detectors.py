@@ -36,6 +36,7 @@ from master.beacon import (
 )
 from master.breaches import count_breach
 from master.catalog import (
+    CLEAR_UPLOADS,
     DETECTORS,
     FEATURE_BY_NAME,
     FLOW_BEACON,
@@ -59,7 +60,7 @@ from master.endpoints import Rarity, rare_external_breach
 from master.features import Window
 from master.models.counts import CountScore, FeatureScore, score_from_surprise
 from master.models.intervals import Contact, PairStats
-from master.observe import Act, FlowObs, Observation, is_vpn
+from master.observe import Act, FlowObs, Observation, UploadObs, is_vpn
 
 if TYPE_CHECKING:
     from master.pipeline import BatchRun
@@ -98,9 +99,11 @@ class ExternalEndpoints(Detector):
     volume sent to rare endpoints and VPNs to them (for the count models), and beacons of any protocol."""
 
     models = (RARE_EXTERNAL, FLOW_BEACON)
-    reads = frozenset({"flow"})
+    reads = frozenset({"flow", "upload"})
 
     def act(self, run: BatchRun, device_id: str, act: Act) -> Sequence[Observation]:
+        if act.upload is not None:
+            return self._clear_upload(run, device_id, act, act.upload)
         f = act.flow
         if f is None or f.resp_internal or not f.answered:
             return _NO_OBSERVATIONS
@@ -139,6 +142,15 @@ class ExternalEndpoints(Detector):
             run.breaches.append(session_beacon_breach(ref, endpoint, timer, rarity, act.t, f.uid))
         run.endpoints.contact(f.resp_ip, device_id, act.t)
         return items
+
+    @staticmethod
+    def _clear_upload(run: BatchRun, device_id: str, act: Act, up: UploadObs) -> Sequence[Observation]:
+        """A mail or a file sent in clear text to an external server: counted when the server is rare."""
+        rarity = run.endpoints.rarity(up.resp_ip, device_id, act.t, run.context.known_devices())
+        if not rarity.rare:
+            return _NO_OBSERVATIONS
+        endpoint = f"{up.resp_ip}:{up.resp_port}"
+        return (Observation(CLEAR_UPLOADS, None, up.text(), 1, endpoint),)
 
 
 def internal_peer(f: FlowObs) -> bool:
@@ -360,7 +372,7 @@ WING: tuple[Detector, ...] = (
 ACT_HOOKS = tuple(d for d in WING if type(d).act is not Detector.act)
 # The act hooks by what they read, in the wing's order.
 HOOKS_BY_PART = {
-    part: tuple(d for d in ACT_HOOKS if part in d.reads) for part in ("flow", "http", "c2", "smb")
+    part: tuple(d for d in ACT_HOOKS if part in d.reads) for part in ("flow", "http", "c2", "smb", "upload")
 }
 WINDOW_HOOKS = tuple(d for d in WING if type(d).window is not Detector.window)
 FINISH_HOOKS = tuple(d for d in WING if type(d).finish is not Detector.finish)

@@ -152,6 +152,44 @@ def session_timer(messages: int, intervals: int, mean_s: float, stdev_s: float) 
     return SessionTimer(messages, intervals, mean_s, stdev_s)
 
 
+@dataclass(frozen=True, slots=True)
+class UploadObs:
+    """A mail message or a file a device sent in clear text (SMTP without STARTTLS, an FTP upload): for
+    the transfer model, which asks how rare the server is."""
+
+    protocol: str
+    resp_ip: str
+    resp_port: int
+    size: int
+    # The account it logged on with ("" when it named none), and what was sent, for the explanation.
+    account: str
+    what: str
+
+    def text(self) -> str:
+        # What was sent first: an explanation quotes the start of an example.
+        account = f" as {self.account[:60]}" if self.account else ""
+        return f"{self.what} ({self.size} B by {self.protocol} to {self.resp_ip}:{self.resp_port}{account})"
+
+
+def upload_obs(record: sensor_pb2.Record, kind: str, resp_ip: str) -> UploadObs | None:
+    """The clear-text upload an SMTP transaction or an FTP command record shows, or None."""
+    port = record.resp.port
+    if kind == "smtp":
+        mail = record.smtp
+        if mail.tls or not mail.data_bytes:
+            return None
+        subject = f", subject {mail.subject[:60]!r}" if mail.subject else ""
+        what = f"a mail to {', '.join(r[:60] for r in mail.rcptto[:3]) or '?'}{subject}"
+        return UploadObs("SMTP", resp_ip, port, int(mail.data_bytes), mail.auth_user, what)
+    if kind == "ftp":
+        ftp = record.ftp
+        if not ftp.upload:
+            return None
+        size = int(ftp.data_bytes or ftp.file_size)
+        return UploadObs("FTP", resp_ip, port, size, ftp.user, f"{ftp.command} {ftp.arg[:80]}")
+    return None
+
+
 @dataclass(slots=True)
 class HttpObs:
     """An HTTP request (for the beacon and command-and-control models)."""
@@ -200,6 +238,7 @@ class Act:
     # SMB dialect negotiated.
     smb: SmbDialectObs | None = None
     c2: C2Obs | None = None
+    upload: UploadObs | None = None
 
 
 # VPN transports by port (OpenVPN, WireGuard, IKE/IPsec NAT-T, L2TP, PPTP) and by IP protocol (ESP, GRE).

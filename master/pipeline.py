@@ -58,6 +58,7 @@ from master.observe import (
     is_half_open,
     session_timer,
     smb_dialect,
+    upload_obs,
 )
 from master.store import Doc, Keys, WorkingSet
 from vigil.alert.v1 import alert_pb2
@@ -319,9 +320,16 @@ class Pipeline:
             )
             smb = smb_dialect(record) if kind == "smb_negotiate" else None
             c2 = c2_obs(record, resp_text, http) if resp_text and kind in ("http", "tls") else None
-            if items or http is not None or smb is not None or c2 is not None:
+            upload = (
+                upload_obs(record, kind, resp_text)
+                if resp_text and kind in ("smtp", "ftp") and resp_text not in self.internal
+                else None
+            )
+            if items or http is not None or smb is not None or c2 is not None or upload is not None:
                 mac = mac_text(orig_mac)
-                out.acts.append(Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb, c2=c2))
+                out.acts.append(
+                    Act(t, ip, mac, body.uid, items, app=True, http=http, smb=smb, c2=c2, upload=upload)
+                )
 
     def address_keys(self, ex: Extracted) -> list[str]:
         keys = Inventory(WorkingSet(), self.keys).address_keys(ex.ips(), ex.macs())
@@ -355,6 +363,8 @@ class Pipeline:
                 keys.append(self.keys.endpoint(act.flow.resp_ip))
             elif act.http is not None:
                 keys.append(self.keys.endpoint(act.http.resp_ip))
+            elif act.upload is not None:
+                keys.append(self.keys.endpoint(act.upload.resp_ip))
         keys += [self.keys.device_breaches(d) for d in devices]
         keys += [self.keys.count_population, self.keys.network]
         keys += [self.keys.user(h.hostname) for h in ex.hostnames if h.kind == "user" and h.workstation]
@@ -575,7 +585,11 @@ class BatchRun:
         """The act hooks that read something this act has (a flow act has nothing else)."""
         if act.flow is not None:
             return HOOKS_BY_PART["flow"]
-        parts = [p for p, v in (("http", act.http), ("c2", act.c2), ("smb", act.smb)) if v is not None]
+        parts = [
+            p
+            for p, v in (("http", act.http), ("c2", act.c2), ("smb", act.smb), ("upload", act.upload))
+            if v is not None
+        ]
         if not parts:
             return ()
         if len(parts) == 1:

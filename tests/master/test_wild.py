@@ -61,6 +61,27 @@ def test_a_timer_inside_a_connection_needs_an_unrecognised_protocol_and_a_real_t
         assert session_timer(*hostile) is None
 
 
+@pytest.mark.parametrize(
+    ("capture", "device", "named"),
+    [
+        # AUTH LOGIN as shipping@oceanskylogistics.in on 43.255.154.57:587, then an 830-byte DATA (tshark's
+        # reassembled DATA length) to a gmail address, subject "PW_admin/USER-PC"; no STARTTLS.
+        ("corelight__zeek-agenttesla-detector/a30789ce-1e1c-4f96-a097-78c34b9fb612.pcap", "192.168.100.40",
+         "subject 'PW_admin/USER-PC' (830 B by SMTP to 43.255.154.57:587"),
+        # USER/PASS on 143.95.79.226:21, then STOR of PW_admin-USER-PC_....html: 533 bytes on the passive
+        # data connection to port 44523.
+        ("corelight__zeek-agenttesla-detector/f9421792-7d2c-47d3-90e0-07eb54ae12fa.pcap", "192.168.100.164",
+         "(533 B by FTP to 143.95.79.226:21"),
+    ],
+)  # fmt: skip
+def test_a_stealer_mailing_or_uploading_a_kilobyte_in_clear_text_is_an_unusual_transfer(
+    capture: str, device: str, named: str
+) -> None:
+    found = [b for b in _breaches(capture) if b.model == "Unusual Activity / Unusual External Data Transfer"]
+    assert [b.device.ip for b in found] == [device]
+    assert found[0].severity != "low" and named in found[0].explanation, found[0].explanation
+
+
 def test_quasarrat_reconnecting_every_3_5_s_is_a_beacon() -> None:
     """QuasarRAT (ANY.RUN sandbox): 192.168.100.7 opens 77 short TLS connections to 86.136.67.231:1337,
     one every 3.56 s (interval CV 0.04), with no SNI; most carry 377 bytes, a few more (size CV about 0.5).
