@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from master.catalog import CATALOG
 from vigil import cli
 from vigil.config import ConfigError, build
 
@@ -112,7 +113,8 @@ def test_help_lists_every_command() -> None:
 def test_models_lists_the_whole_catalog_with_its_response(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["models", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert len(rows) == 39 and len({r["model_id"] for r in rows}) == 39
+    assert {r["model"] for r in rows} == {m.name for m in CATALOG}
+    assert len(rows) == len(CATALOG) == len({r["model_id"] for r in rows})
     by_name = {r["model"]: r for r in rows}
     assert by_name["Device / Network Scan"]["response"].startswith("cut the device off from the internal")
     assert "445" in by_name["Device / SMB Session Brute Force (Admin)"]["response"]
