@@ -305,6 +305,7 @@ class Consumer:
         ack_wait_s: float = 30.0,
         on_actions: Callable[[], None] | None = None,
         on_store_health: Callable[[bool], None] | None = None,
+        on_breaches: Callable[[list[alert_pb2.ModelBreach]], None] | None = None,
     ) -> None:
         self.nc = nc
         self.js = js
@@ -317,6 +318,8 @@ class Consumer:
         self.ack_wait_s = ack_wait_s
         self.on_actions = on_actions or (lambda: None)
         self.on_store_health = on_store_health or (lambda _ok: None)
+        # The exports (master/exports): handed the committed breaches; must not block (it queues).
+        self.on_breaches = on_breaches or (lambda _breaches: None)
         self._sub: Any = None
 
     async def subscribe(self) -> None:
@@ -411,6 +414,11 @@ class Consumer:
                 await self.nc.publish(subject, payload)
             except Exception as exc:
                 log.warning("live_publish_failed", subject=subject, error=str(exc)[:200])
+        if result.breaches:
+            try:
+                self.on_breaches(result.breaches)
+            except Exception:
+                log.exception("export_submit_failed")
         if result.actions:
             self.on_actions()
         return "processed"

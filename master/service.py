@@ -13,6 +13,7 @@ import contextlib
 from prometheus_client import CollectorRegistry
 
 from master.door import DoorLimits
+from master.exports import Exporters
 from master.ingest import BatchProcessor, Consumer, MasterMetrics
 from master.models.counts import CountParams
 from master.pipeline import Pipeline
@@ -98,6 +99,7 @@ class MasterService:
         self.pipeline = build_pipeline(cfg.master, keys)
         self.policy = build_policy(cfg.master)
         self.processor = BatchProcessor(self.pipeline, self.policy, self.store, self.metrics)
+        self.exporters = Exporters(cfg.master.exports, self.registry)
 
     def _set_store_ok(self, ok: bool) -> None:
         self._store_ok = ok
@@ -166,9 +168,12 @@ class MasterService:
             ack_wait_s=self.ack_wait_s,
             on_actions=wake.set,
             on_store_health=self._set_store_ok,
+            on_breaches=self.exporters.submit,
         )
         await consumer.subscribe()
         tasks = [asyncio.create_task(self._probe_store(stop), name="master-store-probe")]
+        if self.exporters:
+            tasks.append(asyncio.create_task(self.exporters.run(stop), name="master-exports"))
         link = self._responder
         if link is None and cfg.master.responder_address and cfg.master.response_mode == "autonomous":
             link = ResponderClient(
@@ -186,6 +191,7 @@ class MasterService:
             consumer=cfg.master.consumer,
             stream=cfg.nats.stream,
             mode=cfg.master.response_mode,
+            exports=[sink.kind for sink in self.exporters.sinks],
         )
         try:
             await consumer.run(stop)

@@ -11,7 +11,10 @@ apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-
   samba smbclient slapd ldap-utils dnsmasq-base openvpn wireguard-tools openssl
   # The lab's Active Directory domain: a Samba AD DC (its provisioning templates are only a recommendation
   # of samba-ad-dc, so named here), kinit/klist, and GSSAPI for ldapsearch -Y GSSAPI.
-  samba-ad-dc samba-ad-provision krb5-user libsasl2-modules-gssapi-mit libnss-winbind)
+  samba-ad-dc samba-ad-provision krb5-user libsasl2-modules-gssapi-mit libnss-winbind
+  # A real syslog receiver for the export tests (UDP, TCP and, with the GnuTLS driver, TLS); the tests
+  # start their own rsyslogd with a config in a temporary directory.
+  rsyslog rsyslog-gnutls)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

@@ -294,6 +294,114 @@ class ProtectedConfig(_Section):
         return check_networks(value)
 
 
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
+class OcsfExportConfig(_Section):
+    """OCSF Detection Findings as JSON lines appended to a file (a SIEM's file collector follows it)."""
+
+    path: Path | None = None
+
+
+class SyslogExportConfig(_Section):
+    """RFC 5424 syslog (or CEF inside it) to one receiver. Off while ``address`` is unset."""
+
+    address: str | None = None
+    transport: Literal["udp", "tcp", "tls"] = "udp"
+    format: Literal["rfc5424", "cef"] = "rfc5424"
+    # 4: security/authorization messages (RFC 5424 6.2.1).
+    facility: int = Field(default=4, ge=0, le=23)
+    # HOSTNAME of the messages; empty: this machine's name.
+    hostname: str = ""
+    app_name: str = Field(default="vigil", min_length=1, max_length=48)
+    # SD-ID of the breach's structured data: name@enterprise-number. 32473 is reserved for documentation.
+    sd_id: str = Field(default="vigil@32473", pattern=r"^[!#-<>-\\^-~]{1,32}$")
+    # Longer messages are cut (the explanation's end); rsyslog's default limit is 8 KiB.
+    max_message_bytes: int = Field(default=8192, ge=480, le=65000)
+    # TLS (RFC 5425): the CA that signs the receiver's certificate, and optionally this end's own.
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> SyslogExportConfig:
+        problems = _file_problems(self, ("ca_file", "cert_file", "key_file"))
+        if self.address and self.transport == "tls" and self.ca_file is None:
+            problems.append(("ca_file", "required with transport tls (the CA of the receiver's certificate)"))
+        if (self.cert_file is None) != (self.key_file is None):
+            missing = "key_file" if self.key_file is None else "cert_file"
+            problems.append((missing, "cert_file and key_file must be set together"))
+        _raise_problems(self, problems)
+        return self
+
+
+class WebhookExportConfig(_Section):
+    """A JSON POST per breach, signed with HMAC-SHA256 (master/exports/webhook.py). Off while ``url`` is
+    unset."""
+
+    url: str | None = None
+    # "json": the ModelBreach; "ocsf": the Detection Finding; "slack"/"teams": chat-ready messages.
+    format: Literal["json", "ocsf", "slack", "teams"] = "json"
+    secret: SecretStr | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("https", "http"))
+
+    @model_validator(mode="after")
+    def _secret_for_own_receivers(self) -> WebhookExportConfig:
+        # A receiver of our own JSON must be able to tell our POSTs from anyone's; chat services
+        # authenticate by the secret URL instead, so there a secret is optional.
+        if self.url and self.format in ("json", "ocsf") and not self.secret:
+            raise ValueError(
+                f"webhook format {self.format} needs a secret to sign with (exports.webhook.secret)"
+            )
+        return self
+
+
+class AlertmanagerExportConfig(_Section):
+    """Alerts to a Prometheus Alertmanager (its base URL; POST /api/v2/alerts). Off while ``url`` is unset."""
+
+    url: str | None = None
+    # endsAt = the breach's time + this: an alert not raised again resolves on its own.
+    resolve_after_s: Seconds = 3600.0
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_url(value, ("https", "http"))
+
+
+class ExportsConfig(_Section):
+    """Where the master sends each breach as it is committed, besides Redis and NATS."""
+
+    # Breaches below this band are not exported.
+    min_severity: Literal["low", "medium", "high", "critical"] = "low"
+    # Per destination: breaches kept while a receiver is down; beyond it the oldest are dropped (counted).
+    queue_max: Count = 10_000
+    retry_initial_s: Seconds = 0.5
+    retry_max_s: Seconds = 60.0
+    # One delivery attempt (connect + send, or an HTTP request) may take this long.
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    ocsf: OcsfExportConfig = OcsfExportConfig()
+    syslog: SyslogExportConfig = SyslogExportConfig()
+    webhook: WebhookExportConfig = WebhookExportConfig()
+    alertmanager: AlertmanagerExportConfig = AlertmanagerExportConfig()
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> ExportsConfig:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError("retry_initial_s must not exceed retry_max_s")
+        return self
+
+
 # Keys renamed in 0.x: they set every count model, not only the scan models. An old name is refused with
 # its new one rather than dropped (extra keys are refused anyway; this says what to write instead).
 _RENAMED_MASTER_KEYS = {
@@ -390,6 +498,7 @@ class MasterConfig(_Section):
         return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
     protected: ProtectedConfig = ProtectedConfig()
+    exports: ExportsConfig = ExportsConfig()
     http: HttpConfig = HttpConfig()
 
 
