@@ -75,6 +75,7 @@ _ROWS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("T1078", "Valid Accounts", ("TA0005", _PERSIST, _PRIV, "TA0001")),
     ("T1078.002", "Domain Accounts", ("TA0005", _PERSIST, _PRIV, "TA0001")),
     ("T1087", "Account Discovery", (_DISC,)),
+    ("T1095", "Non-Application Layer Protocol", (_C2,)),
     ("T1087.002", "Domain Account", (_DISC,)),
     ("T1110", "Brute Force", (_CRED,)),
     ("T1110.003", "Password Spraying", (_CRED,)),
