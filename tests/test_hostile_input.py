@@ -272,3 +272,23 @@ def test_records_the_door_turns_away_are_reported_not_silent(tmp_path: Path) -> 
     proc = _vigil("analyze", str(future))
     assert proc.returncode == Exit.OK, proc.stderr
     assert "710 records of the captures turned away at the master's door (time_in_future 710)" in proc.stderr
+
+
+def test_off_stays_off_from_a_file_the_environment_and_set(tmp_path: Path) -> None:
+    """YAML 1.1 reads on/off/yes/no as booleans; a setting whose values are words must get the word."""
+    config = tmp_path / "vigil.yaml"
+    config.write_text("sensor:\n  verify_l4_checksums: off\n  verify_ip_checksums: off\n")
+    from_file = load(config, environ={})
+    assert from_file.sensor.verify_l4_checksums == "off" and from_file.sensor.verify_ip_checksums is False
+    from_env = load(
+        None, environ={"VIGIL_SENSOR__VERIFY_L4_CHECKSUMS": "on", "VIGIL_SENSOR__VERIFY_IP_CHECKSUMS": "no"}
+    )
+    assert from_env.sensor.verify_l4_checksums == "on" and from_env.sensor.verify_ip_checksums is False
+    from_set = load(None, environ={}, overrides=set_overrides(["sensor.verify_l4_checksums=off"]))
+    assert from_set.sensor.verify_l4_checksums == "off"
+    # true/false are still booleans, and a word that is no boolean is refused by the schema.
+    assert (
+        load(None, environ={"VIGIL_SENSOR__VERIFY_IP_CHECKSUMS": "true"}).sensor.verify_ip_checksums is True
+    )
+    with pytest.raises(ConfigError):
+        load(None, environ={"VIGIL_SENSOR__VERIFY_IP_CHECKSUMS": "maybe"})

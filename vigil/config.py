@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 import zoneinfo
 from collections.abc import Mapping, Sequence
@@ -563,6 +564,18 @@ class _ConfigLoader(yaml.SafeLoader):
                 None, None, "YAML aliases (*name) are not allowed in a configuration", event.start_mark
             )
         return super().compose_node(parent, index)
+
+
+# Booleans as YAML 1.2 writes them (true/false) and nothing else: YAML 1.1's on/off/yes/no stay text, so
+# `verify_l4_checksums: off` (or --set ...=off) is the setting "off", not False; a boolean field still
+# accepts those words, the schema converts them.
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 
 
 def parse_yaml(text: str) -> Any:
