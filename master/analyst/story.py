@@ -132,7 +132,9 @@ def _scan(bs: Sequence[alert_pb2.ModelBreach]) -> str:
         text += f" ({', '.join(parts)})"
     tools = _evidence(bs, c.TOOL_REQUESTS) + _evidence(bs, c.HALF_OPEN)
     if tools:
-        text += " with the fingerprints of a scanning tool (nmap)"
+        # Named only when a request said so (a user agent, a URI); half-open probes alone name no tool.
+        named = any("nmap" in x.lower() for x in _examples(bs, c.TOOL_REQUESTS))
+        text += " with the fingerprints of a scanning tool" + (" (nmap)" if named else "")
     return text
 
 

@@ -252,6 +252,21 @@ def test_summary_states_the_numbers() -> None:
     assert megabytes(51200) == "52.4 MB" and megabytes(1024 * 1024) == "1074 MB"
 
 
+def test_a_scanning_tool_is_named_only_when_its_requests_name_it() -> None:
+    analyst = Analyst(Keys(), INTERNAL)
+    probes = breach(
+        "Device / Anomalous Nmap Activity", "10.1.1.5", T0, evidence={"half_open_probes": (14, [])}
+    )
+    [one] = incidents(run(analyst, [probes]))
+    assert one.summary.endswith("with the fingerprints of a scanning tool.")
+    agent = "user agent 'Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)'"
+    tool = breach(
+        "Device / Attack and Recon Tools", "10.1.1.6", T0, evidence={"attack_tool_requests": (13, [agent])}
+    )
+    [two] = incidents(run(analyst, [tool]))
+    assert two.summary.endswith("with the fingerprints of a scanning tool (nmap).")
+
+
 def test_status_moves_only_where_an_operator_may_take_it(analyst: Analyst) -> None:
     ws = run(analyst, [breach(SCAN, "10.1.1.5", T0)])
     [key] = [k for k in ws.writes() if ":incident:" in k]
