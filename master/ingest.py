@@ -28,6 +28,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from master.analyst.incidents import Analyst
 from master.breaches import seconds
 from master.door import REASONS, latest_seconds
 from master.gcpause import gc_pause
@@ -169,8 +170,10 @@ class BatchProcessor:
         metrics: MasterMetrics | None = None,
         action_clock: Callable[[alert_pb2.ModelBreach], float] | None = None,
         clock: Callable[[], float] = time.time,
+        analyst: Analyst | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.analyst = analyst
         self.policy = policy
         self.store = store
         self.metrics = metrics
@@ -223,6 +226,10 @@ class BatchProcessor:
         ws.add(await self.store.load(ws.missing(self.pipeline.group_keys(ex, ws))))
         clock = self.pipeline.event_clock(ws, [part.times for part in parts])
         outcome = self.pipeline.run(ex, ws, clock)
+        incidents: dict[str, float] = {}
+        merged: tuple[str, ...] = ()
+        if self.analyst is not None and outcome.breaches:
+            incidents, merged = await self._incidents(ws, outcome.breaches)
         actions: list[ActionRecord] = []
         skipped: list[str] = []
         for breach in outcome.breaches:
@@ -238,6 +245,8 @@ class BatchProcessor:
             outcome.breaches,
             actions,
             due_time=time.time(),
+            incidents=incidents,
+            merged_incidents=merged,
         )
         started = time.perf_counter()
         committed = await self.store.commit(commit)
@@ -268,6 +277,23 @@ class BatchProcessor:
         if rejected:
             log.warning("records_rejected", batch_ids=[b.batch_id for b in batches][:8], **dict(rejected))
         return BatchResult(False, outcome.breaches, actions, outcome.new_device_refs, rejected=rejected)
+
+    async def _incidents(
+        self, ws: WorkingSet, breaches: Sequence[alert_pb2.ModelBreach]
+    ) -> tuple[dict[str, float], tuple[str, ...]]:
+        """The unit's breaches join incidents, written to the same working set (committed with them)."""
+        analyst = self.analyst
+        assert analyst is not None
+        ws.add(await self.store.load(ws.missing(analyst.link_keys(breaches))))
+        wanted = ws.missing(analyst.incident_keys(ws, breaches))
+        # Links may point to incidents merged since: follow the merges (each hop one load, bounded).
+        for _ in range(4):
+            if not wanted:
+                break
+            ws.add(await self.store.load(wanted))
+            wanted = analyst.merge_keys(ws, wanted)
+        changes = analyst.take(ws, breaches)
+        return changes.touched, tuple(sorted(changes.merged))
 
 
 def consumer_config(durable: str, max_ack_pending: int, ack_wait_s: float) -> ConsumerConfig:

@@ -12,8 +12,9 @@ from collections import Counter
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
 
+from master.analyst.incidents import render
 from master.ingest import BatchProcessor
-from master.service import build_pipeline, build_policy
+from master.service import build_analyst, build_pipeline, build_policy
 from master.store import ActionRecord, MemoryStore
 from vigil.alert.v1 import alert_pb2
 from vigil.config import MasterConfig
@@ -41,6 +42,7 @@ class OfflineMaster:
             build_policy(self.cfg),
             self.store,
             action_clock=lambda breach: breach.time.ToNanoseconds() / 1e9,
+            analyst=build_analyst(self.cfg, self.store.keys),
         )
         self._batches = 0
 
@@ -73,6 +75,10 @@ class OfflineMaster:
         if chunk:
             await self._flush(chunk, out)
         return out
+
+    def incidents(self) -> list[alert_pb2.Incident]:
+        """Every incident so far (those merged into another aside), in the order they began."""
+        return [render(doc) for doc in self.store.all_incidents()]
 
     def fork(self) -> OfflineMaster:
         """An independent master that has learned exactly what this one has (to try several futures)."""

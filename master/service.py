@@ -12,6 +12,7 @@ import contextlib
 
 from prometheus_client import CollectorRegistry
 
+from master.analyst.incidents import Analyst
 from master.door import DoorLimits
 from master.exports import Exporters
 from master.ingest import BatchProcessor, Consumer, MasterMetrics
@@ -57,6 +58,10 @@ def build_pipeline(cfg: MasterConfig, keys: Keys) -> Pipeline:
     return Pipeline(scan_params(cfg), cfg.internal_networks, keys, door=door_limits(cfg))
 
 
+def build_analyst(cfg: MasterConfig, keys: Keys) -> Analyst:
+    return Analyst(keys, cfg.internal_networks, cfg.incident_gap_s)
+
+
 def build_policy(cfg: MasterConfig) -> Policy:
     return Policy(
         mode=cfg.response_mode,
@@ -98,7 +103,9 @@ class MasterService:
         keys = self.store.keys
         self.pipeline = build_pipeline(cfg.master, keys)
         self.policy = build_policy(cfg.master)
-        self.processor = BatchProcessor(self.pipeline, self.policy, self.store, self.metrics)
+        self.processor = BatchProcessor(
+            self.pipeline, self.policy, self.store, self.metrics, analyst=build_analyst(cfg.master, keys)
+        )
         self.exporters = Exporters(cfg.master.exports, self.registry)
 
     def _set_store_ok(self, ok: bool) -> None:

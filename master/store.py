@@ -21,6 +21,9 @@ Keys (prefix from config, ``vigil:v1`` by default):
     <p>:breaches                   stream of ModelBreach protobufs
     <p>:action:<action_id>         action record (JSON; the Action protobuf base64-encoded inside)
     <p>:actions:pending            sorted set: action ids due for delivery to the responder, by due time
+    <p>:incident:<incident_id>     an incident: its breaches, status and version (master/analyst)
+    <p>:incidentlink:<kind>:<v>    which open incident a device, external peer or victim address joins
+    <p>:incidents                  sorted set: incident ids by the event time of their newest breach
 
 One master consumes the durable at a time. The WATCH on the marker makes two masters racing on the *same*
 batch safe, but two masters processing different batches of the same device would each read-modify-write
@@ -86,6 +89,9 @@ _TTL_BY_KIND = {
     "user": 90 * 24 * 3600,
     "breaches": 2 * 3600,  # per-device recent-breach log (the stream has its own MAXLEN)
     "features": 7 * 24 * 3600,  # open windows of a device that went silent
+    # An incident nobody and nothing has touched for a quarter; its links once no breach can join them.
+    "incident": 90 * 24 * 3600,
+    "incidentlink": 8 * 24 * 3600,
 }
 
 
@@ -168,6 +174,18 @@ class Keys:
     def pending_actions(self) -> str:
         return f"{self.prefix}:actions:pending"
 
+    def incident(self, incident_id: str) -> str:
+        return f"{self.prefix}:incident:{incident_id}"
+
+    def incident_link(self, kind: str, value: str) -> str:
+        """Which open incident a device ("device"), an external address ("peer") or an internal address
+        another device's breach named ("target") belongs to, and when it last did."""
+        return f"{self.prefix}:incidentlink:{kind}:{value}"
+
+    @property
+    def incidents(self) -> str:
+        return f"{self.prefix}:incidents"
+
 
 @dataclass
 class ActionRecord:
@@ -211,6 +229,9 @@ class Commit:
     actions: list[ActionRecord] = field(default_factory=list)
     # Wall-clock time at which pending actions become due for delivery.
     due_time: float = 0.0
+    # Incidents this unit changed (id -> event time of their newest breach), and those merged away.
+    incidents: dict[str, float] = field(default_factory=dict)
+    merged_incidents: tuple[str, ...] = ()
 
 
 def _text(value: object) -> str:
@@ -275,6 +296,17 @@ class Store(Protocol):
         ...
 
     async def action(self, action_id: str) -> ActionRecord | None: ...
+
+    async def incidents(self, limit: int = 100) -> list[Doc]:
+        """The ``limit`` incidents with the newest breaches, newest first (merged ones are not listed)."""
+        ...
+
+    async def incident(self, incident_id: str) -> Doc | None: ...
+
+    async def save_incident(self, doc: Doc, expected_version: int) -> bool:
+        """Write an incident an operator changed, unless its stored version is no longer
+        ``expected_version`` (a breach joined meanwhile: read it again). False then."""
+        ...
 
     async def ping(self) -> bool: ...
 
@@ -345,6 +377,10 @@ class RedisStore:
                         maxlen=BREACH_STREAM_MAXLEN,
                         approximate=True,
                     )
+                if commit.incidents:
+                    pipe.zadd(self.keys.incidents, dict(commit.incidents))
+                if commit.merged_incidents:
+                    pipe.zrem(self.keys.incidents, *commit.merged_incidents)
                 for record in commit.actions:
                     # NX: an action id is decided once; a replay never overwrites its later fate.
                     pipe.set(self.keys.action(record.action.action_id), encode(record.to_doc()), nx=True)
@@ -461,6 +497,39 @@ class RedisStore:
         doc = decode(await self._redis.get(self.keys.action(action_id)))
         return None if doc is None else ActionRecord.from_doc(doc)
 
+    async def incidents(self, limit: int = 100) -> list[Doc]:
+        try:
+            ids = await self._redis.zrevrange(self.keys.incidents, 0, max(0, limit - 1))
+            if not ids:
+                return []
+            raws = await self._redis.mget([self.keys.incident(_text(i)) for i in ids])
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+        return [d for d in (decode(raw) for raw in raws) if d is not None and not d.get("merged_into")]
+
+    async def incident(self, incident_id: str) -> Doc | None:
+        try:
+            return decode(await self._redis.get(self.keys.incident(incident_id)))
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    async def save_incident(self, doc: Doc, expected_version: int) -> bool:
+        key = self.keys.incident(str(doc["incident_id"]))
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                await pipe.watch(key)
+                stored = decode(await pipe.get(key))
+                if stored is None or int(stored.get("version", 0)) != expected_version:
+                    return False
+                pipe.multi()  # type: ignore[no-untyped-call]  # redis-py leaves multi() unannotated
+                pipe.set(key, encode(doc), ex=self.keys.ttl_s(key))
+                await pipe.execute()
+                return True
+        except WatchError:
+            return False
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
     async def ping(self) -> bool:
         try:
             return bool(await self._redis.ping())
@@ -486,6 +555,7 @@ class MemoryStore:
         self._breaches: list[alert_pb2.ModelBreach] = []
         self._actions: dict[str, bytes] = {}
         self._pending: dict[str, float] = {}
+        self._incidents: dict[str, float] = {}
 
     def copy_from(self, other: MemoryStore) -> None:
         """Become an independent copy of ``other`` (documents are immutable bytes; containers are copied)."""
@@ -495,6 +565,7 @@ class MemoryStore:
         self._breaches = list(other._breaches)
         self._actions = dict(other._actions)
         self._pending = dict(other._pending)
+        self._incidents = dict(other._incidents)
 
     # Synchronous core, used directly by the offline driver.
 
@@ -513,6 +584,9 @@ class MemoryStore:
         self._docs.update(docs)
         self._devices.update(commit.new_devices)
         self._breaches.extend(commit.breaches)
+        self._incidents.update(commit.incidents)
+        for gone in commit.merged_incidents:
+            self._incidents.pop(gone, None)
         for action_id, (record, raw) in actions.items():
             if action_id in self._actions:
                 continue
@@ -563,6 +637,28 @@ class MemoryStore:
     async def action(self, action_id: str) -> ActionRecord | None:
         raw = self._actions.get(action_id)
         return None if raw is None else ActionRecord.from_doc(decode(raw) or {})
+
+    def all_incidents(self) -> list[Doc]:
+        """Every incident not merged into another, oldest first (by first breach, then id)."""
+        docs = [decode(self._docs.get(self.keys.incident(i))) for i in self._incidents]
+        found = [d for d in docs if d is not None and not d.get("merged_into")]
+        return sorted(found, key=lambda d: (float(d["start"]), str(d["incident_id"])))
+
+    async def incidents(self, limit: int = 100) -> list[Doc]:
+        newest = sorted(self._incidents.items(), key=lambda item: (-item[1], item[0]))[:limit]
+        docs = [decode(self._docs.get(self.keys.incident(i))) for i, _ in newest]
+        return [d for d in docs if d is not None and not d.get("merged_into")]
+
+    async def incident(self, incident_id: str) -> Doc | None:
+        return decode(self._docs.get(self.keys.incident(incident_id)))
+
+    async def save_incident(self, doc: Doc, expected_version: int) -> bool:
+        key = self.keys.incident(str(doc["incident_id"]))
+        stored = decode(self._docs.get(key))
+        if stored is None or int(stored.get("version", 0)) != expected_version:
+            return False
+        self._docs[key] = encode(doc)
+        return True
 
     async def ping(self) -> bool:
         return True

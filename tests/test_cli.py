@@ -24,7 +24,14 @@ SCANNER = "10.231.1.12"
 
 def test_analyze_json_reports_the_scan_and_the_action(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["analyze", "--json", str(LAB_CAPTURE)]) == 0
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    every = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    lines = [line for line in every if line.get("kind") != "incident"]
+    # After the breaches, the incident they make: one scanner, one story.
+    incidents = every[len(lines) :]
+    assert [i["kind"] for i in incidents] == ["incident"]
+    assert [d["ip"] for d in incidents[0]["devices"]] == [SCANNER]
+    assert set(incidents[0]["breach_ids"]) == {line["breach_id"] for line in lines}
+    assert "reconnaissance" in incidents[0]["phases"]
     assert {line["device"]["ip"] for line in lines} == {SCANNER}, "one scanner, nobody else"
     models = [line["model"] for line in lines]
     assert len(models) == len(set(models)), "each model breaches once per window"

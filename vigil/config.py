@@ -442,6 +442,9 @@ class MasterConfig(_Section):
     # Event time the network must have been learned before a device (or an external endpoint) seen for the
     # first time raises "New Device" ("Rare External Endpoint"): everything is new on the first day.
     new_device_grace_s: SecondsOrZero = 3600.0
+    # Breaches of one device further apart than this in event time are told as separate incidents (unless a
+    # connection links them: an attacker and its victim, devices reaching one rare external host).
+    incident_gap_s: Seconds = 6 * 3600.0
     # IANA time zone of the monitored site (e.g. "Europe/Berlin"): hour-of-week seasonality follows it.
     timezone: str = "UTC"
 

@@ -14,6 +14,9 @@ dnsmasq, OpenVPN, Python's HTTP server); every loop is bounded. Needs root.
 - external-dns-tunnel: ws2 sends 300 TXT queries for long base32 labels under tunnel.example.test to
   dc's dnsmasq, which forwards them to rare's dnsmasq (the tunnel domain's name server).
 - external-vpn: ws1 brings up an OpenVPN static-key tunnel (UDP 1194) to rare and pings through it.
+- external-pi-c2, external-pi-upload: the Raspberry Pi (pi, never in the baseline) fetches octet-stream
+  payloads from rare every 5 s (24 times), then PUTs 7.5 MB (decimal) to it: the rogue device of the seed
+  calling home and sending data out (one scenario, external-pi-exfil).
 
 What each capture should raise is in ``tests/data/scenarios/<name>.truth.yaml``; to evaluate, lay the
 scenarios out after a composed baseline with :func:`tests.lab.compose.stage_scenarios` and run
@@ -71,8 +74,8 @@ def beacon(place: Office, count: int = 40, every_s: float = 2.0) -> str:
     return f"{count} beacons every {every_s}s, statuses {sorted(set(codes))}"
 
 
-def c2(place: Office, count: int = 24, every_s: float = 5.0) -> str:
-    ws2 = place.host("ws2")
+def c2(place: Office, count: int = 24, every_s: float = 5.0, who: str = "ws2") -> str:
+    ws2 = place.host(who)
     browse(ws2, "cdn.example.test", "/")
     payloads = ["task.bin", "stage.bin", "update.bin"]
     t0 = time.monotonic()
@@ -85,13 +88,16 @@ def c2(place: Office, count: int = 24, every_s: float = 5.0) -> str:
     return f"{count} payload downloads every {every_s}s, statuses {sorted(set(codes))}"
 
 
-def upload(place: Office, megabytes: int = 50) -> str:
-    ws1 = place.host("ws1")
+def upload(place: Office, megabytes: float = 50, who: str = "ws1", mebi: bool = True) -> str:
+    """PUT ``megabytes`` of random bytes to rare (MiB, or decimal MB when ``mebi`` is False)."""
+    ws1 = place.host(who)
     data = place.tmp / "backup.zip"
     rng = random.Random(50)
+    remaining = round(megabytes * ((1 << 20) if mebi else 1_000_000))
     with data.open("wb") as out:
-        for _ in range(megabytes):
-            out.write(rng.randbytes(1 << 20))
+        while remaining > 0:
+            out.write(rng.randbytes(min(remaining, 1 << 20)))
+            remaining -= 1 << 20
     browse(ws1, "cdn.example.test", "/")
     browse(ws1, f"intranet.{DOMAIN}", "/")
     code = curl(
@@ -103,7 +109,7 @@ def upload(place: Office, megabytes: int = 50) -> str:
     )
     browse(ws1, "cdn.example.test", "/static/style.css")
     data.unlink()
-    return f"PUT {megabytes} MB -> {code}"
+    return f"PUT {megabytes} {'MiB' if mebi else 'MB'} -> {code}"
 
 
 def _tunnel_names(count: int, seed: int = 53) -> list[tuple[str, str]]:
@@ -212,6 +218,16 @@ def vpn(place: Office, pings: int = 5) -> str:
     return f"OpenVPN static key UDP 1194 to {RARE_IP}; ping through tunnel: {summary}"
 
 
+def pi_c2(place: Office) -> str:
+    """The rogue Raspberry Pi's call home: octet-stream payloads from rare every 5 s (the seed's 16:04)."""
+    return c2(place, who="pi")
+
+
+def pi_upload(place: Office) -> str:
+    """Then the Raspberry Pi sends 7.5 MB to the same endpoint (the seed's unusual external data transfer)."""
+    return upload(place, 7.5, who="pi", mebi=False)
+
+
 SCENARIOS: dict[str, tuple[Callable[[Office], str], int]] = {
     # name: (what happens, tcpdump snap length; 0 = whole packets)
     "external-beacon": (beacon, 0),
@@ -219,6 +235,10 @@ SCENARIOS: dict[str, tuple[Callable[[Office], str], int]] = {
     "external-upload": (upload, 128),
     "external-dns-tunnel": (dns_tunnel, 0),
     "external-vpn": (vpn, 0),
+    # The two halves of the rogue Raspberry Pi's exfiltration (seed 004), evaluated as one scenario
+    # (external-pi-exfil.truth.yaml); the upload with headers only, as external-upload.
+    "external-pi-c2": (pi_c2, 0),
+    "external-pi-upload": (pi_upload, 128),
 }
 
 

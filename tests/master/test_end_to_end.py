@@ -8,7 +8,9 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
+from master.analyst.incidents import render
 from master.service import MasterService
+from master.store import RedisStore
 from responder.client import ResponderClient
 from responder.service import ResponderService
 from tests.master.traffic import T0, batches, office, scan
@@ -71,6 +73,20 @@ async def test_scan_is_blocked_by_the_responder(
             "192.168.0.0/16",
         }
         assert active[0].action.breach_id.startswith("brc-")
+        # The analyst committed the breaches' incidents with them: versioned JSON documents in Redis.
+        store = RedisStore(redis_server.url)
+        try:
+            stored = {b.breach_id: b for b in await store.breaches(1000)}
+            docs = await store.incidents()
+        finally:
+            await store.close()
+        incidents = [render(doc) for doc in docs]
+        scanner = [i for i in incidents if [d.ip for d in i.devices] == ["10.0.1.4"]]
+        assert len(scanner) == 1, [[d.ip for d in i.devices] for i in incidents]
+        assert active[0].action.breach_id in scanner[0].breach_ids
+        assert set(scanner[0].breach_ids) <= set(stored)
+        assert "reconnaissance" in scanner[0].phases and "10.0.1.4 " in scanner[0].summary
+        assert all(doc["schema"] == 1 and doc["version"] >= 1 for doc in docs)
     finally:
         await client.close()
         master_stop.set()

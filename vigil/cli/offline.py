@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any, TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from master.analyst.attack import TACTICS
+from master.analyst.incidents import status_name
 from master.offline import OfflineMaster, OfflineResult
 from master.store import ActionRecord
 from responder.client import scope_text
@@ -87,6 +90,66 @@ def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) 
     }
 
 
+_TACTIC_NAME = dict(TACTICS)
+
+
+def device_json(device: alert_pb2.DeviceRef) -> dict[str, Any]:
+    return {
+        "id": device.device_id,
+        "ip": device.ip,
+        "mac": device.mac,
+        "hostname": device.hostname,
+        "tags": list(device.tags),
+    }
+
+
+def incident_json(incident: alert_pb2.Incident) -> dict[str, Any]:
+    """An incident as one JSON object (``"kind": "incident"`` tells it from the breach lines)."""
+    return {
+        "kind": "incident",
+        "incident_id": incident.incident_id,
+        "status": status_name(incident.status),
+        "score": incident.score,
+        "start_time": rfc3339(incident.start_time),
+        "update_time": rfc3339(incident.update_time),
+        "devices": [device_json(d) for d in incident.devices],
+        "phases": list(incident.phases),
+        "tactics": [{"id": t, "name": _TACTIC_NAME.get(t, "")} for t in incident.tactics],
+        "mitre_techniques": list(incident.mitre_techniques),
+        "summary": incident.summary,
+        "timeline": [
+            {
+                "time": rfc3339(e.time),
+                "device_ip": e.device.ip,
+                "model": e.model,
+                "score": e.score,
+                "phase": e.phase,
+                "text": e.text,
+                "explanation": e.explanation,
+                "breach_id": e.breach_id,
+            }
+            for e in incident.timeline
+        ],
+        "breach_ids": list(incident.breach_ids),
+        "version": incident.version,
+    }
+
+
+def print_incident(incident: alert_pb2.Incident, out: TextIO) -> None:
+    devices = ", ".join(d.ip for d in incident.devices)
+    print(
+        f"incident {incident.incident_id}  score {incident.score}  {status_name(incident.status)}  "
+        f"{rfc3339(incident.start_time)} .. {rfc3339(incident.update_time)}  {devices}",
+        file=out,
+    )
+    tactics = ", ".join(f"{_TACTIC_NAME.get(t, t)} ({t})" for t in incident.tactics)
+    print(f"    phases: {' -> '.join(incident.phases) or '-'}", file=out)
+    print(f"    ATT&CK: {tactics or '-'}; {', '.join(incident.mitre_techniques) or '-'}", file=out)
+    for line in textwrap.wrap(incident.summary, 100):
+        print(f"    {line}", file=out)
+    print(f"    {len(incident.timeline)} breaches on its timeline", file=out)
+
+
 class CaptureRecords:
     """Iterates the records of captures in order; remembers capture errors (a truncated file, one with
     nothing decodable) instead of raising them, and goes on with the next file."""
@@ -149,9 +212,16 @@ def analyze_captures(
                 f"until {a['expire_time']}",
                 file=out,
             )
+    reported = {b.breach_id for b in result.breaches}
+    incidents = [i for i in master.incidents() if reported.intersection(i.breach_ids)]
+    for incident in incidents:
+        if as_json:
+            print(json.dumps(incident_json(incident), sort_keys=True), file=out)
+        else:
+            print_incident(incident, out)
     summary = (
         f"vigil analyze: {source.packets} packets, {result.records} records, "
-        f"{len(result.breaches)} breaches, {len(result.actions)} actions"
+        f"{len(result.breaches)} breaches, {len(incidents)} incidents, {len(result.actions)} actions"
     )
     print(summary, file=sys.stderr)
     for what, outcome in (("baseline", learned), ("captures", result)):

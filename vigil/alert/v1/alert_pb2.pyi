@@ -27,16 +27,20 @@ class _IncidentStatus:
 class _IncidentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_IncidentStatus.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     INCIDENT_STATUS_UNSPECIFIED: _IncidentStatus.ValueType  # 0
-    INCIDENT_STATUS_OPEN: _IncidentStatus.ValueType  # 1
+    INCIDENT_STATUS_NEW: _IncidentStatus.ValueType  # 1
+    """Not looked at since its last breach joined (a new breach brings an acknowledged incident back here)."""
     INCIDENT_STATUS_ACKNOWLEDGED: _IncidentStatus.ValueType  # 2
-    INCIDENT_STATUS_CLOSED: _IncidentStatus.ValueType  # 3
+    INCIDENT_STATUS_RESOLVED: _IncidentStatus.ValueType  # 3
+    """Closed by an operator: later breaches of its devices open a new incident."""
 
 class IncidentStatus(_IncidentStatus, metaclass=_IncidentStatusEnumTypeWrapper): ...
 
 INCIDENT_STATUS_UNSPECIFIED: IncidentStatus.ValueType  # 0
-INCIDENT_STATUS_OPEN: IncidentStatus.ValueType  # 1
+INCIDENT_STATUS_NEW: IncidentStatus.ValueType  # 1
+"""Not looked at since its last breach joined (a new breach brings an acknowledged incident back here)."""
 INCIDENT_STATUS_ACKNOWLEDGED: IncidentStatus.ValueType  # 2
-INCIDENT_STATUS_CLOSED: IncidentStatus.ValueType  # 3
+INCIDENT_STATUS_RESOLVED: IncidentStatus.ValueType  # 3
+"""Closed by an operator: later breaches of its devices open a new incident."""
 Global___IncidentStatus: _TypeAlias = IncidentStatus  # noqa: Y015
 
 @_typing.final
@@ -209,25 +213,47 @@ Global___ModelBreach: _TypeAlias = ModelBreach  # noqa: Y015
 
 @_typing.final
 class TimelineEntry(_message.Message):
+    """One breach on an incident's timeline."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TIME_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     BREACH_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    SCORE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
     text: _builtins.str
+    """What happened, in the incident summary's words ("uploaded 7.5 MB to 198.51.100.31")."""
     breach_id: _builtins.str
+    model: _builtins.str
+    """Catalog name of the breached model."""
+    score: _builtins.int
+    explanation: _builtins.str
+    """The breach's own explanation, numbers included."""
+    phase: _builtins.str
+    """Kill-chain phase the breach belongs to ("reconnaissance", "command and control", ...)."""
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def device(self) -> Global___DeviceRef: ...
     def __init__(
         self,
         *,
         time: _timestamp_pb2.Timestamp | None = ...,
         text: _builtins.str = ...,
         breach_id: _builtins.str = ...,
+        device: Global___DeviceRef | None = ...,
+        model: _builtins.str = ...,
+        score: _builtins.int = ...,
+        explanation: _builtins.str = ...,
+        phase: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "text", b"text", "time", b"time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_id", b"breach_id", "device", b"device", "explanation", b"explanation", "model", b"model", "phase", b"phase", "score", b"score", "text", b"text", "time", b"time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,7 +261,9 @@ Global___TimelineEntry: _TypeAlias = TimelineEntry  # noqa: Y015
 
 @_typing.final
 class Incident(_message.Message):
-    """Breaches stitched into one story."""
+    """Breaches stitched into one story: the breaches of a device close together in time, and of devices
+    linked by their connections (one scanned or attacked the other, or both reached one rare external host).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -250,26 +278,43 @@ class Incident(_message.Message):
     START_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
+    TACTICS_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     incident_id: _builtins.str
+    """Stable: derived from the breach that opened the incident ("inc-<hash>")."""
     summary: _builtins.str
+    """Plain sentences written from the evidence numbers."""
     status: Global___IncidentStatus.ValueType
     score: _builtins.int
+    """0-100: the strongest breach, raised for every further phase."""
+    version: _builtins.int
+    """Incremented on every change (a breach joining, a status change): what a writer compares."""
     @_builtins.property
     def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceRef]: ...
     @_builtins.property
     def phases(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """ATT&CK tactic names in kill-chain order ("reconnaissance", "discovery", ...)."""
+        """Kill-chain phases in kill-chain order ("initial access", "reconnaissance", "credential access",
+        "lateral movement", "command and control", "exfiltration", ...).
+        """
 
     @_builtins.property
     def mitre_techniques(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def breach_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineEntry]: ...
+    def timeline(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimelineEntry]:
+        """In event-time order."""
+
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Event time of its first and newest breach."""
+
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def tactics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """ATT&CK tactic ids of its techniques, in ATT&CK's matrix order ("TA0007" discovery, ...)."""
+
     def __init__(
         self,
         *,
@@ -284,10 +329,12 @@ class Incident(_message.Message):
         start_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         score: _builtins.int = ...,
+        tactics: _abc.Iterable[_builtins.str] | None = ...,
+        version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_ids", b"breach_ids", "devices", b"devices", "incident_id", b"incident_id", "mitre_techniques", b"mitre_techniques", "phases", b"phases", "score", b"score", "start_time", b"start_time", "status", b"status", "summary", b"summary", "timeline", b"timeline", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breach_ids", b"breach_ids", "devices", b"devices", "incident_id", b"incident_id", "mitre_techniques", b"mitre_techniques", "phases", b"phases", "score", b"score", "start_time", b"start_time", "status", b"status", "summary", b"summary", "tactics", b"tactics", "timeline", b"timeline", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
