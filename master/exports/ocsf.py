@@ -12,8 +12,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from master.attack import ATTACK_VERSION, TACTIC_BY_ID, technique
 from master.breaches import seconds
-from master.exports.attack import ATTACK_VERSION, TACTICS, technique
 from vigil import __version__
 from vigil.alert.v1 import alert_pb2
 
@@ -83,7 +83,7 @@ def attacks(technique_ids: list[str] | tuple[str, ...]) -> list[dict[str, Any]]:
         for tactic in tech.tactics or ("",):
             item = dict(entry)
             if tactic:
-                item["tactic"] = {"uid": tactic, "name": TACTICS[tactic]}
+                item["tactic"] = {"uid": tactic, "name": TACTIC_BY_ID[tactic].name}
             out.append(item)
     return out
 

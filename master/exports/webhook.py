@@ -31,8 +31,8 @@ from typing import Any
 
 from google.protobuf.json_format import MessageToDict
 
+from master.attack import technique
 from master.breaches import seconds
-from master.exports.attack import technique
 from master.exports.ocsf import detection_finding
 from vigil.alert.v1 import alert_pb2
 

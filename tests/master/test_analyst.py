@@ -7,7 +7,6 @@ import pytest
 
 from master.analyst.attack import (
     PHASES,
-    TECHNIQUE_TACTICS,
     breach_phase,
     in_kill_chain_order,
     tactic_ids,
@@ -21,6 +20,7 @@ from master.analyst.incidents import (
     targets,
 )
 from master.analyst.story import megabytes
+from master.attack import TECHNIQUES
 from master.breaches import make_breach
 from master.catalog import CATALOG
 from master.features import Networks
@@ -198,7 +198,7 @@ def test_phases_follow_the_kill_chain_not_the_clock(analyst: Analyst) -> None:
 
 def test_the_attack_table_covers_every_catalog_technique() -> None:
     used = {t for model in CATALOG for t in model.techniques}
-    assert used <= set(TECHNIQUE_TACTICS)
+    assert used <= set(TECHNIQUES)
     for model in CATALOG:
         if model.techniques:
             assert breach_phase(model.name, model.techniques) in PHASES, model.name

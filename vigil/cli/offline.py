@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from master.analyst.attack import TACTICS
 from master.analyst.incidents import status_name
+from master.attack import TACTICS
 from master.offline import OfflineMaster, OfflineResult
 from master.store import ActionRecord
 from responder.client import scope_text
@@ -90,7 +90,7 @@ def breach_json(breach: alert_pb2.ModelBreach, actions: Sequence[ActionRecord]) 
     }
 
 
-_TACTIC_NAME = dict(TACTICS)
+_TACTIC_NAME = {t.uid: t.slug for t in TACTICS}
 
 
 def device_json(device: alert_pb2.DeviceRef) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from jsonschema import Draft202012Validator
 from ocsf_json_schema import OcsfJsonSchemaEmbedded, get_ocsf_schema
 from prometheus_client import CollectorRegistry
 
+from master.attack import ATTACK_VERSION, TECHNIQUES
 from master.catalog import CATALOG
 from master.exports import Exporters
-from master.exports.attack import TECHNIQUES
 from master.exports.ocsf import OCSF_VERSION, detection_finding
 from tests.conftest import REPO
 from tests.master.exports.receivers import breach, exports_config
@@ -77,7 +77,7 @@ def test_fields_carry_the_breach() -> None:
     assert info["types"] == ["Device"]
     assert info["attacks"] == [
         {
-            "version": "16",
+            "version": ATTACK_VERSION,
             "technique": {"uid": "T1046", "name": "Network Service Discovery"},
             "tactic": {"uid": "TA0007", "name": "Discovery"},
         }
