@@ -150,6 +150,9 @@ def _escape(text: str) -> str:
     """A string value as Zeek's ASCII writer prints it (see the module docstring)."""
     if not text:
         return EMPTY_FIELD
+    if text.isprintable() and "\\" not in text:
+        # Nearly every value: nothing to escape but a marker.
+        return f"\\x{ord(text[0]):02x}{text[1:]}" if text in (UNSET_FIELD, EMPTY_FIELD) else text
     out = []
     for ch in text:
         code = ord(ch)
