@@ -50,6 +50,7 @@ from sensor.messages import MessageClock, record_messages
 from sensor.protocols.base import ConnContext, ParseError, Session
 from sensor.reassembly import M32, StreamReassembler, seq_diff
 from sensor.registry import Analyzer, Registry
+from sensor.weird import Weird, WeirdLog
 from vigil.config import SensorConfig
 from vigil.sensor.v1 import sensor_pb2
 
@@ -608,6 +609,9 @@ class FlowTable:
         self.registry = registry or Registry()
         self.emit_flow: Emitter = emit_flow or flow_record
         self.count_error: ErrorCounter = error_counter or (lambda proto, reason: None)
+        # Set by the pipeline when weird.log is written: each counted parse error also becomes a weird of
+        # its connection (sampled there).
+        self.weirds: WeirdLog | None = None
         self.rng = random.Random(seed)
         self.conns: dict[tuple[int, ...], Conn] = {}
         # Per timeout class (tcp, udp, other): connections in least-recently-seen order.
@@ -1061,6 +1065,39 @@ class FlowTable:
 
         return emit
 
+    def _errors_of(self, conn: Conn) -> ErrorCounter:
+        """The error counter a session of ``conn`` reports through: the shared one, or, when weird.log is
+        written, one that also knows the connection."""
+        if self.weirds is None:
+            return self.count_error
+
+        def count(protocol: str, reason: str) -> None:
+            self._conn_error(conn, protocol, reason)
+
+        return count
+
+    def _conn_error(self, conn: Conn, protocol: str, reason: str) -> None:
+        """A parse error on ``conn``: counted, and a weird of the connection when weird.log is written."""
+        self.count_error(protocol, reason)
+        weirds = self.weirds
+        if weirds is None or not protocol:
+            return
+        name = f"{protocol.upper()}_{reason}"
+        if not weirds.sampler.take(name, 1, conn.last):
+            return
+        weirds.add(
+            Weird(
+                conn.last,
+                name,
+                protocol.upper(),
+                conn.uid,
+                _addr_text(conn.family, *conn.o_addr),
+                conn.o_port,
+                _addr_text(conn.family, *conn.r_addr),
+                conn.r_port,
+            )
+        )
+
     def _attach_session(self, conn: Conn) -> None:
         if self._claim_announced(conn, conn.start):
             return
@@ -1101,9 +1138,11 @@ class FlowTable:
 
     def _start_session(self, conn: Conn, analyzer: Analyzer) -> None:
         try:
-            conn.session = analyzer.factory(self._context(conn), self._emitter_for(conn), self.count_error)
+            conn.session = analyzer.factory(
+                self._context(conn), self._emitter_for(conn), self._errors_of(conn)
+            )
         except ParseError as exc:
-            self.count_error(exc.protocol, exc.reason)
+            self._conn_error(conn, exc.protocol, exc.reason)
             return
         conn.heuristic_tries = 0
         if hasattr(conn.session, "confirmed"):
@@ -1385,9 +1424,9 @@ class FlowTable:
                     else:
                         self._tcp_deliver(conn, session, io, flags, seq, ts, payload)
             except ParseError as exc:
-                self.count_error(exc.protocol, exc.reason)
+                self._conn_error(conn, exc.protocol, exc.reason)
             except Exception:  # an analyzer bug must not stop the sensor; count and detach it
-                self.count_error(session.protocol, "exception")
+                self._conn_error(conn, session.protocol, "exception")
                 conn.session = None
                 conn.heuristic_tries = 0
             if conn.heuristic_tries < 0 and start != end:
@@ -1420,9 +1459,9 @@ class FlowTable:
             else:
                 self._tcp_deliver(conn, session, io, flags, seq, ts, payload)
         except ParseError as exc:
-            self.count_error(exc.protocol, exc.reason)
+            self._conn_error(conn, exc.protocol, exc.reason)
         except Exception:  # see _feed_sessions
-            self.count_error(session.protocol, "exception")
+            self._conn_error(conn, session.protocol, "exception")
             conn.session = None
 
     def _tcp_deliver(
@@ -1462,9 +1501,9 @@ class FlowTable:
             try:
                 conn.session.finish(conn.last)
             except ParseError as exc:
-                self.count_error(exc.protocol, exc.reason)
+                self._conn_error(conn, exc.protocol, exc.reason)
             except Exception:
-                self.count_error(conn.session.protocol, "exception")
+                self._conn_error(conn, conn.session.protocol, "exception")
             # A protocol that turned into another inside the connection (LDAP StartTLS) names it too.
             for name in getattr(conn.session, "inner_services", ()):
                 if name not in conn.service:

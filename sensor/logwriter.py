@@ -328,6 +328,12 @@ def zeek_logs(
     return out
 
 
+def json_line(row: Row) -> str:
+    """One row as a line of a Zeek JSON log (no newline): compact separators and raw UTF-8, as Zeek's
+    JSON writer emits."""
+    return json.dumps(row, separators=(",", ":"), ensure_ascii=False)
+
+
 class _LogFiles:
     """``<log>.log`` files in one directory, created when their first row arrives."""
 
@@ -339,8 +345,7 @@ class _LogFiles:
         fh = self.files.get(log)
         if fh is None:
             fh = self.files[log] = (self.out / f"{log}.log").open("w", encoding="utf-8")
-        # Compact separators and raw UTF-8, as Zeek's JSON writer emits.
-        fh.write(json.dumps(row, separators=(",", ":"), ensure_ascii=False) + "\n")
+        fh.write(json_line(row) + "\n")
 
     def close(self) -> None:
         for fh in self.files.values():

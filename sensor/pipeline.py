@@ -25,6 +25,7 @@ from sensor.flows import FlowTable
 from sensor.fragments import Reassembler
 from sensor.registry import Registry
 from sensor.tunnels import geneve_inner, vxlan_inner
+from sensor.weird import Weird, WeirdLog
 from vigil.config import SensorConfig
 from vigil.log import get
 from vigil.sensor.v1 import sensor_pb2
@@ -146,12 +147,16 @@ class SensorPipeline:
         analyzers: Registry | None = None,
         metrics_registry: CollectorRegistry | None = None,
         seed: int | None = None,
+        weirds: WeirdLog | None = None,
     ) -> None:
         self.config = config
+        # weird.log's rows (checksum drops here, parse errors in the flow table), when it is written.
+        self.weirds = weirds
         self.metrics = SensorMetrics(
             metrics_registry if metrics_registry is not None else CollectorRegistry()
         )
         self.table = FlowTable(config, analyzers or Registry(), error_counter=self._parse_error, seed=seed)
+        self.table.weirds = weirds
         self._error_children: dict[tuple[str, str], Counter] = {}
         self._flows_counted = 0  # table.flows_emitted already added to the flows metric
         self.fragments = Reassembler(config.fragment_timeout_s) if config.reassemble_fragments else None
@@ -211,6 +216,8 @@ class SensorPipeline:
         for i in np.flatnonzero(counts[1:]).tolist():
             self.metrics.decode_error(i + 1, int(counts[i + 1]))
         newest = float(block.ts.max())
+        if self.weirds is not None and (counts[R_BAD_IP_CHECKSUM] or counts[R_BAD_L4_CHECKSUM]):
+            self._checksum_weirds(block, dec, max(self.now, newest))
         if held is not None and held.size:
             block, dec = self._reassemble(block, dec, held)
         records = self.table.process(block, dec) if len(block) else []
@@ -221,6 +228,34 @@ class SensorPipeline:
         records.extend(self.table.expire(self.now))
         self._account()
         return records
+
+    def _checksum_weirds(self, block: PacketBlock, dec: DecodedBlock, now: float) -> None:
+        """weird.log rows for the packets dropped for a bad checksum, under Zeek's names; only the sampled
+        occurrences are turned into rows, so a flood of them costs a few array operations."""
+        weirds = self.weirds
+        assert weirds is not None
+        ip_bad = np.flatnonzero(dec.reason == R_BAD_IP_CHECKSUM)
+        l4_bad = np.flatnonzero(dec.reason == R_BAD_L4_CHECKSUM)
+        for name, source, idx in (
+            ("bad_IP_checksum", "IP", ip_bad),
+            ("bad_TCP_checksum", "TCP", l4_bad[dec.proto[l4_bad] == PROTO_TCP]),
+            ("bad_UDP_checksum", "UDP", l4_bad[dec.proto[l4_bad] == PROTO_UDP]),
+        ):
+            for k in weirds.sampler.take(name, int(idx.size), now):
+                i = int(idx[k])
+                family = int(dec.family[i])
+                with_ports = int(dec.proto[i]) in (PROTO_TCP, PROTO_UDP)
+                weirds.add(
+                    Weird(
+                        float(block.ts[i]),
+                        name,
+                        source,
+                        orig_h=_sender_text(family, int(dec.src_hi[i]), int(dec.src_lo[i])),
+                        orig_p=int(dec.sport[i]) if with_ports else None,
+                        resp_h=_sender_text(family, int(dec.dst_hi[i]), int(dec.dst_lo[i])),
+                        resp_p=int(dec.dport[i]) if with_ports else None,
+                    )
+                )
 
     def undecodable_since(self, packets_read: int, unsupported: int) -> str | None:
         """Why nothing read since the tallies were (``packets_read``, ``unsupported``) could be decoded;

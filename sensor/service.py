@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from sensor.analyzers import default_registry
 from sensor.capture import CaptureError, PacketBlock
+from sensor.livelogs import LiveZeekLogs, LogDirError
 from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.publisher import BatchPublisher
 from sensor.sources.pcap import PcapSource, capture_problems
@@ -52,11 +53,18 @@ class SensorService:
         self.health = HealthState()
         build_info(self.registry, "sensor")
         replay = replay_id(cfg.sensor)
+        # Zeek logs written as records are produced (sensor.zeek_logs.directory), or none.
+        self.zeek_logs: LiveZeekLogs | None = (
+            LiveZeekLogs(cfg.sensor.zeek_logs, peer=cfg.sensor.sensor_id, registry=self.registry)
+            if cfg.sensor.zeek_logs.directory is not None
+            else None
+        )
         self.pipeline = SensorPipeline(
             cfg.sensor,
             default_registry(),
             metrics_registry=self.registry,
             seed=int(replay, 16) if replay else None,
+            weirds=self.zeek_logs.weirds if self.zeek_logs is not None else None,
         )
         self.publisher = BatchPublisher(
             cfg.sensor,
@@ -101,6 +109,8 @@ class SensorService:
                 self.exit_code = self.exit_code or Exit.INPUT
 
     async def _publish(self, records: list[sensor_pb2.Record]) -> None:
+        if self.zeek_logs is not None:
+            self.zeek_logs.add(records, self.pipeline.now)
         if records:
             await self.publisher.add(records, event_time=self.pipeline.now)
 
@@ -112,6 +122,14 @@ class SensorService:
                     log.error("capture_unusable", problem=problem)
                 self.exit_code = Exit.ENVIRONMENT
                 return
+        if self.zeek_logs is not None:
+            try:
+                self.zeek_logs.start()
+            except LogDirError as exc:
+                log.error("zeek_logs_unusable", problem=str(exc))
+                self.exit_code = Exit.ENVIRONMENT
+                return
+            log.info("zeek_logs", where=self.zeek_logs.describe())
         await self.publisher.start()
         heartbeat = asyncio.create_task(self._heartbeats(stop))
         last_drops = 0
@@ -159,6 +177,8 @@ class SensorService:
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
             await self._publish(self.pipeline.flush())
+            if self.zeek_logs is not None:
+                self.zeek_logs.close(self.pipeline.now)
             if self._tap is not None:
                 self._tap.close()
             await self.publisher.close(drain_timeout_s=self.cfg.sensor.drain_timeout_s)

@@ -4,6 +4,7 @@ killed run, and what a second run on the same data shows."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import signal
 import socket
@@ -78,6 +79,12 @@ def test_stale_files_of_a_killed_run_are_cleaned(short_tmp: Path) -> None:
     assert up.returncode == Exit.OK, out
     assert re.search(rf"breach\s+{re.escape(SCANNER)}\s+Device / Network Scan", out), out
     assert not list((data / "nats" / "ports").glob("*.ports"))
+    # The sensor's Zeek logs, where `vigil up` said they go: rotated when the sensor stopped.
+    zeek = data.resolve() / "zeek-logs"
+    assert f"zeek logs {zeek} (json, rotated every 1 h or at 100 MiB" in out, out
+    conns = [json.loads(line) for p in zeek.glob("conn.*.log") for line in p.read_text().splitlines()]
+    # The scanner's 440 probed services (host, port), as `vigil sensor read` finds them in the capture.
+    assert len({(c["id.resp_h"], c["id.resp_p"]) for c in conns if c["id.orig_h"] == SCANNER}) == 440
 
 
 def test_a_second_run_says_what_it_continues_from_and_fresh_starts_over(short_tmp: Path) -> None:

@@ -225,6 +225,47 @@ class HttpConfig(_Section):
     port: int = Field(default=0, ge=0, le=65535)
 
 
+class ZeekLogsConfig(_Section):
+    """Zeek-format logs written by the live sensor as it runs (sensor/livelogs.py), rotated like Zeek's."""
+
+    # Where conn.log, dns.log, ... are written; None writes none (`vigil up` puts them in its data dir).
+    directory: Path | None = None
+    # "json": Zeek's JSON writer conventions; "tsv": Zeek's tab-separated logs with their header lines.
+    format: Literal["json", "tsv"] = "json"
+    # Rotation by event time, at multiples of this from local midnight as Zeek does (0: never by time).
+    rotate_interval_s: SecondsOrZero = 3600.0
+    # ... and whenever a log file reaches this size.
+    rotate_max_bytes: ByteSize = 100 * 1024**2
+    # Rotated files kept: the oldest are removed (counted) beyond either bound.
+    max_total_bytes: ByteSize = 2 * 1024**3
+    max_files: Count = 10_000
+    # Rotated names: "zeek" as Zeek names them alone (conn.2026-12-07-20-00-00.log), "archiver" as it names
+    # them for zeek-archiver (conn__2026-12-07-20-00-00__2026-12-07-21-00-00__.log).
+    rotated_names: Literal["zeek", "archiver"] = "zeek"
+    # weird.log: checksum drops and protocol parse errors, sampled per name like Zeek's weirds: the first
+    # weird_sampling_threshold of each weird_sampling_duration_s, then every weird_sampling_rate-th.
+    weird: bool = True
+    weird_sampling_threshold: Annotated[int, Field(ge=0, le=10**6)] = 25
+    weird_sampling_rate: Count = 1000
+    weird_sampling_duration_s: Seconds = 600.0
+
+    @model_validator(mode="after")
+    def _bounds_fit(self) -> ZeekLogsConfig:
+        problems = []
+        if self.rotate_max_bytes > self.max_total_bytes:
+            problems.append(
+                (
+                    "rotate_max_bytes",
+                    f"{self.rotate_max_bytes} is larger than max_total_bytes ({self.max_total_bytes}): "
+                    "a single file would break the disk bound",
+                )
+            )
+        if self.directory is not None and self.directory.exists() and not self.directory.is_dir():
+            problems.append(("directory", f"{self.directory}: exists and is not a directory"))
+        _raise_problems(self, problems)
+        return self
+
+
 class SensorConfig(_Section):
     sensor_id: str = "sensor-1"
     site: str = "default"
@@ -276,6 +317,7 @@ class SensorConfig(_Section):
     drain_timeout_s: Annotated[float, Field(ge=0, le=3600)] = 10.0
     heartbeat_interval_s: Seconds = 10.0
     http: HttpConfig = HttpConfig()
+    zeek_logs: ZeekLogsConfig = ZeekLogsConfig()
 
     @model_validator(mode="after")
     def _tap_needs_interface(self) -> SensorConfig:

@@ -87,6 +87,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --pcap: replay paced at X times capture speed (--realtime is X = 1)",
     )
     up.add_argument(
+        "--zeek-logs",
+        type=Path,
+        metavar="DIR",
+        help="write the sensor's rotated Zeek logs (conn.log, ...) here (default DATA_DIR/zeek-logs)",
+    )
+    up.add_argument(
         "--fresh",
         action="store_true",
         help="forget what an earlier run in the data directory learned (its telemetry, models and actions)",
@@ -95,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     sensor = sub.add_parser("sensor", help="run the sensor, or read a capture to logs", parents=common)
     sensor.add_argument("--pcap", type=Path, action="append", default=[], help="capture file(s) to read")
     sensor.add_argument("--interface", help="capture live on this interface (root)")
+    sensor.add_argument(
+        "--zeek-logs",
+        type=Path,
+        metavar="DIR",
+        help="also write Zeek logs (conn.log, dns.log, ..., weird.log), rotated, into DIR",
+    )
     sensor_sub = sensor.add_subparsers(dest="sensor_command")
     read = sensor_sub.add_parser(
         "read", help="decode a capture to Zeek-compatible JSON logs or JSON lines", parents=common
@@ -170,6 +182,8 @@ def _config(args: argparse.Namespace) -> VigilConfig:
         if args.interface:
             set_path(overrides, ["sensor", "source"], "tap")
             set_path(overrides, ["sensor", "interface"], args.interface)
+        if args.zeek_logs:
+            set_path(overrides, ["sensor", "zeek_logs", "directory"], str(args.zeek_logs))
     if args.command == "up":
         if args.realtime or args.speed is not None:
             set_path(overrides, ["sensor", "pcap_realtime"], True)

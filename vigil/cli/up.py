@@ -178,6 +178,10 @@ class DataDir:
         return self.root / "spool"
 
     @property
+    def zeek_logs(self) -> Path:
+        return self.root / "zeek-logs"
+
+    @property
     def responder_state(self) -> Path:
         return self.root / "responder" / "state.json"
 
@@ -436,7 +440,16 @@ class AllInOne:
                 "responder": cfg.responder.model_copy(
                     update={"listen": responder_addr, "state_file": self.data.responder_state}
                 ),
-                "sensor": cfg.sensor.model_copy(update={"spool_dir": self.data.spool}),
+                "sensor": cfg.sensor.model_copy(
+                    update={
+                        "spool_dir": self.data.spool,
+                        "zeek_logs": cfg.sensor.zeek_logs.model_copy(
+                            update={
+                                "directory": (cfg.sensor.zeek_logs.directory or self.data.zeek_logs).resolve()
+                            }
+                        ),
+                    }
+                ),
             }
         )
         self.data.responder_state.parent.mkdir(parents=True, exist_ok=True)
@@ -624,6 +637,8 @@ async def _store_totals(cfg: VigilConfig) -> str:
 async def run(
     cfg: VigilConfig, exit_when_done: bool = False, fresh: bool = False, out: TextIO = sys.stdout
 ) -> int:
+    from sensor.livelogs import describe as describe_zeek_logs
+    from sensor.livelogs import directory_problem
     from sensor.sources.pcap import capture_problems
 
     # That there is something to read is checked with the other flags (vigil/cli/__init__.py: _check_source).
@@ -635,6 +650,9 @@ async def run(
         raise UserError("the nftables backend needs root; use --backend dryrun")
     data = DataDir(cfg.up.data_dir.resolve())
     prepare(data)
+    problem = directory_problem(cfg.sensor.zeek_logs.directory or data.zeek_logs)
+    if problem:
+        raise UserError(f"zeek logs: {problem}")
     lock = DataDirLock(data)
     lock.acquire()
     view = LiveView(out)
@@ -684,6 +702,7 @@ async def run(
             else cfg.sensor.interface
         )
         view.line("vigil", f"sensor reading {source}; responder backend {cfg.responder.backend}")
+        view.line("vigil", f"zeek logs {describe_zeek_logs(effective.sensor.zeek_logs)}")
         code = await run.supervise(cfg_path)
         return code
     except DependencyError as exc:
