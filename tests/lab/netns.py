@@ -285,6 +285,20 @@ def in_private_netns_names(module: str, argv: Sequence[str], timeout_s: float | 
     ).returncode
 
 
+def wait_until_still(path: Path, still_s: float = 1.0, limit_s: float = 20.0) -> None:
+    """Return once ``path``'s size has not changed for ``still_s`` seconds, or after ``limit_s``: tcpdump
+    writes what the kernel handed it, lags on a loaded machine, and a stop drops what it had not read."""
+    deadline = time.monotonic() + limit_s
+    size, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        now_size = path.stat().st_size if path.exists() else -1
+        if now_size != size:
+            size, since = now_size, time.monotonic()
+        elif time.monotonic() - since >= still_s:
+            return
+        time.sleep(0.1)
+
+
 @contextlib.contextmanager
 def bridge_capture(
     built: Lab, out: Path, snaplen: int = 0, bridge: str = "br-a", settle_s: float = 1.5
@@ -314,6 +328,7 @@ def bridge_capture(
     try:
         yield out
         time.sleep(settle_s)
+        wait_until_still(pcap)
     finally:
         dump.terminate()
         dump.wait(timeout=10)

@@ -26,6 +26,7 @@ from sensor.logwriter import pipeline_records
 from sensor.protocols.base import ParseError
 from sensor.protocols.smb import parser as p
 from tests.conftest import CORPUS
+from tests.lab.netns import wait_until_still
 from vigil.config import SensorConfig
 from vigil.flow.v1 import smb_pb2
 
@@ -318,10 +319,23 @@ def samba_capture() -> Iterator[Path]:
                     pytest.skip("smbd did not start listening")
                 time.sleep(0.2)
             time.sleep(0.5)  # tcpdump's socket is open by now; a missed first SYN would only cost flags
+            smbclient = [*ex, "smbclient", "//127.0.0.1/data", "-s", str(client), "-t", "20", "-c", "ls"]
             for args, _mech in ATTEMPTS:
-                smbclient = [*ex, "smbclient", "//127.0.0.1/data", "-s", str(client), "-t", "5", "-c", "ls"]
-                subprocess.run([*smbclient, *args], capture_output=True, timeout=30)
-            time.sleep(0.5)
+                # On a loaded machine a client can time out before its session setup; that attempt is
+                # made again (a few times at most) so the capture holds every logon the test asks for.
+                for _try in range(3):
+                    done = subprocess.run([*smbclient, *args], capture_output=True, timeout=60)
+                    said = done.stdout + done.stderr
+                    if not any(
+                        m in said
+                        for m in (
+                            b"NT_STATUS_IO_TIMEOUT",
+                            b"NT_STATUS_CONNECTION_REFUSED",
+                            b"failed (Error NT_STATUS",
+                        )
+                    ):
+                        break
+            wait_until_still(out)
             for proc in reversed(procs):
                 _stop(proc)
         yield out
