@@ -571,6 +571,53 @@ class ResponderConfig(_Section):
     tls: TlsConfig = TlsConfig()
 
 
+class ConsoleTokenConfig(_Section):
+    """One bearer token of the console API: who holds it (the actor its changes are audited under) and what
+    it may do. Give the token itself, or only its SHA-256 (hex) so the file never holds it in clear."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._@-]+$")
+    # "read": every list and get; "operator": also confirm, extend, clear, acknowledge, suppress.
+    role: Literal["read", "operator"]
+    token: SecretStr | None = None
+    token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ConsoleTokenConfig:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError(f"token {self.name!r}: set exactly one of token and token_sha256")
+        if self.token is not None and len(self.token.get_secret_value()) < 16:
+            raise ValueError(f"token {self.name!r}: shorter than 16 characters (guessable)")
+        return self
+
+
+class ConsoleConfig(_Section):
+    """The operator's API (console/): ConsoleService over gRPC and the same operations as HTTP/JSON."""
+
+    grpc_listen: str = "127.0.0.1:50052"
+    # The HTTP/JSON API and its OpenAPI document (/openapi.json).
+    http_listen: str = "127.0.0.1:8480"
+    # Server side of mutual TLS for the gRPC port, as for the responder.
+    tls: TlsConfig = TlsConfig()
+    # Without any token every request is refused (401): the API has no anonymous access.
+    tokens: list[ConsoleTokenConfig] = Field(default_factory=list)
+    # /metrics, /healthz and /readyz of the console service.
+    http: HttpConfig = HttpConfig()
+
+    @field_validator("grpc_listen", "http_listen")
+    @classmethod
+    def _valid_listen(cls, value: str) -> str:
+        return check_address(value, lowest_port=0)
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique_names(cls, value: list[ConsoleTokenConfig]) -> list[ConsoleTokenConfig]:
+        names = [t.name for t in value]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"token names must be unique (the audit names the actor): {', '.join(repeated)}")
+        return value
+
+
 class LogConfig(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["json", "console"] = "json"
@@ -586,6 +633,7 @@ class VigilConfig(_Section):
     sensor: SensorConfig = SensorConfig()
     master: MasterConfig = MasterConfig()
     responder: ResponderConfig = ResponderConfig()
+    console: ConsoleConfig = ConsoleConfig()
     log: LogConfig = LogConfig()
     up: UpConfig = UpConfig()
 

@@ -1,10 +1,11 @@
 """The `vigil` command: one entry point for every service and tool.
 
-vigil up        all-in-one: embedded nats-server + Valkey, then sensor, master, responder
+vigil up        all-in-one: embedded nats-server + Valkey, then sensor, master, responder, console
 vigil sensor    the sensor service (pcap files or a live tap)
 vigil sensor read CAPTURE --format zeek-json|jsonl --out DIR
 vigil master    the master service
 vigil responder the responder service
+vigil console   the operator's API (gRPC ConsoleService and HTTP/JSON with /openapi.json)
 vigil analyze   offline: captures -> breaches and the actions policy would take
 vigil models    the model catalog: what makes each model breach, and the response
 vigil eval      offline: scenario captures + truth files -> recall, precision, time to detect, false positives
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("master", help="run the master", parents=common)
     responder = sub.add_parser("responder", help="run the responder", parents=common)
     responder.add_argument("--backend", choices=["dryrun", "nftables"])
+    sub.add_parser(
+        "console", help="run the operator's API (gRPC and HTTP/JSON) on the master's store", parents=common
+    )
 
     analyze = sub.add_parser("analyze", help="offline: captures -> breaches and actions", parents=common)
     analyze.add_argument("captures", type=Path, nargs="+")
@@ -228,6 +232,8 @@ def _run(args: argparse.Namespace, cfg: VigilConfig) -> int:
         return asyncio.run(wiring.master(cfg))
     if args.command == "responder":
         return asyncio.run(wiring.responder(cfg))
+    if args.command == "console":
+        return asyncio.run(wiring.console(cfg))
     if args.command == "analyze":
         return wiring.analyze(cfg, args.captures, as_json=args.json, learn=args.learn)
     if args.command == "models":

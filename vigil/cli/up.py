@@ -383,6 +383,9 @@ def _reveal(cfg: VigilConfig) -> dict[str, Any]:
     tree: dict[str, Any] = json.loads(cfg.model_dump_json())
     if cfg.nats.password is not None:
         tree["nats"]["password"] = cfg.nats.password.get_secret_value()
+    for item, token in zip(tree["console"]["tokens"], cfg.console.tokens, strict=True):
+        if token.token is not None:
+            item["token"] = token.token.get_secret_value()
     return tree
 
 
@@ -430,10 +433,15 @@ class AllInOne:
         self.servers.append(valkey)
         return first.url, f"unix://{sock}"
 
-    def write_config(self, nats_url: str, redis_url: str, responder_addr: str) -> Path:
+    def write_config(
+        self, nats_url: str, redis_url: str, responder_addr: str, console_addrs: tuple[str, str]
+    ) -> Path:
         cfg = self.cfg
         self.effective = cfg.model_copy(
             update={
+                "console": cfg.console.model_copy(
+                    update={"grpc_listen": console_addrs[0], "http_listen": console_addrs[1]}
+                ),
                 "nats": cfg.nats.model_copy(update={"url": nats_url}),
                 "redis": cfg.redis.model_copy(update={"url": redis_url}),
                 "master": cfg.master.model_copy(update={"responder_address": responder_addr}),
@@ -669,10 +677,18 @@ async def run(
         had_state = data.has_state()
         nats_url, redis_url = run.start_servers()
         responder_addr = f"127.0.0.1:{_free_port()}"
-        cfg_path = run.write_config(nats_url, redis_url, responder_addr)
+        console_addrs = (f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}")
+        cfg_path = run.write_config(nats_url, redis_url, responder_addr, console_addrs)
         effective = run.effective
         assert effective is not None
         view.line("vigil", f"nats-server {nats_url}  valkey {redis_url}  logs {data.logs}")
+        tokens = (
+            f"{len(cfg.console.tokens)} token(s)" if cfg.console.tokens else "no tokens: set console.tokens"
+        )
+        view.line(
+            "vigil",
+            f"console grpc {console_addrs[0]}  http http://{console_addrs[1]} (/openapi.json; {tokens})",
+        )
         if had_state:
             known = await _store_totals(effective)
             view.line(
@@ -682,6 +698,7 @@ async def run(
             )
         run.services["responder"] = Service("responder", spawn("responder", cfg_path, data.logs))
         run.services["master"] = Service("master", spawn("master", cfg_path, data.logs))
+        run.services["console"] = Service("console", spawn("console", cfg_path, data.logs))
         run.nc = await asyncio.wait_for(bus.connect(effective.nats, "vigil-up"), 10.0)
 
         async def on_breach(msg: Msg) -> None:

@@ -48,6 +48,13 @@ async def responder(cfg: VigilConfig) -> int:
     return 0
 
 
+async def console(cfg: VigilConfig) -> int:
+    from console.service import serve
+
+    await serve(cfg)
+    return 0
+
+
 def analyze(cfg: VigilConfig, captures: Sequence[Path], as_json: bool, learn: Sequence[Path] = ()) -> int:
     from vigil.cli.offline import analyze_captures
 

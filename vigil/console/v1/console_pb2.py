@@ -28,7 +28,7 @@ from vigil.alert.v1 import alert_pb2 as vigil_dot_alert_dot_v1_dot_alert__pb2
 from vigil.responder.v1 import responder_pb2 as vigil_dot_responder_dot_v1_dot_responder__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evigil/console/v1/console.proto\x12\x10vigil.console.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avigil/alert/v1/alert.proto\x1a\"vigil/responder/v1/responder.proto\"\xc4\x01\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66lows_count\x18\x07 \x01(\x04\";\n\x12ListDevicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x13ListDevicesResponse\x12)\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x18.vigil.console.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x7f\n\x13ListBreachesRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\"^\n\x14ListBreachesResponse\x12-\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x1b.vigil.alert.v1.ModelBreach\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"=\n\x14ListIncidentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListIncidentsResponse\x12+\n\tincidents\x18\x01 \x03(\x0b\x32\x18.vigil.alert.v1.Incident\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12ListActionsRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\"H\n\x13ListActionsResponse\x12\x31\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32 .vigil.responder.v1.ActionStatus\"9\n\x14\x43onfirmActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"I\n\x15\x43onfirmActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\"f\n\x13\x45xtendActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12,\n\textension\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x03 \x01(\t\"H\n\x14\x45xtendActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\"7\n\x12\x43learActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"G\n\x13\x43learActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\"0\n\x12\x41\x63knowledgeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x41\x63knowledgeResponse\"p\n\x0fSuppressRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"*\n\x10SuppressResponse\x12\x16\n\x0esuppression_id\x18\x01 \x01(\t2\xd5\x06\n\x0e\x43onsoleService\x12Z\n\x0bListDevices\x12$.vigil.console.v1.ListDevicesRequest\x1a%.vigil.console.v1.ListDevicesResponse\x12]\n\x0cListBreaches\x12%.vigil.console.v1.ListBreachesRequest\x1a&.vigil.console.v1.ListBreachesResponse\x12`\n\rListIncidents\x12&.vigil.console.v1.ListIncidentsRequest\x1a\'.vigil.console.v1.ListIncidentsResponse\x12Z\n\x0bListActions\x12$.vigil.console.v1.ListActionsRequest\x1a%.vigil.console.v1.ListActionsResponse\x12`\n\rConfirmAction\x12&.vigil.console.v1.ConfirmActionRequest\x1a\'.vigil.console.v1.ConfirmActionResponse\x12]\n\x0c\x45xtendAction\x12%.vigil.console.v1.ExtendActionRequest\x1a&.vigil.console.v1.ExtendActionResponse\x12Z\n\x0b\x43learAction\x12$.vigil.console.v1.ClearActionRequest\x1a%.vigil.console.v1.ClearActionResponse\x12Z\n\x0b\x41\x63knowledge\x12$.vigil.console.v1.AcknowledgeRequest\x1a%.vigil.console.v1.AcknowledgeResponse\x12Q\n\x08Suppress\x12!.vigil.console.v1.SuppressRequest\x1a\".vigil.console.v1.SuppressResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1evigil/console/v1/console.proto\x12\x10vigil.console.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1avigil/alert/v1/alert.proto\x1a\"vigil/responder/v1/responder.proto\"\x99\x02\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\n\n\x02ip\x18\x02 \x01(\t\x12\x0b\n\x03mac\x18\x03 \x01(\t\x12\x10\n\x08hostname\x18\x04 \x01(\t\x12\x33\n\x0f\x66irst_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0b\x66lows_count\x18\x07 \x01(\x04\x12\x0b\n\x03ips\x18\x08 \x03(\t\x12\x0c\n\x04tags\x18\t \x03(\t\x12\x38\n\x0fpattern_of_life\x18\n \x01(\x0b\x32\x1f.vigil.console.v1.PatternOfLife\"\xc4\x01\n\tUsualPeer\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x19\n\x11\x63onnections_count\x18\x02 \x01(\x04\x12\x12\n\nmean_bytes\x18\x03 \x01(\x01\x12\x33\n\x0f\x66irst_seen_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_seen_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05hours\x18\x06 \x03(\r\"P\n\x0bUsualVolume\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x17\n\x0fmean_per_window\x18\x02 \x01(\x01\x12\x17\n\x0fwindows_learned\x18\x03 \x01(\x01\"\xab\x01\n\rPatternOfLife\x12\x30\n\x0busual_peers\x18\x01 \x03(\x0b\x32\x1b.vigil.console.v1.UsualPeer\x12\x14\n\x0c\x61\x63tive_hours\x18\x03 \x03(\r\x12\x34\n\rusual_volumes\x18\x04 \x03(\x0b\x32\x1d.vigil.console.v1.UsualVolume\x12\x16\n\x0ewindow_seconds\x18\x05 \x01(\x01J\x04\x08\x02\x10\x03\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"=\n\x11GetDeviceResponse\x12(\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x18.vigil.console.v1.Device\";\n\x12ListDevicesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"Y\n\x13ListDevicesResponse\x12)\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x18.vigil.console.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xf0\x01\n\x13ListBreachesRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12.\n\nsince_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x14\n\x0cmin_severity\x18\x06 \x01(\t\x12.\n\nuntil_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12include_suppressed\x18\x08 \x01(\x08\"\x7f\n\x14ListBreachesResponse\x12-\n\x08\x62reaches\x18\x01 \x03(\x0b\x32\x1b.vigil.alert.v1.ModelBreach\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x1f\n\x17\x61\x63knowledged_breach_ids\x18\x03 \x03(\t\"m\n\x14ListIncidentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\x12.\n\x06status\x18\x03 \x01(\x0e\x32\x1e.vigil.alert.v1.IncidentStatus\")\n\x12GetIncidentRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\"A\n\x13GetIncidentResponse\x12*\n\x08incident\x18\x01 \x01(\x0b\x32\x18.vigil.alert.v1.Incident\"o\n\x18SetIncidentStatusRequest\x12\x13\n\x0bincident_id\x18\x01 \x01(\t\x12.\n\x06status\x18\x02 \x01(\x0e\x32\x1e.vigil.alert.v1.IncidentStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\"G\n\x19SetIncidentStatusResponse\x12*\n\x08incident\x18\x01 \x01(\x0b\x32\x18.vigil.alert.v1.Incident\"]\n\x15ListIncidentsResponse\x12+\n\tincidents\x18\x01 \x03(\x0b\x32\x18.vigil.alert.v1.Incident\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\x12ListActionsRequest\x12\x18\n\x10include_inactive\x18\x01 \x01(\x08\"y\n\x0c\x41\x63tionRecord\x12*\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x1a.vigil.responder.v1.Action\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04mode\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x10\n\x08\x61ttempts\x18\x05 \x01(\r\"y\n\x13ListActionsResponse\x12\x31\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32 .vigil.responder.v1.ActionStatus\x12/\n\x07records\x18\x02 \x03(\x0b\x32\x1e.vigil.console.v1.ActionRecord\"9\n\x14\x43onfirmActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"y\n\x15\x43onfirmActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\x12.\n\x06record\x18\x02 \x01(\x0b\x32\x1e.vigil.console.v1.ActionRecord\"f\n\x13\x45xtendActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12,\n\textension\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x03 \x01(\t\"x\n\x14\x45xtendActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\x12.\n\x06record\x18\x02 \x01(\x0b\x32\x1e.vigil.console.v1.ActionRecord\"7\n\x12\x43learActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"w\n\x13\x43learActionResponse\x12\x30\n\x06status\x18\x01 \x01(\x0b\x32 .vigil.responder.v1.ActionStatus\x12.\n\x06record\x18\x02 \x01(\x0b\x32\x1e.vigil.console.v1.ActionRecord\"0\n\x12\x41\x63knowledgeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x15\n\x13\x41\x63knowledgeResponse\"p\n\x0fSuppressRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tdevice_id\x18\x02 \x01(\t\x12+\n\x08\x64uration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06reason\x18\x04 \x01(\t\"*\n\x10SuppressResponse\x12\x16\n\x0esuppression_id\x18\x01 \x01(\t\"9\n\x10ListAuditRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"\xa4\x01\n\nAuditEntry\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\toperation\x18\x04 \x01(\t\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12\x0f\n\x07outcome\x18\x07 \x01(\t\x12\x0b\n\x03via\x18\x08 \x01(\t\"[\n\x11ListAuditResponse\x12-\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1c.vigil.console.v1.AuditEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xcb\t\n\x0e\x43onsoleService\x12Z\n\x0bListDevices\x12$.vigil.console.v1.ListDevicesRequest\x1a%.vigil.console.v1.ListDevicesResponse\x12T\n\tGetDevice\x12\".vigil.console.v1.GetDeviceRequest\x1a#.vigil.console.v1.GetDeviceResponse\x12]\n\x0cListBreaches\x12%.vigil.console.v1.ListBreachesRequest\x1a&.vigil.console.v1.ListBreachesResponse\x12`\n\rListIncidents\x12&.vigil.console.v1.ListIncidentsRequest\x1a\'.vigil.console.v1.ListIncidentsResponse\x12Z\n\x0bGetIncident\x12$.vigil.console.v1.GetIncidentRequest\x1a%.vigil.console.v1.GetIncidentResponse\x12l\n\x11SetIncidentStatus\x12*.vigil.console.v1.SetIncidentStatusRequest\x1a+.vigil.console.v1.SetIncidentStatusResponse\x12Z\n\x0bListActions\x12$.vigil.console.v1.ListActionsRequest\x1a%.vigil.console.v1.ListActionsResponse\x12`\n\rConfirmAction\x12&.vigil.console.v1.ConfirmActionRequest\x1a\'.vigil.console.v1.ConfirmActionResponse\x12]\n\x0c\x45xtendAction\x12%.vigil.console.v1.ExtendActionRequest\x1a&.vigil.console.v1.ExtendActionResponse\x12Z\n\x0b\x43learAction\x12$.vigil.console.v1.ClearActionRequest\x1a%.vigil.console.v1.ClearActionResponse\x12Z\n\x0b\x41\x63knowledge\x12$.vigil.console.v1.AcknowledgeRequest\x1a%.vigil.console.v1.AcknowledgeResponse\x12Q\n\x08Suppress\x12!.vigil.console.v1.SuppressRequest\x1a\".vigil.console.v1.SuppressResponse\x12T\n\tListAudit\x12\".vigil.console.v1.ListAuditRequest\x1a#.vigil.console.v1.ListAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,43 +36,69 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.console.v1.console_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEVICE']._serialized_start=182
-  _globals['_DEVICE']._serialized_end=378
-  _globals['_LISTDEVICESREQUEST']._serialized_start=380
-  _globals['_LISTDEVICESREQUEST']._serialized_end=439
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=441
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=530
-  _globals['_LISTBREACHESREQUEST']._serialized_start=532
-  _globals['_LISTBREACHESREQUEST']._serialized_end=659
-  _globals['_LISTBREACHESRESPONSE']._serialized_start=661
-  _globals['_LISTBREACHESRESPONSE']._serialized_end=755
-  _globals['_LISTINCIDENTSREQUEST']._serialized_start=757
-  _globals['_LISTINCIDENTSREQUEST']._serialized_end=818
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=820
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=913
-  _globals['_LISTACTIONSREQUEST']._serialized_start=915
-  _globals['_LISTACTIONSREQUEST']._serialized_end=961
-  _globals['_LISTACTIONSRESPONSE']._serialized_start=963
-  _globals['_LISTACTIONSRESPONSE']._serialized_end=1035
-  _globals['_CONFIRMACTIONREQUEST']._serialized_start=1037
-  _globals['_CONFIRMACTIONREQUEST']._serialized_end=1094
-  _globals['_CONFIRMACTIONRESPONSE']._serialized_start=1096
-  _globals['_CONFIRMACTIONRESPONSE']._serialized_end=1169
-  _globals['_EXTENDACTIONREQUEST']._serialized_start=1171
-  _globals['_EXTENDACTIONREQUEST']._serialized_end=1273
-  _globals['_EXTENDACTIONRESPONSE']._serialized_start=1275
-  _globals['_EXTENDACTIONRESPONSE']._serialized_end=1347
-  _globals['_CLEARACTIONREQUEST']._serialized_start=1349
-  _globals['_CLEARACTIONREQUEST']._serialized_end=1404
-  _globals['_CLEARACTIONRESPONSE']._serialized_start=1406
-  _globals['_CLEARACTIONRESPONSE']._serialized_end=1477
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1479
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1527
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1529
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1550
-  _globals['_SUPPRESSREQUEST']._serialized_start=1552
-  _globals['_SUPPRESSREQUEST']._serialized_end=1664
-  _globals['_SUPPRESSRESPONSE']._serialized_start=1666
-  _globals['_SUPPRESSRESPONSE']._serialized_end=1708
-  _globals['_CONSOLESERVICE']._serialized_start=1711
-  _globals['_CONSOLESERVICE']._serialized_end=2564
+  _globals['_DEVICE']._serialized_end=463
+  _globals['_USUALPEER']._serialized_start=466
+  _globals['_USUALPEER']._serialized_end=662
+  _globals['_USUALVOLUME']._serialized_start=664
+  _globals['_USUALVOLUME']._serialized_end=744
+  _globals['_PATTERNOFLIFE']._serialized_start=747
+  _globals['_PATTERNOFLIFE']._serialized_end=918
+  _globals['_GETDEVICEREQUEST']._serialized_start=920
+  _globals['_GETDEVICEREQUEST']._serialized_end=957
+  _globals['_GETDEVICERESPONSE']._serialized_start=959
+  _globals['_GETDEVICERESPONSE']._serialized_end=1020
+  _globals['_LISTDEVICESREQUEST']._serialized_start=1022
+  _globals['_LISTDEVICESREQUEST']._serialized_end=1081
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=1083
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=1172
+  _globals['_LISTBREACHESREQUEST']._serialized_start=1175
+  _globals['_LISTBREACHESREQUEST']._serialized_end=1415
+  _globals['_LISTBREACHESRESPONSE']._serialized_start=1417
+  _globals['_LISTBREACHESRESPONSE']._serialized_end=1544
+  _globals['_LISTINCIDENTSREQUEST']._serialized_start=1546
+  _globals['_LISTINCIDENTSREQUEST']._serialized_end=1655
+  _globals['_GETINCIDENTREQUEST']._serialized_start=1657
+  _globals['_GETINCIDENTREQUEST']._serialized_end=1698
+  _globals['_GETINCIDENTRESPONSE']._serialized_start=1700
+  _globals['_GETINCIDENTRESPONSE']._serialized_end=1765
+  _globals['_SETINCIDENTSTATUSREQUEST']._serialized_start=1767
+  _globals['_SETINCIDENTSTATUSREQUEST']._serialized_end=1878
+  _globals['_SETINCIDENTSTATUSRESPONSE']._serialized_start=1880
+  _globals['_SETINCIDENTSTATUSRESPONSE']._serialized_end=1951
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=1953
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=2046
+  _globals['_LISTACTIONSREQUEST']._serialized_start=2048
+  _globals['_LISTACTIONSREQUEST']._serialized_end=2094
+  _globals['_ACTIONRECORD']._serialized_start=2096
+  _globals['_ACTIONRECORD']._serialized_end=2217
+  _globals['_LISTACTIONSRESPONSE']._serialized_start=2219
+  _globals['_LISTACTIONSRESPONSE']._serialized_end=2340
+  _globals['_CONFIRMACTIONREQUEST']._serialized_start=2342
+  _globals['_CONFIRMACTIONREQUEST']._serialized_end=2399
+  _globals['_CONFIRMACTIONRESPONSE']._serialized_start=2401
+  _globals['_CONFIRMACTIONRESPONSE']._serialized_end=2522
+  _globals['_EXTENDACTIONREQUEST']._serialized_start=2524
+  _globals['_EXTENDACTIONREQUEST']._serialized_end=2626
+  _globals['_EXTENDACTIONRESPONSE']._serialized_start=2628
+  _globals['_EXTENDACTIONRESPONSE']._serialized_end=2748
+  _globals['_CLEARACTIONREQUEST']._serialized_start=2750
+  _globals['_CLEARACTIONREQUEST']._serialized_end=2805
+  _globals['_CLEARACTIONRESPONSE']._serialized_start=2807
+  _globals['_CLEARACTIONRESPONSE']._serialized_end=2926
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=2928
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=2976
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=2978
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=2999
+  _globals['_SUPPRESSREQUEST']._serialized_start=3001
+  _globals['_SUPPRESSREQUEST']._serialized_end=3113
+  _globals['_SUPPRESSRESPONSE']._serialized_start=3115
+  _globals['_SUPPRESSRESPONSE']._serialized_end=3157
+  _globals['_LISTAUDITREQUEST']._serialized_start=3159
+  _globals['_LISTAUDITREQUEST']._serialized_end=3216
+  _globals['_AUDITENTRY']._serialized_start=3219
+  _globals['_AUDITENTRY']._serialized_end=3383
+  _globals['_LISTAUDITRESPONSE']._serialized_start=3385
+  _globals['_LISTAUDITRESPONSE']._serialized_end=3476
+  _globals['_CONSOLESERVICE']._serialized_start=3479
+  _globals['_CONSOLESERVICE']._serialized_end=4706
 # @@protoc_insertion_point(module_scope)

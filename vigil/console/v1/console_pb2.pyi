@@ -33,6 +33,9 @@ class Device(_message.Message):
     FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
     FLOWS_COUNT_FIELD_NUMBER: _builtins.int
+    IPS_FIELD_NUMBER: _builtins.int
+    TAGS_FIELD_NUMBER: _builtins.int
+    PATTERN_OF_LIFE_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     ip: _builtins.str
     mac: _builtins.str
@@ -42,6 +45,16 @@ class Device(_message.Message):
     def first_seen_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ips(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every address the device has held (newest last seen first) and its tags (vendor, role)."""
+
+    @_builtins.property
+    def tags(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def pattern_of_life(self) -> Global___PatternOfLife:
+        """What the master has learned is usual for it; set by GetDevice and ListDevices alike."""
+
     def __init__(
         self,
         *,
@@ -52,14 +65,161 @@ class Device(_message.Message):
         first_seen_time: _timestamp_pb2.Timestamp | None = ...,
         last_seen_time: _timestamp_pb2.Timestamp | None = ...,
         flows_count: _builtins.int = ...,
+        ips: _abc.Iterable[_builtins.str] | None = ...,
+        tags: _abc.Iterable[_builtins.str] | None = ...,
+        pattern_of_life: Global___PatternOfLife | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "last_seen_time", b"last_seen_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "last_seen_time", b"last_seen_time", "pattern_of_life", b"pattern_of_life"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "first_seen_time", b"first_seen_time", "flows_count", b"flows_count", "hostname", b"hostname", "ip", b"ip", "last_seen_time", b"last_seen_time", "mac", b"mac"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "first_seen_time", b"first_seen_time", "flows_count", b"flows_count", "hostname", b"hostname", "ip", b"ip", "ips", b"ips", "last_seen_time", b"last_seen_time", "mac", b"mac", "pattern_of_life", b"pattern_of_life", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Device: _TypeAlias = Device  # noqa: Y015
+
+@_typing.final
+class UsualPeer(_message.Message):
+    """One endpoint the device keeps talking to, from the master's per-device connection series."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENDPOINT_FIELD_NUMBER: _builtins.int
+    CONNECTIONS_COUNT_FIELD_NUMBER: _builtins.int
+    MEAN_BYTES_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    HOURS_FIELD_NUMBER: _builtins.int
+    endpoint: _builtins.str
+    """"flow:<ip>", "http:<host>" or "c2:<ip>": the series the master keeps, as it names them."""
+    connections_count: _builtins.int
+    mean_bytes: _builtins.float
+    """Mean bytes of one connection or response of the series."""
+    @_builtins.property
+    def first_seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def hours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Hours of the day (0-23, UTC) the series was seen in."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: _builtins.str = ...,
+        connections_count: _builtins.int = ...,
+        mean_bytes: _builtins.float = ...,
+        first_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        last_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        hours: _abc.Iterable[_builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen_time", b"first_seen_time", "last_seen_time", b"last_seen_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connections_count", b"connections_count", "endpoint", b"endpoint", "first_seen_time", b"first_seen_time", "hours", b"hours", "last_seen_time", b"last_seen_time", "mean_bytes", b"mean_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsualPeer: _TypeAlias = UsualPeer  # noqa: Y015
+
+@_typing.final
+class UsualVolume(_message.Message):
+    """A behaviour the count models learn per event-time window (master.window_s)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEATURE_FIELD_NUMBER: _builtins.int
+    MEAN_PER_WINDOW_FIELD_NUMBER: _builtins.int
+    WINDOWS_LEARNED_FIELD_NUMBER: _builtins.int
+    feature: _builtins.str
+    """The count feature, e.g. "distinct_internal_destinations", "external_upload_kib"."""
+    mean_per_window: _builtins.float
+    """The device's learned mean per window (the gamma belief's mean), and how many windows it is worth."""
+    windows_learned: _builtins.float
+    def __init__(
+        self,
+        *,
+        feature: _builtins.str = ...,
+        mean_per_window: _builtins.float = ...,
+        windows_learned: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["feature", b"feature", "mean_per_window", b"mean_per_window", "windows_learned", b"windows_learned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsualVolume: _TypeAlias = UsualVolume  # noqa: Y015
+
+@_typing.final
+class PatternOfLife(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USUAL_PEERS_FIELD_NUMBER: _builtins.int
+    ACTIVE_HOURS_FIELD_NUMBER: _builtins.int
+    USUAL_VOLUMES_FIELD_NUMBER: _builtins.int
+    WINDOW_SECONDS_FIELD_NUMBER: _builtins.int
+    window_seconds: _builtins.float
+    @_builtins.property
+    def usual_peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsualPeer]: ...
+    @_builtins.property
+    def active_hours(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Hours of the day (0-23, UTC) the device is usually active in: the union of its peers' hours."""
+
+    @_builtins.property
+    def usual_volumes(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsualVolume]: ...
+    def __init__(
+        self,
+        *,
+        usual_peers: _abc.Iterable[Global___UsualPeer] | None = ...,
+        active_hours: _abc.Iterable[_builtins.int] | None = ...,
+        usual_volumes: _abc.Iterable[Global___UsualVolume] | None = ...,
+        window_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active_hours", b"active_hours", "usual_peers", b"usual_peers", "usual_volumes", b"usual_volumes", "window_seconds", b"window_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PatternOfLife: _TypeAlias = PatternOfLife  # noqa: Y015
+
+@_typing.final
+class GetDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceRequest: _TypeAlias = GetDeviceRequest  # noqa: Y015
+
+@_typing.final
+class GetDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceResponse: _TypeAlias = GetDeviceResponse  # noqa: Y015
 
 @_typing.final
 class ListDevicesRequest(_message.Message):
@@ -108,17 +268,32 @@ Global___ListDevicesResponse: _TypeAlias = ListDevicesResponse  # noqa: Y015
 
 @_typing.final
 class ListBreachesRequest(_message.Message):
+    """Filters combine (all must hold); an unset one does not filter. Newest breaches first."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     DEVICE_ID_FIELD_NUMBER: _builtins.int
     SINCE_TIME_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MIN_SEVERITY_FIELD_NUMBER: _builtins.int
+    UNTIL_TIME_FIELD_NUMBER: _builtins.int
+    INCLUDE_SUPPRESSED_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     page_size: _builtins.int
     page_token: _builtins.str
+    model: _builtins.str
+    min_severity: _builtins.str
+    """"low", "medium", "high" or "critical": that band and above."""
+    include_suppressed: _builtins.bool
+    """Suppressed breaches are hidden unless this is set."""
     @_builtins.property
-    def since_time(self) -> _timestamp_pb2.Timestamp: ...
+    def since_time(self) -> _timestamp_pb2.Timestamp:
+        """Event time of the breach at or after since_time and before until_time."""
+
+    @_builtins.property
+    def until_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -126,10 +301,14 @@ class ListBreachesRequest(_message.Message):
         since_time: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        model: _builtins.str = ...,
+        min_severity: _builtins.str = ...,
+        until_time: _timestamp_pb2.Timestamp | None = ...,
+        include_suppressed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since_time", b"since_time", "until_time", b"until_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "page_size", b"page_size", "page_token", b"page_token", "since_time", b"since_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "include_suppressed", b"include_suppressed", "min_severity", b"min_severity", "model", b"model", "page_size", b"page_size", "page_token", b"page_token", "since_time", b"since_time", "until_time", b"until_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -141,18 +320,24 @@ class ListBreachesResponse(_message.Message):
 
     BREACHES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_BREACH_IDS_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     @_builtins.property
     def breaches(self) -> _containers.RepeatedCompositeFieldContainer[_alert_pb2.ModelBreach]: ...
+    @_builtins.property
+    def acknowledged_breach_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Of the breaches listed, those an operator acknowledged."""
+
     def __init__(
         self,
         *,
         breaches: _abc.Iterable[_alert_pb2.ModelBreach] | None = ...,
         next_page_token: _builtins.str = ...,
+        acknowledged_breach_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["breaches", b"breaches", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_breach_ids", b"acknowledged_breach_ids", "breaches", b"breaches", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -164,21 +349,109 @@ class ListIncidentsRequest(_message.Message):
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     page_token: _builtins.str
+    status: _alert_pb2.IncidentStatus.ValueType
+    """Only incidents with this status (unset: every status)."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        status: _alert_pb2.IncidentStatus.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListIncidentsRequest: _TypeAlias = ListIncidentsRequest  # noqa: Y015
+
+@_typing.final
+class GetIncidentRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIncidentRequest: _TypeAlias = GetIncidentRequest  # noqa: Y015
+
+@_typing.final
+class GetIncidentResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> _alert_pb2.Incident: ...
+    def __init__(
+        self,
+        *,
+        incident: _alert_pb2.Incident | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIncidentResponse: _TypeAlias = GetIncidentResponse  # noqa: Y015
+
+@_typing.final
+class SetIncidentStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    status: _alert_pb2.IncidentStatus.ValueType
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        status: _alert_pb2.IncidentStatus.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id", "reason", b"reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetIncidentStatusRequest: _TypeAlias = SetIncidentStatusRequest  # noqa: Y015
+
+@_typing.final
+class SetIncidentStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> _alert_pb2.Incident: ...
+    def __init__(
+        self,
+        *,
+        incident: _alert_pb2.Incident | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetIncidentStatusResponse: _TypeAlias = SetIncidentStatusResponse  # noqa: Y015
 
 @_typing.final
 class ListIncidentsResponse(_message.Message):
@@ -223,20 +496,66 @@ class ListActionsRequest(_message.Message):
 Global___ListActionsRequest: _TypeAlias = ListActionsRequest  # noqa: Y015
 
 @_typing.final
+class ActionRecord(_message.Message):
+    """An action the master decided and what became of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACTION_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    state: _builtins.str
+    """"proposed" (waits for an operator), "observed", "pending", "applied", "refused", "expired",
+    "rejected" (cleared before it was confirmed), "revoked", "replaced" (extended as another action).
+    """
+    mode: _builtins.str
+    """The response mode that decided it, or "operator" for an extension."""
+    detail: _builtins.str
+    attempts: _builtins.int
+    @_builtins.property
+    def action(self) -> _responder_pb2.Action: ...
+    def __init__(
+        self,
+        *,
+        action: _responder_pb2.Action | None = ...,
+        state: _builtins.str = ...,
+        mode: _builtins.str = ...,
+        detail: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "attempts", b"attempts", "detail", b"detail", "mode", b"mode", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ActionRecord: _TypeAlias = ActionRecord  # noqa: Y015
+
+@_typing.final
 class ListActionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ACTIONS_FIELD_NUMBER: _builtins.int
+    RECORDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_responder_pb2.ActionStatus]: ...
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_responder_pb2.ActionStatus]:
+        """The responder's own view (empty when it cannot be reached)."""
+
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___ActionRecord]:
+        """The master's records: every proposed, applied and finished action (inactive ones with include_inactive)."""
+
     def __init__(
         self,
         *,
         actions: _abc.Iterable[_responder_pb2.ActionStatus] | None = ...,
+        records: _abc.Iterable[Global___ActionRecord] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,16 +588,22 @@ class ConfirmActionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> _responder_pb2.ActionStatus: ...
+    def status(self) -> _responder_pb2.ActionStatus:
+        """The responder's answer (unset when the responder was not asked)."""
+
+    @_builtins.property
+    def record(self) -> Global___ActionRecord: ...
     def __init__(
         self,
         *,
         status: _responder_pb2.ActionStatus | None = ...,
+        record: Global___ActionRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -315,16 +640,22 @@ class ExtendActionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> _responder_pb2.ActionStatus: ...
+    def status(self) -> _responder_pb2.ActionStatus:
+        """The responder's answer (unset when the responder was not asked)."""
+
+    @_builtins.property
+    def record(self) -> Global___ActionRecord: ...
     def __init__(
         self,
         *,
         status: _responder_pb2.ActionStatus | None = ...,
+        record: Global___ActionRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -357,16 +688,22 @@ class ClearActionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     STATUS_FIELD_NUMBER: _builtins.int
+    RECORD_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def status(self) -> _responder_pb2.ActionStatus: ...
+    def status(self) -> _responder_pb2.ActionStatus:
+        """The responder's answer (unset when the responder was not asked)."""
+
+    @_builtins.property
+    def record(self) -> Global___ActionRecord: ...
     def __init__(
         self,
         *,
         status: _responder_pb2.ActionStatus | None = ...,
+        record: Global___ActionRecord | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["record", b"record", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -412,6 +749,8 @@ Global___AcknowledgeResponse: _TypeAlias = AcknowledgeResponse  # noqa: Y015
 
 @_typing.final
 class SuppressRequest(_message.Message):
+    """Retroactive: matching breaches are hidden from lists whether they came before or come during it."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MODEL_FIELD_NUMBER: _builtins.int
@@ -419,8 +758,9 @@ class SuppressRequest(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Model to suppress for the device."""
+    """Model to suppress (required)."""
     device_id: _builtins.str
+    """The device it is suppressed for; unset: every device."""
     reason: _builtins.str
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
@@ -458,3 +798,97 @@ class SuppressResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SuppressResponse: _TypeAlias = SuppressResponse  # noqa: Y015
+
+@_typing.final
+class ListAuditRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditRequest: _TypeAlias = ListAuditRequest  # noqa: Y015
+
+@_typing.final
+class AuditEntry(_message.Message):
+    """One change an operator made, as appended to the audit list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    OPERATION_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    VIA_FIELD_NUMBER: _builtins.int
+    actor: _builtins.str
+    """The name of the token (or certificate) that made it, and its role."""
+    role: _builtins.str
+    operation: _builtins.str
+    """The RPC, e.g. "ConfirmAction"."""
+    target: _builtins.str
+    """The action, breach, incident or suppression id changed."""
+    reason: _builtins.str
+    outcome: _builtins.str
+    via: _builtins.str
+    """"grpc" or "http"."""
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        actor: _builtins.str = ...,
+        role: _builtins.str = ...,
+        operation: _builtins.str = ...,
+        target: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        outcome: _builtins.str = ...,
+        via: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "operation", b"operation", "outcome", b"outcome", "reason", b"reason", "role", b"role", "target", b"target", "time", b"time", "via", b"via"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditEntry: _TypeAlias = AuditEntry  # noqa: Y015
+
+@_typing.final
+class ListAuditResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEntry]:
+        """Newest first."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___AuditEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAuditResponse: _TypeAlias = ListAuditResponse  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class ConsoleServiceStub:
-    """What operators and the CLI use.
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
     """
 
     def __init__(self, channel):
@@ -40,6 +41,11 @@ class ConsoleServiceStub:
                 request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesRequest.SerializeToString,
                 response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesResponse.FromString,
                 _registered_method=True)
+        self.GetDevice = channel.unary_unary(
+                '/vigil.console.v1.ConsoleService/GetDevice',
+                request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceRequest.SerializeToString,
+                response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceResponse.FromString,
+                _registered_method=True)
         self.ListBreaches = channel.unary_unary(
                 '/vigil.console.v1.ConsoleService/ListBreaches',
                 request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListBreachesRequest.SerializeToString,
@@ -49,6 +55,16 @@ class ConsoleServiceStub:
                 '/vigil.console.v1.ConsoleService/ListIncidents',
                 request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsResponse.FromString,
+                _registered_method=True)
+        self.GetIncident = channel.unary_unary(
+                '/vigil.console.v1.ConsoleService/GetIncident',
+                request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentRequest.SerializeToString,
+                response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentResponse.FromString,
+                _registered_method=True)
+        self.SetIncidentStatus = channel.unary_unary(
+                '/vigil.console.v1.ConsoleService/SetIncidentStatus',
+                request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusRequest.SerializeToString,
+                response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusResponse.FromString,
                 _registered_method=True)
         self.ListActions = channel.unary_unary(
                 '/vigil.console.v1.ConsoleService/ListActions',
@@ -80,13 +96,25 @@ class ConsoleServiceStub:
                 request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.SuppressRequest.SerializeToString,
                 response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.SuppressResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/vigil.console.v1.ConsoleService/ListAudit',
+                request_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
 
 
 class ConsoleServiceServicer:
-    """What operators and the CLI use.
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
     """
 
     def ListDevices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDevice(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,6 +127,18 @@ class ConsoleServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListIncidents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIncident(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetIncidentStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,6 +180,12 @@ class ConsoleServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ConsoleServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +193,11 @@ def add_ConsoleServiceServicer_to_server(servicer, server):
                     servicer.ListDevices,
                     request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesRequest.FromString,
                     response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'GetDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDevice,
+                    request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceRequest.FromString,
+                    response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceResponse.SerializeToString,
             ),
             'ListBreaches': grpc.unary_unary_rpc_method_handler(
                     servicer.ListBreaches,
@@ -157,6 +208,16 @@ def add_ConsoleServiceServicer_to_server(servicer, server):
                     servicer.ListIncidents,
                     request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsRequest.FromString,
                     response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'GetIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIncident,
+                    request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentRequest.FromString,
+                    response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentResponse.SerializeToString,
+            ),
+            'SetIncidentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetIncidentStatus,
+                    request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusRequest.FromString,
+                    response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusResponse.SerializeToString,
             ),
             'ListActions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListActions,
@@ -188,6 +249,11 @@ def add_ConsoleServiceServicer_to_server(servicer, server):
                     request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.SuppressRequest.FromString,
                     response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.SuppressResponse.SerializeToString,
             ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=vigil_dot_console_dot_v1_dot_console__pb2.ListAuditRequest.FromString,
+                    response_serializer=vigil_dot_console_dot_v1_dot_console__pb2.ListAuditResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'vigil.console.v1.ConsoleService', rpc_method_handlers)
@@ -197,7 +263,8 @@ def add_ConsoleServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ConsoleService:
-    """What operators and the CLI use.
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
     """
 
     @staticmethod
@@ -217,6 +284,33 @@ class ConsoleService:
             '/vigil.console.v1.ConsoleService/ListDevices',
             vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesRequest.SerializeToString,
             vigil_dot_console_dot_v1_dot_console__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.console.v1.ConsoleService/GetDevice',
+            vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceRequest.SerializeToString,
+            vigil_dot_console_dot_v1_dot_console__pb2.GetDeviceResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -271,6 +365,60 @@ class ConsoleService:
             '/vigil.console.v1.ConsoleService/ListIncidents',
             vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsRequest.SerializeToString,
             vigil_dot_console_dot_v1_dot_console__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.console.v1.ConsoleService/GetIncident',
+            vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentRequest.SerializeToString,
+            vigil_dot_console_dot_v1_dot_console__pb2.GetIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetIncidentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.console.v1.ConsoleService/SetIncidentStatus',
+            vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusRequest.SerializeToString,
+            vigil_dot_console_dot_v1_dot_console__pb2.SetIncidentStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -433,6 +581,33 @@ class ConsoleService:
             '/vigil.console.v1.ConsoleService/Suppress',
             vigil_dot_console_dot_v1_dot_console__pb2.SuppressRequest.SerializeToString,
             vigil_dot_console_dot_v1_dot_console__pb2.SuppressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.console.v1.ConsoleService/ListAudit',
+            vigil_dot_console_dot_v1_dot_console__pb2.ListAuditRequest.SerializeToString,
+            vigil_dot_console_dot_v1_dot_console__pb2.ListAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

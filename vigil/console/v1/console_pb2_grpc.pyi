@@ -27,39 +27,53 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ConsoleServiceStub:
-    """What operators and the CLI use."""
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ConsoleServiceAsyncStub: ...
     ListDevices: _grpc.UnaryUnaryMultiCallable[_console_pb2.ListDevicesRequest, _console_pb2.ListDevicesResponse]
+    GetDevice: _grpc.UnaryUnaryMultiCallable[_console_pb2.GetDeviceRequest, _console_pb2.GetDeviceResponse]
     ListBreaches: _grpc.UnaryUnaryMultiCallable[_console_pb2.ListBreachesRequest, _console_pb2.ListBreachesResponse]
     ListIncidents: _grpc.UnaryUnaryMultiCallable[_console_pb2.ListIncidentsRequest, _console_pb2.ListIncidentsResponse]
+    GetIncident: _grpc.UnaryUnaryMultiCallable[_console_pb2.GetIncidentRequest, _console_pb2.GetIncidentResponse]
+    SetIncidentStatus: _grpc.UnaryUnaryMultiCallable[_console_pb2.SetIncidentStatusRequest, _console_pb2.SetIncidentStatusResponse]
     ListActions: _grpc.UnaryUnaryMultiCallable[_console_pb2.ListActionsRequest, _console_pb2.ListActionsResponse]
     ConfirmAction: _grpc.UnaryUnaryMultiCallable[_console_pb2.ConfirmActionRequest, _console_pb2.ConfirmActionResponse]
     ExtendAction: _grpc.UnaryUnaryMultiCallable[_console_pb2.ExtendActionRequest, _console_pb2.ExtendActionResponse]
     ClearAction: _grpc.UnaryUnaryMultiCallable[_console_pb2.ClearActionRequest, _console_pb2.ClearActionResponse]
     Acknowledge: _grpc.UnaryUnaryMultiCallable[_console_pb2.AcknowledgeRequest, _console_pb2.AcknowledgeResponse]
     Suppress: _grpc.UnaryUnaryMultiCallable[_console_pb2.SuppressRequest, _console_pb2.SuppressResponse]
+    ListAudit: _grpc.UnaryUnaryMultiCallable[_console_pb2.ListAuditRequest, _console_pb2.ListAuditResponse]
 
 @_typing.type_check_only
 class ConsoleServiceAsyncStub(ConsoleServiceStub):
-    """What operators and the CLI use."""
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListDevices: _aio.UnaryUnaryMultiCallable[_console_pb2.ListDevicesRequest, _console_pb2.ListDevicesResponse]  # type: ignore[assignment]
+    GetDevice: _aio.UnaryUnaryMultiCallable[_console_pb2.GetDeviceRequest, _console_pb2.GetDeviceResponse]  # type: ignore[assignment]
     ListBreaches: _aio.UnaryUnaryMultiCallable[_console_pb2.ListBreachesRequest, _console_pb2.ListBreachesResponse]  # type: ignore[assignment]
     ListIncidents: _aio.UnaryUnaryMultiCallable[_console_pb2.ListIncidentsRequest, _console_pb2.ListIncidentsResponse]  # type: ignore[assignment]
+    GetIncident: _aio.UnaryUnaryMultiCallable[_console_pb2.GetIncidentRequest, _console_pb2.GetIncidentResponse]  # type: ignore[assignment]
+    SetIncidentStatus: _aio.UnaryUnaryMultiCallable[_console_pb2.SetIncidentStatusRequest, _console_pb2.SetIncidentStatusResponse]  # type: ignore[assignment]
     ListActions: _aio.UnaryUnaryMultiCallable[_console_pb2.ListActionsRequest, _console_pb2.ListActionsResponse]  # type: ignore[assignment]
     ConfirmAction: _aio.UnaryUnaryMultiCallable[_console_pb2.ConfirmActionRequest, _console_pb2.ConfirmActionResponse]  # type: ignore[assignment]
     ExtendAction: _aio.UnaryUnaryMultiCallable[_console_pb2.ExtendActionRequest, _console_pb2.ExtendActionResponse]  # type: ignore[assignment]
     ClearAction: _aio.UnaryUnaryMultiCallable[_console_pb2.ClearActionRequest, _console_pb2.ClearActionResponse]  # type: ignore[assignment]
     Acknowledge: _aio.UnaryUnaryMultiCallable[_console_pb2.AcknowledgeRequest, _console_pb2.AcknowledgeResponse]  # type: ignore[assignment]
     Suppress: _aio.UnaryUnaryMultiCallable[_console_pb2.SuppressRequest, _console_pb2.SuppressResponse]  # type: ignore[assignment]
+    ListAudit: _aio.UnaryUnaryMultiCallable[_console_pb2.ListAuditRequest, _console_pb2.ListAuditResponse]  # type: ignore[assignment]
 
 class ConsoleServiceServicer(metaclass=_abc_1.ABCMeta):
-    """What operators and the CLI use."""
+    """What operators, the web console and the CLI use. Changes need the operator role and a reason,
+    and each is audited with its actor.
+    """
 
     @_abc_1.abstractmethod
     def ListDevices(
@@ -67,6 +81,13 @@ class ConsoleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _console_pb2.ListDevicesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_console_pb2.ListDevicesResponse, _abc.Awaitable[_console_pb2.ListDevicesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetDevice(
+        self,
+        request: _console_pb2.GetDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_console_pb2.GetDeviceResponse, _abc.Awaitable[_console_pb2.GetDeviceResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListBreaches(
@@ -81,6 +102,20 @@ class ConsoleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _console_pb2.ListIncidentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_console_pb2.ListIncidentsResponse, _abc.Awaitable[_console_pb2.ListIncidentsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetIncident(
+        self,
+        request: _console_pb2.GetIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_console_pb2.GetIncidentResponse, _abc.Awaitable[_console_pb2.GetIncidentResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def SetIncidentStatus(
+        self,
+        request: _console_pb2.SetIncidentStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_console_pb2.SetIncidentStatusResponse, _abc.Awaitable[_console_pb2.SetIncidentStatusResponse]]: ...
 
     @_abc_1.abstractmethod
     def ListActions(
@@ -123,5 +158,12 @@ class ConsoleServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _console_pb2.SuppressRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_console_pb2.SuppressResponse, _abc.Awaitable[_console_pb2.SuppressResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListAudit(
+        self,
+        request: _console_pb2.ListAuditRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_console_pb2.ListAuditResponse, _abc.Awaitable[_console_pb2.ListAuditResponse]]: ...
 
 def add_ConsoleServiceServicer_to_server(servicer: ConsoleServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
