@@ -182,7 +182,7 @@ class MasterService:
         if self.exporters:
             tasks.append(asyncio.create_task(self.exporters.run(stop), name="master-exports"))
         link = self._responder
-        # In confirm mode too: an action an operator confirmed (console/) is pending until delivered.
+        # In confirm mode too: an action an operator confirmed (master/api/) is pending until delivered.
         if link is None and cfg.master.responder_address and cfg.master.response_mode != "observe":
             link = ResponderClient(
                 cfg.master.responder_address, timeout_s=_RESPONDER_TIMEOUT_S, tls=cfg.master.responder_tls

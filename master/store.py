@@ -24,9 +24,9 @@ Keys (prefix from config, ``vigil:v1`` by default):
     <p>:incident:<incident_id>     an incident: its breaches, status and version (master/analyst)
     <p>:incidentlink:<kind>:<v>    which open incident a device, external peer or victim address joins
     <p>:incidents                  sorted set: incident ids by the event time of their newest breach
-    <p>:acks                       hash: breach id -> who acknowledged it, when and why (console/)
-    <p>:suppressions               hash: suppression id -> model, device, expiry, who and why (console/)
-    <p>:audit                      list: every change an operator made, appended (console/)
+    <p>:acks                       hash: breach id -> who acknowledged it, when and why (master/api/)
+    <p>:suppressions               hash: suppression id -> model, device, expiry, who and why (master/api/)
+    <p>:audit                      list: every change an operator made, appended (master/api/)
 
 One master consumes the durable at a time. The WATCH on the marker makes two masters racing on the *same*
 batch safe, but two masters processing different batches of the same device would each read-modify-write
@@ -208,7 +208,7 @@ class ActionRecord:
 
     action: responder_pb2.Action
     # "proposed" (confirm mode), "observed" (observe mode), "pending", "applied", "refused", "failed",
-    # "expired" (never delivered before its expiry); set by an operator (console/): "rejected" (a proposal
+    # "expired" (never delivered before its expiry); set by an operator (master/api/): "rejected" (a proposal
     # cleared), "revoked", "replaced" (extended as another action).
     state: str
     mode: str

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-SERVICES = ("sensor", "master", "responder", "console")
+SERVICES = ("sensor", "master", "responder")
 
 
 def _imports(path: Path) -> set[str]:

@@ -49,7 +49,7 @@ async def responder(cfg: VigilConfig) -> int:
 
 
 async def console(cfg: VigilConfig) -> int:
-    from console.service import serve
+    from master.api.service import serve
 
     await serve(cfg)
     return 0

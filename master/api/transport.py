@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from console.api import OPERATIONS, Conflict, Console, Invalid, NotFound, Operation, Unavailable
-from console.auth import Forbidden, Principal, Tokens, Unauthenticated, require_change
+from master.api.api import OPERATIONS, Conflict, Console, Invalid, NotFound, Operation, Unavailable
+from master.api.auth import Forbidden, Principal, Tokens, Unauthenticated, require_change
 from vigil.log import get
 
 log = get("console")

@@ -15,9 +15,9 @@ import grpc
 import uvicorn
 from prometheus_client import CollectorRegistry
 
-from console.api import Console
-from console.auth import Tokens
-from console.transport import ConsoleServicer, http_app
+from master.api.api import Console
+from master.api.auth import Tokens
+from master.api.transport import ConsoleServicer, http_app
 from master.store import RedisStore
 from responder.client import ResponderClient
 from vigil.config import VigilConfig

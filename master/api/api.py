@@ -20,9 +20,9 @@ from typing import Any, Protocol
 import grpc
 from google.protobuf.message import Message
 
-from console.auth import Principal
-from console.pattern import device as device_view
 from master.analyst.incidents import TransitionError, render, set_status, status_name, stored_breaches
+from master.api.auth import Principal
+from master.api.pattern import device as device_view
 from master.breaches import seconds, timestamp
 from master.respond import Dispatcher
 from master.store import ActionRecord, RedisStore, decode, encode

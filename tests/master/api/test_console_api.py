@@ -21,7 +21,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from prometheus_client import CollectorRegistry
 
-from console.service import ConsoleService
+from master.api.service import ConsoleService
 from master.service import MasterService
 from master.store import ActionRecord, RedisStore, decode
 from responder.client import ResponderClient
