@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,18 +18,36 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Message as AsgiMessage
 
 from master.api.api import OPERATIONS, Conflict, Console, Invalid, NotFound, Operation, Unavailable
 from master.api.auth import Forbidden, Principal, Tokens, Unauthenticated, require_change
+from master.catalog import catalog_rows
 from vigil.log import get
 
 log = get("console")
 
 # An HTTP body larger than this is refused unread (requests are a few hundred bytes).
 MAX_BODY = 64 * 1024
+# The web console's static files (HTML, CSS, one script), served at / by the same app as the API.
+WEB_ROOT = Path(__file__).parent / "web"
+# Every answer forbids inline scripts and styles, plugins, framing and anything from elsewhere: the console
+# shows attacker-influenced text (hostnames, URIs, explanations), so an escaping slip must still not run.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
 
 _ERRORS: tuple[tuple[type[Exception], int, grpc.StatusCode], ...] = (
     (Unauthenticated, 401, grpc.StatusCode.UNAUTHENTICATED),
@@ -160,15 +179,54 @@ def _endpoint(console: Console, tokens: Tokens, route: HttpRoute) -> Callable[[R
     return endpoint
 
 
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` to every HTTP answer (pure ASGI: no buffering of bodies)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: AsgiMessage) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v)
+                    for k, v in message.get("headers", [])
+                    if k.decode().lower() not in SECURITY_HEADERS
+                ]
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
 def http_app(console: Console, tokens: Tokens) -> Starlette:
     document = openapi()
+    models = {"models": catalog_rows()}
 
     async def serve_openapi(request: Request) -> Response:
         return JSONResponse(document)
 
-    routes = [Route(r.path, _endpoint(console, tokens, r), methods=[r.method]) for r in ROUTES]
+    async def list_models(request: Request) -> Response:
+        # The model catalog is code, not state: the same for every caller, but still behind a token.
+        try:
+            tokens.authenticate(request.headers.get("authorization"))
+        except Unauthenticated as exc:
+            return _error(401, str(exc))
+        return JSONResponse(models)
+
+    routes: list[Route | Mount] = [
+        Route(r.path, _endpoint(console, tokens, r), methods=[r.method]) for r in ROUTES
+    ]
+    routes.append(Route("/v1/models", list_models, methods=["GET"]))
     routes.append(Route("/openapi.json", serve_openapi, methods=["GET"]))
-    return Starlette(routes=routes)
+    # Last: everything else is the web console's files (index.html at /).
+    routes.append(Mount("/", StaticFiles(directory=WEB_ROOT, html=True), name="web"))
+    return Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------------------
@@ -214,6 +272,32 @@ def _schema(descriptor: Any, schemas: dict[str, Any]) -> str:
             "properties": {f.name: _field_schema(f, schemas) for f in descriptor.fields},
         }
     return name
+
+
+def _models_spec() -> dict[str, Any]:
+    row = {"type": "object", "properties": {k: {"type": "string"} for k in catalog_rows()[0]}}
+    return {
+        "operationId": "ListModels",
+        "summary": "ListModels (any token): the model catalog, as `vigil models --json` prints it",
+        "parameters": [],
+        "responses": {
+            "200": {
+                "description": "OK",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"models": {"type": "array", "items": row}},
+                        }
+                    }
+                },
+            },
+            "401": {
+                "description": "No token, or one no configured holder has",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        },
+    }
 
 
 def openapi() -> dict[str, Any]:
@@ -267,6 +351,7 @@ def openapi() -> dict[str, Any]:
             }
         spec["parameters"] = params
         paths.setdefault(route.path, {})[route.method.lower()] = spec
+    paths["/v1/models"] = {"get": _models_spec()}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Vigil console API", "version": "v1"},
