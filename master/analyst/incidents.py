@@ -381,8 +381,10 @@ def render(doc: Doc) -> alert_pb2.Incident:
         # The newest view of each device (a hostname or vendor learned later).
         devices[b.device.device_id] = b.device
         techniques += [t for t in b.mitre_techniques if t not in techniques]
-        phase = breach_phase(b.model, b.mitre_techniques, _families(b))
-        if phase and family(b.model) != "meta":
+        # A breach about other breaches (Large Number of Model Breaches) is in no phase of its own: the
+        # timeline would otherwise show a phase the incident's phases leave out.
+        phase = "" if family(b.model) == "meta" else breach_phase(b.model, b.mitre_techniques, _families(b))
+        if phase:
             phases.append(phase)
         timeline.append(
             alert_pb2.TimelineEntry(
