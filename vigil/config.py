@@ -31,6 +31,9 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 ENV_PREFIX = "VIGIL_"
+# VIGIL_ variables that are not configuration keys: the config file's path, and the console token the
+# operator's commands send (kept out of the tree so it never reaches a validation message).
+NOT_SETTINGS = frozenset({"VIGIL_CONFIG", "VIGIL_TOKEN"})
 # A configuration file larger than this is refused unread: configs are a few KiB, and an endless file
 # (/dev/zero, a FIFO nobody closes) must end in an error, not a hang.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -590,6 +593,35 @@ class ConsoleTokenConfig(_Section):
         return self
 
 
+class ConsoleClientConfig(_Section):
+    """How ``vigil incidents|breaches|devices|actions`` reach the console's gRPC API.
+
+    The token is not a setting: it comes from the VIGIL_TOKEN environment variable or from token_file,
+    never from a value that a command line (``--set``) would show to every user in ``ps``.
+    """
+
+    # host:port of console.grpc_listen as this machine reaches it; unset: grpc_listen itself (a wildcard
+    # host such as 0.0.0.0 is dialled on loopback).
+    address: str | None = None
+    # Client side of mutual TLS: ca_file verifies the console, cert_file/key_file are presented to it.
+    tls: TlsConfig = TlsConfig()
+    # A file holding the bearer token (first line), used when VIGIL_TOKEN is not set; it must not be
+    # readable by group or others.
+    token_file: Path | None = None
+    # Every call gives up after this long (an unreachable console ends the command, it does not hang).
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+
+    @field_validator("address")
+    @classmethod
+    def _valid_address(cls, value: str | None) -> str | None:
+        return None if value is None else check_address(value)
+
+    @model_validator(mode="after")
+    def _check_token_file(self) -> ConsoleClientConfig:
+        _raise_problems(self, _file_problems(self, ("token_file",)))
+        return self
+
+
 class ConsoleConfig(_Section):
     """The operator's API (console/): ConsoleService over gRPC and the same operations as HTTP/JSON."""
 
@@ -602,6 +634,8 @@ class ConsoleConfig(_Section):
     tokens: list[ConsoleTokenConfig] = Field(default_factory=list)
     # /metrics, /healthz and /readyz of the console service.
     http: HttpConfig = HttpConfig()
+    # Where the operator's commands (vigil incidents, ...) find this API.
+    client: ConsoleClientConfig = ConsoleClientConfig()
 
     @field_validator("grpc_listen", "http_listen")
     @classmethod
@@ -728,7 +762,7 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     """Turn ``VIGIL_A__B=value`` variables into a nested mapping ``{"a": {"b": value}}``."""
     tree: dict[str, Any] = {}
     for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == "VIGIL_CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in NOT_SETTINGS:
             continue
         path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
         if not path:

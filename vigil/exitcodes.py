@@ -27,6 +27,13 @@ class Exit(IntEnum):
     DEPENDENCY = 5
     # `vigil eval`: a scenario was missed or a false positive raised (the table says which).
     EVAL_BELOW_TARGET = 6
+    # The console refused the token: unknown to it, or a read-only token asking for a change.
+    REFUSED = 7
+    # The console has no such incident, breach, device or action.
+    NOT_FOUND = 8
+    # The change does not apply to the thing's current state (an action already confirmed, or one with
+    # nothing left to revoke): look again before retrying.
+    CONFLICT = 9
     # A bug in Vigil: one line on stderr; the traceback is logged at debug level.
     INTERNAL = 70
     # Interrupted from the keyboard (SIGINT).
@@ -45,6 +52,9 @@ _MEANINGS = {
     Exit.UNDELIVERED: "telemetry left undelivered in the sensor's spool",
     Exit.DEPENDENCY: "a server or service Vigil depends on failed",
     Exit.EVAL_BELOW_TARGET: "evaluation below target",
+    Exit.REFUSED: "the console refused the token",
+    Exit.NOT_FOUND: "no such incident, breach, device or action",
+    Exit.CONFLICT: "the change does not apply to the current state",
     Exit.INTERNAL: "internal error (a bug)",
     Exit.INTERRUPTED: "interrupted",
 }

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("directory", type=Path, help="a directory of *.truth.yaml files and their captures")
     evaluate.add_argument("--json", action="store_true", help="the table as one JSON object")
+    from vigil.cli import operator  # vigil incidents|breaches|devices|actions: the console API's client
+
+    operator.register(sub, common)
     return parser
 
 
@@ -240,6 +243,10 @@ def _run(args: argparse.Namespace, cfg: VigilConfig) -> int:
         return _models(as_json=args.json)
     if args.command == "eval":
         return wiring.evaluate(cfg, args.directory, as_json=args.json)
+    from vigil.cli import operator
+
+    if args.command in operator.COMMANDS:
+        return operator.run(args, cfg)
     raise UsageError(f"unknown command {args.command}")
 
 
