@@ -19,7 +19,8 @@ import pytest
 import yaml
 
 from master.api.service import ConsoleService
-from tests.master.api.test_console_api import OPERATOR_TOKEN, SCANNER, VIEWER_TOKEN, Stack, _active
+from tests.master.api.stack import OPERATOR_TOKEN, SCANNER, VIEWER_TOKEN, Stack
+from tests.master.api.stack import active as _active
 from tests.test_tls import Pki
 from vigil import cli, embedded
 from vigil.cli import operator
