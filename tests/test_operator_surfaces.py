@@ -1,7 +1,7 @@
 """What an operator sees of one attack, end to end: the rogue Pi's scan (tests/data/lab-scan.pcap) replayed
-through `vigil up` in confirm mode, its incident read through the console's HTTP API and in a real headless
-browser, the proposed action confirmed in the browser and enforced by the responder's dry-run backend, and
-the breach delivered live to an OCSF file, a real rsyslog and a signed webhook.
+through `vigil up` in confirm mode; its incident read through the console's HTTP API, the `vigil` command
+line and a real headless browser; the proposed action confirmed in the browser and enforced by the
+responder's dry-run backend; the breach delivered live to an OCSF file, a real rsyslog and a signed webhook.
 
 Screenshots are kept under var/test-artifacts/operator/."""
 
@@ -125,6 +125,16 @@ def up(short_tmp: Path, rsyslog: Rsyslog, webhook: HttpReceiver) -> Iterator[tup
         kill_group(process)
 
 
+def _cli(grpc: str, *args: str) -> list[dict[str, Any]]:
+    """`vigil ARGS...` as an operator runs it (a read-only token in VIGIL_TOKEN), its JSON lines."""
+    done = subprocess.run(
+        [sys.executable, "-m", "vigil.cli", *args, "--set", f"console.client.address={grpc}"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "VIGIL_TOKEN": VIEWER},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
 def _poll(what: str, probe: Any, timeout_s: float = 120.0) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -159,7 +169,8 @@ async def test_one_attack_at_every_operator_surface(
     up: tuple[Up, Path], rsyslog: Rsyslog, webhook: HttpReceiver
 ) -> None:
     running, findings = up
-    base = running.wait_for(CONSOLE_LINE, 90)["http"]
+    listening = running.wait_for(CONSOLE_LINE, 90)
+    base, grpc = listening["http"], listening["grpc"]
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     print(f"\noperator screenshots: {ARTIFACTS}")
 
@@ -207,6 +218,14 @@ async def test_one_attack_at_every_operator_surface(
             await browser.close()
     _, audit = http(base, "GET", "/v1/audit", VIEWER)
     assert (audit["entries"][0]["operation"], audit["entries"][0]["actor"]) == ("ConfirmAction", "alice")
+
+    # The command line, over the console's gRPC port, with a read-only token from the environment.
+    incidents = _cli(grpc, "incidents", "list", "--json")
+    assert incident["incident_id"] in {row["incident_id"] for row in incidents}
+    shown = _cli(grpc, "incidents", "show", incident["incident_id"], "--json")[0]
+    assert SCANNER in shown["summary"]
+    actions = {row["action"]["action_id"]: row for row in _cli(grpc, "actions", "list", "--json")}
+    assert actions[action_id]["state"] == "applied"
 
     # The exports: the scanner's breaches reached the OCSF file, rsyslog and the signed webhook.
     def ocsf_rows() -> list[dict[str, Any]]:
