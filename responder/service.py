@@ -21,8 +21,9 @@ from responder.state import ActionStore
 from vigil.config import ResponderConfig, VigilConfig
 from vigil.health import HealthState
 from vigil.log import get
+from vigil.metrics import service_metrics
 from vigil.responder.v1 import responder_pb2_grpc as pb_grpc
-from vigil.service import build_info, run_service
+from vigil.service import run_service
 from vigil.tls import server_credentials
 
 _log = get("responder")
@@ -49,7 +50,7 @@ class ResponderService:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
-        build_info(self.registry, "responder")
+        service_metrics(self.registry, "responder")
         self.metrics = ResponderMetrics(self.registry)
         self.backend = backend if backend is not None else make_backend(cfg, clock)
         self.store = ActionStore(

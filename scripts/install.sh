@@ -14,7 +14,9 @@ apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-
   samba-ad-dc samba-ad-provision krb5-user libsasl2-modules-gssapi-mit libnss-winbind
   # A real syslog receiver for the export tests (UDP, TCP and, with the GnuTLS driver, TLS); the tests
   # start their own rsyslogd with a config in a temporary directory.
-  rsyslog rsyslog-gnutls)
+  rsyslog rsyslog-gnutls
+  # promtool checks every service's /metrics exposition in the tests (the Prometheus server is not run).
+  prometheus)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

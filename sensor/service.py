@@ -21,8 +21,9 @@ from vigil.config import SensorConfig, VigilConfig
 from vigil.exitcodes import Exit
 from vigil.health import HealthState
 from vigil.log import get
+from vigil.metrics import service_metrics
 from vigil.sensor.v1 import sensor_pb2
-from vigil.service import build_info, run_service
+from vigil.service import run_service
 
 log = get("sensor")
 
@@ -51,7 +52,7 @@ class SensorService:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
-        build_info(self.registry, "sensor")
+        service_metrics(self.registry, "sensor")
         replay = replay_id(cfg.sensor)
         # Zeek logs written as records are produced (sensor.zeek_logs.directory), or none.
         self.zeek_logs: LiveZeekLogs | None = (

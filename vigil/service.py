@@ -7,9 +7,8 @@ import contextlib
 import signal
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
-from vigil import __version__
 from vigil.config import HttpConfig
 from vigil.health import HealthServer, HealthState
 from vigil.log import get
@@ -23,11 +22,6 @@ class Service(Protocol):
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then drain in-flight work and return."""
         ...
-
-
-def build_info(registry: CollectorRegistry, component: str) -> None:
-    info = Gauge(f"vigil_{component}_build_info", "Build information.", ["version"], registry=registry)
-    info.labels(version=__version__).set(1)
 
 
 async def run_service(service: Service, http: HttpConfig, stop: asyncio.Event | None = None) -> None:

@@ -47,6 +47,7 @@ from nats.aio.msg import Msg
 
 from responder.client import ResponderClient, scope_text
 from vigil import bus, embedded
+from vigil.action_kinds import action_kind_name
 from vigil.alert.v1 import alert_pb2
 from vigil.config import TlsConfig, VigilConfig
 from vigil.exitcodes import Exit
@@ -136,7 +137,7 @@ class LiveView:
         if self.actions.get(act.action_id) == state:
             return
         self.actions[act.action_id] = state
-        kind = responder_pb2.ActionKind.Name(act.kind).removeprefix("ACTION_KIND_").lower()
+        kind = action_kind_name(act.kind)
         self.line(
             "action",
             f"{act.target_ip:<15} {kind}{scope_text(act.scopes)} {state} via {status.backend}"
