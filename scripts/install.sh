@@ -16,7 +16,9 @@ apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-
   # start their own rsyslogd with a config in a temporary directory.
   rsyslog rsyslog-gnutls
   # promtool checks every service's /metrics exposition in the tests (the Prometheus server is not run).
-  prometheus)
+  prometheus
+  # `vigil completion zsh` is loaded by a real zsh in the tests.
+  zsh)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

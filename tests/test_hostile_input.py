@@ -292,3 +292,21 @@ def test_off_stays_off_from_a_file_the_environment_and_set(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError):
         load(None, environ={"VIGIL_SENSOR__VERIFY_IP_CHECKSUMS": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [("responder", "responder.listen"), ("responder", "responder.http.port"), ("master", "master.http.port")],
+)
+def test_an_address_in_use_is_the_operators_to_fix_not_a_bug(command: str, key: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = f"127.0.0.1:{port}" if key.endswith("listen") else str(port)
+        others = ["--set", "responder.http.port=0"] if key == "responder.listen" else []
+        proc = _vigil(command, "--set", f"{key}={value}", *others, timeout=60)
+    assert proc.returncode == Exit.ENVIRONMENT, proc.stderr
+    assert f"{port}" in proc.stderr and "internal error" not in proc.stderr and "Traceback" not in proc.stderr

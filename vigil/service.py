@@ -14,6 +14,11 @@ from vigil.health import HealthServer, HealthState
 from vigil.log import get
 
 
+class ListenError(Exception):
+    """An address a service must listen on is taken or not ours to use: the operator's to fix (exit 1),
+    not a bug."""
+
+
 class Service(Protocol):
     name: str
     registry: CollectorRegistry
@@ -38,7 +43,12 @@ async def run_service(service: Service, http: HttpConfig, stop: asyncio.Event | 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _request_stop, sig.name)
     server = HealthServer(service.registry, service.health, http.host, http.port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ListenError(
+            f"{service.name}: cannot serve /metrics on {http.host}:{http.port}: {exc.strerror or exc}"
+        ) from exc
     log.info("http_listening", host=http.host, port=server.port)
     try:
         await service.run(stop)
