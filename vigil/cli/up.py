@@ -402,6 +402,7 @@ class AllInOne:
         self.signals = 0
         self.effective: VigilConfig | None = None
         self.nc: NatsClient | None = None
+        self.nats_monitoring = ""
 
     # -- start ----------------------------------------------------------------------------------------
     def start_servers(self) -> tuple[str, str]:
@@ -414,6 +415,7 @@ class AllInOne:
             )
 
         first = start_nats()
+        self.nats_monitoring = first.monitoring_url
         port = int(first.url.rsplit(":", 1)[1])
         # Later starts keep the address every client was given.
         self.servers.append(Server("nats-server", lambda: start_nats(port), self.view, first))
@@ -433,16 +435,32 @@ class AllInOne:
 
     def write_config(self, nats_url: str, redis_url: str, responder_addr: str) -> Path:
         cfg = self.cfg
+        # A service's /metrics port left to chance (0) is chosen here, so that it can be printed.
+        http = {
+            name: section.http.model_copy(update={"port": section.http.port or _free_port()})
+            for name, section in (
+                ("sensor", cfg.sensor),
+                ("master", cfg.master),
+                ("responder", cfg.responder),
+            )
+        }
         self.effective = cfg.model_copy(
             update={
                 "nats": cfg.nats.model_copy(update={"url": nats_url}),
                 "redis": cfg.redis.model_copy(update={"url": redis_url}),
-                "master": cfg.master.model_copy(update={"responder_address": responder_addr}),
+                "master": cfg.master.model_copy(
+                    update={"responder_address": responder_addr, "http": http["master"]}
+                ),
                 "responder": cfg.responder.model_copy(
-                    update={"listen": responder_addr, "state_file": self.data.responder_state}
+                    update={
+                        "listen": responder_addr,
+                        "state_file": self.data.responder_state,
+                        "http": http["responder"],
+                    }
                 ),
                 "sensor": cfg.sensor.model_copy(
                     update={
+                        "http": http["sensor"],
                         "spool_dir": self.data.spool,
                         "zeek_logs": cfg.sensor.zeek_logs.model_copy(
                             update={
@@ -673,7 +691,9 @@ async def run(
         cfg_path = run.write_config(nats_url, redis_url, responder_addr)
         effective = run.effective
         assert effective is not None
-        view.line("vigil", f"nats-server {nats_url}  valkey {redis_url}  logs {data.logs}")
+        view.line("vigil", f"service logs {data.logs}")
+        for name, where in endpoints(effective, run.nats_monitoring):
+            view.line("vigil", f"listening  {name:<22} {where}")
         if had_state:
             known = await _store_totals(effective)
             view.line(
@@ -735,6 +755,28 @@ async def run(
                 loop.remove_signal_handler(sig)
             lock.release()
         view.line("vigil", f"stopped ({describe_exit(code)}): {totals or 'store totals unavailable'}")
+
+
+def endpoints(cfg: VigilConfig, nats_monitoring: str = "") -> list[tuple[str, str]]:
+    """Where everything of `vigil up` listens, as (what, address) in the order an operator looks for them:
+    the bus and the store, each service's /metrics (with /healthz and /readyz beside it), the gRPC API."""
+    out = [("nats", cfg.nats.url)]
+    if nats_monitoring:
+        out.append(("nats monitoring", f"{nats_monitoring}/varz"))
+    out.append(("valkey", cfg.redis.url))
+    for name, http in (
+        ("sensor", cfg.sensor.http),
+        ("master", cfg.master.http),
+        ("responder", cfg.responder.http),
+    ):
+        out.append((f"{name} metrics", f"http://{_host_port(http.host, http.port)}/metrics"))
+    scheme = "grpcs" if cfg.responder.tls.active else "grpc"
+    out.append(("responder gRPC", f"{scheme}://{cfg.responder.listen}"))
+    return out
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _free_port() -> int:
