@@ -16,7 +16,7 @@ from sensor.livelogs import LiveZeekLogs, LogDirError
 from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.publisher import BatchPublisher
 from sensor.sources.pcap import PcapSource, capture_problems
-from sensor.sources.tap import TapSource
+from sensor.sources.tap import TapSource, interface_problem
 from vigil.config import SensorConfig, VigilConfig
 from vigil.exitcodes import Exit
 from vigil.health import HealthState
@@ -116,6 +116,12 @@ class SensorService:
             await self.publisher.add(records, event_time=self.pipeline.now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.cfg.sensor.source == "tap":
+            problem = interface_problem(self.cfg.sensor.interface or "")
+            if problem:
+                log.error("interface_unusable", problem=problem)
+                self.exit_code = Exit.ENVIRONMENT
+                return
         if self.cfg.sensor.source == "pcap":
             problems = capture_problems(self.cfg.sensor.pcap_files)
             if problems:

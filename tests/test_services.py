@@ -62,7 +62,11 @@ _UP_FRONT = {
         'vigil_responder_actions_applied_total{kind="block_port"} 0.0',
         'vigil_responder_actions_refused_total{reason="protected"} 0.0',
     ),
-    "sensor": ('vigil_sensor_dropped_records_total{reason="spool_full"} 0.0',),
+    "sensor": (
+        'vigil_sensor_dropped_records_total{reason="spool_full"} 0.0',
+        'vigil_sensor_decapsulated_packets_total{tunnel="geneve"} 0.0',
+        'vigil_sensor_ip_fragments_total{outcome="overlap"} 0.0',
+    ),
 }
 
 

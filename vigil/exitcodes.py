@@ -14,8 +14,8 @@ class Exit(IntEnum):
     # reader closed the pipe early).
     OK = 0
     # The operator's environment: a file or directory missing, of the wrong kind, unreadable or
-    # unwritable; a data directory in use by another `vigil up`; root needed and not held; an address to
-    # listen on already in use.
+    # unwritable; a data directory in use by another `vigil up`; root needed and not held; a network
+    # interface that does not exist; an address to listen on already in use; a full or read-only disk.
     ENVIRONMENT = 1
     # The command line or the configuration is invalid; every problem is listed at once.
     USAGE = 2
@@ -41,7 +41,7 @@ class Exit(IntEnum):
 
 _MEANINGS = {
     Exit.OK: "done (also when the reader of the output closed it early, as `| head` does)",
-    Exit.ENVIRONMENT: "a file, directory, permission, lock or address in use the operator must fix",
+    Exit.ENVIRONMENT: "a file, directory, disk, interface, permission, lock or address in use to fix",
     Exit.USAGE: "invalid command line or configuration",
     Exit.INPUT: "input damaged or not decodable",
     Exit.UNDELIVERED: "telemetry left undelivered in the sensor's spool",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
 import textwrap
@@ -342,7 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vigil.cli import wiring
 
     try:
-        return _run(args, cfg)
+        code = _run(args, cfg)
+        # Output still buffered fails here, where it is handled, rather than at the interpreter's exit.
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
     except BrokenPipeError:
@@ -355,16 +359,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except wiring.DependencyError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return Exit.DEPENDENCY
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(exc, cfg.log.level)
+        # A full disk, a read-only file system, a file it may not touch: the operator's to fix, not a bug.
+        where = exc.filename or "cannot write"
+        print(f"vigil: {where}: {exc.strerror or exc}", file=sys.stderr)
+        if exc.filename is None:
+            _quiet_stdout()  # what stdout still buffers would fail again at exit
+        return Exit.ENVIRONMENT
     except Exception as exc:
-        # The last resort: a bug must still end in one clear line, not a traceback on the operator's screen.
-        print(
-            f"vigil: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
-            "run with --set log.level=debug for the traceback, and please report it",
-            file=sys.stderr,
-        )
-        if cfg.log.level == "debug":
-            traceback.print_exc()
-        return Exit.INTERNAL
+        return _internal_error(exc, cfg.log.level)
+
+
+# Errors of the machine, not of Vigil (exit 1): no space or quota left, a read-only file system, no right.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _internal_error(exc: BaseException, level: str) -> int:
+    """The last resort: a bug still ends in one clear line, not a traceback on the operator's screen."""
+    print(
+        f"vigil: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+        "run with --set log.level=debug for the traceback, and please report it",
+        file=sys.stderr,
+    )
+    if level == "debug":
+        traceback.print_exception(exc)
+    return Exit.INTERNAL
 
 
 def _print(text: str) -> int:

@@ -659,12 +659,15 @@ async def run(
     from sensor.livelogs import describe as describe_zeek_logs
     from sensor.livelogs import directory_problem
     from sensor.sources.pcap import capture_problems
+    from sensor.sources.tap import interface_problem
 
     # That there is something to read is checked with the other flags (vigil/cli/__init__.py: _check_source).
     if cfg.sensor.source == "pcap":
         problems = capture_problems(cfg.sensor.pcap_files)
         if problems:
             raise UserError("; ".join(problems))
+    elif (problem := interface_problem(cfg.sensor.interface or "")) is not None:
+        raise UserError(problem)
     if cfg.responder.backend == "nftables" and os.geteuid() != 0:
         raise UserError("the nftables backend needs root; use --backend dryrun")
     data = DataDir(cfg.up.data_dir.resolve())
