@@ -183,3 +183,8 @@ def test_zsh_completion() -> None:
     # zsh filters the candidates by the typed prefix itself; the function names the right set.
     assert _complete("zsh", ["vigil", "sensor", ""]) == ["read"]
     assert _complete("zsh", ["vigil", "up", "--backend", ""]) == ["dryrun", "nftables"]
+
+
+def test_up_refuses_standard_input_because_it_may_read_a_capture_again() -> None:
+    done = _vigil("up", "--pcap", "-", stdin=b"")
+    assert done.returncode == 2 and b"for standard input use vigil sensor --pcap -" in done.stderr

@@ -228,6 +228,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     live_or_replay = args.command in ("up", "sensor") and getattr(args, "sensor_command", None) is None
     if live_or_replay and args.pcap and args.interface:
         raise UsageError("--pcap and --interface exclude each other: replay captures or capture live")
+    if args.command == "up" and any(str(p) == "-" for p in args.pcap):
+        # up restarts a sensor that dies, and a pipe cannot be read twice.
+        raise UsageError("vigil up reads captures by name; for standard input use vigil sensor --pcap -")
     if args.command == "up" and args.interface:
         if args.exit_when_done:
             raise UsageError("--exit-when-done needs --pcap: a live interface is never done")
