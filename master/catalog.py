@@ -611,6 +611,9 @@ CATALOG = _build_catalog()
 LATERAL_MODELS = frozenset(m.name for m in CATALOG if m.lateral)
 
 
+SEVERITIES = ("low", "medium", "high", "critical")
+
+
 def severity(score: int) -> str:
     """The catalog's bands: low < 40 <= medium < 60 <= high < 80 <= critical."""
     if score >= 80:

@@ -15,6 +15,7 @@ hold the others back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter as TallyCounter
 from collections.abc import Callable, Sequence
@@ -30,15 +31,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from master.analyst.incidents import Analyst
 from master.breaches import seconds
+from master.catalog import CATALOG, SEVERITIES
 from master.door import REASONS, latest_seconds
 from master.gcpause import gc_pause
+from master.lag import EventTimeLag
 from master.pipeline import Extracted, Pipeline
-from master.policy import Policy
+from master.policy import RESPONSE_MODES, SKIP_REASONS, Policy
+from master.respond import DELIVERY_OUTCOMES
 from master.store import ActionRecord, Commit, Store, StoreUnavailable, WorkingSet
+from vigil.action_kinds import ACTION_KIND_NAMES, action_kind_name
 from vigil.alert.v1 import alert_pb2
 from vigil.bus import MAX_BATCH_BYTES, TELEMETRY_SUBJECTS
 from vigil.log import get
-from vigil.responder.v1 import responder_pb2
 from vigil.sensor.v1 import sensor_pb2
 
 log = get("master.ingest")
@@ -48,6 +52,8 @@ DEVICE_SUBJECT = "vigil.v1.alerts.device"
 # A batch that keeps failing for a reason other than the store is a poison message: give up after this.
 MAX_PROCESSING_ATTEMPTS = 5
 UNAVAILABLE_NAK_DELAY_S = 2.0
+# Fetches failing this many times in a row make the consumer subscribe again (it may be gone).
+RESUBSCRIBE_AFTER_FAILURES = 4
 
 
 class MasterMetrics:
@@ -70,10 +76,16 @@ class MasterMetrics:
             registry=registry,
         )
         self.breaches = Counter(
-            "vigil_master_breaches_total", "Model breaches.", ["model"], registry=registry
+            "vigil_master_breaches_total",
+            "Model breaches, by the catalog's model id and the breach's severity.",
+            ["model_id", "severity"],
+            registry=registry,
         )
         self.actions = Counter(
-            "vigil_master_actions_total", "Actions decided.", ["kind", "mode"], registry=registry
+            "vigil_master_actions_total",
+            "Actions decided, by kind (block_port, ...) and response mode.",
+            ["kind", "mode"],
+            registry=registry,
         )
         self.actions_skipped = Counter(
             "vigil_master_actions_skipped_total",
@@ -103,6 +115,33 @@ class MasterMetrics:
         # Known label values start at zero so dashboards and alerts see the series before the first event.
         for reason in ("oversized", "undecodable", "missing_batch_id", "processing_error"):
             self.rejected.labels(reason=reason)
+        for model in CATALOG:
+            for level in SEVERITIES:
+                self.breaches.labels(model_id=model.model_id, severity=level)
+        for kind in ACTION_KIND_NAMES.values():
+            for mode in RESPONSE_MODES:
+                self.actions.labels(kind=kind, mode=mode)
+        for reason in SKIP_REASONS:
+            self.actions_skipped.labels(reason=reason)
+        for outcome in DELIVERY_OUTCOMES:
+            self.deliveries.labels(outcome=outcome)
+        self.fetch_errors = Counter(
+            "vigil_master_fetch_errors_total",
+            "Fetches from the JetStream consumer that failed (other than an empty wait).",
+            registry=registry,
+        )
+        self.consumer_pending = Gauge(
+            "vigil_master_consumer_pending_messages",
+            "Telemetry messages in the stream not yet delivered to the master's consumer (JetStream "
+            "num_pending): the backlog.",
+            registry=registry,
+        )
+        self.consumer_ack_pending = Gauge(
+            "vigil_master_consumer_ack_pending_messages",
+            "Telemetry messages delivered to the master and not yet acknowledged.",
+            registry=registry,
+        )
+        self.event_time_lag = EventTimeLag(registry)
         self.devices = Gauge("vigil_master_devices", "Devices in the inventory.", registry=registry)
         self.unit_batches = Histogram(
             "vigil_master_unit_batches",
@@ -261,11 +300,10 @@ class BatchProcessor:
             for kind, n in outcome.kinds.items():
                 m.records.labels(kind=kind).inc(n)
             for breach in outcome.breaches:
-                m.breaches.labels(model=breach.model).inc()
+                m.breaches.labels(model_id=breach.model_id, severity=breach.severity).inc()
             for record in actions:
-                m.actions.labels(
-                    kind=responder_pb2.ActionKind.Name(record.action.kind), mode=record.mode
-                ).inc()
+                m.actions.labels(kind=action_kind_name(record.action.kind), mode=record.mode).inc()
+            m.event_time_lag.saw(part.times[-1] for part in parts if part.times)
             for reason in skipped:
                 m.actions_skipped.labels(reason=reason).inc()
             if outcome.late_records:
@@ -353,6 +391,24 @@ class Consumer:
         self._sub = await self.js.pull_subscribe(
             TELEMETRY_SUBJECTS, durable=self.durable, stream=self.stream, config=config
         )
+
+    async def record_backlog(self) -> None:
+        """The consumer's backlog from JetStream (num_pending, num_ack_pending) into the gauges."""
+        info = await self.js.consumer_info(self.stream, self.durable)
+        self.metrics.consumer_pending.set(info.num_pending or 0)
+        self.metrics.consumer_ack_pending.set(info.num_ack_pending or 0)
+
+    async def _resubscribe(self) -> None:
+        """Make the durable consumer again: it may have been deleted, or its stream recreated, and fetching
+        from a consumer that is gone fails for ever. A failure here is retried after the next failures."""
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+        try:
+            await self.subscribe()
+            log.warning("consumer_resubscribed", durable=self.durable)
+        except Exception as exc:
+            error = str(exc)[:200] or repr(exc)
+            log.warning("resubscribe_failed", error_type=type(exc).__name__, error=error)
 
     def _reject(self, reason: str) -> None:
         self.metrics.rejected.labels(reason=reason).inc()
@@ -453,16 +509,29 @@ class Consumer:
         """Fetch and handle until ``stop``; the unit in hand is finished, the rest of a fetch released."""
         if self._sub is None:
             await self.subscribe()
+        failures = 0
         while not stop.is_set():
             try:
                 msgs = await self._sub.fetch(batch=self.fetch_batch, timeout=1.0)
             except NatsTimeoutError:
+                failures = 0
                 continue
             except Exception as exc:
-                # Disconnected, consumer recreated, server restarting: the client reconnects on its own.
-                log.warning("fetch_failed", error=str(exc)[:200])
+                # Disconnected, server restarting: the client reconnects on its own. The type always, and
+                # the repr when the text is empty (a bare timeout or cancellation has none).
+                failures += 1
+                self.metrics.fetch_errors.inc()
+                log.warning(
+                    "fetch_failed",
+                    error_type=type(exc).__name__,
+                    error=str(exc)[:200] or repr(exc)[:200],
+                    consecutive=failures,
+                )
                 await asyncio.sleep(0.5)
+                if failures % RESUBSCRIBE_AFTER_FAILURES == 0:
+                    await self._resubscribe()
                 continue
+            failures = 0
             # fetch() returns whatever is waiting (up to fetch_batch) without lingering: one message when
             # the stream is quiet, many when the master is behind.
             decoded: Unit = []

@@ -42,6 +42,9 @@ from vigil.alert.v1 import alert_pb2
 from vigil.responder.v1 import responder_pb2
 
 _STATE_BY_MODE = {"autonomous": "pending", "confirm": "proposed", "observe": "observed"}
+RESPONSE_MODES = tuple(_STATE_BY_MODE)
+# Why a breach led to no action (Decision.reason when there is no record).
+SKIP_REASONS = ("no_playbook", "below_min_score", "protected", "already_acting", "rate_limited")
 
 SMB_PORTS = (445, 139)
 

@@ -21,6 +21,9 @@ from master.store import ActionRecord, Store, StoreUnavailable
 from vigil.log import get
 from vigil.responder.v1 import responder_pb2
 
+# What became of one delivery attempt (the `outcome` label of vigil_master_action_deliveries_total).
+DELIVERY_OUTCOMES = ("applied", "refused", "expired", "retry")
+
 log = get("master.respond")
 
 _MAX_BACKOFF_S = 60.0

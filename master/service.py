@@ -10,27 +10,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from nats.aio.msg import Msg
 from prometheus_client import CollectorRegistry
 
 from master.analyst.incidents import Analyst
 from master.door import DoorLimits
 from master.exports import Exporters
 from master.ingest import BatchProcessor, Consumer, MasterMetrics
+from master.lag import HeartbeatAges
 from master.models.counts import CountParams
 from master.pipeline import Pipeline
 from master.policy import Policy
 from master.respond import Dispatcher, ResponderLink
 from master.store import LAYOUT_VERSION, Keys, RedisStore, Store, StoreUnavailable
 from responder.client import ResponderClient
-from vigil.bus import connect, ensure_stream
+from vigil.bus import HEARTBEAT_PREFIX, connect, ensure_stream
 from vigil.config import MasterConfig, VigilConfig
 from vigil.health import HealthState
 from vigil.log import get
-from vigil.service import build_info, run_service
+from vigil.metrics import service_metrics
+from vigil.service import run_service
 
 log = get("master")
 
 _STORE_PROBE_INTERVAL_S = 2.0
+_BACKLOG_INTERVAL_S = 2.0
+# A sensor id in a metric label is cut to this many characters (it comes from a subject on the bus).
+_MAX_SENSOR_LABEL = 64
 # Apply is a local bookkeeping call on the responder; a slow one is a failure to retry, not to wait for.
 _RESPONDER_TIMEOUT_S = 3.0
 
@@ -90,7 +96,8 @@ class MasterService:
         self.registry = registry or CollectorRegistry()
         self.health = HealthState()
         self.metrics = MasterMetrics(self.registry)
-        build_info(self.registry, "master")
+        self.heartbeats = HeartbeatAges(self.registry)
+        service_metrics(self.registry, "master")
         # A processed marker must outlive every possible redelivery of its batch: JetStream keeps a message
         # at most stream_max_age_s; a day more covers clock skew and a slow consumer.
         marker_ttl_s = cfg.nats.stream_max_age_s + 24 * 3600
@@ -120,6 +127,20 @@ class MasterService:
                     self.metrics.devices.set(await self.store.device_count())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), _STORE_PROBE_INTERVAL_S)
+
+    async def _watch_backlog(self, consumer: Consumer, stop: asyncio.Event) -> None:
+        """The consumer's backlog into the gauges every couple of seconds; a failed look is retried."""
+        while not stop.is_set():
+            try:
+                await consumer.record_backlog()
+            except Exception as exc:
+                log.debug("backlog_unknown", error_type=type(exc).__name__, error=repr(exc)[:200])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _BACKLOG_INTERVAL_S)
+
+    async def _heard(self, msg: Msg) -> None:
+        sensor_id = msg.subject.removeprefix(HEARTBEAT_PREFIX + ".")[:_MAX_SENSOR_LABEL]
+        self.heartbeats.heard(sensor_id)
 
     async def _migrate(self, stop: asyncio.Event) -> bool:
         """Bring the store's key layout up to date before reading anything; wait for an unreachable store
@@ -178,7 +199,11 @@ class MasterService:
             on_breaches=self.exporters.submit,
         )
         await consumer.subscribe()
-        tasks = [asyncio.create_task(self._probe_store(stop), name="master-store-probe")]
+        await nc.subscribe(HEARTBEAT_PREFIX + ".*", cb=self._heard)
+        tasks = [
+            asyncio.create_task(self._probe_store(stop), name="master-store-probe"),
+            asyncio.create_task(self._watch_backlog(consumer, stop), name="master-backlog"),
+        ]
         if self.exporters:
             tasks.append(asyncio.create_task(self.exporters.run(stop), name="master-exports"))
         link = self._responder

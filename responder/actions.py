@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from responder.protected import IPAddress, normalize_ip
+from vigil.action_kinds import ACTION_KIND_NAMES, action_kind_name
 from vigil.responder.v1 import responder_pb2 as pb
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -21,14 +22,7 @@ UDP = 17
 _PROTOCOLS = {pb.IP_PROTOCOL_TCP: TCP, pb.IP_PROTOCOL_UDP: UDP}
 _MAX_ID_LEN = 256
 
-KIND_NAMES: dict[int, str] = {
-    pb.ACTION_KIND_BLOCK_CONNECTION: "block_connection",
-    pb.ACTION_KIND_BLOCK_PORT: "block_port",
-    pb.ACTION_KIND_BLOCK_ALL_OUTGOING: "block_all_outgoing",
-    pb.ACTION_KIND_BLOCK_ALL_INCOMING: "block_all_incoming",
-    pb.ACTION_KIND_ENFORCE_PATTERN_OF_LIFE: "enforce_pattern_of_life",
-    pb.ACTION_KIND_QUARANTINE: "quarantine",
-}
+KIND_NAMES = ACTION_KIND_NAMES
 # Kinds whose meaning depends on scopes; the others act on the whole target and reject scopes.
 _SCOPED_KINDS = {
     pb.ACTION_KIND_BLOCK_CONNECTION,
@@ -59,7 +53,7 @@ class ActiveAction:
 
     @property
     def kind_name(self) -> str:
-        return KIND_NAMES.get(self.kind, "unspecified")
+        return action_kind_name(self.kind)
 
 
 def _parse_peer(raw: str, kind: int) -> IPAddress | IPNetwork:

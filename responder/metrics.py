@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from vigil.action_kinds import ACTION_KIND_NAMES
+
+# Why the responder turns a request away (the `reason` label of vigil_responder_actions_refused_total).
+REFUSAL_REASONS = ("conflict", "invalid", "protected")
+
 
 class ResponderMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -41,3 +46,8 @@ class ResponderMetrics:
             "Watch streams closed because the client did not keep up.",
             registry=registry,
         )
+        # Known label values start at zero so dashboards and alerts see the series before the first event.
+        for kind in ACTION_KIND_NAMES.values():
+            self.actions_applied.labels(kind=kind)
+        for reason in REFUSAL_REASONS:
+            self.actions_refused.labels(reason=reason)

@@ -21,8 +21,9 @@ from responder.state import ActionStore
 from vigil.config import ResponderConfig, VigilConfig
 from vigil.health import HealthState
 from vigil.log import get
+from vigil.metrics import service_metrics
 from vigil.responder.v1 import responder_pb2_grpc as pb_grpc
-from vigil.service import build_info, run_service
+from vigil.service import ListenError, run_service
 from vigil.tls import server_credentials
 
 _log = get("responder")
@@ -49,7 +50,7 @@ class ResponderService:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
-        build_info(self.registry, "responder")
+        service_metrics(self.registry, "responder")
         self.metrics = ResponderMetrics(self.registry)
         self.backend = backend if backend is not None else make_backend(cfg, clock)
         self.store = ActionStore(
@@ -77,7 +78,7 @@ class ResponderService:
         tls = self.cfg.tls.active
         if tls:
             # Credentials are built before anything listens, so a bad file stops start-up here.
-            port = server.add_secure_port(self.cfg.listen, server_credentials(self.cfg.tls))
+            credentials = server_credentials(self.cfg.tls)
         else:
             # Anyone who can reach this port can block traffic; say so once per start, loudly.
             _log.warning(
@@ -85,9 +86,19 @@ class ResponderService:
                 listen=self.cfg.listen,
                 hint="set responder.tls.{ca_file,cert_file,key_file} to require client certificates",
             )
-            port = server.add_insecure_port(self.cfg.listen)
+        try:
+            port = (
+                server.add_secure_port(self.cfg.listen, credentials)
+                if tls
+                else server.add_insecure_port(self.cfg.listen)
+            )
+        except RuntimeError as exc:  # grpc's way of saying the address is taken or not ours
+            port = 0
+            _log.debug("grpc_bind_failed", error=str(exc)[:200])
         if port == 0:
-            raise RuntimeError(f"cannot listen on {self.cfg.listen}")
+            raise ListenError(
+                f"responder: cannot listen for gRPC on {self.cfg.listen} (in use, or not an address here)"
+            )
         self.port = port
         reconcile_stop = asyncio.Event()
         # First pass before serving, so restored actions are enforced before new ones arrive.

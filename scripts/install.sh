@@ -17,7 +17,11 @@ apt_pkgs=(tcpdump tshark nmap nftables dnsutils netcat-openbsd iproute2 libpcap-
   rsyslog rsyslog-gnutls
   # A real browser for the web console's test, driven by Playwright through executable_path (Playwright's
   # own browser download is not needed).
-  chromium)
+  chromium
+  # promtool checks every service's /metrics exposition in the tests (the Prometheus server is not run).
+  prometheus
+  # `vigil completion zsh` is loaded by a real zsh in the tests.
+  zsh)
 need_apt=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")

@@ -9,11 +9,13 @@ no vectorised pass can follow without first knowing every length).
 
 from __future__ import annotations
 
+import contextlib
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -133,9 +135,15 @@ class _ChunkReader:
         kept = len(self.buf) - keep_from
         self.base += keep_from
         want = max(self.chunk_bytes, need)
+        if kept > 0 and not self.fh.seekable():
+            # A pipe (``tcpdump -w - | vigil ...``) cannot go back: keep the tail and append.
+            more = self.fh.read(want)
+            self.eof = not more
+            self.buf = self.buf[keep_from:] + more
+            return
         if kept > 0:
             # Read the kept tail again with the new bytes instead of concatenating: one read, no 16 MB
-            # copy per chunk (capture files are regular files; read_capture already seeks).
+            # copy per chunk (a regular file; read_capture has already sought back over the magic).
             self.fh.seek(-kept, 1)
             self.buf = self.fh.read(kept + want)
             if len(self.buf) <= kept:
@@ -145,6 +153,33 @@ class _ChunkReader:
         if not more:
             self.eof = True
         self.buf = more
+
+
+# The capture path that means standard input (``tcpdump -w - | vigil analyze -``).
+STDIN = "-"
+
+
+class _HeadPutBack:
+    """A pipe's reader with the bytes already read from it put back in front (a pipe cannot seek back to
+    read the capture's header again); reads what the capture readers call, and says it cannot seek."""
+
+    def __init__(self, fh: BinaryIO, head: bytes) -> None:
+        self.fh = fh
+        self.head = head
+
+    def read(self, n: int = -1) -> bytes:
+        if not self.head:
+            return self.fh.read(n)
+        if n < 0:
+            out, self.head = self.head + self.fh.read(), b""
+            return out
+        out, self.head = self.head[:n], self.head[n:]
+        if len(out) < n:
+            out += self.fh.read(n - len(out))
+        return out
+
+    def seekable(self) -> bool:
+        return False
 
 
 def read_capture(
@@ -158,11 +193,22 @@ def read_capture(
     every packet parsed before the damage has been yielded.
     """
     name = str(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4)
+    opened: contextlib.AbstractContextManager[BinaryIO]
+    if name == STDIN:
+        # Standard input stays open: it is the process's, not this reader's.
+        name, opened = "standard input", contextlib.nullcontext(sys.stdin.buffer)
+    else:
+        opened = open(path, "rb")  # noqa: SIM115 (the with below closes it)
+    with opened as raw:
+        head = raw.read(4)
         if len(head) < 4:
             raise CaptureError(name, 0, "file too short for a capture header")
-        fh.seek(0)
+        fh: BinaryIO
+        if raw.seekable():
+            raw.seek(0)
+            fh = raw
+        else:
+            fh = cast(BinaryIO, _HeadPutBack(raw, head))
         magic_le = struct.unpack("<I", head)[0]
         magic_be = struct.unpack(">I", head)[0]
         if magic_le == _PCAPNG_SHB:

@@ -15,6 +15,7 @@ the tests measure is what users get.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -352,16 +353,36 @@ class _LogFiles:
             fh.close()
 
 
+class _OneStream:
+    """Every log's rows on one stream (standard output), each naming its log first in ``_path`` as Zeek's
+    JSON streaming logs do, so ``jq 'select(._path == "dns")'`` takes one log back out."""
+
+    def __init__(self, fh: IO[str]) -> None:
+        self.fh = fh
+
+    def write(self, log: str, row: Row) -> None:
+        self.fh.write(json_line({"_path": log, **row}) + "\n")
+
+    def close(self) -> None:
+        self.fh.flush()
+
+
+# The --out that means standard output.
+STDOUT = "-"
+
+
 def read_to_logs(cfg: VigilConfig, captures: Sequence[Path], fmt: str, out: Path) -> int:
-    """Read ``captures`` through the sensor and write logs in ``fmt`` into directory ``out``.
+    """Read ``captures`` through the sensor and write logs in ``fmt`` into directory ``out`` (``-``:
+    standard output, every log on one stream).
 
     Returns the process exit code: 0, 1 when a capture does not exist, 3 when one is truncated or
     corrupt (everything read before the damage is still written).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    to_stdout = str(out) == STDOUT
     problems = capture_problems(captures)
-    problem = _out_dir_problem(out)
+    problem = None if to_stdout else _out_dir_problem(out)
     if problem:
         problems.append(problem)
     if problems:
@@ -372,11 +393,16 @@ def read_to_logs(cfg: VigilConfig, captures: Sequence[Path], fmt: str, out: Path
     records = pipeline_records(cfg.sensor, [Path(p) for p in captures], errors=errors)
     orphaned = 0
     if fmt == "jsonl":
-        with (out / "records.jsonl").open("w", encoding="utf-8") as fh:
+        opened = (
+            contextlib.nullcontext(sys.stdout)
+            if to_stdout
+            else (out / "records.jsonl").open("w", encoding="utf-8")
+        )
+        with opened as fh:
             for rec in records:
                 fh.write(json_format.MessageToJson(rec, indent=None) + "\n")
     else:
-        files = _LogFiles(out)
+        files: _LogFiles | _OneStream = _OneStream(sys.stdout) if to_stdout else _LogFiles(out)
         rows = ZeekRows()
         try:
             for rec in records:

@@ -51,6 +51,11 @@ def tune_gc() -> None:
     gc.set_threshold(1_000_000, 50, 100)
 
 
+# The label values of vigil_sensor_decapsulated_packets_total and vigil_sensor_ip_fragments_total.
+TUNNELS = ("vxlan", "geneve")
+FRAGMENT_OUTCOMES = ("reassembled", "overlap", "timeout", "too_large", "table_full", "memory", "malformed")
+
+
 class SensorMetrics:
     """The pipeline's Prometheus series, on a registry the caller owns."""
 
@@ -88,6 +93,11 @@ class SensorMetrics:
         )
         # Children are created once: labels() is a dict lookup plus a lock on every call.
         self._reason_children = {r: self.decode_errors.labels(reason=r) for r in REASONS[1:]}
+        # Known label values start at zero so dashboards and alerts see the series before the first event.
+        for tunnel in TUNNELS:
+            self.decapsulated.labels(tunnel=tunnel)
+        for outcome in FRAGMENT_OUTCOMES:
+            self.fragments.labels(outcome=outcome)
 
     def decode_error(self, reason_index: int, count: int) -> None:
         self._reason_children[REASONS[reason_index]].inc(count)

@@ -16,13 +16,14 @@ from sensor.livelogs import LiveZeekLogs, LogDirError
 from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.publisher import BatchPublisher
 from sensor.sources.pcap import PcapSource, capture_problems
-from sensor.sources.tap import TapSource
+from sensor.sources.tap import TapSource, interface_problem
 from vigil.config import SensorConfig, VigilConfig
 from vigil.exitcodes import Exit
 from vigil.health import HealthState
 from vigil.log import get
+from vigil.metrics import service_metrics
 from vigil.sensor.v1 import sensor_pb2
-from vigil.service import build_info, run_service
+from vigil.service import run_service
 
 log = get("sensor")
 
@@ -51,7 +52,7 @@ class SensorService:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
-        build_info(self.registry, "sensor")
+        service_metrics(self.registry, "sensor")
         replay = replay_id(cfg.sensor)
         # Zeek logs written as records are produced (sensor.zeek_logs.directory), or none.
         self.zeek_logs: LiveZeekLogs | None = (
@@ -115,6 +116,12 @@ class SensorService:
             await self.publisher.add(records, event_time=self.pipeline.now)
 
     async def run(self, stop: asyncio.Event) -> None:
+        if self.cfg.sensor.source == "tap":
+            problem = interface_problem(self.cfg.sensor.interface or "")
+            if problem:
+                log.error("interface_unusable", problem=problem)
+                self.exit_code = Exit.ENVIRONMENT
+                return
         if self.cfg.sensor.source == "pcap":
             problems = capture_problems(self.cfg.sensor.pcap_files)
             if problems:

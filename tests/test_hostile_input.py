@@ -292,3 +292,51 @@ def test_off_stays_off_from_a_file_the_environment_and_set(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError):
         load(None, environ={"VIGIL_SENSOR__VERIFY_IP_CHECKSUMS": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("command", "key"),
+    [("responder", "responder.listen"), ("responder", "responder.http.port"), ("master", "master.http.port")],
+)
+def test_an_address_in_use_is_the_operators_to_fix_not_a_bug(command: str, key: str) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        value = f"127.0.0.1:{port}" if key.endswith("listen") else str(port)
+        others = ["--set", "responder.http.port=0"] if key == "responder.listen" else []
+        proc = _vigil(command, "--set", f"{key}={value}", *others, timeout=60)
+    assert proc.returncode == Exit.ENVIRONMENT, proc.stderr
+    assert f"{port}" in proc.stderr and "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["sensor", "up"])
+def test_a_missing_interface_is_the_operators_to_fix_not_a_bug(command: str, short_tmp: Path) -> None:
+    extra = ["--data-dir", str(short_tmp / "up")] if command == "up" else ["--set", "sensor.http.port=0"]
+    proc = _vigil(command, "--interface", "nosuchif0", *extra, timeout=60)
+    assert proc.returncode == Exit.ENVIRONMENT, proc.stdout + proc.stderr
+    assert "nosuchif0: no such network interface" in proc.stdout + proc.stderr
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [("models",), ("sensor", "read", str(LAB_CAPTURE), "--out", "-")], ids=["models", "sensor-read"]
+)
+def test_a_full_disk_is_the_operators_to_fix_not_a_bug(args: tuple[str, ...]) -> None:
+    """Output into /dev/full, the kernel's device whose every write fails with ENOSPC."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [sys.executable, "-m", "vigil.cli", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            env=env,
+        )
+    assert proc.returncode == Exit.ENVIRONMENT, proc.stderr
+    assert "vigil: cannot write: No space left on device" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -133,3 +133,73 @@ def test_what_a_sensor_exit_means_to_vigil_up(tmp_path: Path) -> None:
         assert run._on_exit(service, code) == verdict, code
         assert service.finished == finished, code
         assert said in out.getvalue(), code
+
+
+LISTENING = re.compile(r"listening  (?P<what>.+?)\s{2,}(?P<where>\S+)$")
+
+
+def _http_status(url: str) -> int:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return int(resp.status)
+
+
+def _answers(what: str, where: str) -> bool:
+    """Whether what `vigil up` printed really listens there, asked in its own protocol."""
+    import urllib.parse
+
+    try:
+        if where.startswith("http://"):
+            url = where if what == "nats monitoring" else where.removesuffix("/metrics") + "/healthz"
+            return _http_status(url) == 200
+        parsed = urllib.parse.urlparse(where)
+        if parsed.scheme == "unix":  # valkey: PING on its socket
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(2)
+                s.connect(parsed.path)
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        with socket.create_connection((parsed.hostname or "", parsed.port or 0), timeout=2) as s:
+            if parsed.scheme == "nats":  # the server greets every client with INFO
+                s.settimeout(2)
+                return s.recv(5) == b"INFO "
+            return True  # gRPC: the responder accepts the connection
+    except OSError:
+        return False
+
+
+def test_up_prints_where_every_endpoint_listens_and_each_answers_there(short_tmp: Path) -> None:
+    up = start_up(short_tmp / "up", "--speed", "2")
+    printed: dict[str, str] = {}
+    try:
+        assert up.stdout is not None
+        deadline = time.monotonic() + 60
+        while "responder gRPC" not in printed and time.monotonic() < deadline:
+            line = up.stdout.readline()
+            if not line:
+                break
+            found = LISTENING.search(line.rstrip("\n"))
+            if found:
+                printed[found["what"]] = found["where"]
+        assert set(printed) == {
+            "nats",
+            "nats monitoring",
+            "valkey",
+            "sensor metrics",
+            "master metrics",
+            "responder metrics",
+            "responder gRPC",
+        }, printed
+        # The services start after the lines are printed: each answers within a bounded wait.
+        waiting = dict(printed)
+        deadline = time.monotonic() + 30
+        while waiting and time.monotonic() < deadline:
+            waiting = {what: where for what, where in waiting.items() if not _answers(what, where)}
+            time.sleep(0.2)
+        assert not waiting, f"printed but not answering: {waiting}"
+        up.send_signal(signal.SIGTERM)
+        finish(up, timeout_s=60)
+    finally:
+        kill_group(up)
+    assert up.returncode == Exit.OK

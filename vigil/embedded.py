@@ -104,6 +104,8 @@ class ManagedProcess:
 class EmbeddedNats(ManagedProcess):
     url: str
     store_dir: Path
+    # Its HTTP monitoring endpoint (/varz, /jsz, ...), "" when the server reported none.
+    monitoring_url: str = ""
 
 
 @dataclass
@@ -166,6 +168,7 @@ def start_nats(
             try:
                 info = json.loads(ports_file.read_text())
                 url = info["nats"][0]
+                monitoring = info.get("monitoring") or [""]
                 break
             except (json.JSONDecodeError, KeyError, IndexError):
                 if time.monotonic() > deadline:
@@ -177,7 +180,9 @@ def start_nats(
         proc.kill()
         proc.wait()
         raise
-    return EmbeddedNats(proc=proc, name="nats-server", url=url, store_dir=store)
+    return EmbeddedNats(
+        proc=proc, name="nats-server", url=url, store_dir=store, monitoring_url=str(monitoring[0])
+    )
 
 
 def start_redis(

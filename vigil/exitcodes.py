@@ -10,10 +10,12 @@ from enum import IntEnum
 
 
 class Exit(IntEnum):
-    # Done as asked (a service stopped by SIGTERM after draining counts as done).
+    # Done as asked (a service stopped by SIGTERM after draining counts as done, and so does output whose
+    # reader closed the pipe early).
     OK = 0
     # The operator's environment: a file or directory missing, of the wrong kind, unreadable or
-    # unwritable; a data directory in use by another `vigil up`; root needed and not held.
+    # unwritable; a data directory in use by another `vigil up`; root needed and not held; a network
+    # interface that does not exist; an address to listen on already in use; a full or read-only disk.
     ENVIRONMENT = 1
     # The command line or the configuration is invalid; every problem is listed at once.
     USAGE = 2
@@ -45,8 +47,8 @@ class Exit(IntEnum):
 
 
 _MEANINGS = {
-    Exit.OK: "done",
-    Exit.ENVIRONMENT: "a file, directory, permission or lock the operator must fix",
+    Exit.OK: "done (also when the reader of the output closed it early, as `| head` does)",
+    Exit.ENVIRONMENT: "a file, directory, disk, interface, permission, lock or address in use to fix",
     Exit.USAGE: "invalid command line or configuration",
     Exit.INPUT: "input damaged or not decodable",
     Exit.UNDELIVERED: "telemetry left undelivered in the sensor's spool",

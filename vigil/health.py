@@ -11,8 +11,9 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
+
+from vigil.metrics import exposition
 
 ReadyCheck = Callable[[], bool]
 
@@ -38,6 +39,15 @@ class HealthState:
         return ready, results
 
 
+def _header(head: bytes, name: bytes) -> str:
+    """The value of one request header (case-insensitive name; the first if repeated), or ""."""
+    for line in head.split(b"\r\n")[1:]:
+        key, sep, value = line.partition(b":")
+        if sep and key.strip().lower() == name:
+            return value.strip().decode("latin-1")
+    return ""
+
+
 class HealthServer:
     def __init__(self, registry: CollectorRegistry, state: HealthState, host: str, port: int) -> None:
         self._registry = registry
@@ -61,10 +71,11 @@ class HealthServer:
             await self._server.wait_closed()
             self._server = None
 
-    def _route(self, path: str) -> tuple[int, str, bytes]:
+    def _route(self, path: str, accept: str = "") -> tuple[int, str, bytes]:
         path = path.split("?", 1)[0]
         if path == "/metrics":
-            return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            metrics, content_type = exposition(self._registry, accept)
+            return 200, content_type, metrics
         if path == "/healthz":
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/readyz":
@@ -83,7 +94,7 @@ class HealthServer:
             if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"method not allowed\n"
             else:
-                status, ctype, body = self._route(parts[1])
+                status, ctype, body = self._route(parts[1], _header(head, b"accept"))
             reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
             header = (
                 f"HTTP/1.1 {status} {reason.get(status, '')}\r\nContent-Type: {ctype}\r\n"

@@ -7,12 +7,16 @@ import contextlib
 import signal
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
 
-from vigil import __version__
 from vigil.config import HttpConfig
 from vigil.health import HealthServer, HealthState
 from vigil.log import get
+
+
+class ListenError(Exception):
+    """An address a service must listen on is taken or not ours to use: the operator's to fix (exit 1),
+    not a bug."""
 
 
 class Service(Protocol):
@@ -23,11 +27,6 @@ class Service(Protocol):
     async def run(self, stop: asyncio.Event) -> None:
         """Work until ``stop`` is set, then drain in-flight work and return."""
         ...
-
-
-def build_info(registry: CollectorRegistry, component: str) -> None:
-    info = Gauge(f"vigil_{component}_build_info", "Build information.", ["version"], registry=registry)
-    info.labels(version=__version__).set(1)
 
 
 async def run_service(service: Service, http: HttpConfig, stop: asyncio.Event | None = None) -> None:
@@ -44,7 +43,12 @@ async def run_service(service: Service, http: HttpConfig, stop: asyncio.Event | 
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, _request_stop, sig.name)
     server = HealthServer(service.registry, service.health, http.host, http.port)
-    await server.start()
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ListenError(
+            f"{service.name}: cannot serve /metrics on {http.host}:{http.port}: {exc.strerror or exc}"
+        ) from exc
     log.info("http_listening", host=http.host, port=server.port)
     try:
         await service.run(stop)

@@ -24,7 +24,8 @@ from vigil.config import VigilConfig
 from vigil.console.v1 import console_pb2_grpc as pb_grpc
 from vigil.health import HealthState
 from vigil.log import get
-from vigil.service import build_info, run_service
+from vigil.metrics import service_metrics
+from vigil.service import run_service
 from vigil.tls import server_credentials
 
 log = get("console")
@@ -41,7 +42,7 @@ class ConsoleService:
         self.cfg = cfg
         self.registry = registry if registry is not None else CollectorRegistry()
         self.health = HealthState()
-        build_info(self.registry, "console")
+        service_metrics(self.registry, "console")
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self.started = asyncio.Event()

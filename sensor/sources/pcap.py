@@ -6,13 +6,14 @@ import asyncio
 import itertools
 import os
 import stat
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from sensor.capture import DEFAULT_BLOCK_PACKETS, PacketBlock, read_capture
+from sensor.capture import DEFAULT_BLOCK_PACKETS, STDIN, PacketBlock, read_capture
 
 # In real-time mode, blocks are cut into slices of this much capture time so downstream sees
 # packets at roughly the rate they were captured instead of 65536 at once.
@@ -21,7 +22,12 @@ REALTIME_SLICE_S = 0.1
 
 def capture_problem(path: Path) -> str | None:
     """Why ``path`` cannot be read as a capture (None when it can): capture files are regular files or
-    FIFOs (``tcpdump -w - | ...``); a directory or a device would read as garbage or for ever."""
+    FIFOs (``tcpdump -w - | ...``), or ``-`` for standard input when it is not a terminal; a directory or a
+    device would read as garbage or for ever."""
+    if str(path) == STDIN:
+        if sys.stdin is None or sys.stdin.isatty():
+            return "-: standard input is a terminal; pipe a capture in (tcpdump -w - | vigil ...)"
+        return None
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -40,7 +46,11 @@ def capture_problem(path: Path) -> str | None:
 
 
 def capture_problems(paths: Iterable[Path]) -> list[str]:
-    return [p for p in (capture_problem(Path(x)) for x in paths) if p is not None]
+    paths = list(paths)
+    problems = [p for p in (capture_problem(Path(x)) for x in paths) if p is not None]
+    if sum(str(x) == STDIN for x in paths) > 1:
+        problems.append("-: standard input can be read only once")
+    return problems
 
 
 class PcapSource:

@@ -26,6 +26,23 @@ PACKET_OUTGOING = 4
 SNAPLEN = 65535
 
 
+def interface_problem(interface: str) -> str | None:
+    """Why a live capture on ``interface`` cannot start (None when it can): no such interface, or no right
+    to open a raw socket (root or CAP_NET_RAW). Asked before the sensor starts, so either is the operator's
+    to fix (exit 1), not a failure half-way."""
+    try:
+        socket.if_nametoindex(interface)
+    except (OSError, ValueError):
+        return f"--interface {interface}: no such network interface"
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL)).close()
+    except PermissionError:
+        return f"--interface {interface}: capturing needs root (or CAP_NET_RAW)"
+    except OSError as exc:
+        return f"--interface {interface}: cannot open a capture socket: {exc.strerror or exc}"
+    return None
+
+
 class TapSource:
     def __init__(
         self,

@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -19,14 +20,14 @@ import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 from prometheus_client import CollectorRegistry
 
-from master.ingest import BREACH_SUBJECT, DEVICE_SUBJECT
+from master.ingest import BREACH_SUBJECT, DEVICE_SUBJECT, Consumer
 from master.pipeline import Pipeline
 from master.service import MasterService
 from tests.conftest import REPO
 from tests.master.traffic import T0, batches, flow, office, scan
 from vigil import config, embedded
 from vigil.alert.v1 import alert_pb2
-from vigil.bus import ensure_stream, telemetry_subject
+from vigil.bus import ensure_stream, heartbeat_subject, telemetry_subject
 from vigil.config import VigilConfig
 from vigil.sensor.v1 import sensor_pb2
 
@@ -240,20 +241,70 @@ async def test_breaches_are_published_live_and_stored(
     # Every device was announced once, with its address (5 workstations and the servers that answered).
     assert len(devices) == len({d.device_id for d in devices}) > 5
     assert {f"10.0.1.{i}" for i in range(1, 6)} <= {d.ip for d in devices}
-    assert _metric(registry, "vigil_master_breaches_total", model="Device / Network Scan") == 1
-    for model in {b.model for b in stored}:
-        assert _metric(registry, "vigil_master_breaches_total", model=model) == sum(
-            b.model == model for b in stored
-        )
-    # confirm mode: the action is recorded as proposed, not sent.
-    assert (
-        _metric(registry, "vigil_master_actions_total", kind="ACTION_KIND_BLOCK_CONNECTION", mode="confirm")
-        == 1
+    scans = [b for b in stored if b.model_id == "device-network-scan"]
+    assert len(scans) == 1
+    assert _metric(
+        registry, "vigil_master_breaches_total", model_id=scans[0].model_id, severity=scans[0].severity
     )
+    for key in {(b.model_id, b.severity) for b in stored}:
+        assert _metric(registry, "vigil_master_breaches_total", model_id=key[0], severity=key[1]) == sum(
+            (b.model_id, b.severity) == key for b in stored
+        )
+    # confirm mode: the action is recorded as proposed, not sent; its kind spelt as everywhere else.
+    assert _metric(registry, "vigil_master_actions_total", kind="block_connection", mode="confirm") == 1
+    # Event-time lag: the master's clock minus the newest record it committed (the scan's last flow).
+    newest = max(rec.flow.end_time.ToNanoseconds() / 1e9 for rec in records if rec.HasField("flow"))
+    lag = _metric(registry, "vigil_master_event_time_lag_seconds")
+    assert abs(lag - (time.time() - newest)) < 60, (lag, time.time() - newest)
     keys = [k async for k in r.scan_iter("vigil:v1:action:*")]
     assert len(keys) == 1
     assert (await _json(r, keys[0]))["state"] == "proposed"
     assert await r.zcard("vigil:v1:actions:pending") == 0
+
+
+async def test_backlog_heartbeats_and_fetch_errors_are_measured(
+    env: tuple[VigilConfig, JetStreamContext, aioredis.Redis],
+    nats_server: embedded.EmbeddedNats,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    cfg, js, _ = env
+    nc = await nats.connect(nats_server.url)
+    registry = CollectorRegistry()
+    service = MasterService(cfg, registry)
+    # Backlog: a second durable consumer that nobody fetches from sees every message pending.
+    idle = Consumer(
+        nc, js, service.processor, service.metrics, stream=cfg.nats.stream, durable="idle", fetch_batch=16
+    )
+    await idle.subscribe()
+    await _publish(js, _external_flows(30, 10, "lag"))
+    await idle.record_backlog()
+    assert _metric(registry, "vigil_master_consumer_pending_messages") == 30
+    await js.delete_consumer(cfg.nats.stream, "idle")
+    running = Running(service)
+    await _until(lambda: _ready(lambda: _metric(registry, "vigil_master_batches_total") == 30))
+    # The running master's own consumer drains to nothing pending (the gauge is refreshed every 2 s).
+    await _until(lambda: _ready(lambda: _metric(registry, "vigil_master_consumer_pending_messages") == 0))
+    # Heartbeats: the age of each sensor's last one, as the master heard it, growing between beats.
+    await nc.publish(
+        heartbeat_subject("sensor-7"), sensor_pb2.Heartbeat(sensor_id="sensor-7").SerializeToString()
+    )
+    age = "vigil_master_sensor_heartbeat_age_seconds"
+    await _until(lambda: _ready(lambda: registry.get_sample_value(age, {"sensor": "sensor-7"}) is not None))
+    first = _metric(registry, age, sensor="sensor-7")
+    await asyncio.sleep(1.2)
+    assert 0 <= first < 5 and _metric(registry, age, sensor="sensor-7") >= first + 1
+    # A deleted consumer: fetches fail, are counted and logged with their type; the master makes the
+    # consumer again and goes on with what is published next.
+    await js.delete_consumer(cfg.nats.stream, cfg.master.consumer)
+    await _until(lambda: _ready(lambda: _metric(registry, "vigil_master_fetch_errors_total") >= 1))
+    await _publish(js, _external_flows(1, 10, "after"))
+    await _until(lambda: _ready(lambda: _metric(registry, "vigil_master_batches_total") == 31))
+    await running.close()
+    await nc.close()
+    out = capsys.readouterr()
+    failures = [line for line in (out.out + out.err).splitlines() if "fetch_failed" in line]
+    assert failures and all("error_type=ServiceUnavailableError" in line for line in failures), failures
+    assert all('error=""' not in line for line in failures)
 
 
 async def test_redis_outage_naks_and_recovers(nats_server: embedded.EmbeddedNats, short_tmp: Path) -> None:

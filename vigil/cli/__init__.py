@@ -2,29 +2,36 @@
 
 vigil up        all-in-one: embedded nats-server + Valkey, then sensor, master, responder, console
 vigil sensor    the sensor service (pcap files or a live tap)
-vigil sensor read CAPTURE --format zeek-json|jsonl --out DIR
+vigil sensor read CAPTURE --format zeek-json|jsonl --out DIR   (- for stdin / stdout)
 vigil master    the master service
 vigil responder the responder service
 vigil console   the operator's API (gRPC ConsoleService and HTTP/JSON with /openapi.json)
 vigil analyze   offline: captures -> breaches and the actions policy would take
 vigil models    the model catalog: what makes each model breach, and the response
 vigil eval      offline: scenario captures + truth files -> recall, precision, time to detect, false positives
+vigil completion bash|zsh   the shell completion script
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import sys
+import textwrap
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vigil import __version__
 from vigil import log as vlog
+from vigil.cli.completion import SHELLS
+from vigil.cli.completion import script as completion_script
 from vigil.config import ConfigError, VigilConfig, load, set_overrides, set_path
 from vigil.exitcodes import Exit
+from vigil.service import ListenError
 
 
 class UsageError(Exception):
@@ -57,20 +64,82 @@ def _common_options(after: bool) -> argparse.ArgumentParser:
     return common
 
 
+# One example or more per command, shown at the end of its --help (a capture path of "-" reads standard
+# input; --out - writes to standard output).
+EXAMPLES = {
+    "up": (
+        "vigil up --pcap capture.pcap --exit-when-done  # replay a capture through it all, then stop",
+        "vigil up --interface eth1 --backend nftables   # watch a live interface, enforce actions",
+    ),
+    "sensor": (
+        "vigil sensor --interface eth1 --set nats.url=nats://master:4222",
+        "tcpdump -i eth1 -w - | vigil sensor --pcap -    # a capture on standard input",
+    ),
+    "sensor read": (
+        "vigil sensor read capture.pcap --out logs/      # conn.log, dns.log, ... as Zeek JSON",
+        "vigil sensor read - --out - <capture.pcap | jq 'select(._path == \"dns\")'",
+    ),
+    "master": ("vigil master --config /etc/vigil/vigil.yaml",),
+    "responder": ("vigil responder --backend nftables --set responder.listen=0.0.0.0:50051",),
+    "analyze": (
+        "vigil analyze capture.pcap                      # breaches, incidents, actions",
+        "vigil analyze --learn baseline.pcap --json day2.pcap | jq .model",
+    ),
+    "models": ("vigil models --json | jq -r .model_id",),
+    "eval": ("vigil eval tests/data/scenarios                # recall, precision, time to detect",),
+    "completion": (
+        "source <(vigil completion bash)                 # in ~/.bashrc",
+        "source <(vigil completion zsh)                  # in ~/.zshrc",
+    ),
+}
+# From the codes themselves, so --help and vigil/exitcodes.py cannot disagree (the README's table is
+# checked against them by tests/test_hostile_input.py).
+EXIT_CODES_HELP = textwrap.fill(
+    "exit codes: " + ", ".join(f"{int(code)} {code.meaning}" for code in Exit) + ".", width=100
+)
+
+
+def _example(line: str) -> str:
+    """An example with its comment (after "  # ") in one column."""
+    text, sep, comment = line.partition("  # ")
+    return f"  {text.rstrip():<46}  # {comment}" if sep else f"  {line}"
+
+
+def _epilog(command: str) -> str:
+    lines = "\n".join(_example(line) for line in EXAMPLES[command])
+    return f"examples:\n{lines}\n\n{EXIT_CODES_HELP}"
+
+
+def _add(
+    sub: Any, command: str, help: str, parents: list[argparse.ArgumentParser]
+) -> argparse.ArgumentParser:
+    """One subcommand, with its examples in its --help."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        command.rsplit(maxsplit=1)[-1],
+        help=help,
+        description=help[0].upper() + help[1:] + ".",
+        parents=parents,
+        epilog=_epilog(command),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigil",
         description="Self-learning network detection and response.",
         parents=[_common_options(after=False)],
-        epilog="Exit codes: 0 done, 1 environment (file, permission, lock), 2 usage or configuration, "
-        "3 input damaged or undecodable, 4 telemetry left in the spool, 5 a dependency failed, "
-        "6 evaluation below target, 70 internal error, 130 interrupted.",
+        epilog="examples:\n"
+        + "\n".join(_example(lines[0]) for lines in EXAMPLES.values())
+        + f"\n\n{EXIT_CODES_HELP}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vigil {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     common = [_common_options(after=True)]
 
-    up = sub.add_parser("up", help="run everything on embedded servers", parents=common)
+    up = _add(sub, "up", "run everything on embedded servers", common)
     up.add_argument("--pcap", type=Path, action="append", default=[], help="replay capture file(s)")
     up.add_argument("--interface", help="capture live on this interface (root)")
     up.add_argument("--backend", choices=["dryrun", "nftables"], help="responder backend (default dryrun)")
@@ -99,8 +168,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="forget what an earlier run in the data directory learned (its telemetry, models and actions)",
     )
 
-    sensor = sub.add_parser("sensor", help="run the sensor, or read a capture to logs", parents=common)
-    sensor.add_argument("--pcap", type=Path, action="append", default=[], help="capture file(s) to read")
+    sensor = _add(sub, "sensor", "run the sensor, or read a capture to logs", common)
+    sensor.add_argument(
+        "--pcap",
+        type=Path,
+        action="append",
+        default=[],
+        help="capture file(s) to read (- for standard input)",
+    )
     sensor.add_argument("--interface", help="capture live on this interface (root)")
     sensor.add_argument(
         "--zeek-logs",
@@ -109,22 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write Zeek logs (conn.log, dns.log, ..., weird.log), rotated, into DIR",
     )
     sensor_sub = sensor.add_subparsers(dest="sensor_command")
-    read = sensor_sub.add_parser(
-        "read", help="decode a capture to Zeek-compatible JSON logs or JSON lines", parents=common
+    read = _add(
+        sensor_sub, "sensor read", "decode captures to Zeek-compatible JSON logs or JSON lines", common
     )
-    read.add_argument("captures", type=Path, nargs="+")
+    read.add_argument("captures", type=Path, nargs="+", help="capture files (- for standard input)")
     read.add_argument("--format", choices=["zeek-json", "jsonl"], default="zeek-json")
-    read.add_argument("--out", type=Path, required=True, help="output directory")
+    read.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory, or - for standard output (zeek-json rows then name their log in _path)",
+    )
 
-    sub.add_parser("master", help="run the master", parents=common)
-    responder = sub.add_parser("responder", help="run the responder", parents=common)
+    _add(sub, "master", "run the master", common)
+    responder = _add(sub, "responder", "run the responder", common)
     responder.add_argument("--backend", choices=["dryrun", "nftables"])
     sub.add_parser(
         "console", help="run the operator's API (gRPC and HTTP/JSON) on the master's store", parents=common
     )
 
-    analyze = sub.add_parser("analyze", help="offline: captures -> breaches and actions", parents=common)
-    analyze.add_argument("captures", type=Path, nargs="+")
+    analyze = _add(sub, "analyze", "offline: captures -> breaches and actions", common)
+    analyze.add_argument("captures", type=Path, nargs="+", help="capture files (- for standard input)")
     analyze.add_argument("--json", action="store_true", help="one JSON object per line")
     analyze.add_argument(
         "--learn",
@@ -135,19 +215,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="learn from this capture first, without reporting it (repeatable: --learn A --learn B)",
     )
 
-    models = sub.add_parser(
-        "models", help="the model catalog: what makes each model breach, and the response", parents=common
-    )
+    models = _add(sub, "models", "the model catalog: what makes each model breach, and the response", common)
     models.add_argument("--json", action="store_true", help="one JSON object per model")
 
-    evaluate = sub.add_parser(
-        "eval", help="recall, precision, time to detect, false positives per device-day", parents=common
-    )
+    evaluate = _add(sub, "eval", "recall, precision, time to detect, false positives per device-day", common)
     evaluate.add_argument("directory", type=Path, help="a directory of *.truth.yaml files and their captures")
     evaluate.add_argument("--json", action="store_true", help="the table as one JSON object")
     from vigil.cli import operator  # vigil incidents|breaches|devices|actions: the console API's client
 
     operator.register(sub, common)
+
+    completion = _add(sub, "completion", "print the shell completion script", [])
+    completion.add_argument("shell", choices=SHELLS)
     return parser
 
 
@@ -156,6 +235,9 @@ def _check_flags(args: argparse.Namespace) -> None:
     live_or_replay = args.command in ("up", "sensor") and getattr(args, "sensor_command", None) is None
     if live_or_replay and args.pcap and args.interface:
         raise UsageError("--pcap and --interface exclude each other: replay captures or capture live")
+    if args.command == "up" and any(str(p) == "-" for p in args.pcap):
+        # up restarts a sensor that dies, and a pipe cannot be read twice.
+        raise UsageError("vigil up reads captures by name; for standard input use vigil sensor --pcap -")
     if args.command == "up" and args.interface:
         if args.exit_when_done:
             raise UsageError("--exit-when-done needs --pcap: a live interface is never done")
@@ -256,6 +338,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or argparse's own usage error (already printed)
         return int(exc.code) if isinstance(exc.code, int) else Exit.USAGE
+    if args.command == "completion":
+        return _print(completion_script(parser, args.shell))
     try:
         _check_flags(args)
         cfg = _config(args)
@@ -275,29 +359,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vigil.cli import wiring
 
     try:
-        return _run(args, cfg)
+        code = _run(args, cfg)
+        # Output still buffered fails here, where it is handled, rather than at the interpreter's exit.
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return Exit.INTERRUPTED
     except BrokenPipeError:
         # Output piped into `head` or a closed pager: what was asked for was written.
         _quiet_stdout()
         return Exit.OK
-    except wiring.UserError as exc:
+    except (wiring.UserError, ListenError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return Exit.ENVIRONMENT
     except wiring.DependencyError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return Exit.DEPENDENCY
+    except OSError as exc:
+        if exc.errno not in _ENVIRONMENT_ERRNOS:
+            return _internal_error(exc, cfg.log.level)
+        # A full disk, a read-only file system, a file it may not touch: the operator's to fix, not a bug.
+        where = exc.filename or "cannot write"
+        print(f"vigil: {where}: {exc.strerror or exc}", file=sys.stderr)
+        if exc.filename is None:
+            _quiet_stdout()  # what stdout still buffers would fail again at exit
+        return Exit.ENVIRONMENT
     except Exception as exc:
-        # The last resort: a bug must still end in one clear line, not a traceback on the operator's screen.
-        print(
-            f"vigil: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
-            "run with --set log.level=debug for the traceback, and please report it",
-            file=sys.stderr,
-        )
-        if cfg.log.level == "debug":
-            traceback.print_exc()
-        return Exit.INTERNAL
+        return _internal_error(exc, cfg.log.level)
+
+
+# Errors of the machine, not of Vigil (exit 1): no space or quota left, a read-only file system, no right.
+_ENVIRONMENT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _internal_error(exc: BaseException, level: str) -> int:
+    """The last resort: a bug still ends in one clear line, not a traceback on the operator's screen."""
+    print(
+        f"vigil: internal error ({type(exc).__name__}: {str(exc)[:200]}); "
+        "run with --set log.level=debug for the traceback, and please report it",
+        file=sys.stderr,
+    )
+    if level == "debug":
+        traceback.print_exception(exc)
+    return Exit.INTERNAL
+
+
+def _print(text: str) -> int:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+    return Exit.OK
 
 
 def _quiet_stdout() -> None:

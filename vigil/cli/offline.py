@@ -26,6 +26,7 @@ from sensor.capture import CaptureError
 from sensor.logwriter import pipeline_records
 from sensor.pipeline import SensorPipeline, tune_gc
 from sensor.sources.pcap import capture_problems
+from vigil.action_kinds import action_kind_name
 from vigil.alert.v1 import alert_pb2
 from vigil.config import VigilConfig
 from vigil.exitcodes import Exit
@@ -42,7 +43,7 @@ def action_json(record: ActionRecord) -> dict[str, Any]:
     act = record.action
     return {
         "action_id": act.action_id,
-        "kind": responder_pb2.ActionKind.Name(act.kind).removeprefix("ACTION_KIND_").lower(),
+        "kind": action_kind_name(act.kind),
         "target_ip": act.target_ip,
         "scopes": [
             {"peer_ip": s.peer_ip, "port": s.port, "protocol": responder_pb2.IpProtocol.Name(s.protocol)}

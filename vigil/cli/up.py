@@ -47,6 +47,7 @@ from nats.aio.msg import Msg
 
 from responder.client import ResponderClient, scope_text
 from vigil import bus, embedded
+from vigil.action_kinds import action_kind_name
 from vigil.alert.v1 import alert_pb2
 from vigil.config import TlsConfig, VigilConfig
 from vigil.exitcodes import Exit
@@ -136,7 +137,7 @@ class LiveView:
         if self.actions.get(act.action_id) == state:
             return
         self.actions[act.action_id] = state
-        kind = responder_pb2.ActionKind.Name(act.kind).removeprefix("ACTION_KIND_").lower()
+        kind = action_kind_name(act.kind)
         self.line(
             "action",
             f"{act.target_ip:<15} {kind}{scope_text(act.scopes)} {state} via {status.backend}"
@@ -404,6 +405,7 @@ class AllInOne:
         self.signals = 0
         self.effective: VigilConfig | None = None
         self.nc: NatsClient | None = None
+        self.nats_monitoring = ""
 
     # -- start ----------------------------------------------------------------------------------------
     def start_servers(self) -> tuple[str, str]:
@@ -416,6 +418,7 @@ class AllInOne:
             )
 
         first = start_nats()
+        self.nats_monitoring = first.monitoring_url
         port = int(first.url.rsplit(":", 1)[1])
         # Later starts keep the address every client was given.
         self.servers.append(Server("nats-server", lambda: start_nats(port), self.view, first))
@@ -437,19 +440,40 @@ class AllInOne:
         self, nats_url: str, redis_url: str, responder_addr: str, console_addrs: tuple[str, str]
     ) -> Path:
         cfg = self.cfg
+        # A service's /metrics port left to chance (0) is chosen here, so that it can be printed.
+        http = {
+            name: section.http.model_copy(update={"port": section.http.port or _free_port()})
+            for name, section in (
+                ("sensor", cfg.sensor),
+                ("master", cfg.master),
+                ("responder", cfg.responder),
+                ("console", cfg.console),
+            )
+        }
         self.effective = cfg.model_copy(
             update={
                 "console": cfg.console.model_copy(
-                    update={"grpc_listen": console_addrs[0], "http_listen": console_addrs[1]}
+                    update={
+                        "grpc_listen": console_addrs[0],
+                        "http_listen": console_addrs[1],
+                        "http": http["console"],
+                    }
                 ),
                 "nats": cfg.nats.model_copy(update={"url": nats_url}),
                 "redis": cfg.redis.model_copy(update={"url": redis_url}),
-                "master": cfg.master.model_copy(update={"responder_address": responder_addr}),
+                "master": cfg.master.model_copy(
+                    update={"responder_address": responder_addr, "http": http["master"]}
+                ),
                 "responder": cfg.responder.model_copy(
-                    update={"listen": responder_addr, "state_file": self.data.responder_state}
+                    update={
+                        "listen": responder_addr,
+                        "state_file": self.data.responder_state,
+                        "http": http["responder"],
+                    }
                 ),
                 "sensor": cfg.sensor.model_copy(
                     update={
+                        "http": http["sensor"],
                         "spool_dir": self.data.spool,
                         "zeek_logs": cfg.sensor.zeek_logs.model_copy(
                             update={
@@ -648,12 +672,15 @@ async def run(
     from sensor.livelogs import describe as describe_zeek_logs
     from sensor.livelogs import directory_problem
     from sensor.sources.pcap import capture_problems
+    from sensor.sources.tap import interface_problem
 
     # That there is something to read is checked with the other flags (vigil/cli/__init__.py: _check_source).
     if cfg.sensor.source == "pcap":
         problems = capture_problems(cfg.sensor.pcap_files)
         if problems:
             raise UserError("; ".join(problems))
+    elif (problem := interface_problem(cfg.sensor.interface or "")) is not None:
+        raise UserError(problem)
     if cfg.responder.backend == "nftables" and os.geteuid() != 0:
         raise UserError("the nftables backend needs root; use --backend dryrun")
     data = DataDir(cfg.up.data_dir.resolve())
@@ -681,7 +708,9 @@ async def run(
         cfg_path = run.write_config(nats_url, redis_url, responder_addr, console_addrs)
         effective = run.effective
         assert effective is not None
-        view.line("vigil", f"nats-server {nats_url}  valkey {redis_url}  logs {data.logs}")
+        view.line("vigil", f"service logs {data.logs}")
+        for name, where in endpoints(effective, run.nats_monitoring):
+            view.line("vigil", f"listening  {name:<22} {where}")
         tokens = (
             f"{len(cfg.console.tokens)} token(s)" if cfg.console.tokens else "no tokens: set console.tokens"
         )
@@ -751,6 +780,32 @@ async def run(
                 loop.remove_signal_handler(sig)
             lock.release()
         view.line("vigil", f"stopped ({describe_exit(code)}): {totals or 'store totals unavailable'}")
+
+
+def endpoints(cfg: VigilConfig, nats_monitoring: str = "") -> list[tuple[str, str]]:
+    """Where everything of `vigil up` listens, as (what, address) in the order an operator looks for them:
+    the bus and the store, each service's /metrics (with /healthz and /readyz beside it), the gRPC API."""
+    out = [("nats", cfg.nats.url)]
+    if nats_monitoring:
+        out.append(("nats monitoring", f"{nats_monitoring}/varz"))
+    out.append(("valkey", cfg.redis.url))
+    for name, http in (
+        ("sensor", cfg.sensor.http),
+        ("master", cfg.master.http),
+        ("responder", cfg.responder.http),
+        ("console", cfg.console.http),
+    ):
+        out.append((f"{name} metrics", f"http://{_host_port(http.host, http.port)}/metrics"))
+    scheme = "grpcs" if cfg.responder.tls.active else "grpc"
+    out.append(("responder gRPC", f"{scheme}://{cfg.responder.listen}"))
+    console_scheme = "grpcs" if cfg.console.tls.active else "grpc"
+    out.append(("console gRPC", f"{console_scheme}://{cfg.console.grpc_listen}"))
+    out.append(("console HTTP API", f"http://{cfg.console.http_listen}/openapi.json"))
+    return out
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _free_port() -> int:

@@ -38,14 +38,14 @@ async def master(cfg: VigilConfig) -> int:
     except StoreLayoutError as exc:
         print(f"vigil master: {exc}", file=sys.stderr)
         return Exit.DEPENDENCY
-    return 0
+    return Exit.OK
 
 
 async def responder(cfg: VigilConfig) -> int:
     from responder.service import serve
 
     await serve(cfg)
-    return 0
+    return Exit.OK
 
 
 async def console(cfg: VigilConfig) -> int:

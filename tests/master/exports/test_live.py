@@ -9,6 +9,7 @@ import nats
 import pytest
 from prometheus_client import CollectorRegistry
 
+from master.catalog import SEVERITIES
 from master.service import MasterService
 from tests.master.exports.receivers import HttpReceiver, free_port
 from tests.master.traffic import T0, batches, office, scan
@@ -54,10 +55,13 @@ async def test_breaches_committed_by_the_master_reach_the_webhook_after_an_outag
     try:
         # The receiver is down: the master still commits every batch and its breaches queue up.
         for _ in range(300):
-            if (
-                registry.get_sample_value("vigil_master_breaches_total", {"model": "Device / Network Scan"})
-                or 0
-            ) > 0:
+            counts = [
+                registry.get_sample_value(
+                    "vigil_master_breaches_total", {"model_id": "device-network-scan", "severity": level}
+                )
+                for level in SEVERITIES
+            ]
+            if sum(n or 0 for n in counts) > 0:
                 break
             await asyncio.sleep(0.1)
         committed = await master.store.breaches(100)
