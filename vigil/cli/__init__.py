@@ -91,6 +91,15 @@ EXAMPLES = {
         "source <(vigil completion bash)                 # in ~/.bashrc",
         "source <(vigil completion zsh)                  # in ~/.zshrc",
     ),
+    "console": ("vigil console --config /etc/vigil/vigil.yaml  # gRPC and HTTP/JSON for operators",),
+}
+# The operator's commands (vigil/cli/operator.py) carry their examples beside their own options; their
+# groups are listed here for `vigil --help`.
+OPERATOR_EXAMPLES = {
+    "incidents": ("vigil incidents list --status new",),
+    "breaches": ("vigil breaches list --min-severity high --since 24h",),
+    "devices": ("vigil devices show DEVICE_ID",),
+    "actions": ("vigil actions confirm ACTION_ID --reason 'scanner, contain'",),
 }
 # From the codes themselves, so --help and vigil/exitcodes.py cannot disagree (the README's table is
 # checked against them by tests/test_hostile_input.py).
@@ -131,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Self-learning network detection and response.",
         parents=[_common_options(after=False)],
         epilog="examples:\n"
-        + "\n".join(_example(lines[0]) for lines in EXAMPLES.values())
+        + "\n".join(_example(lines[0]) for lines in (*EXAMPLES.values(), *OPERATOR_EXAMPLES.values()))
         + f"\n\n{EXIT_CODES_HELP}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -199,9 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(sub, "master", "run the master", common)
     responder = _add(sub, "responder", "run the responder", common)
     responder.add_argument("--backend", choices=["dryrun", "nftables"])
-    sub.add_parser(
-        "console", help="run the operator's API (gRPC and HTTP/JSON) on the master's store", parents=common
-    )
+    _add(sub, "console", "run the operator's API (gRPC and HTTP/JSON) on the master's store", common)
 
     analyze = _add(sub, "analyze", "offline: captures -> breaches and actions", common)
     analyze.add_argument("captures", type=Path, nargs="+", help="capture files (- for standard input)")

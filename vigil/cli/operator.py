@@ -63,7 +63,7 @@ _STATUS_EXIT: Mapping[grpc.StatusCode, Exit] = {
 }
 
 _EXIT_EPILOG = (
-    "Exit codes: 0 done, 1 token or certificate file unreadable, 2 usage or configuration (also a change "
+    "exit codes: 0 done, 1 token or certificate file unreadable, 2 usage or configuration (also a change "
     "the console finds invalid), 5 console (or the responder behind it) unreachable, 7 token refused, "
     "8 no such incident/breach/device/action, 9 the change does not apply to the current state, "
     "70 internal error, 130 interrupted."
@@ -92,7 +92,7 @@ def _leaf(
         name,
         help=help_text,
         description=_wrap(f"{help_text}. {_TOKEN_HELP}"),
-        epilog=f"example:\n  {example}\n\n{_wrap(_EXIT_EPILOG)}",
+        epilog=f"examples:\n  {example}\n\n{_wrap(_EXIT_EPILOG)}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=parents,
     )
