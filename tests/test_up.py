@@ -150,6 +150,8 @@ def _answers(what: str, where: str) -> bool:
     import urllib.parse
 
     try:
+        if what == "console HTTP API":  # its OpenAPI document, served to anyone
+            return _http_status(where) == 200
         if where.startswith("http://"):
             url = where if what == "nats monitoring" else where.removesuffix("/metrics") + "/healthz"
             return _http_status(url) == 200
@@ -164,7 +166,7 @@ def _answers(what: str, where: str) -> bool:
             if parsed.scheme == "nats":  # the server greets every client with INFO
                 s.settimeout(2)
                 return s.recv(5) == b"INFO "
-            return True  # gRPC: the responder accepts the connection
+            return True  # gRPC: the responder (or the console) accepts the connection
     except OSError:
         return False
 
@@ -175,7 +177,7 @@ def test_up_prints_where_every_endpoint_listens_and_each_answers_there(short_tmp
     try:
         assert up.stdout is not None
         deadline = time.monotonic() + 60
-        while "responder gRPC" not in printed and time.monotonic() < deadline:
+        while "console HTTP API" not in printed and time.monotonic() < deadline:
             line = up.stdout.readline()
             if not line:
                 break
@@ -189,7 +191,10 @@ def test_up_prints_where_every_endpoint_listens_and_each_answers_there(short_tmp
             "sensor metrics",
             "master metrics",
             "responder metrics",
+            "console metrics",
             "responder gRPC",
+            "console gRPC",
+            "console HTTP API",
         }, printed
         # The services start after the lines are printed: each answers within a bounded wait.
         waiting = dict(printed)
