@@ -9,6 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sensor.protocols.base import ConnContext, Emit, ErrorCounter
+from sensor.protocols.tls.session import TlsSession
+
 # RFC 5321 allows 512 octets per command or reply line and 1000 per text line, extensions a little
 # more; a line past this is not a command a server would take, so it is dropped, not buffered.
 MAX_LINE = 4096
@@ -157,3 +160,56 @@ def starts_like_dialogue(payload: bytes, is_orig: bool) -> bool:
         verb = payload[:16].split(b" ", 1)[0].split(b"\r", 1)[0].split(b"\n", 1)[0]
         return is_command_verb(text(verb)) and len(verb) < len(payload[:16])
     return len(payload) >= 3 and payload[:3].isdigit()
+
+
+class Dialogue:
+    """What SMTP and FTP sessions share: per-direction line readers, a command/reply reader, the sides
+    given up on, the port guess judged by the first payload, and a hand-over to TLS (STARTTLS, AUTH TLS)
+    after which every byte is the TLS session's."""
+
+    def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter, protocol: str) -> None:
+        self._ctx = ctx
+        self._emit = emit
+        self._count_error = count_error
+        self._lines = {
+            True: LineReader(on_overlong=lambda: count_error(protocol, "line_too_long")),
+            False: LineReader(on_overlong=lambda: count_error(protocol, "line_too_long")),
+        }
+        self._replies = ReplyReader()
+        self._bad = {True: 0, False: 0}
+        self._dead = {True: False, False: False}
+        self._seen_payload = False
+        self._rejected = False
+        self._tls: TlsSession | None = None
+
+    @property
+    def done(self) -> bool:
+        if self._tls is not None:
+            return self._tls.done
+        return self._dead[True] and self._dead[False]
+
+    @property
+    def rejected(self) -> bool:
+        """The connection came by port and its first bytes are no command/reply dialogue."""
+        return self._rejected
+
+    @property
+    def inner_services(self) -> tuple[str, ...]:
+        return ("ssl",) if self._tls is not None else ()
+
+    def _still_ours(self, is_orig: bool, ts: float, payload: bytes) -> bool:
+        """Whether ``payload`` is for the dialogue to read: not after a hand-over to TLS (which gets it),
+        nor on a side given up; the first payload also judges the port's guess."""
+        if self._tls is not None:
+            self._tls.data(is_orig, ts, payload)
+            return False
+        if self._dead[is_orig]:
+            return False
+        if not self._seen_payload:
+            self._seen_payload = True
+            self._rejected = not starts_like_dialogue(payload, is_orig)
+        return True
+
+    def _start_tls(self) -> TlsSession:
+        self._tls = TlsSession(self._ctx, self._emit, self._count_error)
+        return self._tls

@@ -27,14 +27,11 @@ from dataclasses import dataclass
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.ftp import parser
 from sensor.protocols.lines import (
-    LineReader,
+    Dialogue,
     Reply,
-    ReplyReader,
     is_command_verb,
     split_command,
-    starts_like_dialogue,
 )
-from sensor.protocols.tls.session import TlsSession
 from sensor.registry import Analyzer, ExpectedConnections
 from vigil.flow.v1 import ftp_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -106,26 +103,14 @@ class _Command:
     bytes_before: int = 0
 
 
-class FtpSession:
+class FtpSession(Dialogue):
     protocol = PROTOCOL
 
     def __init__(
         self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter, expected: ExpectedConnections
     ) -> None:
-        self._ctx = ctx
-        self._emit = emit
-        self._count_error = count_error
+        super().__init__(ctx, emit, count_error, PROTOCOL)
         self._expected = expected
-        self._lines = {
-            True: LineReader(on_overlong=lambda: count_error(PROTOCOL, "line_too_long")),
-            False: LineReader(on_overlong=lambda: count_error(PROTOCOL, "line_too_long")),
-        }
-        self._replies = ReplyReader()
-        self._bad = {True: 0, False: 0}
-        self._dead = {True: False, False: False}
-        self._seen_payload = False
-        self._rejected = False
-        self._tls: TlsSession | None = None
         self._started = False
         self._seq = 0
         self._pending: dict[int, _Command] = {}
@@ -142,32 +127,11 @@ class FtpSession:
         self._logon_success: bool | None = None
         self._failed_logons = 0
 
-    @property
-    def done(self) -> bool:
-        if self._tls is not None:
-            return self._tls.done
-        return self._dead[True] and self._dead[False]
-
-    @property
-    def rejected(self) -> bool:
-        """The connection came by port (21) and its first bytes are no FTP dialogue."""
-        return self._rejected
-
-    @property
-    def inner_services(self) -> tuple[str, ...]:
-        return ("ssl",) if self._tls is not None else ()
-
     # -- Session interface -------------------------------------------------------------------------------
 
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
-        if self._tls is not None:
-            self._tls.data(is_orig, ts, payload)
+        if not self._still_ours(is_orig, ts, payload):
             return
-        if self._dead[is_orig]:
-            return
-        if not self._seen_payload:
-            self._seen_payload = True
-            self._rejected = not starts_like_dialogue(payload, is_orig)
         try:
             reader = self._lines[is_orig]
             for line in reader.feed(payload):
@@ -298,7 +262,7 @@ class FtpSession:
             command.cwd_consumed = True
             self._cwd = parser.change_directory(self._cwd, cmd, command.arg or "", reply.text)
         if cmd == "AUTH" and code == 234:
-            self._tls = TlsSession(self._ctx, self._emit, self._count_error)
+            self._start_tls()
 
     def _announce(
         self, ts: float, passive: bool, orig_ip: str, resp_ip: str, port: int, peer_ip: str

@@ -23,16 +23,13 @@ from collections import deque
 
 from sensor.protocols.base import ConnContext, Emit, ErrorCounter, ParseError, Session, set_time
 from sensor.protocols.lines import (
-    LineReader,
+    Dialogue,
     Reply,
-    ReplyReader,
     is_command_verb,
     split_command,
-    starts_like_dialogue,
     text,
 )
 from sensor.protocols.smtp import parser
-from sensor.protocols.tls.session import TlsSession
 from vigil.flow.v1 import smtp_pb2
 from vigil.sensor.v1 import sensor_pb2
 
@@ -101,22 +98,11 @@ class _Message:
         self._tail = b""
 
 
-class SmtpSession:
+class SmtpSession(Dialogue):
     protocol = PROTOCOL
 
     def __init__(self, ctx: ConnContext, emit: Emit, count_error: ErrorCounter) -> None:
-        self._ctx = ctx
-        self._emit = emit
-        self._count_error = count_error
-        self._lines = {
-            True: LineReader(on_overlong=lambda: count_error(PROTOCOL, "line_too_long")),
-            False: LineReader(on_overlong=lambda: count_error(PROTOCOL, "line_too_long")),
-        }
-        self._replies = ReplyReader()
-        self._bad = {True: 0, False: 0}
-        self._dead = {True: False, False: False}
-        self._seen_payload = False
-        self._rejected = False
+        super().__init__(ctx, emit, count_error, PROTOCOL)
         # Commands waiting for their final reply, oldest first; a message's end line carries its record.
         self._pending: deque[tuple[str, smtp_pb2.SmtpRecord | None]] = deque()
         self._greeted = False
@@ -137,34 +123,12 @@ class SmtpSession:
         self._message: _Message | None = None
         self._in_data = False
         self._chunk_left = 0
-        self._tls: TlsSession | None = None
-
-    @property
-    def done(self) -> bool:
-        if self._tls is not None:
-            return self._tls.done
-        return self._dead[True] and self._dead[False]
-
-    @property
-    def rejected(self) -> bool:
-        """The connection came by port (25, 587) and its first bytes are no SMTP dialogue."""
-        return self._rejected
-
-    @property
-    def inner_services(self) -> tuple[str, ...]:
-        return ("ssl",) if self._tls is not None else ()
 
     # -- Session interface -------------------------------------------------------------------------------
 
     def data(self, is_orig: bool, ts: float, payload: bytes) -> None:
-        if self._tls is not None:
-            self._tls.data(is_orig, ts, payload)
+        if not self._still_ours(is_orig, ts, payload):
             return
-        if self._dead[is_orig]:
-            return
-        if not self._seen_payload:
-            self._seen_payload = True
-            self._rejected = not starts_like_dialogue(payload, is_orig)
         try:
             if is_orig:
                 self._client(ts, payload)
@@ -404,7 +368,7 @@ class SmtpSession:
             rec = self._record(ts)
             rec.tls = True
             rec.transaction_seen = True
-            self._tls = TlsSession(self._ctx, self._emit, self._count_error)
+            self._start_tls()
 
     def _to_tls(self, ts: float, server_rest: bytes) -> None:
         assert self._tls is not None
