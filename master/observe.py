@@ -402,19 +402,22 @@ def rpc_items(record: sensor_pb2.Record) -> tuple[Observation, ...]:
     if call.dcom and call.endpoint in ("", DCOM_AUTOMATION):
         what = f"{call.endpoint} {call.operation}" if call.endpoint else f"{call.operation} (bind not seen)"
         return (Observation(DCOM_CALLS, None, f"DCOM {what} on {server}", 1, server),)
+    found: list[Observation] = []
     group = PRIVILEGED_RIDS.get(call.rid) if call.HasField("rid") else None
     if group is not None and (call.endpoint, call.operation) in MEMBER_LISTINGS:
-        return (Observation(PRIVILEGED_GROUPS, f"{server}:{call.rid}", f"{text}: {group}"),)
+        # Listing a privileged group's members is also one enumeration call like any other.
+        found.append(Observation(PRIVILEGED_GROUPS, f"{server}:{call.rid}", f"{text}: {group}"))
     if feature is None:
-        return ()
-    if feature == SCM_HOSTS:
-        return (Observation(SCM_HOSTS, server, text),)
-    if feature == ENUM_CALLS:
-        found = [Observation(ENUM_CALLS, None, text), Observation(ENUM_HOSTS, server, text)]
+        pass
+    elif feature == SCM_HOSTS:
+        found.append(Observation(SCM_HOSTS, server, text))
+    elif feature == ENUM_CALLS:
+        found += [Observation(ENUM_CALLS, None, text), Observation(ENUM_HOSTS, server, text)]
         if (call.endpoint, call.operation) in WHOLE_LISTINGS:
             found.append(Observation(ENUM_LISTINGS, None, text))
-        return tuple(found)
-    return (Observation(feature, None, text, 1, server),)
+    else:
+        found.append(Observation(feature, None, text, 1, server))
+    return tuple(found)
 
 
 def kerberos_items(krb: kerberos_pb2.KerberosRecord) -> tuple[Observation, ...]:
