@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from master.signatures import (
     STAGER_MIN_BYTES,
@@ -11,10 +10,8 @@ from master.signatures import (
     is_metasploit_certificate,
     tls_c2_fingerprint,
 )
-from sensor.analyzers import default_registry
-from sensor.logwriter import pipeline_records
 from tests.conftest import CORPUS
-from vigil.config import SensorConfig
+from tests.sensor.records import capture_records
 
 IE11_WIN7 = "Mozilla/5.0 (Windows NT 6.1; WOW64; Trident/7.0; rv:11.0) like Gecko"
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0"
@@ -81,15 +78,12 @@ def test_metasploits_generated_certificate_is_known_by_how_its_names_agree() -> 
 def test_no_certificate_in_the_corpora_is_taken_for_metasploits_but_its_own() -> None:
     """Every server certificate the sensor reads in the reference and wild corpora (42 distinct: real
     sites, appliances and C2 servers): only the Meterpreter capture's matches."""
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
     captures = sorted(p for p in CORPUS.rglob("*") if p.suffix in (".pcap", ".pcapng", ".cap"))
     if not captures:
         pytest.skip("corpus not found")
     subjects: set[tuple[str, str]] = set()
     for path in captures:
-        records = pipeline_records(
-            config, [path], default_registry(), errors=[], metrics_registry=CollectorRegistry()
-        )
+        records, _ = capture_records(path)
         subjects |= {
             (r.tls.subject, r.tls.issuer) for r in records if r.WhichOneof("kind") == "tls" and r.tls.subject
         }

@@ -29,6 +29,7 @@ from sensor.logwriter import pipeline_records, zeek_logs
 from sensor.protocols.dhcp import DhcpSessionFactory, TransactionTable
 from sensor.protocols.smb import parser as smb_parser
 from sensor.registry import Registry
+from tests.sensor.records import parse_errors
 from tests.sensor.zeek_baseline import SET_VS_UNSET, VALUE, match_rows, read_zeek_log, zeek_value
 from vigil.config import SensorConfig
 from vigil.sensor.v1 import sensor_pb2
@@ -397,13 +398,7 @@ def run(capture: Path, dhcp_limits: tuple[int, int] | None = None, verified_chec
         )
     )
     logs = {log: [tsv(r) for r in rows] for log, rows in zeek_logs(records).items()}
-    errors: dict[tuple[str, str], float] = {}
-    for metric in metrics.collect():
-        if metric.name == "vigil_sensor_parse_errors":
-            for s in metric.samples:
-                if s.name.endswith("_total") and s.value:
-                    errors[(s.labels["protocol"], s.labels["reason"])] = s.value
-    return Run(logs, records, errors)
+    return Run(logs, records, parse_errors(metrics))
 
 
 # --- comparing -------------------------------------------------------------------------------------

@@ -5,14 +5,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
-from prometheus_client import CollectorRegistry
 
-from sensor.analyzers import default_registry
-from sensor.logwriter import pipeline_records
 from sensor.messages import MessageClock, record_messages
 from tests.conftest import CORPUS
-from vigil.config import SensorConfig
+from tests.sensor.records import capture_records
 
 
 def _feed(clocks: list[MessageClock], segs: list[int], times: list[float]) -> None:
@@ -53,12 +49,8 @@ def test_strrat_checks_in_every_few_seconds_inside_one_connection() -> None:
     """STRRAT (corelight zeek-strrat-detector): 192.168.100.11 keeps one TCP connection to
     185.255.114.40:8219 and sends 78 payload packets; with tshark (-Y "ip.src==192.168.100.11 && tcp.len>0")
     they make 39 runs separated by a second or more, started every 4.65 s (population stdev 1.04 s)."""
-    path = CORPUS / "wild/corelight__zeek-strrat-detector/strrat-4423258f-59bc-4a88-bfec-d8ac08c88538.pcap"
-    if not path.exists():
-        pytest.skip("wild corpus not found")
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
-    records = pipeline_records(
-        config, [path], default_registry(), errors=[], metrics_registry=CollectorRegistry()
+    records, _ = capture_records(
+        CORPUS / "wild/corelight__zeek-strrat-detector/strrat-4423258f-59bc-4a88-bfec-d8ac08c88538.pcap"
     )
     flows = [r.flow for r in records if r.WhichOneof("kind") == "flow" and r.flow.resp.port == 8219]
     assert len(flows) == 1

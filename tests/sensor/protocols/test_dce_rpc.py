@@ -11,15 +11,13 @@ from collections import Counter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from sensor.analyzers import default_registry
-from sensor.logwriter import pipeline_records, zeek_logs
+from sensor.logwriter import zeek_logs
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.dce_rpc import heuristic, names, parser
 from sensor.protocols.dce_rpc.session import DceRpcSession, PipeCalls
 from tests.conftest import CORPUS
-from vigil.config import SensorConfig
+from tests.sensor.records import ParseErrors, capture_records
 from vigil.sensor.v1 import sensor_pb2
 
 WILD = CORPUS / "wild"
@@ -329,21 +327,8 @@ WILD_CALLS: dict[str, tuple[str, dict[tuple[str, int], int]]] = {
 }
 
 
-def _wild_records(name: str) -> tuple[list[sensor_pb2.Record], dict[tuple[str, str], float]]:
-    path = WILD / name
-    if not path.exists():
-        pytest.skip(f"wild corpus capture {name} not found")
-    metrics = CollectorRegistry()
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
-    records = list(pipeline_records(config, [path], default_registry(), errors=[], metrics_registry=metrics))
-    errors = {
-        (s.labels["protocol"], s.labels["reason"]): s.value
-        for m in metrics.collect()
-        if m.name == "vigil_sensor_parse_errors"
-        for s in m.samples
-        if s.name.endswith("_total") and s.value
-    }
-    return records, errors
+def _wild_records(name: str) -> tuple[list[sensor_pb2.Record], ParseErrors]:
+    return capture_records(WILD / name)
 
 
 @pytest.mark.parametrize("name", sorted(WILD_CALLS))

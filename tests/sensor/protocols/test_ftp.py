@@ -10,14 +10,13 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from sensor.analyzers import default_registry
 from sensor.capture import PacketBlock
-from sensor.logwriter import pipeline_records, zeek_logs
+from sensor.logwriter import zeek_logs
 from sensor.pipeline import SensorPipeline
 from sensor.protocols.base import ConnContext
 from sensor.protocols.ftp import FtpSessionFactory, parser
@@ -25,6 +24,7 @@ from sensor.protocols.ftp.session import FtpSession
 from sensor.registry import ExpectedConnections
 from tests.conftest import CORPUS
 from tests.sensor.packets import TcpConv
+from tests.sensor.records import capture_records
 from vigil.config import SensorConfig
 from vigil.flow.v1 import ftp_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -201,26 +201,10 @@ def _tshark(pcap: Path, display_filter: str, *fields: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def _capture_records(pcap: Path) -> tuple[list[sensor_pb2.Record], dict[tuple[str, str], float]]:
-    if not pcap.exists():
-        pytest.skip(f"corpus capture {pcap.name} not found")
-    metrics = CollectorRegistry()
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
-    records = list(pipeline_records(config, [pcap], default_registry(), errors=[], metrics_registry=metrics))
-    errors = {
-        (s.labels["protocol"], s.labels["reason"]): s.value
-        for m in metrics.collect()
-        if m.name == "vigil_sensor_parse_errors"
-        for s in m.samples
-        if s.name.endswith("_total") and s.value
-    }
-    return records, errors
-
-
 def test_agent_tesla_upload_over_ftp() -> None:
     """Agent Tesla logs on (USER/PASS, 230), asks for passive mode and STORs an HTML file of stolen
     credentials on the announced port; two more sessions log on again."""
-    records, errors = _capture_records(AGENT_TESLA_FTP)
+    records, errors = capture_records(AGENT_TESLA_FTP)
     assert not [k for k in errors if k[0].startswith("ftp")]
     rows = [r.ftp for r in records if r.WhichOneof("kind") == "ftp"]
     stor = next(r for r in rows if r.command == "STOR")
@@ -252,7 +236,7 @@ def test_agent_tesla_upload_over_ftp() -> None:
 
 
 def test_retr_sizes_match_the_data_connections_and_tshark() -> None:
-    records, errors = _capture_records(PE_DOWNLOADS)
+    records, errors = capture_records(PE_DOWNLOADS)
     assert not [k for k in errors if k[0].startswith("ftp")]
     retrs = [r.ftp for r in records if r.WhichOneof("kind") == "ftp" and r.ftp.command == "RETR"]
     assert [r.data_bytes for r in retrs] == [r.file_size for r in retrs] and len(retrs) == 4

@@ -5,18 +5,14 @@ from __future__ import annotations
 import base64
 import contextlib
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from sensor.analyzers import default_registry
-from sensor.logwriter import pipeline_records
 from sensor.protocols.base import ConnContext, ParseError
 from sensor.protocols.http import FACTORY, heuristic, looks_like, parser
 from sensor.protocols.http.zeek import to_zeek
 from tests.conftest import CORPUS
-from vigil.config import SensorConfig
+from tests.sensor.records import capture_records
 from vigil.sensor.v1 import sensor_pb2
 
 CTX = ConnContext("Chttp", "10.0.0.2", 51000, "10.0.0.80", 80, "tcp")
@@ -202,12 +198,8 @@ def test_tls_on_an_http_port_is_tls() -> None:
     tcp.port==8080,tls: five ClientHellos, four certificates, self-signed CN=prosacco.sons.com). The port
     guessed HTTP; the first bytes are a TLS record, so the connection is TLS, as Zeek's protocol detection
     makes it."""
-    path = CORPUS / "wild/OTRF__Security-Datasets/metasploit_logonpasswords_lsass_memory_dump.pcapng"
-    if not path.exists():
-        pytest.skip("wild corpus not found")
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
-    records = list(
-        pipeline_records(config, [path], default_registry(), errors=[], metrics_registry=CollectorRegistry())
+    records, _ = capture_records(
+        CORPUS / "wild/OTRF__Security-Datasets/metasploit_logonpasswords_lsass_memory_dump.pcapng"
     )
     on_8080 = [r for r in records if r.resp.port == 8080 or r.flow.resp.port == 8080]
     kinds = [r.WhichOneof("kind") for r in on_8080]

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from sensor.analyzers import default_registry
 from sensor.capture import PacketBlock
-from sensor.logwriter import pipeline_records, zeek_logs
+from sensor.logwriter import zeek_logs
 from sensor.pipeline import SensorPipeline
 from sensor.protocols.base import ConnContext
 from sensor.protocols.lines import MAX_LINE, LineReader
@@ -24,6 +24,7 @@ from sensor.protocols.smtp import FACTORY, heuristic, parser
 from sensor.protocols.smtp.session import SmtpSession
 from tests.conftest import CORPUS
 from tests.sensor.packets import TcpConv
+from tests.sensor.records import capture_records
 from vigil.config import SensorConfig
 from vigil.flow.v1 import smtp_pb2
 from vigil.sensor.v1 import sensor_pb2
@@ -244,25 +245,9 @@ def _tshark(pcap: Path, display_filter: str, *fields: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line]
 
 
-def _capture_records(pcap: Path) -> tuple[list[sensor_pb2.Record], dict[tuple[str, str], float]]:
-    if not pcap.exists():
-        pytest.skip(f"wild corpus capture {pcap.name} not found")
-    metrics = CollectorRegistry()
-    config = SensorConfig(verify_ip_checksums=False, verify_l4_checksums="off")
-    records = list(pipeline_records(config, [pcap], default_registry(), errors=[], metrics_registry=metrics))
-    errors = {
-        (s.labels["protocol"], s.labels["reason"]): s.value
-        for m in metrics.collect()
-        if m.name == "vigil_sensor_parse_errors"
-        for s in m.samples
-        if s.name.endswith("_total") and s.value
-    }
-    return records, errors
-
-
 def test_agent_tesla_exfiltration_over_submission_port() -> None:
     """Agent Tesla mails the stolen credentials: AUTH LOGIN as the sender, then one HTML message."""
-    records, errors = _capture_records(AGENT_TESLA_SMTP)
+    records, errors = capture_records(AGENT_TESLA_SMTP)
     assert not [k for k in errors if k[0] == "smtp"]
     (rec,) = [r.smtp for r in records if r.WhichOneof("kind") == "smtp"]
     assert rec.auth_mechanism == "LOGIN" and rec.auth_success is True
